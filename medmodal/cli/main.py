@@ -1,0 +1,240 @@
+"""The ``medmodal`` command line.
+
+Each sub-command is a small function that parses its flags and calls the
+library; all real work lives in the package so it is usable from Python too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("medmodal")
+
+
+# ------------------------------------------------------------------ sub-commands
+def cmd_synth(args: argparse.Namespace) -> None:
+    from medmodal.data.synthetic import generate_dataset
+
+    summary = generate_dataset(
+        args.out, n=args.n, seed=args.seed, image_size=args.image_size, n_sites=args.sites,
+        masks=not args.no_masks, dicom_fraction=args.dicom_fraction, progress=not args.quiet,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    print(f"wrote {args.n} studies to {Path(args.out).resolve()}")
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """Command-line flags as dotted config overrides (flags not given are None and ignored)."""
+    return {
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "train.seed": args.seed,
+        "train.lr": args.lr,
+        "train.devices": _int_or_str(args.devices),
+        "train.num_nodes": args.num_nodes,
+        "train.strategy": args.strategy,
+        "train.accelerator": args.accelerator,
+        "train.progress_bar": False if args.no_progress else None,
+        "data.image_size": args.image_size,
+        "data.on_bad_row": args.on_bad_row,
+        "model.modalities": args.modalities,
+        "model.modality_dropout": args.modality_dropout,
+    }
+
+
+def _int_or_str(value: str | None):
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def resolve_config(args: argparse.Namespace):
+    from medmodal.config import apply_overrides, load_config
+
+    config = apply_overrides(load_config(args.config), config_overrides(args))
+    parts = {"model.fusion": args.fusion, "model.image_encoder": args.image_encoder, "model.text_encoder": args.text_encoder}
+    for dotted, name in parts.items():
+        if name is not None:
+            config = apply_overrides(config, {dotted: {"name": name, "kwargs": {}, "pretrained_path": None}})
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from medmodal.training.trainer import train
+
+    config = resolve_config(args)
+    result = train(args.data, config, args.out, force=args.force)
+    if result.run.done.exists():
+        print(f"trained {result.run.root} ({result.epochs_run} epochs, {result.seconds:.0f} s); "
+              f"best {config.train.monitor} = {result.best_score}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from medmodal.evaluation.evaluate import evaluate_run, format_metrics_table
+
+    metrics = evaluate_run(args.run, args.data, split=args.split, beam_size=args.beam_size, progress=not args.quiet)
+    print(format_metrics_table(metrics))
+    name = "metrics.json" if args.split == "test" else f"metrics_{args.split}.json"
+    print(f"metrics written to {Path(args.run).resolve() / name}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from medmodal.serving.predictor import Predictor
+
+    if args.image is None and args.text is None:
+        raise ValueError("give --image, --text, or both")
+    result = Predictor.from_run(args.run).predict(args.image, args.text, beam_size=args.beam_size)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"prediction written to {args.out}")
+    else:
+        print(text)
+
+
+def cmd_import_openi(args: argparse.Namespace) -> None:
+    from medmodal.data.importers.openi import import_openi
+
+    result = import_openi(args.source, args.out, images_dir=args.images)
+    print(json.dumps(result.summary(), indent=2, default=str))
+
+
+def cmd_label_reports(args: argparse.Namespace) -> None:
+    from medmodal.labeling import label_reports_file
+
+    fields = args.fields.split(",") if args.fields else None
+    label_reports_file(args.input, args.out, fields=fields, vocabulary=args.vocabulary)
+    print(f"labels written to {args.out}")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    import yaml
+
+    from medmodal.config import load_config
+
+    print(yaml.safe_dump(load_config(args.config).model_dump(mode="json"), sort_keys=False), end="")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from medmodal.cli.demo import run_demo
+
+    run_demo(Path(args.out), n=args.n, epochs=args.epochs, seed=args.seed)
+
+
+# ----------------------------------------------------------------------- parser
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (default: built-in defaults; see `medmodal config`)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--modalities", choices=["image", "text", "both"])
+    p.add_argument("--fusion", help="fusion layer by name: concat, late, gated, bilinear, cross_attention")
+    p.add_argument("--image-encoder", help="image encoder by name: small_cnn, resnet18, resnet50, densenet121, efficientnet_b0")
+    p.add_argument("--text-encoder", help="text encoder by name: bilstm_attention, transformer")
+    p.add_argument("--modality-dropout", type=float, help="probability of hiding one modality per training sample")
+    p.add_argument("--on-bad-row", choices=["skip", "error"])
+    p.add_argument("--accelerator", help="cpu, gpu, auto")
+    p.add_argument("--devices", help="number of devices/processes, or 'auto'")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--strategy", help="auto, ddp, ddp_spawn, fsdp, ...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medmodal", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="less output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write the built-in synthetic chest X-ray + report dataset")
+    p.add_argument("out")
+    p.add_argument("--n", type=int, default=2000, help="number of studies")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--sites", type=int, default=3)
+    p.add_argument("--dicom-fraction", type=float, default=0.0, help="share of images written as DICOM")
+    p.add_argument("--no-masks", action="store_true", help="do not write lesion masks")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a model on a dataset folder")
+    p.add_argument("--data", required=True, help="dataset folder (with manifest.csv/.jsonl/.parquet) or manifest file")
+    p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+    p.add_argument("--force", action="store_true", help="discard an existing run in --out and start over")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a trained run on a split; writes metrics.json")
+    p.add_argument("run")
+    p.add_argument("--data", help="dataset (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--beam-size", type=int)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict one study: labels, boxes, report, word attention (JSON)")
+    p.add_argument("run")
+    p.add_argument("--image", help="PNG, JPEG or DICOM")
+    p.add_argument("--text", help="report text (the model's input fields, e.g. the indication)")
+    p.add_argument("--beam-size", type=int)
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("import-openi", help="convert the Indiana University / Open-i report XMLs into a dataset")
+    p.add_argument("source", help="NLMCXR_reports.tgz, a folder of XMLs, or the torchxrayvision wheel")
+    p.add_argument("out")
+    p.add_argument("--images", help="folder with the Open-i PNGs, if you have them")
+    p.set_defaults(func=cmd_import_openi)
+
+    p = sub.add_parser("label-reports", help="extract findings (negation, uncertainty, laterality) from report text")
+    p.add_argument("input", help="a dataset folder / manifest, or a CSV with report columns")
+    p.add_argument("out", help="output CSV")
+    p.add_argument("--fields", help="comma-separated text columns (default: findings,impression)")
+    p.add_argument("--vocabulary", help="finding vocabulary YAML (default: the built-in chest X-ray one)")
+    p.set_defaults(func=cmd_label_reports)
+
+    p = sub.add_parser("config", help="print a config with every default filled in")
+    p.add_argument("config", nargs="?", help="YAML to validate and complete (default: the built-in defaults)")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("demo", help="synthetic data + image-only, text-only and fused models + evaluation")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.quiet)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a clean message for user errors; --debug for the traceback
+        from medmodal.errors import USER_ERRORS
+
+        if args.debug or not isinstance(err, USER_ERRORS):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

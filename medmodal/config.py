@@ -1,0 +1,236 @@
+"""Typed configuration, validated on load.
+
+A run is described by one :class:`Config` (``data``, ``model``, ``train``,
+``evaluate`` sections). YAML files are validated field by field: an unknown key
+or a bad value fails with its dotted path, e.g.
+``model.fusion.name: unknown fusion 'gatd'; available: bilinear, concat, ...``.
+
+Every field has a default, so ``Config()`` is the default configuration and a
+YAML file only lists what it changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medmodal.data.types import SECTION_FIELDS
+
+
+class ConfigError(ValueError):
+    """A configuration that does not validate; the message names each bad field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- data
+class AugmentConfig(_Section):
+    """Image augmentation at training time (MONAI transforms)."""
+
+    enabled: bool = False
+    rotate_degrees: float = Field(5.0, ge=0, le=45)
+    scale: float = Field(0.05, ge=0, le=0.5)
+    contrast_gamma: tuple[float, float] = (0.8, 1.25)
+    noise_std: float = Field(0.02, ge=0, le=0.5)
+    blur_sigma: tuple[float, float] = (0.0, 0.0)
+    prob: float = Field(0.5, ge=0, le=1)
+
+
+class DataConfig(_Section):
+    """Which data, which fields, how to read and split it."""
+
+    manifest: str = "manifest.csv"
+    labels: list[str] | None = None  # None: the union of labels over the manifest
+    text_fields: list[str] = ["indication"]
+    target_fields: list[str] = ["findings", "impression"]
+    image_size: int = Field(128, ge=16, le=1024)
+    max_text_tokens: int = Field(48, ge=4, le=1024)
+    max_target_tokens: int = Field(80, ge=4, le=1024)
+    min_token_freq: int = Field(2, ge=1)
+    on_bad_row: Literal["skip", "error"] = "skip"
+    check_images: bool = True
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    cache_images: bool = True
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("text_fields", "target_fields")
+    @classmethod
+    def _known_sections(cls, value: list[str]) -> list[str]:
+        unknown = [f for f in value if f not in SECTION_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown report section(s) {unknown}; sections are {list(SECTION_FIELDS)}")
+        return value
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v < 0 for v in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError(f"train/val/test fractions must be >= 0 and sum to 1, got {value}")
+        return value
+
+
+# -------------------------------------------------------------------------- model
+class PartConfig(_Section):
+    """A model part built by name from the registry, with keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any] = {}
+    pretrained_path: str | None = None  # local weights file; never downloaded
+
+
+class HeadsConfig(_Section):
+    classification: bool = True
+    localization: bool = True
+    generation: bool = True
+
+
+class ModelConfig(_Section):
+    """The multimodal model: encoders, fusion, heads (arXiv 2405.17459 built from parts)."""
+
+    modalities: Literal["image", "text", "both"] = "both"
+    image_encoder: PartConfig = Field(default_factory=lambda: PartConfig(name="small_cnn"))
+    text_encoder: PartConfig = Field(default_factory=lambda: PartConfig(name="bilstm_attention"))
+    fusion: PartConfig = Field(default_factory=lambda: PartConfig(name="gated"))
+    decoder: PartConfig = Field(default_factory=lambda: PartConfig(name="lstm"))
+    embed_dim: int = Field(256, ge=8, le=4096)  # width of encoder outputs and the fused vector
+    heads: HeadsConfig = Field(default_factory=HeadsConfig)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    # Probability, per training sample, of hiding one modality (replaced by the
+    # learned placeholder), so the model learns to work with either missing.
+    modality_dropout: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _parts_exist(self) -> "ModelConfig":
+        from medmodal.models import registry
+
+        for attr, kind in (
+            ("image_encoder", "image_encoder"),
+            ("text_encoder", "text_encoder"),
+            ("fusion", "fusion"),
+            ("decoder", "decoder"),
+        ):
+            name = getattr(self, attr).name
+            known = registry.available(kind)
+            if name not in known:
+                raise ValueError(f"{attr}.name: unknown {kind} '{name}'; available: {', '.join(known)}")
+        return self
+
+
+# ----------------------------------------------------------------------- training
+class LossWeights(_Section):
+    classification: float = Field(1.0, ge=0)
+    localization: float = Field(1.0, ge=0)
+    generation: float = Field(0.5, ge=0)
+    # Auxiliary unimodal classification losses (counter modality competition).
+    auxiliary: float = Field(0.3, ge=0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
+    loss_weights: LossWeights = Field(default_factory=LossWeights)
+    class_imbalance: Literal["none", "pos_weight", "focal"] = "pos_weight"
+    focal_gamma: float = Field(2.0, ge=0)
+    early_stopping_patience: int = Field(4, ge=0)  # 0 = off
+    monitor: str = "val/auroc_macro"
+    gradient_clip: float = Field(1.0, ge=0)
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = True
+    log_every_n_steps: int = Field(10, ge=1)
+    progress_bar: bool = True
+    limit_train_batches: float | int | None = None  # for smoke runs
+
+
+# --------------------------------------------------------------------- evaluation
+class EvaluateConfig(_Section):
+    beam_size: int = Field(3, ge=1, le=16)
+    max_generate_tokens: int = Field(80, ge=4, le=1024)
+    threshold: float = Field(0.5, gt=0, lt=1)
+    batch_size: int = Field(64, ge=1)
+    # How the clinical-efficacy labeler counts an uncertain mention ("possible effusion").
+    uncertain_as: Literal["positive", "negative"] = "positive"
+
+
+# --------------------------------------------------------------------------- root
+class Config(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(root)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt, or not a setting of this section)"
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Config:
+    """Validate a plain dict (e.g. parsed YAML) into a :class:`Config`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a YAML config; ``None`` gives the default config."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return config_from_dict(data, str(path))
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of ``config`` with dotted-path overrides, e.g. ``{"train.epochs": 3}``.
+
+    Values are validated like the file's; ``None`` values are ignored (flag not given).
+    """
+    data = config.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if key not in node or not isinstance(node[key], dict):
+                raise ConfigError(f"override '{dotted}': no section '{key}'")
+            node = node[key]
+        if leaf not in node:
+            raise ConfigError(f"override '{dotted}': unknown key '{leaf}'")
+        node[leaf] = value
+    return config_from_dict(data, "command-line overrides")
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the fully resolved config as YAML (what the run actually used)."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,428 @@
+"""``StudyDataset``: studies -> tensors, collated into the batch dict of DEVELOPERS.md.
+
+One item (before collation), with S = ``image_size``, C = number of labels,
+L = ``max_text_tokens``, T = ``max_target_tokens``:
+
+==============  ================  ==============================================================
+key             shape / type      meaning
+==============  ================  ==============================================================
+``id``          str               study id
+``image``       float32 [1,S,S]   ``normalize_image(x)`` of the [0, 1] image; zeros if no image
+``has_image``   bool []           image present and decoded
+``text_ids``    int64 [L]         input text ids, ``pad_id`` after the text
+``text_mask``   bool [L]          True at real tokens (all False when there is no text)
+``has_text``    bool []           at least one input field non-empty
+``labels``      float32 [C]       multi-hot, in ``label_names`` order
+``boxes``       float32 [C,4]     per class the largest box, ``(x0, y0, x1, y1)`` / image size, in [0, 1]
+``box_mask``    bool [C]          a box exists for that class (False whenever there is no image)
+``target_ids``  int64 [T]         ``[BOS] target words [EOS] [PAD]...`` (truncated words, EOS kept)
+``site``        str               site or ``""``
+==============  ================  ==============================================================
+
+:func:`collate` (the loader's ``collate_fn``) stacks these into ``[B, ...]``
+tensors and lists of str.
+
+Text: the input is ``study.text(text_fields)``, the non-empty sections joined
+with ``" [SEP] "`` (one ``[SEP]`` token between sections). The generation target
+is the target sections joined with a plain space (:data:`TARGET_SEP`): the model
+writes one running report, and its decoded output compares directly with
+references in text metrics.
+
+Images: decoded by :func:`~medmodal.data.images.load_image`, resized to S x S
+with an antialiased bilinear filter (``torch.nn.functional.interpolate``: MONAI's
+``Resize(anti_aliasing=True)`` Gaussian pre-filter costs ~0.6 s on a 2048 x 2048
+radiograph against ~15 ms). The aspect ratio is not kept (a plain resize); boxes
+stay valid because they are normalised by the stored image's own width and height.
+With ``cache_images`` the resized image is kept in memory as uint8 (S*S bytes per
+study; 1.6 GB for 100k studies at S=128). Images go through the same uint8 step
+without the cache, so results do not depend on caching.
+
+A file that fails to decode never raises here: the item gets a zero image and
+``has_image=False``, and the failure is logged once per study (WARNING, logger
+``medmodal.data.dataset``, naming the id and the file; once per worker process).
+
+Augmentation (``train=True`` and ``augment.enabled``), MONAI array transforms on
+the resized [0, 1] image: ``RandAffine`` (rotation up to ``rotate_degrees``,
+scaling by up to ``1 +- scale``, zero padding), ``RandAdjustContrast`` (gamma),
+``RandGaussianSmooth`` (if ``blur_sigma[1] > 0``) and ``RandGaussianNoise``,
+each with probability ``prob``, then clipping to [0, 1]. Boxes follow the affine
+exactly up to one pixel: each box is drawn as a mask, the mask goes through the
+same affine (nearest neighbour), and the new box is the mask's extent; a box
+moved fully out of view loses its ``box_mask``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import RandAdjustContrast, RandAffine, RandGaussianNoise, RandGaussianSmooth
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from medmodal.config import AugmentConfig, DataConfig
+from medmodal.data.images import ImageReadError, load_image
+from medmodal.data.tokenizer import ReportTokenizer
+from medmodal.data.types import Box, Study
+
+logger = logging.getLogger(__name__)
+
+IMAGE_MEAN = 0.5
+IMAGE_STD = 0.25
+TEXT_SEP = " [SEP] "
+TARGET_SEP = " "
+BATCH_KEYS = (
+    "id", "image", "has_image", "text_ids", "text_mask", "has_text",
+    "labels", "boxes", "box_mask", "target_ids", "site",
+)  # fmt: skip
+
+
+def normalize_image(image: torch.Tensor) -> torch.Tensor:
+    """[0, 1] intensities -> model input: ``(x - IMAGE_MEAN) / IMAGE_STD`` (any shape)."""
+    return (image - IMAGE_MEAN) / IMAGE_STD
+
+
+def denormalize_image(image: torch.Tensor) -> torch.Tensor:
+    """Model input -> [0, 1] intensities (inverse of :func:`normalize_image`; not clipped)."""
+    return image * IMAGE_STD + IMAGE_MEAN
+
+
+def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
+    """float32 ``[H, W]`` in [0, 1] -> float32 ``[1, size, size]``, antialiased bilinear, aspect not kept."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    resized = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return resized[0].clamp_(0.0, 1.0)
+
+
+def box_targets(
+    boxes: Sequence[Box], label_index: dict[str, int], height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One normalised box per class.
+
+    Args:
+        boxes: pixel boxes of the stored image.
+        label_index: label name -> class position; boxes of other labels are ignored.
+        height, width: stored image size in pixels.
+
+    Returns:
+        boxes float32 ``[C, 4]`` (x0, y0, x1, y1) in [0, 1], the largest box of each
+        class; box_mask bool ``[C]``.
+    """
+    out = torch.zeros(len(label_index), 4, dtype=torch.float32)
+    mask = torch.zeros(len(label_index), dtype=torch.bool)
+    best_area = [-1.0] * len(label_index)
+    for box in boxes:
+        c = label_index.get(box.label)
+        if c is None:
+            continue
+        x0, y0, x1, y1 = box.box
+        area = (x1 - x0) * (y1 - y0)
+        if area > best_area[c]:
+            best_area[c] = area
+            out[c] = torch.tensor([x0 / width, y0 / height, x1 / width, y1 / height])
+            mask[c] = True
+    return out.clamp_(0.0, 1.0), mask
+
+
+def pad_ids(ids: Sequence[int], length: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ids`` padded (or cut) to ``length``: (int64 ``[length]``, bool mask ``[length]``)."""
+    ids = list(ids)[:length]
+    padded = torch.full((length,), pad_id, dtype=torch.long)
+    mask = torch.zeros(length, dtype=torch.bool)
+    if ids:
+        padded[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[: len(ids)] = True
+    return padded, mask
+
+
+class ImageAugmentation:
+    """Random MONAI transforms of a ``[1, S, S]`` image in [0, 1] and of its normalised boxes."""
+
+    def __init__(self, config: AugmentConfig, seed: int = 0):
+        p = config.prob
+        self.affine = None
+        if config.rotate_degrees > 0 or config.scale > 0:
+            self.affine = RandAffine(
+                prob=p,
+                rotate_range=(math.radians(config.rotate_degrees),),
+                scale_range=(config.scale, config.scale),
+                padding_mode="zeros",  # no reflected copies of lesions outside their boxes
+                mode="bilinear",
+            )
+        self.intensity = [RandAdjustContrast(prob=p, gamma=tuple(config.contrast_gamma))]
+        if config.blur_sigma[1] > 0:
+            sigma = tuple(config.blur_sigma)
+            self.intensity.append(RandGaussianSmooth(sigma_x=sigma, sigma_y=sigma, prob=p))
+        if config.noise_std > 0:
+            self.intensity.append(RandGaussianNoise(prob=p, std=config.noise_std))
+        self.set_random_state(seed)
+
+    def set_random_state(self, seed: int) -> None:
+        """Reseed every transform (each DataLoader worker calls this with its own seed)."""
+        transforms = ([self.affine] if self.affine is not None else []) + self.intensity
+        for offset, transform in enumerate(transforms):
+            transform.set_random_state(seed=(seed + offset) % 2**32)
+
+    def __call__(
+        self, image: torch.Tensor, boxes: torch.Tensor, box_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image ``[1, S, S]``, boxes ``[C, 4]``, box_mask ``[C]`` -> the same, transformed."""
+        if self.affine is not None:
+            image = torch.as_tensor(self.affine(image), dtype=torch.float32)
+            moved = getattr(self.affine, "_do_transform", True)  # MONAI's "this draw applies" flag
+            if moved and box_mask.any():
+                boxes, box_mask = self._move_boxes(boxes, box_mask, size=image.shape[-1])
+        for transform in self.intensity:
+            image = torch.as_tensor(transform(image), dtype=torch.float32)
+        return image.clamp(0.0, 1.0), boxes, box_mask
+
+    def _move_boxes(
+        self, boxes: torch.Tensor, box_mask: torch.Tensor, size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply the affine just drawn (``randomize=False``) to box masks; read the boxes back."""
+        classes = torch.nonzero(box_mask).flatten()
+        masks = torch.stack([_box_to_mask(boxes[c], size) for c in classes])
+        moved = torch.as_tensor(self.affine(masks, mode="nearest", randomize=False))
+        boxes, box_mask = boxes.clone(), box_mask.clone()
+        for c, mask in zip(classes.tolist(), moved):
+            box = _mask_to_box(mask > 0.5)
+            if box is None:
+                box_mask[c] = False
+                boxes[c] = 0.0
+            else:
+                boxes[c] = box
+        return boxes, box_mask
+
+
+def _box_to_mask(box: torch.Tensor, size: int) -> torch.Tensor:
+    """Normalised box -> float ``[size, size]`` mask covering the pixels it touches (at least one)."""
+    x0, y0, x1, y1 = box.tolist()
+    c0, r0 = min(int(x0 * size), size - 1), min(int(y0 * size), size - 1)
+    c1, r1 = max(math.ceil(x1 * size), c0 + 1), max(math.ceil(y1 * size), r0 + 1)
+    mask = torch.zeros(size, size)
+    mask[r0:r1, c0:c1] = 1.0
+    return mask
+
+
+def _mask_to_box(mask: torch.Tensor) -> torch.Tensor | None:
+    """bool ``[S, S]`` -> normalised extent (x0, y0, x1, y1), or None if empty."""
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    if len(rows) == 0:
+        return None
+    size_y, size_x = mask.shape
+    return torch.tensor(
+        [cols[0] / size_x, rows[0] / size_y, (cols[-1] + 1) / size_x, (rows[-1] + 1) / size_y],
+        dtype=torch.float32,
+    )
+
+
+class StudyDataset(Dataset):
+    """Map-style dataset of studies; items as in the module docstring."""
+
+    def __init__(
+        self,
+        studies: Sequence[Study],
+        tokenizer: ReportTokenizer,
+        label_names: Sequence[str],
+        *,
+        image_size: int = 128,
+        text_fields: Sequence[str] = ("indication",),
+        target_fields: Sequence[str] = ("findings", "impression"),
+        max_text_tokens: int = 48,
+        max_target_tokens: int = 80,
+        augment: AugmentConfig | None = None,
+        cache_images: bool = True,
+        train: bool = False,
+        seed: int = 0,
+    ):
+        """
+        Args:
+            studies: validated studies (e.g. ``Manifest.split("train")``).
+            tokenizer: trained on the training reports.
+            label_names: class order of ``labels`` / ``boxes`` / ``box_mask``.
+            image_size: S, the side of the square model input.
+            text_fields / target_fields: report sections of the input text / of the generation target.
+            max_text_tokens / max_target_tokens: L and T (T includes BOS and EOS).
+            augment: used only when ``train`` and ``augment.enabled``.
+            cache_images: keep resized images in memory (uint8).
+            train: training-time behaviour (augmentation).
+            seed: seed of the augmentation (workers reseed, see :func:`make_dataloader`).
+        """
+        if max_target_tokens < 2:
+            raise ValueError("max_target_tokens must leave room for [BOS] and [EOS]")
+        self.studies = list(studies)
+        self.tokenizer = tokenizer
+        self.label_names = list(label_names)
+        self.label_index = {name: i for i, name in enumerate(self.label_names)}
+        self.image_size = int(image_size)
+        self.text_fields = tuple(text_fields)
+        self.target_fields = tuple(target_fields)
+        self.max_text_tokens = int(max_text_tokens)
+        self.max_target_tokens = int(max_target_tokens)
+        self.cache_images = cache_images
+        self.train = train
+        use_augment = train and augment is not None and augment.enabled
+        self.augmentation = ImageAugmentation(augment, seed=seed) if use_augment else None
+        self._cache: dict[int, tuple[torch.Tensor, tuple[int, int]]] = {}
+        self._failed: set[int] = set()
+
+    @classmethod
+    def from_config(
+        cls,
+        studies: Sequence[Study],
+        tokenizer: ReportTokenizer,
+        label_names: Sequence[str],
+        config: DataConfig,
+        *,
+        train: bool = False,
+        seed: int = 0,
+    ) -> StudyDataset:
+        """A dataset with the settings of ``config`` (sizes, fields, augmentation, cache)."""
+        return cls(
+            studies,
+            tokenizer,
+            label_names,
+            image_size=config.image_size,
+            text_fields=config.text_fields,
+            target_fields=config.target_fields,
+            max_text_tokens=config.max_text_tokens,
+            max_target_tokens=config.max_target_tokens,
+            augment=config.augment,
+            cache_images=config.cache_images,
+            train=train,
+            seed=seed,
+        )
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        study = self.studies[index]
+        size = self.image_size
+        stored = self.stored_image(index)
+        if stored is None:
+            image = torch.zeros(1, size, size)
+            boxes = torch.zeros(len(self.label_names), 4)
+            box_mask = torch.zeros(len(self.label_names), dtype=torch.bool)
+        else:
+            pixels, (height, width) = stored
+            image = pixels.float() / 255.0
+            boxes, box_mask = box_targets(study.boxes, self.label_index, height, width)
+            if self.augmentation is not None:
+                image, boxes, box_mask = self.augmentation(image, boxes, box_mask)
+            image = normalize_image(image)
+
+        text = study.text(self.text_fields, sep=TEXT_SEP)
+        text_ids, text_mask = pad_ids(
+            self.tokenizer.encode(text, self.max_text_tokens), self.max_text_tokens, self.tokenizer.pad_id
+        )
+        target = self.target_text(study)
+        target_ids, _ = pad_ids(
+            self.tokenizer.encode(target, self.max_target_tokens, add_bos_eos=True),
+            self.max_target_tokens,
+            self.tokenizer.pad_id,
+        )
+        return {
+            "id": study.id,
+            "image": image,
+            "has_image": torch.tensor(stored is not None),
+            "text_ids": text_ids,
+            "text_mask": text_mask,
+            "has_text": torch.tensor(bool(text)),
+            "labels": self.label_vector(study),
+            "boxes": boxes,
+            "box_mask": box_mask,
+            "target_ids": target_ids,
+            "site": study.site or "",
+        }
+
+    # --------------------------------------------------------------- parts of an item
+    def target_text(self, study: Study) -> str:
+        """The generation target: the target sections joined by :data:`TARGET_SEP`."""
+        return study.text(self.target_fields, sep=TARGET_SEP)
+
+    def label_vector(self, study: Study) -> torch.Tensor:
+        """float32 ``[C]`` multi-hot of the study's labels (labels outside ``label_names`` ignored)."""
+        vector = torch.zeros(len(self.label_names), dtype=torch.float32)
+        for label in study.labels:
+            c = self.label_index.get(label)
+            if c is not None:
+                vector[c] = 1.0
+        return vector
+
+    def stored_image(self, index: int) -> tuple[torch.Tensor, tuple[int, int]] | None:
+        """(uint8 ``[1, S, S]`` resized image, stored ``(H, W)``), or None if missing / unreadable."""
+        if index in self._cache:
+            return self._cache[index]
+        study = self.studies[index]
+        if study.image is None or index in self._failed:
+            return None
+        try:
+            decoded = load_image(study.image)
+        except ImageReadError as err:
+            self._failed.add(index)
+            logger.warning("study %s: image not used (zero image, has_image=False): %s", study.id, err)
+            return None
+        pixels = (resize_image(decoded, self.image_size) * 255.0).round_().to(torch.uint8)
+        entry = (pixels, (int(decoded.shape[0]), int(decoded.shape[1])))
+        if self.cache_images:
+            self._cache[index] = entry
+        return entry
+
+    def set_random_state(self, seed: int) -> None:
+        """Reseed the augmentation (called in each DataLoader worker by :func:`seed_worker`)."""
+        if self.augmentation is not None:
+            self.augmentation.set_random_state(seed)
+
+
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Items -> the batch dict: tensors stacked to ``[B, ...]``, ``id`` and ``site`` as lists of str."""
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else list(values)
+    return batch
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a distinct, reproducible augmentation seed per worker.
+
+    ``worker_info.seed`` derives from the loader's generator, so it differs per
+    worker and per epoch and is fixed by :func:`make_dataloader`'s ``seed``.
+    """
+    info = get_worker_info()
+    if info is not None and hasattr(info.dataset, "set_random_state"):
+        info.dataset.set_random_state(info.seed % 2**32)
+
+
+def make_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader yielding batch dicts, with a seeded generator (same seed, same order).
+
+    Workers are persistent (``num_workers > 0``), so each worker's image cache
+    survives across epochs; note each worker holds its own cache.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate,
+        generator=generator,
+        worker_init_fn=seed_worker,
+        persistent_workers=num_workers > 0,
+        drop_last=drop_last,
+    )

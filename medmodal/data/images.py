@@ -1,0 +1,269 @@
+"""Read PNG, JPEG and DICOM images as float32 ``[H, W]`` arrays in ``[0, 1]``.
+
+Everything the toolkit reads goes through :func:`load_image`; the manifest check
+uses the cheaper :func:`check_image`, and box normalisation can use
+:func:`image_size` (header only).
+
+Intensity rules
+---------------
+* 8-bit PNG / JPEG: ``value / 255``. Colour images are converted to grayscale
+  (PIL's ITU-R 601-2 luma).
+* 16-bit (and 32-bit integer / float) PNG / TIFF: per-image min-max scaling.
+  Radiographs exported as 16-bit PNG often hold 10-14-bit data, which a fixed
+  ``/ 65535`` would turn almost black.
+* DICOM (pydicom): the modality LUT (Rescale Slope / Intercept or a Modality LUT
+  Sequence) is applied, then the VOI LUT (VOI LUT Sequence, else Window Center /
+  Width with the VOI LUT Function), both with pydicom. With a VOI transform the
+  window's output range maps to ``[0, 1]``; without one the image is min-max
+  scaled. MONOCHROME1 (white = low values) is inverted so that, as in MONOCHROME2,
+  bright means dense. Multi-frame files: the first frame. Colour DICOM: grayscale.
+
+Pixel coordinates are those of the stored raster (EXIF orientation of JPEGs is
+not applied), which is also what manifest boxes refer to.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image, UnidentifiedImageError
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi_lut,
+    get_decoder,
+    pixel_array,
+)
+from pydicom.pixels.utils import get_expected_length
+
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # same as PIL's convert("L")
+
+# Stop PIL from refusing large radiographs (decompression-bomb guard is for web input).
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageReadError(Exception):
+    """An image file that cannot be read; ``path`` names the file, ``reason`` says why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(str(path), reason)  # both in args, so the error pickles across workers
+        self.path = str(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot read image {self.path}: {self.reason}"
+
+
+# ---------------------------------------------------------------------- format
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True for a DICOM file: a DICOM suffix, or the ``DICM`` marker at byte 128."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+# ---------------------------------------------------------------------- public
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file.
+
+    Returns:
+        float32 array ``[H, W]`` with values in ``[0, 1]`` (see module docstring
+        for the intensity rules).
+
+    Raises:
+        ImageReadError: file missing, not an image, truncated or corrupt, DICOM
+            without pixel data or with a transfer syntax no installed plugin decodes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "file not found")
+    try:
+        image = _load_dicom(path) if is_dicom(path) else _load_pil(path)
+    except ImageReadError:
+        raise
+    except Exception as err:  # any decoder failure becomes one error type naming the file
+        raise ImageReadError(path, _describe(err)) from err
+    if image.ndim != 2 or image.size == 0:
+        raise ImageReadError(path, f"decoded to an array of shape {image.shape}, expected [H, W]")
+    return image
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of the stored image, read from the header only (no pixel decoding)."""
+    path = Path(path)
+    try:
+        if is_dicom(path):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return int(ds.Rows), int(ds.Columns)
+        with Image.open(path) as img:
+            width, height = img.size
+            return height, width
+    except Exception as err:
+        raise ImageReadError(path, _describe(err)) from err
+
+
+def check_image(path: str | os.PathLike) -> tuple[int, int]:
+    """Cheap full check that ``path`` is a readable image; returns its ``(H, W)``.
+
+    Fast enough for thousands of files, while still reading every byte:
+    PNG chunks are CRC-checked (``Image.verify``); JPEGs are decoded at 1/8
+    scale (DCT scaling), which catches truncation; DICOM is parsed, must carry
+    pixel data, uncompressed pixel data must be as long as Rows x Columns x
+    frames require, and compressed pixel data must have an installed decoder.
+    Other formats are decoded in full.
+
+    Raises:
+        ImageReadError: naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "file not found")
+    try:
+        return _check_dicom(path) if is_dicom(path) else _check_pil(path)
+    except ImageReadError:
+        raise
+    except Exception as err:
+        raise ImageReadError(path, _describe(err)) from err
+
+
+# ------------------------------------------------------------------------- PIL
+def _load_pil(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("L", "P", "1", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "PA", "RGBX"):
+            gray = np.asarray(img.convert("L"), dtype=np.float32)
+            return gray / np.float32(255.0)
+        if img.mode.startswith("I") or img.mode == "F":  # I;16, I;16B, I (32-bit), F (float)
+            return _min_max_scale(np.asarray(img, dtype=np.float64))
+        raise ImageReadError(path, f"unsupported image mode {img.mode!r}")
+
+
+def _check_pil(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        width, height = img.size
+        if img.format == "PNG":
+            img.verify()
+        elif img.format == "JPEG":
+            img.draft("L", (max(1, width // 8), max(1, height // 8)))
+            img.load()
+        else:
+            img.load()
+    return height, width
+
+
+# ----------------------------------------------------------------------- DICOM
+def _pixel_keyword(ds: pydicom.Dataset) -> str | None:
+    return next((k for k in _PIXEL_DATA_KEYWORDS if k in ds), None)
+
+
+def _load_dicom(path: Path) -> np.ndarray:
+    ds = pydicom.dcmread(path)
+    if _pixel_keyword(ds) is None:
+        raise ImageReadError(path, "DICOM file has no pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    arr = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        return _rgb_to_unit_gray(rgb, bits=8 * rgb.dtype.itemsize)
+    if int(ds.get("SamplesPerPixel", 1)) > 1:  # colour; pydicom has converted YBR to RGB
+        return _rgb_to_unit_gray(arr, bits=int(ds.get("BitsStored", 8)))
+    return _grayscale_dicom_to_unit(arr, ds, invert=photometric == "MONOCHROME1")
+
+
+def _rgb_to_unit_gray(rgb: np.ndarray, bits: int) -> np.ndarray:
+    """``[H, W, 3]`` RGB of ``bits`` bits -> float32 ``[H, W]`` luma in [0, 1]."""
+    gray = rgb[..., :3].astype(np.float64) @ _LUMA_WEIGHTS
+    return np.clip(gray / (2**bits - 1), 0.0, 1.0).astype(np.float32)
+
+
+def _grayscale_dicom_to_unit(arr: np.ndarray, ds: pydicom.Dataset, invert: bool) -> np.ndarray:
+    """Stored values -> modality LUT -> VOI LUT -> ``[0, 1]`` (inverted for MONOCHROME1)."""
+    values = apply_modality_lut(arr, ds)
+    if _has_voi(ds):
+        low, high = _voi_output_range(ds)
+        windowed = apply_voi_lut(values, ds, index=0)
+        unit = (np.asarray(windowed, dtype=np.float64) - low) / max(high - low, 1e-12)
+        unit = np.clip(unit, 0.0, 1.0)
+    else:
+        unit = _min_max_scale(np.asarray(values, dtype=np.float64))
+    if invert:
+        unit = 1.0 - unit
+    return unit.astype(np.float32)
+
+
+def _has_voi(ds: pydicom.Dataset) -> bool:
+    if ds.get("VOILUTSequence"):
+        return True
+    return "WindowCenter" in ds and "WindowWidth" in ds and ds.WindowWidth not in (None, "")
+
+
+def _voi_output_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The range pydicom's VOI transform maps into, found by pushing extreme inputs through it.
+
+    Windowing maps into ``[y_min, y_max]`` that depend on Bits Stored, Pixel
+    Representation and rescale; a VOI LUT into its table's values. Probing with
+    values below and above any window gives the two ends without re-deriving those
+    rules here.
+    """
+    probe = np.array([-(2.0**40), 2.0**40], dtype=np.float64)
+    if ds.get("VOILUTSequence"):
+        probe = np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max], dtype=np.int64)
+    ends = np.asarray(apply_voi_lut(probe, ds, index=0), dtype=np.float64)
+    return float(ends.min()), float(ends.max())
+
+
+def _check_dicom(path: Path) -> tuple[int, int]:
+    ds = pydicom.dcmread(path)
+    keyword = _pixel_keyword(ds)
+    if keyword is None:
+        raise ImageReadError(path, "DICOM file has no pixel data")
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageReadError(path, "DICOM file has no Rows / Columns")
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and syntax.is_compressed:
+        if not get_decoder(syntax).is_available:
+            raise ImageReadError(
+                path, f"no installed decoder for transfer syntax {syntax.name} (e.g. pip install pylibjpeg)"
+            )
+    elif keyword == "PixelData":
+        expected = get_expected_length(ds, unit="bytes")
+        actual = len(ds.PixelData)
+        if actual < expected:
+            raise ImageReadError(path, f"pixel data truncated: {actual} of {expected} bytes")
+    return int(ds.Rows), int(ds.Columns)
+
+
+# ---------------------------------------------------------------------- helpers
+def _min_max_scale(values: np.ndarray) -> np.ndarray:
+    """Linear map of ``values`` onto ``[0, 1]``; a constant image becomes zeros."""
+    values = np.asarray(values, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if not np.isfinite(low) or not np.isfinite(high):
+        raise ValueError("image contains NaN or infinite values")
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, UnidentifiedImageError):
+        return "not a recognised image format (PNG, JPEG or DICOM expected)"
+    if isinstance(err, InvalidDicomError):
+        return f"not a valid DICOM file ({err})"
+    text = " ".join(str(err).split())  # decoder messages are often several lines
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

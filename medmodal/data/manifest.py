@@ -1,0 +1,635 @@
+"""Read and validate a dataset manifest (CSV, JSON Lines or Parquet) into a :class:`Manifest`.
+
+A dataset is a folder with a manifest, one row per study. Columns (only ``id`` is required):
+
+=====================================  ================================================================
+column                                 meaning
+=====================================  ================================================================
+``id``                                 unique study id
+``patient_id``                         patient; toolkit-made splits never put one patient in two splits
+``image``                              PNG / JPEG / DICOM path relative to the manifest's folder
+                                       (absolute paths work too); empty = no image (text-only row)
+``indication, findings, impression``   report sections, free text, any may be empty
+``report``                             alternative to the three sections: one free-text report, split
+                                       by its headers (:mod:`medmodal.data.reports`); used for a row
+                                       whose section columns are all empty or absent
+``labels``                             ``;``-separated names of the findings present (JSONL / Parquet:
+                                       a list also works); empty = no finding
+``boxes``                              JSON list ``[{"label": "nodule", "box": [x0, y0, x1, y1]}]`` in
+                                       pixels of the stored image; empty = none
+``split``                              ``train`` / ``val`` / ``test`` (case-insensitive); empty = the
+                                       toolkit assigns one (:mod:`medmodal.data.splits`)
+``site``                               acquisition site or scanner
+=====================================  ================================================================
+
+Other columns are kept in ``Study.extra``. Column names are matched after
+stripping spaces and ignoring case; a UTF-8 byte-order mark (Excel) is ignored.
+
+Row numbers (``RowProblem.row``, ``Study.row``) are those a user sees:
+
+* CSV: spreadsheet rows, **the header is row 1 and the first study is row 2**
+  (a quoted cell spanning several lines is still one row);
+* JSON Lines: line numbers, the first line is 1 (blank lines are counted, not read);
+* Parquet: 1-based positions, the first study is row 1.
+
+Bad rows are found before anything trains; each is a :class:`RowProblem`
+naming the file, row, field and problem: missing ``id``; duplicate ``id``;
+image file not found; unreadable or corrupt image (with ``check_images``);
+malformed ``boxes`` JSON or coordinates (not 4 numbers, negative, ``x1 <= x0``,
+beyond the image when its size is known); a box label that is not among the
+row's ``labels``; an unknown ``split``; a row with neither an image nor any text
+(field ``image``). Not bad: an empty report (counted as missing text), a missing
+image with text present (missing image), a label outside a configured label
+set (ignored and counted), a fully empty CSV line (ignored).
+
+Logging: logger ``medmodal.data.manifest``; one WARNING when rows are skipped
+(counts by field and the first problems), one INFO line with the totals.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from medmodal.data.images import ImageReadError, check_image
+from medmodal.data.reports import normalize_whitespace, split_report_sections
+from medmodal.data.splits import (
+    check_fractions,
+    patient_key,
+    patient_splits,
+    patients_in_several_splits,
+    split_counts,
+)
+from medmodal.data.types import SECTION_FIELDS, SPLITS, Box, RowProblem, Study
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl", "manifest.parquet")
+CONTRACT_COLUMNS = (
+    "id",
+    "patient_id",
+    "image",
+    *SECTION_FIELDS,
+    "report",
+    "labels",
+    "boxes",
+    "split",
+    "site",
+)
+_CONTRACT_SET = frozenset(CONTRACT_COLUMNS)
+LABEL_SEPARATOR = ";"
+MAX_LISTED_PROBLEMS = 50  # in a ManifestError message; all are in .problems
+MAX_LOGGED_PROBLEMS = 5  # in the skip warning
+BOX_TOLERANCE_PX = 1.0  # a box may overshoot the image border by this much (annotation-tool rounding)
+IMAGE_CHECK_THREADS = 8  # image checks are mostly file I/O
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message lists the bad rows (file, row, field)."""
+
+    def __init__(self, message: str, problems: Sequence[RowProblem] = ()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+@dataclass
+class Manifest:
+    """A validated manifest: the usable studies, the label set and the rows left out."""
+
+    path: Path
+    studies: list[Study]
+    label_names: list[str]
+    problems: list[RowProblem] = field(default_factory=list)
+    rows_read: int = 0
+    labels_outside_set: dict[str, int] = field(default_factory=dict)
+    splits_assigned: int = 0  # studies whose split the toolkit chose
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def split(self, name: str) -> list[Study]:
+        """The studies of split ``name`` (``train``, ``val`` or ``test``)."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
+        return [s for s in self.studies if s.split == name]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts describing what was read (JSON-serialisable).
+
+        Keys: ``file``, ``rows_read``, ``rows_kept``, ``rows_skipped``,
+        ``problems_by_field`` (a row with two problems counts under both fields),
+        ``missing_image``, ``missing_text`` (kept rows), ``with_boxes``,
+        ``label_counts`` (kept rows per label, in ``label_names`` order),
+        ``labels_outside_set``, ``split_counts``, ``splits_assigned``,
+        ``sites`` (kept rows per site, ``""`` = not given), ``patients``.
+        """
+        skipped_rows = {p.row for p in self.problems}
+        label_counts = Counter(label for s in self.studies for label in s.labels)
+        patients = {patient_key(s) for s in self.studies}
+        return {
+            "file": str(self.path),
+            "rows_read": self.rows_read,
+            "rows_kept": len(self.studies),
+            "rows_skipped": len(skipped_rows),
+            "problems_by_field": dict(Counter(p.field for p in self.problems)),
+            "missing_image": sum(1 for s in self.studies if s.image is None),
+            "missing_text": sum(1 for s in self.studies if not any(s.sections.values())),
+            "with_boxes": sum(1 for s in self.studies if s.boxes),
+            "label_counts": {name: label_counts.get(name, 0) for name in self.label_names},
+            "labels_outside_set": dict(self.labels_outside_set),
+            "split_counts": split_counts(self.studies),
+            "splits_assigned": self.splits_assigned,
+            "sites": dict(Counter(s.site or "" for s in self.studies)),
+            "patients": len(patients),
+        }
+
+
+def read_manifest(
+    path: str | os.PathLike,
+    *,
+    labels: list[str] | None = None,
+    on_bad_row: Literal["skip", "error"] = "skip",
+    check_images: bool = True,
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    split_seed: int = 0,
+) -> Manifest:
+    """Read, validate and split a manifest.
+
+    Args:
+        path: the manifest file, or its folder (then ``manifest.csv``,
+            ``manifest.jsonl`` or ``manifest.parquet`` inside it).
+        labels: the label set, in output order; ``None`` = the sorted union of
+            the labels of the kept rows. Labels outside a given set are ignored
+            (and counted in the summary), as are their boxes.
+        on_bad_row: ``"skip"`` drops bad rows and logs one warning;
+            ``"error"`` raises :class:`ManifestError` listing every problem.
+        check_images: decode-check every image (:func:`~medmodal.data.images.check_image`,
+            threaded) and check boxes against the image size. Whether the image
+            file exists is checked either way.
+        split_fractions, split_seed: for studies without a ``split``
+            (:func:`~medmodal.data.splits.assign_patient_splits`).
+
+    Raises:
+        ManifestError: unreadable file, no ``id`` column, bad rows with
+            ``on_bad_row="error"``, or no usable row at all.
+
+    The module docstring describes the columns, the row numbering and what makes a row bad.
+    """
+    if on_bad_row not in ("skip", "error"):
+        raise ValueError(f"on_bad_row must be 'skip' or 'error', got {on_bad_row!r}")
+    check_fractions(split_fractions)
+    if labels is not None and len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be distinct, got {labels}")
+    file = find_manifest_file(path)
+    with _gc_paused():  # 100k rows create ~1M objects; generational GC passes would double the time
+        table = _read_table(file)
+        validator = _RowValidator(file, configured_labels=labels)
+        candidates = [s for s in (validator.validate(*row) for row in table.rows()) if s is not None]
+    problems = table.problems + validator.problems
+    if check_images:
+        problems += _check_images_and_boxes(candidates, file)
+    bad_rows = {p.row for p in problems}
+    kept = [s for s in candidates if s.row not in bad_rows]
+    problems.sort(key=lambda p: p.row)
+
+    if problems and on_bad_row == "error":
+        raise ManifestError(_problem_report(file, problems, "bad row(s) (on_bad_row='error')"), problems)
+    if not kept:
+        raise ManifestError(_problem_report(file, problems, "row(s) read, none usable"), problems)
+
+    label_names = list(labels) if labels is not None else sorted({lb for s in kept for lb in s.labels})
+    with_split = sum(1 for s in kept if s.split)
+    for study, split in zip(kept, patient_splits(kept, split_fractions, split_seed)):
+        study.split = split  # the studies are this function's own: set in place, no copies
+    manifest = Manifest(
+        path=file,
+        studies=kept,
+        label_names=label_names,
+        problems=problems,
+        rows_read=table.row_count,
+        labels_outside_set=dict(validator.labels_outside_set),
+        splits_assigned=len(kept) - with_split,
+    )
+    _log_outcome(manifest, manifest.summary())
+    return manifest
+
+
+def find_manifest_file(path: str | os.PathLike) -> Path:
+    """The manifest file for ``path`` (a manifest file, or a folder holding exactly one)."""
+    path = Path(path)
+    if path.is_dir():
+        found = [path / name for name in MANIFEST_NAMES if (path / name).is_file()]
+        if not found:
+            raise ManifestError(
+                f"{path}: no manifest in this folder (looked for {', '.join(MANIFEST_NAMES)})"
+            )
+        if len(found) > 1:
+            names = ", ".join(f.name for f in found)
+            raise ManifestError(f"{path}: several manifests ({names}); pass the file to use")
+        return found[0]
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    return path
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# ------------------------------------------------------------------------ tables
+@dataclass
+class _Table:
+    """Manifest cells by column, the user-visible row number of each row, file-level problems."""
+
+    columns: dict[str, list[Any]]
+    row_numbers: list[int]
+    problems: list[RowProblem] = field(default_factory=list)
+
+    @property
+    def row_count(self) -> int:
+        return len(self.row_numbers) + len({p.row for p in self.problems})
+
+    def rows(self) -> Iterator[tuple[int, _Cells, dict[str, Any]]]:
+        """``(row number, contract cells, extra cells)`` per row; absent contract columns read as ``""``."""
+        absent = [""] * len(self.row_numbers)
+        contract = [self.columns.get(name, absent) for name in CONTRACT_COLUMNS]
+        extra_names = [name for name in self.columns if name not in _CONTRACT_SET]
+        extra_values = zip(*(self.columns[name] for name in extra_names)) if extra_names else repeat(())
+        for row, values, extra in zip(self.row_numbers, zip(*contract), extra_values):
+            yield row, _Cells._make(values), dict(zip(extra_names, extra))
+
+
+class _Cells(NamedTuple):
+    """One row's contract cells (str, or list for labels / boxes from JSONL and Parquet)."""
+
+    id: Any
+    patient_id: Any
+    image: Any
+    indication: Any
+    findings: Any
+    impression: Any
+    report: Any
+    labels: Any
+    boxes: Any
+    split: Any
+    site: Any
+
+
+def _read_table(file: Path) -> _Table:
+    suffix = file.suffix.lower()
+    try:
+        if suffix == ".csv":
+            table = _read_csv(file)
+        elif suffix in (".jsonl", ".ndjson"):
+            table = _read_jsonl(file)
+        elif suffix in (".parquet", ".pq"):
+            table = _read_parquet(file)
+        else:
+            raise ManifestError(
+                f"{file}: unsupported manifest type {suffix!r} (use .csv, .jsonl or .parquet)"
+            )
+    except ManifestError:
+        raise
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise ManifestError(f"{file}: cannot read manifest: {' '.join(str(err).split())}") from err
+    table.columns = _canonical_column_names(table.columns)
+    if "id" not in table.columns:
+        raise ManifestError(
+            f"{file}: no 'id' column (columns found: {', '.join(table.columns) or 'none'}); "
+            f"the manifest columns are {', '.join(CONTRACT_COLUMNS)}"
+        )
+    return table
+
+
+def _read_csv(file: Path) -> _Table:
+    frame = pd.read_csv(
+        file, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig", skip_blank_lines=False
+    )
+    for name in frame.columns:  # vectorised strip; cells stay str
+        frame[name] = frame[name].str.strip()
+    nonempty = (frame != "").any(axis=1).to_numpy() if len(frame.columns) else np.zeros(len(frame), bool)
+    frame = frame[nonempty]
+    row_numbers = (np.flatnonzero(nonempty) + 2).tolist()  # header = row 1
+    return _Table({str(c): frame[c].tolist() for c in frame.columns}, row_numbers)
+
+
+def _read_jsonl(file: Path) -> _Table:
+    records: list[dict[str, Any]] = []
+    row_numbers: list[int] = []
+    problems: list[RowProblem] = []
+    with open(file, encoding="utf-8-sig") as lines:
+        for line_number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                problems.append(RowProblem(str(file), line_number, "(line)", f"not valid JSON: {err.msg}"))
+                continue
+            if not isinstance(record, dict):
+                problems.append(RowProblem(str(file), line_number, "(line)", "not a JSON object"))
+                continue
+            records.append(record)
+            row_numbers.append(line_number)
+    names = list(dict.fromkeys(key for record in records for key in record))
+    columns = {name: [_plain(record.get(name)) for record in records] for name in names}
+    return _Table(columns, row_numbers, problems)
+
+
+def _read_parquet(file: Path) -> _Table:
+    frame = pd.read_parquet(file)
+    columns = {str(c): [_plain(v) for v in frame[c].tolist()] for c in frame.columns}
+    return _Table(columns, list(range(1, len(frame) + 1)))
+
+
+def _plain(value: Any) -> Any:
+    """A JSONL / Parquet cell as str, or list/dict (labels, boxes); missing -> ``""``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return ""
+        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, np.ndarray):
+        return [_plain(v) if not isinstance(v, (int, float, np.number)) else v for v in value.tolist()]
+    if isinstance(value, (list, tuple, dict)):
+        return value
+    return str(value).strip()
+
+
+def _canonical_column_names(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Contract columns matched case-insensitively and without surrounding spaces; others kept as is."""
+    renamed: dict[str, list[Any]] = {}
+    for name, values in columns.items():
+        key = name.strip().lower()
+        renamed[key if key in CONTRACT_COLUMNS else name] = values
+    return renamed
+
+
+# --------------------------------------------------------------------- row checks
+class _RowValidator:
+    """Turns one row's cells into a :class:`Study`, recording the row's problems."""
+
+    def __init__(self, file: Path, configured_labels: list[str] | None):
+        self.file = file
+        self.base_dir = file.parent.resolve()
+        self.label_set = set(configured_labels) if configured_labels is not None else None
+        self.first_row_of_id: dict[str, int] = {}
+        self.problems: list[RowProblem] = []
+        self.labels_outside_set: Counter[str] = Counter()
+
+    def validate(self, row: int, cells: _Cells, extra: dict[str, Any]) -> Study | None:
+        """The row's study, or None without an id.
+
+        A study is returned even when the row has problems, so that its image is
+        still checked and every problem of the row is reported at once.
+        """
+        study_id = _text(cells.id)
+        problem = _ProblemRecorder(self.problems, str(self.file), row, study_id or None)
+        if not study_id:
+            problem("id", "missing id")
+            return None
+        first_row = self.first_row_of_id.setdefault(study_id, row)
+        if first_row != row:
+            problem("id", f"duplicate id {study_id!r} (first at row {first_row})")
+
+        image_cell = _text(cells.image)
+        image = self._image_path(image_cell, problem) if image_cell else None
+        sections = _sections(cells)
+        row_labels = _labels(cells.labels)
+        boxes = _boxes(cells.boxes, row_labels, problem)
+        split = _split(cells.split, problem)
+        if not image_cell and not any(sections.values()):
+            problem("image", "row has neither an image nor any report text")
+        if self.label_set is not None:
+            row_labels, boxes = self._within_label_set(row_labels, boxes)
+        return Study(
+            id=study_id,
+            row=row,
+            patient_id=_text(cells.patient_id) or None,
+            image=image,
+            sections=sections,
+            labels=row_labels,
+            boxes=boxes,
+            split=split,
+            site=_text(cells.site) or None,
+            extra=extra,
+        )
+
+    def _image_path(self, relative: str, problem: _ProblemRecorder) -> Path | None:
+        path = Path(os.path.normpath(self.base_dir / relative))
+        if not path.is_file():
+            problem("image", f"image file not found: {relative!r} (looked at {path})")
+            return None
+        return path
+
+    def _within_label_set(self, labels: list[str], boxes: list[Box]) -> tuple[list[str], list[Box]]:
+        outside = [lb for lb in labels if lb not in self.label_set]
+        self.labels_outside_set.update(outside)
+        if not outside:
+            return labels, boxes
+        return [lb for lb in labels if lb in self.label_set], [b for b in boxes if b.label in self.label_set]
+
+
+class _ProblemRecorder:
+    """``problem(field, message)`` appends a :class:`RowProblem` for one row."""
+
+    __slots__ = ("file", "row", "sink", "study_id")
+
+    def __init__(self, sink: list[RowProblem], file: str, row: int, study_id: str | None):
+        self.sink, self.file, self.row, self.study_id = sink, file, row, study_id
+
+    def __call__(self, field_name: str, message: str) -> None:
+        self.sink.append(RowProblem(self.file, self.row, field_name, message, self.study_id))
+
+
+def _text(cell: Any) -> str:
+    """A cell as stripped text (table readers already strip str cells)."""
+    if type(cell) is str:
+        return cell
+    return "" if cell is None else str(cell).strip()
+
+
+def _sections(cells: _Cells) -> dict[str, str]:
+    sections = {
+        "indication": normalize_whitespace(_text(cells.indication)),
+        "findings": normalize_whitespace(_text(cells.findings)),
+        "impression": normalize_whitespace(_text(cells.impression)),
+    }
+    if cells.report and not any(sections.values()):
+        sections = split_report_sections(_text(cells.report))
+    return sections
+
+
+def _labels(cell: Any) -> list[str]:
+    if not cell:
+        return []
+    if isinstance(cell, (list, tuple)):
+        names = [_text(v) for v in cell]
+    else:
+        names = [part.strip() for part in _text(cell).split(LABEL_SEPARATOR)]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _split(cell: Any, problem: _ProblemRecorder) -> str | None:
+    if not cell:
+        return None
+    value = _text(cell).lower()
+    if not value:
+        return None
+    if value not in SPLITS:
+        problem("split", f"unknown split {_text(cell)!r}; use {', '.join(SPLITS)} or leave empty")
+        return None
+    return value
+
+
+def _boxes(cell: Any, row_labels: list[str], problem: _ProblemRecorder) -> list[Box]:
+    """Parse and check the ``boxes`` cell; every problem is reported, valid boxes returned."""
+    if not cell:
+        return []
+    if isinstance(cell, str):
+        try:
+            entries = json.loads(cell)
+        except json.JSONDecodeError as err:
+            problem("boxes", f"not valid JSON ({err.msg} at character {err.pos})")
+            return []
+    else:
+        entries = cell
+    if entries in (None, ""):
+        return []
+    if not isinstance(entries, list):
+        problem("boxes", 'must be a JSON list like [{"label": "nodule", "box": [x0, y0, x1, y1]}]')
+        return []
+    boxes = []
+    for index, entry in enumerate(entries):
+        message = _box_problem(entry, row_labels)
+        if message:
+            problem("boxes", f"box {index}: {message}")
+        else:
+            boxes.append(Box(label=str(entry["label"]).strip(), box=tuple(float(v) for v in entry["box"])))
+    return boxes
+
+
+def _box_problem(entry: Any, row_labels: list[str]) -> str | None:
+    if not isinstance(entry, dict) or "label" not in entry or "box" not in entry:
+        return 'each box must be an object {"label": ..., "box": [x0, y0, x1, y1]}'
+    label = str(entry["label"]).strip()
+    coords = entry["box"]
+    if isinstance(coords, np.ndarray):
+        coords = coords.tolist()
+    if (
+        not isinstance(coords, (list, tuple))
+        or len(coords) != 4
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in coords
+        )
+    ):
+        return f"box must be 4 finite numbers [x0, y0, x1, y1], got {coords!r}"
+    x0, y0, x1, y1 = coords
+    if min(coords) < 0:
+        return f"negative coordinate in {list(coords)}"
+    if x1 <= x0 or y1 <= y0:
+        return f"needs x1 > x0 and y1 > y0, got {list(coords)}"
+    if label not in row_labels:
+        return f"label {label!r} is not among the row's labels {row_labels}"
+    return None
+
+
+# ------------------------------------------------------------------- image checks
+def _check_images_and_boxes(studies: list[Study], file: Path) -> list[RowProblem]:
+    """Decode-check each distinct image (threaded) and check boxes against its size."""
+    paths = sorted({s.image for s in studies if s.image is not None})
+    if not paths:
+        return []
+    logger.info("checking %d images of %s", len(paths), file)
+    with ThreadPoolExecutor(max_workers=min(IMAGE_CHECK_THREADS, len(paths))) as pool:
+        outcomes = dict(zip(paths, pool.map(_size_or_error, paths)))
+    problems = []
+    for study in studies:
+        if study.image is None:
+            continue
+        outcome = outcomes[study.image]
+        if isinstance(outcome, ImageReadError):
+            problems.append(RowProblem(str(file), study.row, "image", outcome.reason, study.id))
+            continue
+        height, width = outcome
+        for index, box in enumerate(study.boxes):
+            _, _, x1, y1 = box.box
+            if x1 > width + BOX_TOLERANCE_PX or y1 > height + BOX_TOLERANCE_PX:
+                problems.append(RowProblem(
+                    str(file), study.row, "boxes",
+                    f"box {index} {list(box.box)} extends beyond the image ({width} x {height} pixels)",
+                    study.id,
+                ))  # fmt: skip
+    return problems
+
+
+def _size_or_error(path: Path) -> tuple[int, int] | ImageReadError:
+    try:
+        return check_image(path)
+    except ImageReadError as err:
+        return err
+
+
+# ---------------------------------------------------------------------- reporting
+def _problem_report(file: Path, problems: list[RowProblem], what: str) -> str:
+    rows = len({p.row for p in problems})
+    lines = [f"{file}: {rows} {what}:"]
+    lines += [f"  {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(
+            f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more problems (ManifestError.problems)"
+        )
+    return "\n".join(lines)
+
+
+def _log_outcome(manifest: Manifest, summary: dict[str, Any]) -> None:
+    if manifest.problems:
+        by_field = ", ".join(f"{k}: {v}" for k, v in sorted(summary["problems_by_field"].items()))
+        first = "\n".join(f"  {p}" for p in manifest.problems[:MAX_LOGGED_PROBLEMS])
+        more = len(manifest.problems) - MAX_LOGGED_PROBLEMS
+        logger.warning(
+            "%s: skipped %d of %d rows (problems by field: %s); first problems:\n%s%s",
+            manifest.path, summary["rows_skipped"], summary["rows_read"], by_field, first,
+            f"\n  ... and {more} more (Manifest.problems)" if more > 0 else "",
+        )  # fmt: skip
+    leaking = patients_in_several_splits(manifest.studies)
+    if leaking:
+        example = next(iter(leaking.items()))
+        logger.warning(
+            "%s: the manifest's split column puts %d patient(s) in more than one split (e.g. %s in %s)",
+            manifest.path, len(leaking), example[0], sorted(example[1]),
+        )  # fmt: skip
+    logger.info(
+        "%s: %d studies (%s), %d without image, %d without text, %d labels",
+        manifest.path, summary["rows_kept"],
+        ", ".join(f"{k} {v}" for k, v in summary["split_counts"].items()),
+        summary["missing_image"], summary["missing_text"], len(manifest.label_names),
+    )  # fmt: skip

@@ -1,0 +1,239 @@
+"""``medmodal evaluate``: run a trained model over a split and score every task.
+
+Writes ``metrics.json`` (test split; other splits go to ``metrics_<split>.json``)
+and ``predictions/<split>.jsonl`` (one line per study, the raw material for
+bootstrap confidence intervals and error analysis) into the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from medmodal.data.dataset import make_dataloader
+from medmodal.data.images import image_size
+from medmodal.data.types import Study
+from medmodal.evaluation.metrics import (
+    classification_metrics,
+    clinical_efficacy,
+    generation_metrics,
+    localization_metrics,
+)
+from medmodal.training.loading import TrainedRun, load_trained
+from medmodal.training.run import write_json_atomic
+from medmodal.training.trainer import build_dataset, read_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitPredictions:
+    """Model outputs over one split, aligned with ``studies``.
+
+    probs: [N, C]; targets: [N, C]; boxes: [N, C, 4] normalised xyxy (None without a
+    localization head); generated / references: N strings (None without a decoder).
+    """
+
+    studies: list[Study]
+    probs: np.ndarray
+    targets: np.ndarray
+    image_logits_probs: np.ndarray | None
+    text_logits_probs: np.ndarray | None
+    boxes: np.ndarray | None
+    generated: list[str] | None
+    references: list[str]
+
+
+def _without_targets(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != "target_ids"}
+
+
+@torch.no_grad()
+def predict_split(
+    trained: TrainedRun,
+    studies: list[Study],
+    *,
+    beam_size: int,
+    max_tokens: int,
+    batch_size: int,
+    generate: bool = True,
+    drop: str | None = None,
+    progress: bool = True,
+) -> SplitPredictions:
+    """Run the model over ``studies``.
+
+    drop: ``"image"`` or ``"text"`` hides that modality for every study (missing-modality
+    evaluation); None keeps both.
+    """
+    cfg = trained.config
+    dataset = build_dataset(studies, trained.tokenizer, trained.labels, cfg, train=False)
+    loader = make_dataloader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers, seed=0)
+    model = trained.model
+    device = next(model.parameters()).device
+    can_generate = generate and cfg.model.heads.generation
+    probs, targets, img_p, txt_p, boxes, generated = [], [], [], [], [], []
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if drop is not None:
+            batch[f"has_{drop}"] = torch.zeros_like(batch[f"has_{drop}"])
+        out = model(_without_targets(batch))
+        probs.append(torch.sigmoid(out.logits).cpu())
+        targets.append(batch["labels"].cpu())
+        if out.image_logits is not None:
+            img_p.append(torch.sigmoid(out.image_logits).cpu())
+        if out.text_logits is not None:
+            txt_p.append(torch.sigmoid(out.text_logits).cpu())
+        if out.boxes is not None:
+            boxes.append(out.boxes.cpu())
+        if can_generate:
+            gen = model.generate(_without_targets(batch), max_len=max_tokens, beam_size=beam_size)
+            generated.extend(trained.tokenizer.decode(ids) for ids in gen.ids.cpu().tolist())
+    target_fields = cfg.data.target_fields
+    return SplitPredictions(
+        studies=studies,
+        probs=torch.cat(probs).numpy(),
+        targets=torch.cat(targets).numpy(),
+        image_logits_probs=torch.cat(img_p).numpy() if img_p else None,
+        text_logits_probs=torch.cat(txt_p).numpy() if txt_p else None,
+        boxes=torch.cat(boxes).numpy() if boxes else None,
+        generated=generated if can_generate else None,
+        # Sections joined by a blank line: the labeler ends a sentence there, so a
+        # negation in the findings never leaks into the impression.
+        references=[s.text(target_fields, sep="\n\n") for s in studies],
+    )
+
+
+def true_boxes_normalised(studies: list[Study], labels: list[str]) -> list[list[tuple[int, list[float]]]]:
+    """Every true box of every study as (class index, normalised xyxy), for the localization metrics."""
+    index = {name: i for i, name in enumerate(labels)}
+    result = []
+    for study in studies:
+        boxes = []
+        if study.boxes and study.image is not None:
+            height, width = image_size(study.image)
+            for b in study.boxes:
+                if b.label in index:
+                    x0, y0, x1, y1 = b.box
+                    boxes.append((index[b.label], [x0 / width, y0 / height, x1 / width, y1 / height]))
+        result.append(boxes)
+    return result
+
+
+def score_predictions(preds: SplitPredictions, trained: TrainedRun, *, threshold: float, uncertain_as: str) -> dict[str, Any]:
+    """All metrics of one split as a nested dict (``classification``, ``localization``, ``generation``)."""
+    labels = trained.labels
+    metrics: dict[str, Any] = {
+        "n_studies": len(preds.studies),
+        "classification": classification_metrics(preds.probs, preds.targets, labels, threshold=threshold),
+    }
+    for name, unimodal in (("image_head", preds.image_logits_probs), ("text_head", preds.text_logits_probs)):
+        if unimodal is not None:
+            metrics["classification"][f"{name}_auroc_macro"] = classification_metrics(
+                unimodal, preds.targets, labels, threshold=threshold
+            )["auroc_macro"]
+    if preds.boxes is not None:
+        metrics["localization"] = localization_metrics(preds.boxes, true_boxes_normalised(preds.studies, labels))
+    if preds.generated is not None:
+        from medmodal.labeling import default_labeler
+
+        generation = generation_metrics(preds.references, preds.generated)
+        efficacy = clinical_efficacy(
+            preds.references, preds.generated, default_labeler(), findings=None, uncertain_as=uncertain_as
+        )
+        generation.update({k: v for k, v in efficacy.items() if k != "per_label"})
+        generation["ce_per_label"] = efficacy.get("per_label", {})
+        metrics["generation"] = generation
+    return metrics
+
+
+def write_predictions(preds: SplitPredictions, labels: list[str], path: Path) -> None:
+    """One JSON line per study: id, site, true labels, probabilities, boxes, generated and reference text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w") as fh:
+        for i, study in enumerate(preds.studies):
+            row: dict[str, Any] = {
+                "id": study.id,
+                "site": study.site,
+                "patient_id": study.patient_id,
+                "labels": study.labels,
+                "probs": dict(zip(labels, np.round(preds.probs[i], 6).tolist())),
+            }
+            if preds.boxes is not None:
+                row["boxes"] = dict(zip(labels, np.round(preds.boxes[i], 5).tolist()))
+            if preds.generated is not None:
+                row["generated"] = preds.generated[i]
+            row["reference"] = preds.references[i]
+            fh.write(json.dumps(row) + "\n")
+    tmp.replace(path)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    split: str = "test",
+    beam_size: int | None = None,
+    max_tokens: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the run on ``split`` of ``data`` (default: the data it was trained on); write and return metrics."""
+    trained = load_trained(run_dir)
+    cfg = trained.config
+    if data is None:
+        data = json.loads(trained.run.data_summary.read_text())["data"]
+    manifest = read_dataset(data, cfg, labels=trained.labels)
+    studies = manifest.split(split)
+    if not studies:
+        raise ValueError(f"{manifest.path}: split '{split}' is empty")
+    preds = predict_split(
+        trained,
+        studies,
+        beam_size=beam_size or cfg.evaluate.beam_size,
+        max_tokens=max_tokens or cfg.evaluate.max_generate_tokens,
+        batch_size=batch_size or cfg.evaluate.batch_size,
+        progress=progress,
+    )
+    metrics = score_predictions(preds, trained, threshold=cfg.evaluate.threshold, uncertain_as=cfg.evaluate.uncertain_as)
+    metrics = {"run": str(trained.run.root), "data": str(Path(data).resolve()), "split": split, **metrics}
+    out = trained.run.metrics if split == "test" else trained.run.root / f"metrics_{split}.json"
+    write_json_atomic(out, metrics)
+    write_predictions(preds, trained.labels, trained.run.predictions(split))
+    return metrics
+
+
+HEADLINE = (
+    ("classification", "auroc_macro"),
+    ("classification", "f1_macro"),
+    ("classification", "accuracy"),
+    ("localization", "iou_mean"),
+    ("localization", "hit_at_0_5"),
+    ("generation", "bleu_4"),
+    ("generation", "rouge_l"),
+    ("generation", "cider"),
+    ("generation", "ce_f1"),
+)
+
+
+def format_metrics_table(metrics: dict[str, Any]) -> str:
+    """A small text table of the headline metrics and per-label AUROC."""
+    lines = [f"split: {metrics.get('split')}   studies: {metrics.get('n_studies')}"]
+    for section, key in HEADLINE:
+        value = metrics.get(section, {}).get(key)
+        if value is not None:
+            lines.append(f"  {section + '.' + key:<32} {value:.4f}")
+    per_label = metrics.get("classification", {}).get("per_label", {})
+    if per_label:
+        lines.append("  per-label AUROC:")
+        for name, row in per_label.items():
+            auroc = row.get("auroc")
+            lines.append(f"    {name:<28} {'n/a' if auroc is None else f'{auroc:.4f}'}   (prevalence {row.get('prevalence', 0):.3f})")
+    return "\n".join(lines)

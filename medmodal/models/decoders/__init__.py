@@ -1,0 +1,12 @@
+"""Report-generation decoders; importing this package registers them.
+
+Contract: ``(vocab_size, embed_dim, context_dim, memory_dim, pad_id, bos_id, eos_id, **kwargs)``;
+teacher-forced ``forward(target_ids, context, memory, memory_mask=None) -> logits [B, T-1, V]``;
+``generate(context, memory, memory_mask=None, max_len=80, beam_size=1) -> GenerationOutput``.
+"""
+
+from medmodal.models.decoders import lstm, transformer  # noqa: F401  (registration)
+from medmodal.models.decoders.base import ReportDecoder
+from medmodal.models.decoders.search import beam_search, greedy_search
+
+__all__ = ["ReportDecoder", "beam_search", "greedy_search"]

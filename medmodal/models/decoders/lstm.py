@@ -1,0 +1,105 @@
+"""``lstm``: "show, attend and tell" (Xu et al., 2015, arXiv 1502.03044) report decoder.
+
+At each step the previous hidden state attends (additive attention) over the memory
+regions; a gate ``sigmoid(W_beta h)`` scales the attended vector; the LSTM cell reads
+``[word embedding; gated attended memory]``; the next-word logits read
+``[hidden; attended memory]``. The initial hidden and cell states come from the context
+(fused) vector.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from medmodal.models.decoders.base import ReportDecoder
+from medmodal.models.decoders.search import State
+from medmodal.models.layers import AdditiveAttention
+from medmodal.models.registry import register
+
+
+@register("decoder", "lstm")
+class LSTMAttentionDecoder(ReportDecoder):
+    """LSTM decoder with attention over memory regions.
+
+    Args:
+        vocab_size, pad_id, bos_id, eos_id: tokenizer vocabulary and special ids.
+        embed_dim: word embedding width.
+        context_dim: width of the context (fused) vector.
+        memory_dim: width of the memory regions.
+        hidden_dim: LSTM width; None = ``embed_dim``.
+        attn_dim: width of the attention scoring layer.
+        dropout: on embeddings and before the output layer.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        context_dim: int,
+        memory_dim: int,
+        pad_id: int,
+        bos_id: int,
+        eos_id: int,
+        hidden_dim: int | None = None,
+        attn_dim: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(vocab_size, pad_id, bos_id, eos_id)
+        hidden_dim = hidden_dim or embed_dim
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.init_hidden = nn.Linear(context_dim, hidden_dim)
+        self.init_cell = nn.Linear(context_dim, hidden_dim)
+        self.attention = AdditiveAttention(memory_dim, attn_dim, query_dim=hidden_dim)
+        self.attention_gate = nn.Linear(hidden_dim, memory_dim)
+        self.cell = nn.LSTMCell(embed_dim + memory_dim, hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(hidden_dim + memory_dim, vocab_size)
+
+    def init_state(self, context: Tensor, memory: Tensor, memory_mask: Tensor | None) -> State:
+        """context [B, Dc], memory [B, N, Dm] -> state (h, c from the context; memory and its keys)."""
+        state = {
+            "hidden": torch.tanh(self.init_hidden(context)),
+            "cell": torch.tanh(self.init_cell(context)),
+            "memory": memory,
+            "keys": self.attention.project_keys(memory),
+        }
+        if memory_mask is not None:
+            state["memory_mask"] = memory_mask.bool()
+        return state
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token ids [...] -> word embeddings [..., embed_dim] (with dropout)."""
+        return self.dropout(self.embedding(tokens))
+
+    def advance(self, state: State, words: Tensor) -> tuple[Tensor, State, Tensor]:
+        """One step on embedded words [B', E] -> (output features [B', hidden + Dm], state, attention [B', N])."""
+        attended, weights = self.attention(
+            state["memory"], state.get("memory_mask"), query=state["hidden"], projected_keys=state["keys"]
+        )
+        attended = torch.sigmoid(self.attention_gate(state["hidden"])) * attended
+        cell_input = torch.cat([words, attended], dim=-1)
+        hidden, cell = self.cell(cell_input, (state["hidden"], state["cell"]))
+        features = torch.cat([hidden, attended], dim=-1)
+        return features, {**state, "hidden": hidden, "cell": cell}, weights
+
+    def logits(self, features: Tensor) -> Tensor:
+        """Output features [..., hidden + Dm] -> next-token logits [..., V]."""
+        return self.output(self.dropout(features))
+
+    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State, Tensor]:
+        """tokens [B'] -> (log-probs of the next token [B', V], state, attention [B', N])."""
+        features, state, weights = self.advance(state, self.embed(tokens))
+        return torch.log_softmax(self.logits(features), dim=-1), state, weights
+
+    def forward(
+        self, target_ids: Tensor, context: Tensor, memory: Tensor, memory_mask: Tensor | None = None
+    ) -> Tensor:
+        """Teacher forcing: target_ids [B, T] (BOS first) -> logits [B, T-1, V] for target_ids[:, 1:]."""
+        state = self.init_state(context, memory, memory_mask)
+        words = self.embed(target_ids[:, :-1])  # all steps at once
+        outputs = []
+        for t in range(words.shape[1]):
+            features, state, _ = self.advance(state, words[:, t])
+            outputs.append(features)
+        return self.logits(torch.stack(outputs, dim=1))

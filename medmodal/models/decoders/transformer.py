@@ -1,0 +1,113 @@
+"""``transformer``: a pre-norm ``nn.TransformerDecoder`` report decoder.
+
+The decoder's memory is ``[context token; memory regions]``: the fused vector projected
+to one token, followed by the projected regions (image grid cells or text tokens), with a
+learned type embedding telling them apart. Target tokens get learned positional
+embeddings and a causal mask. ``step`` re-decodes the whole prefix (no key/value cache:
+simple, and cheap for reports of tens of tokens); it returns no attention map.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from medmodal.models.decoders.base import ReportDecoder
+from medmodal.models.decoders.search import State
+from medmodal.models.registry import register
+
+
+@register("decoder", "transformer")
+class TransformerReportDecoder(ReportDecoder):
+    """Transformer decoder over ``[context; memory]``.
+
+    Args:
+        vocab_size, pad_id, bos_id, eos_id: tokenizer vocabulary and special ids.
+        embed_dim: model width.
+        context_dim: width of the context (fused) vector.
+        memory_dim: width of the memory regions.
+        num_layers: decoder layers; num_heads: attention heads (must divide ``embed_dim``).
+        ff_dim: feed-forward width; None = ``4 * embed_dim``.
+        max_len: longest target (BOS included).
+        dropout: in the layers.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        context_dim: int,
+        memory_dim: int,
+        pad_id: int,
+        bos_id: int,
+        eos_id: int,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        ff_dim: int | None = None,
+        max_len: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(vocab_size, pad_id, bos_id, eos_id)
+        self.max_len = max_len
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.position = nn.Embedding(max_len, embed_dim)
+        self.context_proj = nn.Linear(context_dim, embed_dim)
+        self.memory_proj = nn.Linear(memory_dim, embed_dim)
+        self.memory_type = nn.Embedding(2, embed_dim)  # 0 = context token, 1 = region
+        self.dropout = nn.Dropout(dropout)
+        layer = nn.TransformerDecoderLayer(
+            embed_dim,
+            num_heads,
+            dim_feedforward=ff_dim or 4 * embed_dim,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.decoder = nn.TransformerDecoder(layer, num_layers, norm=nn.LayerNorm(embed_dim))
+        self.output = nn.Linear(embed_dim, vocab_size)
+
+    def memory_tokens(
+        self, context: Tensor, memory: Tensor, memory_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """-> (memory tokens [B, 1 + N, E], key padding mask [B, 1 + N], True = ignore)."""
+        context_token = self.context_proj(context).unsqueeze(1) + self.memory_type.weight[0]
+        regions = self.memory_proj(memory) + self.memory_type.weight[1]
+        tokens = torch.cat([context_token, regions], dim=1)
+        real = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        if memory_mask is not None:
+            real = memory_mask.bool()
+        # The context token is always real, so no row is fully masked.
+        padding = torch.cat([torch.zeros_like(real[:, :1]), ~real], dim=1)
+        return tokens, padding
+
+    def decode(self, prefix: Tensor, memory: Tensor, memory_padding: Tensor) -> Tensor:
+        """prefix ids [B, t] -> hidden states [B, t, E] (causal: position i sees prefix[:, :i+1])."""
+        length = prefix.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"target of {length} tokens is longer than max_len={self.max_len}")
+        positions = torch.arange(length, device=prefix.device)
+        x = self.dropout(self.embedding(prefix) + self.position(positions))
+        causal = nn.Transformer.generate_square_subsequent_mask(length, device=prefix.device, dtype=x.dtype)
+        return self.decoder(
+            x, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=memory_padding
+        )
+
+    def forward(
+        self, target_ids: Tensor, context: Tensor, memory: Tensor, memory_mask: Tensor | None = None
+    ) -> Tensor:
+        """Teacher forcing: target_ids [B, T] (BOS first) -> logits [B, T-1, V] for target_ids[:, 1:]."""
+        memory_tokens, padding = self.memory_tokens(context, memory, memory_mask)
+        return self.output(self.decode(target_ids[:, :-1], memory_tokens, padding))
+
+    def init_state(self, context: Tensor, memory: Tensor, memory_mask: Tensor | None) -> State:
+        """-> state with the memory tokens, their padding mask and an empty prefix [B, 0]."""
+        memory_tokens, padding = self.memory_tokens(context, memory, memory_mask)
+        prefix = torch.empty(context.shape[0], 0, dtype=torch.long, device=context.device)
+        return {"memory": memory_tokens, "memory_padding": padding, "prefix": prefix}
+
+    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State, None]:
+        """tokens [B'] -> (log-probs of the next token [B', V], state with the longer prefix, None)."""
+        prefix = torch.cat([state["prefix"], tokens.unsqueeze(1)], dim=1)
+        hidden = self.decode(prefix, state["memory"], state["memory_padding"])[:, -1]
+        return torch.log_softmax(self.output(hidden), dim=-1), {**state, "prefix": prefix}, None

@@ -1,0 +1,89 @@
+"""``small_cnn``: the default image encoder, a plain VGG-style CNN that trains fast on a CPU.
+
+Layout (widths ``(32, 64, 128, 256)``, input 128 px -> 8 x 8 grid at stride 16)::
+
+    stem    conv3x3/2  in -> stem_width                      H/2
+    stage1  conv3x3/2 -> conv3x3   -> widths[0]              H/4
+    stage2  conv3x3/2 -> conv3x3   -> widths[1]              H/8
+    stage3  conv3x3/2 -> conv3x3   -> widths[2]              H/16
+    stage4  conv3x3   -> conv3x3   -> widths[3]              H/16 (no downsampling)
+
+every conv followed by BatchNorm and ReLU. Downsampling is a strided conv at the start of
+a stage, so the full-resolution stages (the costly ones) have a single narrow conv; the
+last stage keeps the resolution to give a finer grid for localization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from medmodal.models.image_encoders.base import FeatureMapEncoder
+from medmodal.models.registry import register
+from medmodal.models.types import ImageFeatures
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """3x3 conv (padding 1) -> BatchNorm -> ReLU; ``stride`` 2 halves H and W."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def small_cnn_body(in_channels: int, stem_width: int, widths: Sequence[int]) -> nn.Sequential:
+    """The stem and the stages: [B, in_channels, H, W] -> [B, widths[-1], H/16, W/16] (for 4 stages)."""
+    layers = [conv_bn_relu(in_channels, stem_width, stride=2)]
+    channels = stem_width
+    for index, width in enumerate(widths):
+        downsample = index < len(widths) - 1
+        layers.append(
+            nn.Sequential(
+                conv_bn_relu(channels, width, stride=2 if downsample else 1), conv_bn_relu(width, width)
+            )
+        )
+        channels = width
+    return nn.Sequential(*layers)
+
+
+@register("image_encoder", "small_cnn")
+class SmallCNN(FeatureMapEncoder):
+    """Fast default encoder, random init (see the module docstring).
+
+    Args:
+        in_channels: image channels (1 for radiographs).
+        out_dim: width of the image vector.
+        widths: channels of the stages; with n stages the grid stride is 2 ** n.
+        stem_width: channels of the stem conv.
+        grid_dim: channels of the grid (1x1-conv projection); None keeps ``widths[-1]``.
+        dropout: before the vector projection.
+        channels_last: run the convolutions in channels-last memory format (faster on CPU).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_dim: int = 256,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        stem_width: int = 16,
+        grid_dim: int | None = None,
+        dropout: float = 0.0,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if not widths:
+            raise ValueError("small_cnn needs at least one stage width")
+        self.body = small_cnn_body(in_channels, stem_width, widths)
+        self.build_readouts(widths[-1], out_dim, grid_dim, dropout)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, image: Tensor) -> ImageFeatures:
+        """image [B, in_channels, H, W] -> ImageFeatures(vector [B, out_dim], grid [B, grid_dim, h, w])."""
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return super().forward(image)

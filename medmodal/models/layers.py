@@ -1,0 +1,129 @@
+"""Small building blocks shared by several model parts.
+
+- :func:`masked_softmax` / :func:`masked_mean`: reductions over a padded axis that stay
+  finite when a row has no real entry (missing text).
+- :class:`AdditiveAttention`: Bahdanau attention. Without a query it is the word-level
+  attention pooling of the text encoders; with a query it is the decoder's attention
+  over memory regions.
+- :func:`mlp`: Linear-activation-dropout stacks.
+- :func:`cell_centres`: normalised coordinates of image grid cells.
+- :func:`first_position_if_empty`: key padding masks that never mask a whole row, for
+  ``nn.MultiheadAttention`` / ``nn.Transformer*`` (which return NaN on all-masked rows).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor, nn
+
+
+def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
+    """Softmax of ``scores`` over ``dim`` restricted to ``mask`` (True = real entry).
+
+    Weights are exactly zero on masked entries; a row without any real entry gets all
+    zero weights (not NaN).
+    """
+    if mask is None:
+        return torch.softmax(scores, dim=dim)
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=dim) * mask
+    return weights / weights.sum(dim=dim, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+
+
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``values`` [B, N, D] over real entries of ``mask`` [B, N] -> [B, D].
+
+    Rows without any real entry give zeros.
+    """
+    if mask is None:
+        return values.mean(dim=1)
+    weights = mask.to(values.dtype).unsqueeze(-1)
+    return (values * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def first_position_if_empty(mask: Tensor) -> Tensor:
+    """``mask`` [B, N] (True = real) with position 0 switched on in rows that have none.
+
+    Attention over an all-masked row is NaN in PyTorch; callers attend to position 0
+    instead and zero the result of such rows themselves.
+    """
+    empty = ~mask.any(dim=1)
+    if not bool(empty.any()):
+        return mask
+    fixed = mask.clone()
+    fixed[empty, 0] = True
+    return fixed
+
+
+def cell_centres(height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """x [w] and y [h] centres of the cells of an h x w grid, normalised to [0, 1]."""
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+    return xs, ys
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, dropout: float = 0.0, layers: int = 2) -> nn.Sequential:
+    """``layers`` Linear layers with GELU and dropout between them: [.., in_dim] -> [.., out_dim]."""
+    if layers < 1:
+        raise ValueError(f"an MLP needs at least one layer, got {layers}")
+    dims = [in_dim] + [hidden_dim] * (layers - 1) + [out_dim]
+    modules: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        modules.append(nn.Linear(a, b))
+        if i < layers - 1:
+            modules += [nn.GELU(), nn.Dropout(dropout)]
+    return nn.Sequential(*modules)
+
+
+class AdditiveAttention(nn.Module):
+    """Additive (Bahdanau) attention over N keys, optionally conditioned on a query.
+
+    ``e_n = v^T tanh(W_k k_n + W_q q)``, ``a = softmax(e)`` over the real keys,
+    ``context = sum_n a_n k_n``. With ``query_dim=0`` there is no query: a learned
+    attention pooling (word-level attention of the text encoders).
+
+    Args:
+        key_dim: width D of the keys (also the width of the returned context).
+        attn_dim: width of the hidden scoring layer.
+        query_dim: width of the query, 0 for none.
+    """
+
+    def __init__(self, key_dim: int, attn_dim: int = 128, query_dim: int = 0) -> None:
+        super().__init__()
+        self.key_proj = nn.Linear(key_dim, attn_dim)
+        self.query_proj = nn.Linear(query_dim, attn_dim, bias=False) if query_dim else None
+        self.energy = nn.Linear(attn_dim, 1, bias=False)
+
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """``W_k keys``: [B, N, key_dim] -> [B, N, attn_dim]; compute once, reuse per query."""
+        return self.key_proj(keys)
+
+    def forward(
+        self,
+        keys: Tensor,
+        mask: Tensor | None = None,
+        query: Tensor | None = None,
+        projected_keys: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Attend over ``keys``.
+
+        Args:
+            keys: [B, N, D] values to pool.
+            mask: [B, N] bool, True at real keys; None = all real.
+            query: [B, query_dim], required iff built with ``query_dim > 0``.
+            projected_keys: [B, N, attn_dim] from :meth:`project_keys` (optional cache).
+
+        Returns:
+            context [B, D] and weights [B, N] (sum to 1 over real keys; zero rows where
+            no key is real, and then a zero context).
+        """
+        hidden = projected_keys if projected_keys is not None else self.project_keys(keys)
+        if self.query_proj is not None:
+            if query is None:
+                raise ValueError("this attention was built with a query; pass query=")
+            hidden = hidden + self.query_proj(query).unsqueeze(1)
+        weights = masked_softmax(self.energy(torch.tanh(hidden)).squeeze(-1), mask)
+        context = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+        return context, weights

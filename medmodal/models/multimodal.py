@@ -1,0 +1,343 @@
+"""The multimodal model of arXiv 2405.17459, composed from registered parts.
+
+::
+
+    image [B,1,H,W] --image encoder--> ImageFeatures --(placeholder if missing)--+
+                                                                                 +--fusion--> fused vector
+    text ids [B,L]  --text encoder---> TextFeatures  --(placeholder if missing)--+      |
+                                                                                        v
+        classification head -> logits [B,C]            (late fusion: the fusion's own logits)
+        localization head (grid, fused) -> boxes [B,C,4], heatmaps [B,C,h,w]
+        report decoder (fused as context, memory regions) -> caption logits / generate()
+        auxiliary unimodal heads: image vector -> image_logits, text vector -> text_logits
+
+``cfg.modalities``:
+
+- ``both``: both encoders and a fusion layer; auxiliary unimodal heads; the decoder attends
+  over the image grid regions.
+- ``image``: no text encoder and no fusion layer; the heads read a projection of the image
+  vector; the decoder attends over the image grid.
+- ``text``: no image encoder, no fusion layer, no localization head (boxes need an image);
+  the heads read a projection of the text vector; the decoder attends over the text
+  tokens (masked by the text mask).
+
+Single-modality models have no auxiliary heads (their main head already is unimodal), so
+``image_logits`` / ``text_logits`` are None there.
+
+Missing modality: rows with ``has_image`` False use a learned image placeholder (vector and
+grid), rows with ``has_text`` False a learned text placeholder, so every study gets a finite
+prediction. Images are encoded only for rows that have one (zeros never reach BatchNorm
+statistics, unless the whole batch lacks images). In training mode ``modality_dropout``
+hides, per sample with that probability, one of its two modalities (chosen at random) the
+same way. ``ModelOutput.image_present`` / ``text_present`` say what the model saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from medmodal.models import registry
+from medmodal.models.heads import ClassificationHead, LocalizationHead
+from medmodal.models.missing import ImagePlaceholder, TextPlaceholder, hide_one_modality
+from medmodal.models.pretrained import load_pretrained
+from medmodal.models.types import FusionOutput, GenerationOutput, ImageFeatures, ModelOutput, TextFeatures
+
+if TYPE_CHECKING:  # the config imports the registry (name validation); keep the import one-way
+    from medmodal.config import ModelConfig, PartConfig
+
+Batch = Mapping[str, Any]
+
+
+class MultimodalModel(nn.Module):
+    """Encoders, fusion and heads composed (see the module docstring); build with :func:`create_model`.
+
+    Args:
+        num_labels: finding classes C.
+        image_encoder / text_encoder: built encoders, None for a modality the model does not use.
+        fusion: fusion layer, required with both encoders, None otherwise.
+        decoder: report decoder (context = fused vector, memory = image grid or text tokens), or None.
+        embed_dim: width of the projected vector of single-modality models.
+        classification / localization: build these heads (localization needs an image encoder).
+        dropout: of the heads and the single-modality projection.
+        modality_dropout: probability of hiding one modality per training sample.
+        part_names: registry names of the parts, for :meth:`describe`.
+    """
+
+    def __init__(
+        self,
+        num_labels: int,
+        image_encoder: nn.Module | None = None,
+        text_encoder: nn.Module | None = None,
+        fusion: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        *,
+        embed_dim: int = 256,
+        classification: bool = True,
+        localization: bool = True,
+        dropout: float = 0.1,
+        modality_dropout: float = 0.0,
+        part_names: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if image_encoder is None and text_encoder is None:
+            raise ValueError("a model needs at least one encoder")
+        both = image_encoder is not None and text_encoder is not None
+        if both != (fusion is not None):
+            raise ValueError("a fusion layer is needed exactly when both encoders are present")
+        self.num_labels = num_labels
+        self.modality_dropout = modality_dropout
+        self.part_names = dict(part_names or {})
+        self.classification = classification
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.fusion = fusion
+        self.decoder = decoder
+
+        self.image_placeholder = self.text_placeholder = self.projection = None
+        if image_encoder is not None:
+            self.image_placeholder = ImagePlaceholder(image_encoder.out_dim, image_encoder.grid_dim)
+        if text_encoder is not None:
+            self.text_placeholder = TextPlaceholder(text_encoder.out_dim, text_encoder.seq_dim)
+        if both:
+            self.fused_dim = fusion.out_dim
+        else:
+            encoder = image_encoder or text_encoder
+            self.projection = nn.Sequential(
+                nn.Linear(encoder.out_dim, embed_dim), nn.GELU(), nn.Dropout(dropout)
+            )
+            self.fused_dim = embed_dim
+        self.build_heads(classification, localization, dropout)
+
+    def build_heads(self, classification: bool, localization: bool, dropout: float) -> None:
+        """The classification head (unless the fusion layer classifies itself), the auxiliary
+        unimodal heads (two-modality models) and the localization head (models with images)."""
+        both = self.fusion is not None
+        self.classifier = self.image_aux_head = self.text_aux_head = self.localizer = None
+        if classification and not getattr(self.fusion, "produces_logits", False):
+            self.classifier = ClassificationHead(self.fused_dim, self.num_labels, dropout=dropout)
+        if classification and both:
+            self.image_aux_head = ClassificationHead(
+                self.image_encoder.out_dim, self.num_labels, dropout=dropout
+            )
+            self.text_aux_head = ClassificationHead(
+                self.text_encoder.out_dim, self.num_labels, dropout=dropout
+            )
+        if localization and self.image_encoder is not None:
+            self.localizer = LocalizationHead(
+                self.image_encoder.grid_dim, self.fused_dim, self.num_labels, dropout=dropout
+            )
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def modalities(self) -> str:
+        """``"both"``, ``"image"`` or ``"text"``."""
+        if self.image_encoder is not None and self.text_encoder is not None:
+            return "both"
+        return "image" if self.image_encoder is not None else "text"
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per top-level part (encoders, fusion, decoder, heads, placeholders) and ``total``."""
+        counts = {name: sum(p.numel() for p in child.parameters()) for name, child in self.named_children()}
+        counts["total"] = sum(p.numel() for p in self.parameters())
+        return counts
+
+    def describe(self) -> str:
+        """A short table of the parts, their registry names and parameter counts."""
+        lines = [f"MultimodalModel (modalities: {self.modalities}, labels: {self.num_labels})"]
+        for name, count in self.parameter_counts().items():
+            label = self.part_names.get(name, "")
+            lines.append(f"  {name:<18} {label:<18} {count / 1e6:8.3f} M")
+        return "\n".join(lines)
+
+    # -------------------------------------------------------------------- forward
+    def forward(self, batch: Batch) -> ModelOutput:
+        """Batch dict (DEVELOPERS.md keys: ``image``, ``has_image``, ``text_ids``, ``text_mask``,
+        ``has_text``, optional ``target_ids``) -> :class:`ModelOutput`."""
+        image, text, image_present, text_present = self.encode(batch, modality_dropout=self.training)
+        vector, fusion_output = self.fuse(image, text)
+        logits = None
+        if self.classification:
+            logits = fusion_output.logits if self.classifier is None else self.classifier(vector)
+        boxes = heatmaps = None
+        if self.localizer is not None:
+            boxes, heatmaps = self.localizer(image.grid, vector)
+        caption_logits = None
+        if self.decoder is not None and batch.get("target_ids") is not None:
+            memory, memory_mask = self.decoder_memory(image, text)
+            caption_logits = self.decoder(batch["target_ids"], vector, memory, memory_mask)
+        return ModelOutput(
+            logits=logits,
+            image_logits=self.image_aux_head(image.vector) if self.image_aux_head is not None else None,
+            text_logits=self.text_aux_head(text.vector) if self.text_aux_head is not None else None,
+            boxes=boxes,
+            box_heatmaps=heatmaps,
+            caption_logits=caption_logits,
+            word_attention=text.attention if text is not None else None,
+            fusion=fusion_output,
+            image_present=image_present,
+            text_present=text_present,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self, batch: Batch, max_len: int = 80, beam_size: int = 1, length_penalty: float = 1.0
+    ) -> GenerationOutput:
+        """Generate reports for a batch (no modality dropout): see ``ReportDecoder.generate``."""
+        if self.decoder is None:
+            raise RuntimeError("this model was built without a report decoder (heads.generation: false)")
+        image, text, _, _ = self.encode(batch, modality_dropout=False)
+        vector, _ = self.fuse(image, text)
+        memory, memory_mask = self.decoder_memory(image, text)
+        return self.decoder.generate(
+            vector, memory, memory_mask, max_len=max_len, beam_size=beam_size, length_penalty=length_penalty
+        )
+
+    # ------------------------------------------------------------------- pieces
+    def encode(
+        self, batch: Batch, modality_dropout: bool
+    ) -> tuple[ImageFeatures | None, TextFeatures | None, Tensor | None, Tensor | None]:
+        """Encode the modalities the model has, placeholders standing in for missing ones.
+
+        Returns (image features, text features, image present [B], text present [B]);
+        None for a branch the model does not have.
+        """
+        has_image, has_text = self.present_modalities(batch)
+        if modality_dropout and self.modality_dropout > 0 and self.modalities == "both":
+            has_image, has_text = hide_one_modality(has_image, has_text, self.modality_dropout)
+        image = text = None
+        if self.image_encoder is not None:
+            image = self.image_placeholder.fill(self.encode_images(batch["image"], has_image), has_image)
+        if self.text_encoder is not None:
+            text = self.text_placeholder.fill(
+                self.text_encoder(batch["text_ids"], batch["text_mask"]), has_text
+            )
+        return (image, text, has_image if image is not None else None, has_text if text is not None else None)
+
+    def present_modalities(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(has_image [B], has_text [B]) bool from the batch; all True where a key is absent."""
+        reference = batch["image"] if "image" in batch else batch["text_ids"]
+        size, device = reference.shape[0], reference.device
+        has_image = batch.get("has_image")
+        has_text = batch.get("has_text")
+        all_true = torch.ones(size, dtype=torch.bool, device=device)
+        return (
+            all_true if has_image is None else has_image.bool().to(device),
+            all_true if has_text is None else has_text.bool().to(device),
+        )
+
+    def encode_images(self, images: Tensor, present: Tensor) -> ImageFeatures:
+        """Encode only the rows of ``images`` [B, 1, H, W] that are present; other rows are zeros
+        (replaced by the placeholder afterwards). With no or all rows present, encodes all."""
+        if bool(present.all()) or not bool(present.any()):
+            return self.image_encoder(images)
+        subset = self.image_encoder(images[present])
+        vector = subset.vector.new_zeros((images.shape[0], *subset.vector.shape[1:]))
+        grid = subset.grid.new_zeros((images.shape[0], *subset.grid.shape[1:]))
+        vector[present] = subset.vector
+        grid[present] = subset.grid
+        return ImageFeatures(vector=vector, grid=grid)
+
+    def fuse(
+        self, image: ImageFeatures | None, text: TextFeatures | None
+    ) -> tuple[Tensor, FusionOutput | None]:
+        """-> (vector [B, fused_dim] the heads read, the fusion output or None for one modality)."""
+        if self.fusion is not None:
+            output = self.fusion(image, text)
+            return output.vector, output
+        features = image if image is not None else text
+        return self.projection(features.vector), None
+
+    def decoder_memory(
+        self, image: ImageFeatures | None, text: TextFeatures | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Regions the decoder attends over: image grid cells [B, h*w, G] (mask None), or for a
+        text-only model the text tokens [B, L, S] with the text mask."""
+        if image is not None:
+            return image.grid.flatten(2).transpose(1, 2), None
+        return text.sequence, text.mask
+
+
+# ------------------------------------------------------------------------ factory
+def create_model(
+    cfg: ModelConfig, *, vocab_size: int, num_labels: int, pad_id: int, bos_id: int, eos_id: int
+) -> MultimodalModel:
+    """Build a :class:`MultimodalModel` from its config, every part by registry name.
+
+    Each part gets the contract arguments (dimensions wired from the parts before it),
+    ``cfg.embed_dim`` as its default width (``out_dim`` / ``embed_dim``; a part's
+    ``kwargs`` may override these, but not the wired arguments), then its ``kwargs``;
+    a part with ``pretrained_path`` loads those local weights.
+    """
+    uses_image = cfg.modalities in ("image", "both")
+    uses_text = cfg.modalities in ("text", "both")
+    width = cfg.embed_dim
+    image_encoder = text_encoder = fusion = decoder = None
+    if uses_image:
+        image_encoder = build_part(
+            "image_encoder", cfg.image_encoder, wired={"in_channels": 1}, defaults={"out_dim": width}
+        )
+    if uses_text:
+        text_encoder = build_part(
+            "text_encoder",
+            cfg.text_encoder,
+            wired={"vocab_size": vocab_size, "pad_id": pad_id},
+            defaults={"out_dim": width},
+        )
+    if uses_image and uses_text:
+        wired = {
+            "image_dim": image_encoder.out_dim,
+            "text_dim": text_encoder.out_dim,
+            "grid_dim": image_encoder.grid_dim,
+            "seq_dim": text_encoder.seq_dim,
+            "num_labels": num_labels,
+        }
+        fusion = build_part("fusion", cfg.fusion, wired=wired, defaults={"out_dim": width})
+    if cfg.heads.generation:
+        wired = {
+            "vocab_size": vocab_size,
+            "context_dim": fusion.out_dim if fusion is not None else width,
+            "memory_dim": image_encoder.grid_dim if image_encoder is not None else text_encoder.seq_dim,
+            "pad_id": pad_id,
+            "bos_id": bos_id,
+            "eos_id": eos_id,
+        }
+        decoder = build_part("decoder", cfg.decoder, wired=wired, defaults={"embed_dim": width})
+    part_names = {
+        name: part.name
+        for name, part, built in (
+            ("image_encoder", cfg.image_encoder, image_encoder),
+            ("text_encoder", cfg.text_encoder, text_encoder),
+            ("fusion", cfg.fusion, fusion),
+            ("decoder", cfg.decoder, decoder),
+        )
+        if built is not None
+    }
+    return MultimodalModel(
+        num_labels,
+        image_encoder,
+        text_encoder,
+        fusion,
+        decoder,
+        embed_dim=width,
+        classification=cfg.heads.classification,
+        localization=cfg.heads.localization,
+        dropout=cfg.dropout,
+        modality_dropout=cfg.modality_dropout,
+        part_names=part_names,
+    )
+
+
+def build_part(kind: str, part: PartConfig, wired: dict[str, Any], defaults: dict[str, Any]) -> nn.Module:
+    """``registry.create(kind, part.name, **wired, **defaults overridden by part.kwargs)``, then
+    the local ``pretrained_path`` weights if any."""
+    clash = sorted(set(part.kwargs) & set(wired))
+    if clash:
+        raise ValueError(f"{kind} '{part.name}': kwargs {clash} are set by the model factory; remove them")
+    module = registry.create(kind, part.name, **wired, **{**defaults, **part.kwargs})
+    if part.pretrained_path:
+        load_pretrained(module, part.pretrained_path)
+    return module

@@ -1,0 +1,58 @@
+"""Build model parts by name (the timm / open_clip pattern).
+
+Every family of parts (image encoders, text encoders, fusion layers, report
+decoders) has its own table. A new part is one new file with a decorated class::
+
+    @register("fusion", "my_fusion")
+    class MyFusion(nn.Module): ...
+
+and ``create("fusion", "my_fusion", **kwargs)`` builds it. Unknown names fail
+with the list of known ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+KINDS = ("image_encoder", "text_encoder", "fusion", "decoder")
+
+_TABLES: dict[str, dict[str, Callable]] = {kind: {} for kind in KINDS}
+
+T = TypeVar("T")
+
+
+def register(kind: str, name: str) -> Callable[[T], T]:
+    """Class/function decorator adding a builder to the ``kind`` table under ``name``."""
+    if kind not in _TABLES:
+        raise ValueError(f"unknown part kind '{kind}'; known kinds: {', '.join(KINDS)}")
+
+    def add(builder: T) -> T:
+        if name in _TABLES[kind]:
+            raise ValueError(f"{kind} '{name}' is registered twice")
+        _TABLES[kind][name] = builder  # type: ignore[assignment]
+        return builder
+
+    return add
+
+
+def available(kind: str) -> list[str]:
+    """Sorted names registered for ``kind``."""
+    _import_builtin_parts()
+    return sorted(_TABLES[kind])
+
+
+def create(kind: str, name: str, **kwargs):
+    """Build the part ``name`` of family ``kind`` with ``kwargs``."""
+    _import_builtin_parts()
+    table = _TABLES.get(kind)
+    if table is None:
+        raise ValueError(f"unknown part kind '{kind}'; known kinds: {', '.join(KINDS)}")
+    if name not in table:
+        raise ValueError(f"unknown {kind} '{name}'; available: {', '.join(sorted(table)) or '(none)'}")
+    return table[name](**kwargs)
+
+
+def _import_builtin_parts() -> None:
+    # Importing the family packages runs their @register decorators.
+    from medmodal.models import decoders, fusion, image_encoders, text_encoders  # noqa: F401

@@ -1,0 +1,76 @@
+"""``transformer``: a small pre-norm Transformer encoder with word-level attention pooling.
+
+Token embeddings plus learned positional embeddings, ``nn.TransformerEncoder``
+(pre-norm, GELU), padding excluded with a key padding mask, then the same attention
+pooling as ``bilstm_attention``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from medmodal.models.layers import first_position_if_empty
+from medmodal.models.registry import register
+from medmodal.models.text_encoders.base import AttentionPooledTextEncoder
+
+
+@register("text_encoder", "transformer")
+class TransformerTextEncoder(AttentionPooledTextEncoder):
+    """Transformer report encoder.
+
+    Args:
+        vocab_size: tokenizer vocabulary size V.
+        out_dim: width of the report vector.
+        pad_id: padding token id.
+        embed_dim: model width (``seq_dim``).
+        num_layers: encoder layers.
+        num_heads: attention heads (must divide ``embed_dim``).
+        ff_dim: feed-forward width; None = ``4 * embed_dim``.
+        max_len: longest input; positions beyond it are an error.
+        attn_dim: width of the pooling attention's scoring layer.
+        dropout: in the layers and before the projection.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        out_dim: int = 256,
+        pad_id: int = 0,
+        embed_dim: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        ff_dim: int | None = None,
+        max_len: int = 512,
+        attn_dim: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.position = nn.Embedding(max_len, embed_dim)
+        self.embed_dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(
+            embed_dim,
+            num_heads,
+            dim_feedforward=ff_dim or 4 * embed_dim,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, num_layers, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False
+        )
+        self.build_pooling(embed_dim, out_dim, attn_dim, dropout)
+
+    def encode_sequence(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """ids [B, L], mask [B, L] -> token features [B, L, embed_dim], zeros at padding."""
+        length = ids.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"text of {length} tokens is longer than max_len={self.max_len}")
+        positions = torch.arange(length, device=ids.device)
+        x = self.embed_dropout(self.embedding(ids) + self.position(positions))
+        # Rows without tokens attend to position 0 (an all-masked row would give NaN); zeroed below.
+        x = self.encoder(x, src_key_padding_mask=~first_position_if_empty(mask))
+        return x * mask.unsqueeze(-1).to(x.dtype)

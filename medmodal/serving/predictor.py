@@ -1,0 +1,115 @@
+"""Predictions for single studies from a trained run (``medmodal predict``, the web service, explanations).
+
+Inputs go through the same :class:`~medmodal.data.dataset.StudyDataset` as
+training, so preprocessing (image decoding incl. DICOM, resizing, tokenisation)
+is one code path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+
+from medmodal.data.images import image_size
+from medmodal.data.reports import split_report_sections
+from medmodal.data.types import Study
+from medmodal.training.loading import TrainedRun, load_trained
+from medmodal.training.trainer import build_dataset
+
+
+def study_from_inputs(image: str | Path | None, text: str | dict[str, str] | None, text_fields: list[str]) -> Study:
+    """A one-off :class:`Study` from an image path and/or report text.
+
+    ``text`` may be a dict of sections, a report with section headers (split into
+    sections), or plain text, which is taken as the model's (first) input field.
+    """
+    sections: dict[str, str] = {}
+    if isinstance(text, dict):
+        sections = {k: v for k, v in text.items() if v}
+    elif text:
+        parsed = split_report_sections(text)
+        has_headers = any(parsed.get(f) for f in text_fields) and parsed.get("findings", "") != text.strip()
+        sections = {k: v for k, v in parsed.items() if v} if has_headers else {text_fields[0]: text.strip()}
+    return Study(id="input", row=0, image=Path(image).resolve() if image else None, sections=sections)
+
+
+class Predictor:
+    """Wraps a trained run for per-study inference."""
+
+    def __init__(self, trained: TrainedRun):
+        self.trained = trained
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+        return cls(load_trained(run_dir, device=device))
+
+    @property
+    def labels(self) -> list[str]:
+        return self.trained.labels
+
+    def batch_for(self, study: Study) -> dict:
+        """The collated one-study batch the model takes (same preprocessing as training)."""
+        dataset = build_dataset([study], self.trained.tokenizer, self.labels, self.trained.config, train=False)
+        batch = default_collate([dataset[0]])
+        device = next(self.trained.model.parameters()).device
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "target_ids"}
+
+    @torch.no_grad()
+    def predict(
+        self,
+        image: str | Path | None = None,
+        text: str | dict[str, str] | None = None,
+        *,
+        beam_size: int | None = None,
+        threshold: float | None = None,
+    ) -> dict[str, Any]:
+        """Label probabilities, boxes (pixels of the input image), generated report and word attention."""
+        cfg = self.trained.config
+        if image is None and not text:
+            raise ValueError("give an image, a text, or both")
+        study = study_from_inputs(image, text, cfg.data.text_fields)
+        batch = self.batch_for(study)
+        if image is not None and not bool(batch["has_image"][0]):
+            raise ValueError(f"{image}: the image could not be read")
+        out = self.trained.model(batch)
+        threshold = cfg.evaluate.threshold if threshold is None else threshold
+        probs = torch.sigmoid(out.logits[0]).tolist()
+        result: dict[str, Any] = {
+            "labels": {name: round(p, 6) for name, p in zip(self.labels, probs)},
+            "predicted": [name for name, p in zip(self.labels, probs) if p >= threshold],
+            "threshold": threshold,
+            "modalities": {"image": bool(batch["has_image"][0]), "text": bool(batch["has_text"][0])},
+        }
+        for name, logits in (("image_only", out.image_logits), ("text_only", out.text_logits)):
+            if logits is not None:
+                result.setdefault("unimodal", {})[name] = {
+                    label: round(p, 6) for label, p in zip(self.labels, torch.sigmoid(logits[0]).tolist())
+                }
+        if out.boxes is not None and study.image is not None:
+            result["boxes"] = self._boxes_in_pixels(out.boxes[0], probs, study.image, result["predicted"])
+        if cfg.model.heads.generation:
+            gen = self.trained.model.generate(batch, max_len=cfg.evaluate.max_generate_tokens,
+                                              beam_size=beam_size or cfg.evaluate.beam_size)
+            result["report"] = self.trained.tokenizer.decode(gen.ids[0].tolist())
+        if out.word_attention is not None and bool(batch["has_text"][0]):
+            result["word_attention"] = self._word_attention(batch, out.word_attention[0])
+        return result
+
+    def _boxes_in_pixels(self, boxes: torch.Tensor, probs: list[float], image: Path, predicted: list[str]) -> list[dict]:
+        height, width = image_size(image)
+        scale = torch.tensor([width, height, width, height], dtype=boxes.dtype)
+        rows = []
+        for i, name in enumerate(self.labels):
+            if name in predicted:
+                box = (boxes[i].cpu() * scale).tolist()
+                rows.append({"label": name, "box": [round(v, 1) for v in box], "probability": round(probs[i], 6)})
+        return rows
+
+    def _word_attention(self, batch: dict, attention: torch.Tensor) -> list[dict]:
+        ids = batch["text_ids"][0][batch["text_mask"][0]].tolist()
+        weights = attention[batch["text_mask"][0]].tolist()
+        tokens = [self.trained.tokenizer.id_to_token(i) for i in ids]
+        return [{"token": t, "weight": round(w, 6)} for t, w in zip(tokens, weights)]

@@ -1,0 +1,94 @@
+"""Lightning module: the multimodal model, its multi-task loss, optimisation and validation metric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics.classification import MultilabelAUROC
+from torchmetrics.utilities import dim_zero_cat
+
+from medmodal.config import Config
+from medmodal.models.multimodal import create_model
+from medmodal.training.losses import MultitaskLoss
+
+
+class DefinedMacroAUROC(MultilabelAUROC):
+    """Macro AUROC over the labels whose targets contain both classes.
+
+    torchmetrics scores a label without positives as 0 and averages it in, which
+    drags the macro down on small validation sets with rare findings; here such
+    labels are left out (synchronised across processes like the parent metric).
+    """
+
+    def __init__(self, num_labels: int):
+        super().__init__(num_labels=num_labels, average="none", thresholds=None)
+
+    def compute(self) -> torch.Tensor:
+        per_label = super().compute()
+        target = dim_zero_cat(self.target)
+        positives = (target == 1).sum(dim=0)
+        defined = (positives > 0) & (positives < target.shape[0])
+        if not defined.any():
+            return torch.tensor(float("nan"))
+        return per_label[defined].mean()
+
+
+class MultimodalModule(L.LightningModule):
+    """Trains a :class:`~medmodal.models.multimodal.MultimodalModel` on batch dicts.
+
+    Everything needed to rebuild the model is in the hyper-parameters, so
+    ``MultimodalModule.load_from_checkpoint(path)`` restores it from the checkpoint alone.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        vocab_size: int,
+        num_labels: int,
+        pad_id: int,
+        bos_id: int,
+        eos_id: int,
+        pos_weight: list[float] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = Config.model_validate(config)
+        self.model = create_model(
+            self.config.model, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id
+        )
+        self.loss = MultitaskLoss(self.config.train, num_labels, pad_id, pos_weight)
+        self.val_auroc = DefinedMacroAUROC(num_labels)
+
+    def forward(self, batch: dict):
+        return self.model(batch)
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        out = self.model(batch)
+        losses = self.loss(out, batch)
+        batch_size = batch["labels"].shape[0]
+        self.log(f"{stage}/loss", losses.total, prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+        for name, value in losses.parts.items():
+            self.log(f"{stage}/loss_{name}", value, batch_size=batch_size, sync_dist=stage != "train")
+        if stage == "val":
+            self.val_auroc.update(torch.sigmoid(out.logits.detach()), batch["labels"].long())
+        return losses.total
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/auroc_macro", self.val_auroc.compute(), prog_bar=True)
+        self.val_auroc.reset()
+
+    def configure_optimizers(self):
+        cfg = self.config.train
+        optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=max(1, int(self.trainer.estimated_stepping_batches)), pct_start=0.15
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

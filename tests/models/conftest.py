@@ -1,0 +1,15 @@
+"""Seed and thread settings for the model tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from threads
+    yield
+    torch.set_num_threads(threads)
