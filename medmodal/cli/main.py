@@ -208,7 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+    _register_command_modules(sub)
     return parser
+
+
+def _register_command_modules(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands that live in their own module: ``medmodal/cli/cmd_<name>.py`` with ``register(sub)``.
+
+    Each such module adds its parser(s) and sets ``func``; heavy imports belong inside the command
+    function so ``medmodal --help`` stays fast.
+    """
+    import importlib
+    import pkgutil
+
+    import medmodal.cli as package
+
+    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if module.name.startswith("cmd_"):
+            importlib.import_module(f"medmodal.cli.{module.name}").register(sub)
 
 
 def _configure_logging(quiet: bool) -> None:
