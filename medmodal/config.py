@@ -38,6 +38,9 @@ class AugmentConfig(_Section):
     contrast_gamma: tuple[float, float] = (0.8, 1.25)
     noise_std: float = Field(0.02, ge=0, le=0.5)
     blur_sigma: tuple[float, float] = (0.0, 0.0)
+    # Appearance shifts between sites: add U(-shift, shift) / multiply by 1 + U(-scale, scale).
+    intensity_shift: float = Field(0.0, ge=0, le=0.5)
+    intensity_scale: float = Field(0.0, ge=0, le=0.9)
     prob: float = Field(0.5, ge=0, le=1)
 
 
@@ -59,6 +62,12 @@ class DataConfig(_Section):
     num_workers: int = Field(0, ge=0)
     cache_images: bool = True
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # Share of the training split used (label-efficiency / transfer experiments): a seeded
+    # (split_seed) subset of the training studies; smaller fractions are subsets of larger ones.
+    train_fraction: float = Field(1.0, gt=0, le=1)
+    # Use this tokenizer (e.g. RUN/tokenizer.json of `medmodal pretrain`) instead of learning
+    # one, so that a pretrained text encoder's word embeddings keep their meaning.
+    tokenizer_path: str | None = None
 
     @field_validator("text_fields", "target_fields")
     @classmethod
@@ -86,7 +95,9 @@ class PartConfig(_Section):
 
 
 class HeadsConfig(_Section):
-    classification: bool = True
+    """Which task heads the model has. Classification is the model's core task and always on."""
+
+    classification: Literal[True] = True
     localization: bool = True
     generation: bool = True
 
@@ -132,6 +143,21 @@ class LossWeights(_Section):
     auxiliary: float = Field(0.3, ge=0)
 
 
+class DomainAdaptationConfig(_Section):
+    """Adaptation to a new site (``medmodal.models.domain``; docs/domain-adaptation.md).
+
+    ``target_sites``: their labels are never used. Their ``train``-split studies join training
+    unlabeled (only the site loss of ``dann`` reads them; ``none`` leaves them out), their
+    ``val`` studies are left out of validation, their ``test`` studies stay for evaluation.
+    """
+
+    method: Literal["none", "dann"] = "none"
+    weight: float = Field(0.3, ge=0, le=10)  # largest gradient-reversal coefficient (lambda)
+    schedule: Literal["dann", "constant"] = "dann"  # lambda ramp over training progress
+    hidden_dim: int = Field(64, ge=4, le=4096)  # of the site classifier
+    target_sites: list[str] = []
+
+
 class TrainConfig(_Section):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -153,6 +179,7 @@ class TrainConfig(_Section):
     log_every_n_steps: int = Field(10, ge=1)
     progress_bar: bool = True
     limit_train_batches: float | int | None = None  # for smoke runs
+    domain_adaptation: DomainAdaptationConfig = Field(default_factory=DomainAdaptationConfig)
 
 
 # --------------------------------------------------------------------- evaluation
@@ -163,6 +190,40 @@ class EvaluateConfig(_Section):
     batch_size: int = Field(64, ge=1)
     # How the clinical-efficacy labeler counts an uncertain mention ("possible effusion").
     uncertain_as: Literal["positive", "negative"] = "positive"
+    # Conflict flag (docs/explain.md): image-only and text-only probabilities of a finding on
+    # opposite sides of ``threshold`` and at least this far apart.
+    conflict_gap: float = Field(0.5, gt=0, le=1)
+    # Where the unimodal views come from: the auxiliary unimodal heads, or the fused model
+    # with the other modality replaced by its learned placeholder; "auto" = the auxiliary
+    # heads when they were trained (loss_weights.auxiliary > 0), else the ablation.
+    conflict_view: Literal["auto", "auxiliary", "ablation"] = "auto"
+
+
+# ---------------------------------------------------------------------- pretraining
+class PretrainConfig(_Section):
+    """Contrastive image-report pretraining (``medmodal pretrain``; CLIP / ConVIRT, GLoRIA).
+
+    The encoders are ``model.image_encoder`` / ``model.text_encoder`` at ``model.embed_dim``
+    (so their weights load into the supervised model); epochs, batch size, lr come from ``train``.
+    """
+
+    text_fields: list[str] = ["findings", "impression"]  # the report the image is paired with
+    max_text_tokens: int = Field(96, ge=4, le=1024)
+    projection_dim: int = Field(128, ge=8, le=4096)
+    temperature: float = Field(0.1, gt=0.001, le=1)  # initial softmax temperature
+    learn_temperature: bool = True
+    # GLoRIA local word-region alignment loss weight (0 = global InfoNCE only) and its
+    # three temperatures (attention over regions, word aggregation, local logits).
+    local_loss_weight: float = Field(0.0, ge=0)
+    local_attention_temperature: float = Field(4.0, gt=0)
+    local_word_temperature: float = Field(5.0, gt=0)
+    local_logit_temperature: float = Field(10.0, gt=0)
+    index: Literal["flat", "ivf", "hnsw"] = "flat"  # vector index of `medmodal search`
+
+    @field_validator("text_fields")
+    @classmethod
+    def _known_sections(cls, value: list[str]) -> list[str]:
+        return DataConfig._known_sections(value)
 
 
 # --------------------------------------------------------------------------- root
@@ -171,6 +232,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -14,6 +14,27 @@ up_to_date() {
   for f in $INPUTS; do [ "$f" -nt "$STAMP" ] && return 1; done
   return 0
 }
+# ---- headless browser for the review-page test (tests/serving/test_review.py) -------------
+# Chromium + a matching chromedriver from the distribution (apt): Playwright's own browser
+# download needs its CDN, which a build machine here cannot reach. Idempotent: skipped once
+# chromedriver is on PATH, and skippable with MEDMODAL_SKIP_BROWSER=1 (the test then skips).
+install_browser() {
+  if [ "${MEDMODAL_SKIP_BROWSER:-0}" = "1" ] || command -v chromedriver >/dev/null 2>&1; then return 0; fi
+  local SUDO=""
+  if [ "$(id -u)" != "0" ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else
+      echo "[setup] note: no root; install chromium + chromedriver yourself for the browser test"; return 0; fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] note: no apt-get; install chromium + chromedriver yourself for the browser test"; return 0
+  fi
+  echo "[setup] installing chromium + chromium-driver (apt) for the review-page browser test"
+  { $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver; } \
+    >/dev/null 2>&1 || echo "[setup] warning: apt-get install chromium chromium-driver failed; the browser test will skip"
+}
+install_browser
+# ------------------------------------------------------------------------------------------
+
 if up_to_date; then exit 0; fi
 
 echo "[setup] creating $VENV and installing medmodal (a few minutes the first time)"

@@ -44,7 +44,8 @@ A file that fails to decode never raises here: the item gets a zero image and
 Augmentation (``train=True`` and ``augment.enabled``), MONAI array transforms on
 the resized [0, 1] image: ``RandAffine`` (rotation up to ``rotate_degrees``,
 scaling by up to ``1 +- scale``, zero padding), ``RandAdjustContrast`` (gamma),
-``RandGaussianSmooth`` (if ``blur_sigma[1] > 0``) and ``RandGaussianNoise``,
+``RandScaleIntensity`` / ``RandShiftIntensity`` (if ``intensity_scale`` /
+``intensity_shift`` > 0), ``RandGaussianSmooth`` (if ``blur_sigma[1] > 0``) and ``RandGaussianNoise``,
 each with probability ``prob``, then clipping to [0, 1]. Boxes follow the affine
 exactly up to one pixel: each box is drawn as a mask, the mask goes through the
 same affine (nearest neighbour), and the new box is the mask's extent; a box
@@ -61,7 +62,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import RandAdjustContrast, RandAffine, RandGaussianNoise, RandGaussianSmooth
+from monai.transforms import (
+    RandAdjustContrast,
+    RandAffine,
+    RandGaussianNoise,
+    RandGaussianSmooth,
+    RandScaleIntensity,
+    RandShiftIntensity,
+)
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from medmodal.config import AugmentConfig, DataConfig
@@ -154,6 +162,10 @@ class ImageAugmentation:
                 mode="bilinear",
             )
         self.intensity = [RandAdjustContrast(prob=p, gamma=tuple(config.contrast_gamma))]
+        if config.intensity_scale > 0:  # x * (1 + U(-scale, scale)): site contrast / exposure
+            self.intensity.append(RandScaleIntensity(factors=config.intensity_scale, prob=p))
+        if config.intensity_shift > 0:  # x + U(-shift, shift): site brightness
+            self.intensity.append(RandShiftIntensity(offsets=config.intensity_shift, prob=p))
         if config.blur_sigma[1] > 0:
             sigma = tuple(config.blur_sigma)
             self.intensity.append(RandGaussianSmooth(sigma_x=sigma, sigma_y=sigma, prob=p))

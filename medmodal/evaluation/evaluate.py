@@ -66,12 +66,16 @@ def predict_split(
     generate: bool = True,
     drop: str | None = None,
     progress: bool = True,
+    hide: dict[str, np.ndarray] | None = None,
 ) -> SplitPredictions:
     """Run the model over ``studies``.
 
     drop: ``"image"`` or ``"text"`` hides that modality for every study (missing-modality
     evaluation); None keeps both.
+    hide: per-study masks ``{"image": bool [N], "text": bool [N]}`` (aligned with ``studies``);
+    True hides that modality of that study (random partial removal). None hides nothing.
     """
+    hide = _check_hide_masks(hide, len(studies))
     cfg = trained.config
     dataset = build_dataset(studies, trained.tokenizer, trained.labels, cfg, train=False)
     loader = make_dataloader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers, seed=0)
@@ -83,6 +87,10 @@ def predict_split(
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         if drop is not None:
             batch[f"has_{drop}"] = torch.zeros_like(batch[f"has_{drop}"])
+        start = sum(len(p) for p in probs)  # the loader keeps the order of ``studies``
+        for modality, mask in hide.items():
+            hidden = torch.as_tensor(mask[start : start + len(batch["id"])], device=device)
+            batch[f"has_{modality}"] = batch[f"has_{modality}"] & ~hidden
         out = model(_without_targets(batch))
         probs.append(torch.sigmoid(out.logits).cpu())
         targets.append(batch["labels"].cpu())
@@ -108,6 +116,19 @@ def predict_split(
         # negation in the findings never leaks into the impression.
         references=[s.text(target_fields, sep="\n\n") for s in studies],
     )
+
+
+def _check_hide_masks(hide: dict[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
+    """``hide`` validated: keys ``image`` / ``text``, bool arrays of length ``n``."""
+    checked = {}
+    for modality, mask in (hide or {}).items():
+        if modality not in ("image", "text"):
+            raise ValueError(f"hide: unknown modality {modality!r}; use 'image' or 'text'")
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (n,):
+            raise ValueError(f"hide[{modality!r}]: one value per study ({n}), got shape {mask.shape}")
+        checked[modality] = mask
+    return checked
 
 
 def true_boxes_normalised(studies: list[Study], labels: list[str]) -> list[list[tuple[int, list[float]]]]:

@@ -180,6 +180,7 @@ class MultimodalModel(nn.Module):
             fusion=fusion_output,
             image_present=image_present,
             text_present=text_present,
+            fused=vector,
         )
 
     @torch.no_grad()

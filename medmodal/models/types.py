@@ -73,6 +73,8 @@ class ModelOutput:
                     Mask per-sample image losses (auxiliary, localization) with it. None
                     without an image branch.
     text_present:   [B] bool, the same for the text. None without a text branch.
+    fused:          [B, D_fused] the vector the heads read (fusion output, or the projection
+                    of a single-modality model); domain adaptation's site classifier reads it.
     """
 
     logits: Tensor | None
@@ -85,6 +87,7 @@ class ModelOutput:
     fusion: FusionOutput | None = None
     image_present: Tensor | None = None
     text_present: Tensor | None = None
+    fused: Tensor | None = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ from torch.utils.data import default_collate
 from medmodal.data.images import image_size
 from medmodal.data.reports import split_report_sections
 from medmodal.data.types import Study
+from medmodal.explain.modality import conflicts_for_prediction
 from medmodal.training.loading import TrainedRun, load_trained
 from medmodal.training.trainer import build_dataset
 
@@ -88,6 +89,8 @@ class Predictor:
                 result.setdefault("unimodal", {})[name] = {
                     label: round(p, 6) for label, p in zip(self.labels, torch.sigmoid(logits[0]).tolist())
                 }
+        # Conflict flag (medmodal.explain.modality): image-only vs text-only view disagree strongly.
+        result.update(conflicts_for_prediction(self.trained, batch, out, threshold))
         if out.boxes is not None and study.image is not None:
             result["boxes"] = self._boxes_in_pixels(out.boxes[0], probs, study.image, result["predicted"])
         if cfg.model.heads.generation:

@@ -94,21 +94,28 @@ class MultitaskLoss(nn.Module):
         parts: dict[str, Tensor] = {"classification": self.classification_loss(out.logits, labels)}
         total = w.classification * parts["classification"]
         aux = []
+        image_seen = _seen(out.image_present, batch["has_image"])
+        text_seen = _seen(out.text_present, batch["has_text"])
         if out.image_logits is not None:
-            aux.append(self.classification_loss(out.image_logits, labels, batch["has_image"]))
+            aux.append(self.classification_loss(out.image_logits, labels, image_seen))
         if out.text_logits is not None:
-            aux.append(self.classification_loss(out.text_logits, labels, batch["has_text"]))
+            aux.append(self.classification_loss(out.text_logits, labels, text_seen))
         if aux and w.auxiliary > 0:
             parts["auxiliary"] = torch.stack(aux).mean()
             total = total + w.auxiliary * parts["auxiliary"]
         if out.boxes is not None and w.localization > 0:
-            mask = batch["box_mask"] & batch["has_image"][:, None]
+            mask = batch["box_mask"] & image_seen[:, None]
             parts["localization"] = self.localization_loss(out.boxes, batch["boxes"], mask)
             total = total + w.localization * parts["localization"]
         if out.caption_logits is not None and w.generation > 0:
             parts["generation"] = self.generation_loss(out.caption_logits, batch["target_ids"])
             total = total + w.generation * parts["generation"]
         return LossParts(total=total, parts=parts)
+
+
+def _seen(present: Tensor | None, available: Tensor) -> Tensor:
+    """[B] bool: the model saw the modality (in the batch and not hidden by modality dropout)."""
+    return available.bool() if present is None else present.bool() & available.bool()
 
 
 def positive_weights(label_matrix: Tensor, max_weight: float = 50.0) -> list[float]:

@@ -11,6 +11,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from medmodal.config import Config
 from medmodal.models.multimodal import create_model
+from medmodal.training.domain_adaptation import build_domain_adversary, task_losses
 from medmodal.training.losses import MultitaskLoss
 
 
@@ -51,6 +52,7 @@ class MultimodalModule(L.LightningModule):
         bos_id: int,
         eos_id: int,
         pos_weight: list[float] | None = None,
+        site_names: list[str] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -60,13 +62,20 @@ class MultimodalModule(L.LightningModule):
         )
         self.loss = MultitaskLoss(self.config.train, num_labels, pad_id, pos_weight)
         self.val_auroc = DefinedMacroAUROC(num_labels)
+        # DANN site adversary (train.domain_adaptation.method: dann), else None; training only.
+        self.domain = build_domain_adversary(self.config.train.domain_adaptation, self.model.fused_dim, site_names)
 
     def forward(self, batch: dict):
         return self.model(batch)
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         out = self.model(batch)
-        losses = self.loss(out, batch)
+        losses = task_losses(self.loss, out, batch)  # rows flagged unlabeled (target sites) left out
+        if self.domain is not None and stage == "train":
+            progress = self.global_step / max(1, int(self.trainer.estimated_stepping_batches))
+            losses.parts["domain"], site_accuracy = self.domain(out, batch, progress)
+            losses.total = losses.total + losses.parts["domain"]
+            self.log("train/site_accuracy", site_accuracy, batch_size=batch["labels"].shape[0])
         batch_size = batch["labels"].shape[0]
         self.log(f"{stage}/loss", losses.total, prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
         for name, value in losses.parts.items():

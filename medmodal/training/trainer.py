@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from medmodal.data.dataset import StudyDataset, make_dataloader
 from medmodal.data.manifest import Manifest, read_manifest
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
+from medmodal.training.domain_adaptation import site_names, split_target_sites, with_unlabeled
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
 from medmodal.training.run import RunDir, write_json_atomic
@@ -76,6 +78,35 @@ def vocabulary_texts(studies: list[Study], config: Config) -> list[str]:
     return [s.sections.get(f, "") for s in studies for f in fields if s.sections.get(f)]
 
 
+def training_subset(studies: list[Study], fraction: float, seed: int) -> list[Study]:
+    """A seeded share of the training studies (``data.train_fraction``), in manifest order.
+
+    ``ceil(fraction * N)`` studies (at least one) chosen by one seeded permutation, so with the
+    same seed a smaller fraction is a subset of a larger one; ``fraction == 1`` keeps all.
+    """
+    if fraction >= 1.0 or not studies:
+        return list(studies)
+    import math
+
+    import numpy as np
+
+    keep = max(1, math.ceil(fraction * len(studies)))
+    chosen = np.random.default_rng(seed).permutation(len(studies))[:keep]
+    return [studies[i] for i in sorted(chosen.tolist())]
+
+
+def load_or_train_tokenizer(run: RunDir, train_studies: list[Study], config: Config) -> ReportTokenizer:
+    """The run's own tokenizer (resume), else ``data.tokenizer_path``, else one learnt from ``train_studies``."""
+    if run.tokenizer.exists():
+        return ReportTokenizer.load(run.tokenizer)
+    if config.data.tokenizer_path:
+        path = Path(config.data.tokenizer_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"data.tokenizer_path: tokenizer file not found: {path}")
+        return ReportTokenizer.load(path)
+    return ReportTokenizer.train(vocabulary_texts(train_studies, config), min_freq=config.data.min_token_freq)
+
+
 def label_matrix(studies: list[Study], labels: list[str]) -> torch.Tensor:
     """[N, C] multi-hot matrix of ``studies``' labels."""
     index = {name: i for i, name in enumerate(labels)}
@@ -112,9 +143,21 @@ def _check_same_config(run: RunDir, config: Config) -> None:
         )
 
 
+def quiet_lightning() -> None:
+    """One line per message: Lightning logs through its own handler, so stop it propagating to ours,
+    and drop its advice that does not apply to small CPU runs."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).propagate = False
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*litlogger.*")
+
+
 def train(data: str | Path, config: Config, out: str | Path, *, force: bool = False) -> TrainResult:
     """Train a model on ``data`` into the run folder ``out``; resumes from ``last.ckpt`` if present."""
     start = time.time()
+    quiet_lightning()
     run = RunDir.at(out)
     if force and run.root.exists():
         _clear_run(run)
@@ -129,10 +172,10 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     if not val_studies:
         raise ValueError(f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty")
 
-    if run.tokenizer.exists():
-        tokenizer = ReportTokenizer.load(run.tokenizer)
-    else:
-        tokenizer = ReportTokenizer.train(vocabulary_texts(train_studies, config), min_freq=config.data.min_token_freq)
+    # Target sites (domain adaptation): labels never used; their training studies come back unlabeled.
+    train_studies, val_studies, unlabeled = split_target_sites(train_studies, val_studies, config.train.domain_adaptation)
+    train_studies = training_subset(train_studies, config.data.train_fraction, config.data.split_seed)
+    tokenizer = load_or_train_tokenizer(run, train_studies, config)
     train_labels = label_matrix(train_studies, labels)
     _write_run_files(run, config, tokenizer, labels, train_labels, manifest, data)
 
@@ -144,10 +187,14 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         bos_id=tokenizer.bos_id,
         eos_id=tokenizer.eos_id,
         pos_weight=positive_weights(train_labels),
+        site_names=site_names(train_studies + unlabeled) if config.train.domain_adaptation.method == "dann" else None,
     )
     t = config.train
+    train_set = build_dataset(train_studies, tokenizer, labels, config, train=True)
+    if unlabeled:
+        train_set = with_unlabeled(train_set, build_dataset(unlabeled, tokenizer, labels, config, train=True))
     train_loader = make_dataloader(
-        build_dataset(train_studies, tokenizer, labels, config, train=True),
+        train_set,
         batch_size=t.batch_size, shuffle=True, num_workers=config.data.num_workers, seed=t.seed,
     )
     val_loader = make_dataloader(

@@ -13,8 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from medmodal import __version__
+from medmodal.data.qa import QA_FILE, write_qa
 from medmodal.data.synthetic.cohort import CohortSpec, sample_cohort
 from medmodal.data.synthetic.latent import StudyLatent
+from medmodal.data.synthetic.qa import questions_for_studies
 from medmodal.data.synthetic.render import render_study
 from medmodal.data.synthetic.report import write_report
 from medmodal.data.synthetic.sites import default_sites
@@ -29,7 +31,7 @@ from medmodal.data.synthetic.writers import (
 )
 
 GENERATOR = "medmodal.data.synthetic"
-OUTPUT_FILES = ("manifest.csv", "ground_truth.jsonl", "labels.json", "summary.json")
+OUTPUT_FILES = ("manifest.csv", "ground_truth.jsonl", "labels.json", "summary.json", QA_FILE)
 OUTPUT_DIRS = ("images", "masks")
 MONOCHROME1_SHARE = 0.3  # of the DICOM images
 
@@ -53,7 +55,8 @@ def generate_dataset(
     Writes into ``out_dir``: ``manifest.csv`` (dataset contract), ``images/``
     (8-bit PNG, or DICOM for a ``dicom_fraction`` share), ``masks/`` (label maps,
     if ``masks``), ``ground_truth.jsonl`` (latent variables per study),
-    ``labels.json`` (label order) and ``summary.json``. The same arguments give
+    ``labels.json`` (label order), ``qa.jsonl`` (question-answer pairs from the ground
+    truth, :mod:`.qa`) and ``summary.json``. The same arguments give
     byte-identical files.
 
     ``prevalence`` overrides the target prevalence of some labels (the rest keep
@@ -80,6 +83,7 @@ def generate_dataset(
 
     write_manifest(root / "manifest.csv", rows)
     write_jsonl(root / "ground_truth.jsonl", records)
+    write_qa(root / QA_FILE, questions_for_studies(studies))
     (root / "labels.json").write_text(json.dumps(list(LABELS)) + "\n")
     parameters = {
         "n": n,

@@ -1,0 +1,121 @@
+"""``medmodal vqa train|evaluate`` and ``medmodal segment train|evaluate``, plus ``medmodal import-vqa-rad``.
+
+Each task trains into ``RUN/<task>/`` and ``evaluate`` adds its metrics to
+``RUN/metrics.json`` under ``vqa`` / ``segmentation`` (see ``docs/vqa-segmentation.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset folder (manifest + images)")
+    p.add_argument("--out", required=True, help="run folder (the task writes into RUN/<task>/)")
+    p.add_argument("--config", help="YAML with the task's settings (see docs/vqa-segmentation.md)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--force", action="store_true", help="retrain over an existing model of this task")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (1 on a shared CPU)")
+
+
+def _evaluate_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run")
+    p.add_argument("--data", help="dataset (default: the one the task was trained on)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+
+
+def _common_overrides(args: argparse.Namespace) -> dict:
+    return {"train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
+            "train.seed": args.seed, "image_size": args.image_size}
+
+
+def cmd_vqa_train(args: argparse.Namespace) -> None:
+    from medmodal.tasks.config import VQAConfig, load_task_config, with_overrides
+    from medmodal.tasks.vqa import train_vqa
+
+    _threads(args)
+    overrides = {**_common_overrides(args), "fusion.name": args.fusion, "qa_file": args.qa_file,
+                 "use_image": False if args.question_only else None}
+    config = with_overrides(load_task_config(VQAConfig, args.config), overrides)
+    result = train_vqa(args.data, args.out, config, force=args.force)
+    print(f"trained VQA into {args.out}/vqa ({len(result.history)} epochs, {result.seconds:.0f} s); "
+          f"kept epoch {result.best_epoch}, validation accuracy {result.best_score}")
+
+
+def cmd_vqa_evaluate(args: argparse.Namespace) -> None:
+    from medmodal.tasks.vqa import evaluate_vqa, format_vqa_metrics
+
+    _threads(args)
+    metrics = evaluate_vqa(args.run, args.data, split=args.split)
+    print(format_vqa_metrics(metrics))
+
+
+def cmd_segment_train(args: argparse.Namespace) -> None:
+    from medmodal.tasks.config import SegmentationConfig, load_task_config, with_overrides
+    from medmodal.tasks.segmentation import train_segmentation
+
+    _threads(args)
+    overrides = {**_common_overrides(args), "conditioning": args.conditioning}
+    config = with_overrides(load_task_config(SegmentationConfig, args.config), overrides)
+    result = train_segmentation(args.data, args.out, config, force=args.force)
+    print(f"trained segmentation ({config.conditioning}) into {args.out}/segmentation ({len(result.history)} epochs, "
+          f"{result.seconds:.0f} s); kept epoch {result.best_epoch}, validation Dice {result.best_score}")
+
+
+def cmd_segment_evaluate(args: argparse.Namespace) -> None:
+    from medmodal.tasks.segmentation import evaluate_segmentation, format_segmentation_metrics
+
+    _threads(args)
+    print(format_segmentation_metrics(evaluate_segmentation(args.run, args.data, split=args.split)))
+
+
+def cmd_import_vqa_rad(args: argparse.Namespace) -> None:
+    from medmodal.data.importers.vqa_rad import import_vqa_rad
+
+    result = import_vqa_rad(args.source, args.out, args.images, val_fraction=args.val_fraction, seed=args.seed)
+    print(json.dumps(result.summary(), indent=2))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    vqa = sub.add_parser("vqa", help="visual question answering: train / evaluate (qa.jsonl next to the manifest)")
+    actions = vqa.add_subparsers(dest="vqa_command", required=True, metavar="ACTION")
+    p = actions.add_parser("train", help="train image + question encoders, a fusion and an answer classifier")
+    _train_flags(p)
+    p.add_argument("--fusion", help="fusion layer by name: concat, gated, bilinear, cross_attention")
+    p.add_argument("--question-only", action="store_true", help="hide the image (the question-only baseline)")
+    p.add_argument("--qa-file", help="QA file relative to the data folder (default qa.jsonl)")
+    p.set_defaults(func=cmd_vqa_train)
+    p = actions.add_parser("evaluate", help="closed / open accuracy vs the majority answer; writes metrics.json 'vqa'")
+    _evaluate_flags(p)
+    p.set_defaults(func=cmd_vqa_evaluate)
+
+    seg = sub.add_parser("segment", help="text-guided lesion segmentation: train / evaluate (needs a mask column)")
+    actions = seg.add_subparsers(dest="segment_command", required=True, metavar="ACTION")
+    p = actions.add_parser("train", help="train the U-Net, FiLM-conditioned on the report (or image-only)")
+    _train_flags(p)
+    p.add_argument("--conditioning", choices=["film", "none"], help="film = text-guided (default), none = image-only U-Net")
+    p.set_defaults(func=cmd_segment_train)
+    p = actions.add_parser("evaluate", help="per-class Dice / IoU; writes metrics.json 'segmentation'")
+    _evaluate_flags(p)
+    p.set_defaults(func=cmd_segment_evaluate)
+
+    p = sub.add_parser("import-vqa-rad", help="convert a VQA-RAD JSON + image folder into a manifest and qa.jsonl")
+    p.add_argument("source", help="VQA_RAD Dataset Public.json (or trainset.json / testset.json)")
+    p.add_argument("out")
+    p.add_argument("--images", required=True, help="folder with the VQA-RAD images")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of training images whose questions go to val")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_import_vqa_rad)

@@ -1,0 +1,304 @@
+"""The web service: ``create_app(run_dir)`` -> a FastAPI app (``medmodal serve`` runs it with uvicorn).
+
+Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
+
+* ``POST /v1/predict`` multipart: ``image`` (PNG, JPEG or DICOM file, optional) and
+  optional text: ``text`` (free text or a report with section headers) or the section
+  fields ``indication`` / ``findings`` / ``impression``. Returns the JSON of
+  :meth:`~medmodal.serving.predictor.Predictor.predict` (the same as ``medmodal predict``).
+* ``GET /v1/health``: liveness, runtime and queue depth (no API key needed).
+* ``GET /v1/model``: label set, config, training data summary, training summary, metrics.
+* ``/review/`` and ``/v1/review/...``: the case-review page and the reader ratings
+  (:mod:`medmodal.serving.review`), when the app was given a dataset.
+
+Concurrency: the model is loaded once. Requests are validated and their uploads decoded
+concurrently on the server's thread pool; the model itself runs on one dedicated worker
+thread, fed in arrival order (a queue; PyTorch parallelises inside each forward). At most
+``limits.max_pending`` requests wait for it; beyond that new ones get 503 rather than
+piling up memory.
+
+Privacy: request bodies, report text and upload file names are never logged; the
+service's own log lines carry method, path, status and latency only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from medmodal import __version__
+from medmodal.serving.predictor import Predictor
+from medmodal.serving.security import (
+    API_KEY_HEADER,
+    RequestRejected,
+    ServingLimits,
+    check_api_key,
+    check_text,
+    validated_image_file,
+)
+
+log = logging.getLogger("medmodal.serving")
+SECTION_FIELDS = ("indication", "findings", "impression")
+OPEN_PATHS = frozenset({"/v1/health"})
+
+
+# ------------------------------------------------------------------ the model queue
+class ModelWorker:
+    """Runs model calls one at a time on a dedicated thread, with a bounded number waiting.
+
+    ``submit(fn, *args)`` is awaited by request handlers; a full queue raises 503.
+    """
+
+    def __init__(self, max_pending: int):
+        self.max_pending = max_pending
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medmodal-model")
+        self._lock = threading.Lock()
+        self.pending = 0
+
+    async def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self.pending >= self.max_pending:
+                raise RequestRejected(503, "the model queue is full; retry shortly")
+            self.pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        finally:
+            with self._lock:
+                self.pending -= 1
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Blocking variant for code already on a worker thread (the review page's renderers)."""
+        return self._executor.submit(fn, *args, **kwargs).result()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# --------------------------------------------------------------------- middleware
+class BodySizeLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, by Content-Length before reading,
+    and by counting for bodies sent without one (chunked)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _send_json(send, 413, f"request body larger than {self.max_bytes} bytes")
+            return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await _send_json(send, 413, f"request body larger than {self.max_bytes} bytes")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------- the app
+def create_app(
+    run_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "test",
+    ratings_url: str | Path | None = None,
+    api_key: str | None = None,
+    limits: ServingLimits | None = None,
+    runtime: str = "torch",
+    onnx_path: str | Path | None = None,
+    predictor: Predictor | None = None,
+) -> FastAPI:
+    """The FastAPI app serving the trained run in ``run_dir``.
+
+    Args:
+        run_dir: a trained run folder.
+        data: dataset (folder or manifest) for the review page's worklist; no review page if None.
+        split: the split of ``data`` listed in the worklist.
+        ratings_url: SQLAlchemy URL or SQLite file of the reader ratings (default
+            ``RUN/review/ratings.db``).
+        api_key: required in the ``X-API-Key`` header of every request except ``/v1/health``.
+        limits: request limits (:class:`ServingLimits`).
+        runtime: ``"torch"``, or ``"onnx"`` to run the classification/localization graph in
+            onnxruntime (``onnx_path``, exported first to ``RUN/export/model.onnx`` if not given).
+        predictor: an already loaded predictor (tests), else loaded from ``run_dir``.
+    """
+    limits = limits or ServingLimits()
+    predictor = predictor or load_predictor(run_dir, runtime=runtime, onnx_path=onnx_path)
+    worker = ModelWorker(limits.max_pending)
+    run_root = Path(run_dir).resolve()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        worker.shutdown()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="medmodal inference service",
+        version=__version__,
+        description="Findings, boxes and reports for chest X-ray studies from a trained medmodal run. "
+        "Research software: not a medical device.",
+    )
+    app.state.predictor = predictor
+    app.state.worker = worker
+    app.state.limits = limits
+    app.state.runtime = runtime
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_request_bytes)
+
+    @app.middleware("http")
+    async def authenticate_and_log(request: Request, call_next):
+        started = time.perf_counter()
+        path = request.url.path
+        if api_key is not None and path.startswith("/v1/") and path not in OPEN_PATHS:
+            try:
+                check_api_key(request.headers.get(API_KEY_HEADER), api_key)
+            except RequestRejected as err:
+                return JSONResponse({"detail": err.message}, status_code=err.status)
+        response = await call_next(request)
+        # Method, path and status only: never bodies, text or file names (patient data).
+        log.info("%s %s -> %d (%.0f ms)", request.method, path, response.status_code,
+                 1000 * (time.perf_counter() - started))
+        return response
+
+    @app.exception_handler(RequestRejected)
+    async def rejected(request: Request, err: RequestRejected):
+        return JSONResponse({"detail": err.message}, status_code=err.status)
+
+    @app.get("/v1/health", summary="Liveness and queue depth")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "runtime": runtime, "pending": worker.pending, "labels": len(predictor.labels)}
+
+    @app.get("/v1/model", summary="Label set, config, training data summary and metrics of the served run")
+    def model_info() -> dict[str, Any]:
+        return describe_run(predictor, run_root, runtime)
+
+    @app.post("/v1/predict", summary="Predict one study from an image upload and/or report text")
+    async def predict(
+        image: Annotated[UploadFile | None, File(description="PNG, JPEG or DICOM (Part 10) file")] = None,
+        text: Annotated[str | None, Form(description="free text, or a report with section headers")] = None,
+        indication: Annotated[str | None, Form()] = None,
+        findings: Annotated[str | None, Form()] = None,
+        impression: Annotated[str | None, Form()] = None,
+    ) -> dict[str, Any]:
+        text_input = text_from_fields(text, {"indication": indication, "findings": findings,
+                                             "impression": impression}, limits)
+        data_bytes = await image.read() if image is not None else None
+        with tempfile.TemporaryDirectory(prefix="medmodal-upload-") as folder:
+            path = None
+            if data_bytes is not None:
+                path = await run_in_threadpool(validated_image_file, data_bytes, image.content_type,
+                                               Path(folder), limits)
+            if path is None and text_input is None:
+                raise RequestRejected(422, "send an image, some text, or both")
+            try:
+                return await worker.submit(predictor.predict, path, text_input)
+            except ValueError as err:  # Predictor's input errors (no text in text's fields, ...)
+                raise RequestRejected(422, str(err).replace(str(folder), "upload")) from err
+
+    if data is not None:
+        from medmodal.serving.review import ReviewService, mount_review
+
+        ratings = ratings_url or run_root / "review" / "ratings.db"
+        service = ReviewService(predictor, data, split=split, ratings_url=ratings, worker=worker,
+                                model_name=run_root.name)
+        mount_review(app, service)
+        app.state.review = service
+    return app
+
+
+def text_from_fields(text: str | None, sections: dict[str, str | None], limits: ServingLimits):
+    """The predictor's text input: free ``text``, or a dict of the given section fields, or None."""
+    text = check_text("text", text, limits)
+    given = {name: check_text(name, value, limits) for name, value in sections.items()}
+    given = {name: value for name, value in given.items() if value is not None}
+    if text is not None and given:
+        raise RequestRejected(422, f"send either 'text' or section fields {sorted(given)}, not both")
+    return text if text is not None else (given or None)
+
+
+def load_predictor(run_dir: str | Path, runtime: str = "torch", onnx_path: str | Path | None = None) -> Predictor:
+    """The run's predictor with the PyTorch or the onnxruntime forward."""
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"runtime must be 'torch' or 'onnx', not {runtime!r}")
+    predictor = Predictor.from_run(run_dir)
+    if runtime == "onnx":
+        from medmodal.serving.onnx_export import export_onnx, onnx_trained_run
+
+        if onnx_path is None:
+            onnx_path = Path(run_dir) / "export" / "model.onnx"
+            if not Path(onnx_path).exists():
+                export_onnx(run_dir, onnx_path)
+        predictor = Predictor(onnx_trained_run(predictor.trained, onnx_path))
+    return predictor
+
+
+def describe_run(predictor: Predictor, run_root: Path, runtime: str) -> dict[str, Any]:
+    """What ``GET /v1/model`` returns: the run's labels, config, data summary, training and metrics."""
+    trained = predictor.trained
+    run = trained.run
+
+    def read_json(path: Path) -> Any:
+        return json.loads(path.read_text()) if path.exists() else None
+
+    summary = read_json(run.data_summary)
+    if isinstance(summary, dict):  # paths on the training machine are not the client's business
+        summary = {k: v for k, v in summary.items() if k not in ("file", "data", "problems")}
+    return {
+        "run": run_root.name,
+        "runtime": runtime,
+        "labels": trained.labels,
+        "label_info": read_json(run.labels),
+        "config": trained.config.model_dump(mode="json"),
+        "training_data": summary,
+        "training": read_json(run.root / "training_done.json"),
+        "metrics": read_json(run.root / "metrics.json"),
+        "checkpoint": trained.checkpoint.name,
+        "generates_reports": bool(trained.config.model.heads.generation),
+    }

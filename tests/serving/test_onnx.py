@@ -1,0 +1,76 @@
+"""ONNX export: parity with PyTorch, and the onnxruntime path of the service."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from fastapi.testclient import TestClient
+
+from medmodal.serving.app import create_app
+from medmodal.serving.onnx_export import OnnxSession, export_onnx, onnx_trained_run
+from medmodal.serving.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    return export_onnx(tiny_run, out)
+
+
+def test_export_writes_a_valid_graph_with_parity(exported):
+    onnx.checker.check_model(onnx.load(str(exported.path)))
+    assert exported.inputs == ["image", "has_image", "text_ids", "text_mask", "has_text"]
+    assert {"logits", "probabilities", "boxes", "word_attention"} <= set(exported.outputs)
+    assert exported.n_parity_studies >= 2
+    assert max(exported.max_abs_diff.values()) < 1e-4
+    meta = json.loads(exported.path.with_suffix(".json").read_text())
+    assert meta["parity_max_abs_diff"] == exported.max_abs_diff
+
+
+def test_dynamic_batch_size(exported, tiny_run):
+    session = OnnxSession(exported.path)
+    for batch in (1, 3):
+        feed = {
+            "image": np.zeros((batch, 1, 32, 32), np.float32), "has_image": np.ones(batch, bool),
+            "text_ids": np.full((batch, 48), 5, np.int64), "text_mask": np.ones((batch, 48), bool),
+            "has_text": np.ones(batch, bool),
+        }
+        out = session.run(feed)
+        assert out["probabilities"].shape == (batch, 6)
+        assert out["boxes"].shape == (batch, 6, 4)
+
+
+def test_onnx_predictor_matches_torch(exported, predictor, tiny_data):
+    from medmodal.data.manifest import read_manifest
+
+    study = read_manifest(tiny_data / "manifest.csv").studies[0]
+    onnx_predictor = Predictor(onnx_trained_run(predictor.trained, exported.path))
+    text = study.sections["indication"]
+    want = predictor.predict(study.image, text)
+    got = onnx_predictor.predict(study.image, text)
+    assert got["labels"] == pytest.approx(want["labels"], abs=1e-5)
+    assert got["predicted"] == want["predicted"]
+    assert got["report"] == want["report"]  # generation stays in PyTorch, same context
+    assert [b["label"] for b in got.get("boxes", [])] == [b["label"] for b in want.get("boxes", [])]
+
+
+def test_service_with_onnx_runtime(exported, tiny_run):
+    with TestClient(create_app(tiny_run, runtime="onnx", onnx_path=exported.path)) as client:
+        assert client.get("/v1/health").json()["runtime"] == "onnx"
+        response = client.post("/v1/predict", data={"text": "fever and cough"})
+        assert response.status_code == 200 and set(response.json()["labels"]) == set(exported_labels(tiny_run))
+
+
+def exported_labels(run) -> list[str]:
+    return json.loads((run / "labels.json").read_text())["labels"]
+
+
+def test_export_cli(tiny_run, tmp_path, capsys):
+    from medmodal.cli.main import main
+
+    assert main(["export", str(tiny_run), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    assert "parity vs PyTorch" in capsys.readouterr().out
+    assert (tmp_path / "m.onnx").stat().st_size > 10_000
