@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (case.html, PNGs, explanation.json)")
     p.add_argument("--labels", default=None, help="comma-separated findings to explain (default: the predicted ones)")
     p.add_argument("--text-method", default="auto", choices=["auto", "attention", "integrated_gradients"])
+    p.add_argument("--image-method", default="gradcam", choices=["gradcam", "occlusion"])
     p.set_defaults(func=run_explain)
 
     f = sub.add_parser("faithfulness", help="pointing game, deletion curves and text attention mass on built-in data")
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--steps", type=int, default=20, help="deletion steps")
     f.add_argument("--with-text", action="store_true",
                    help="keep the text for the image measures (default: image-only, text replaced by its placeholder)")
+    f.add_argument("--image-method", default="gradcam", choices=["gradcam", "occlusion"])
     f.add_argument("--out", default=None, help="write faithfulness.json here (default: RUN/faithfulness.json)")
     f.set_defaults(func=run_faithfulness)
 
@@ -40,7 +42,7 @@ def run_explain(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"image not found: {args.image}")
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     case = explain_study(Predictor.from_run(args.run), args.image, args.text, args.out, labels=labels,
-                         text_method=args.text_method)
+                         text_method=args.text_method, image_method=args.image_method)
     print(f"predicted: {', '.join(case['predicted']) or '(none)'}")
     for conflict in case.get("conflicts", []):
         print(f"CONFLICT {conflict['label']}: image-only {conflict['image_probability']:.2f}, "
@@ -55,7 +57,7 @@ def run_faithfulness(args: argparse.Namespace) -> None:
     from medmodal.explain.faithfulness import format_faithfulness, measure_faithfulness
 
     report = measure_faithfulness(args.run, args.data, split=args.split, max_studies=args.max_studies,
-                                  steps=args.steps, with_text=args.with_text)
+                                  steps=args.steps, with_text=args.with_text, image_method=args.image_method)
     out = Path(args.out) if args.out else Path(args.run) / "faithfulness.json"
     out.write_text(json.dumps(report, indent=2))
     print(format_faithfulness(report))

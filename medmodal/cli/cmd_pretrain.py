@@ -62,7 +62,7 @@ def cmd_zero_shot(args: argparse.Namespace) -> None:
     m = evaluate_zero_shot(args.run, args.data, split=args.split, supervised=args.supervised, vocabulary=args.vocabulary)
     header = f"{'finding':<16}{'zero-shot':>10}" + "".join(f"{'sup.' + str(i + 1):>10}" for i in range(len(m["supervised"])))
     print(header)
-    fmt = lambda v: f"{v:>10.3f}" if v is not None else f"{'n/a':>10}"  # noqa: E731
+    fmt = lambda v: f"{v:>10.3f}" if v is not None else f"{'n/a':>10}"
     for name, auroc in [*m["per_label"].items(), ("macro", m["auroc_macro"])]:
         sup = [s["auroc_macro"] if name == "macro" else s["per_label"][name] for s in m["supervised"].values()]
         print(f"{name:<16}{fmt(auroc)}" + "".join(fmt(v) for v in sup))

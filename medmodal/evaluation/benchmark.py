@@ -124,7 +124,7 @@ class GridConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _site_models_exist(self) -> "GridConfig":
+    def _site_models_exist(self) -> GridConfig:
         unknown = [m for m in self.leave_one_site_out.models if m not in self.models]
         if unknown:
             raise ValueError(f"leave_one_site_out.models: not models of this grid: {unknown}")

@@ -4,7 +4,7 @@ Writes to ``DIR``:
 
 - ``explanation.json``: the prediction (as ``medmodal predict`` gives it, with conflicts), the
   modality contributions, the word weights and the decoder's sentences;
-- ``gradcam_<finding>.png``: Grad-CAM over the input image per explained finding;
+- ``saliency_<finding>.png``: Grad-CAM (or occlusion) over the input image per explained finding;
 - ``sentence_<k>.png``: decoder attention over the image for the k-th generated sentence;
 - ``text.html``: the input text highlighted by word weight;
 - ``case.html``: one self-contained page with all of the above.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medmodal.data.dataset import denormalize_image
-from medmodal.explain.image import decoder_attention_by_sentence, grad_cam
+from medmodal.explain.image import decoder_attention_by_sentence, image_saliency
 from medmodal.explain.modality import modality_contributions
 from medmodal.explain.render import case_page_html, highlighted_text_html, overlay_png, write_images
 from medmodal.explain.text import explain_text
@@ -46,6 +46,7 @@ def explain_study(
     *,
     labels: Sequence[str] | None = None,
     text_method: str = "auto",
+    image_method: str = "gradcam",
 ) -> dict[str, Any]:
     """Explain one study with a :class:`~medmodal.serving.predictor.Predictor`; returns the record
     written to ``explanation.json`` (files listed in the module docstring)."""
@@ -77,10 +78,10 @@ def explain_study(
         )
     if has_image and model.image_encoder is not None:
         picture = denormalize_image(batch["image"][0, 0]).clamp(0, 1).cpu().numpy()
-        maps = grad_cam(model, batch, explained)[0].cpu().numpy()
+        maps = image_saliency(model, batch, explained, image_method)[0].cpu().numpy()
         for k, c in enumerate(explained):
-            title = f"Grad-CAM: {names[c]} (p={case['labels'][names[c]]:.2f})"
-            images[f"gradcam_{names[c]}"] = overlay_png(picture, maps[k], title)
+            title = f"{image_method}: {names[c]} (p={case['labels'][names[c]]:.2f})"
+            images[f"saliency_{names[c]}"] = overlay_png(picture, maps[k], title)
         if model.decoder is not None:
             cfg = trained.config.evaluate
             sentences = decoder_attention_by_sentence(model, batch, tokenizer, max_len=cfg.max_generate_tokens)[0]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from medmodal.explain.image import grad_cam
+from medmodal.explain.image import image_saliency
 from medmodal.explain.modality import with_modalities
 
 # --------------------------------------------------------------------- image
@@ -47,6 +47,7 @@ def box_pixel_mask(box: Sequence[float], height: int, width: int) -> Tensor:
 
 def pointing_hit(saliency: Tensor, inside: Tensor) -> bool:
     """The maximum of ``saliency`` [H, W] falls inside ``inside`` [H, W] (ties: any maximum inside)."""
+    saliency = saliency.detach()
     if float(saliency.max()) <= 0:
         return False
     return bool(inside[saliency >= saliency.max()].any())
@@ -147,7 +148,8 @@ def summarise(values: Sequence[float], seed: int = 0) -> dict[str, Any]:
 
 
 def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "test", max_studies: int = 200,
-                         steps: int = 20, with_text: bool = False, seed: int = 0, batch_size: int = 16) -> dict[str, Any]:
+                         steps: int = 20, with_text: bool = False, seed: int = 0, batch_size: int = 16,
+                         image_method: str = "gradcam") -> dict[str, Any]:
     """All the measures of the module docstring for a trained run on a synthetic dataset."""
     from medmodal.data.dataset import make_dataloader
     from medmodal.explain.text import explain_text, resolve_method
@@ -170,7 +172,7 @@ def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "tes
         rows = range(len(batch["id"]))
         if model.image_encoder is not None:
             view = batch if with_text or model.text_encoder is None else with_modalities(batch, image=True, text=False)
-            image_cases += _image_cases(model, view, labels, steps, generator)
+            image_cases += _image_cases(model, view, labels, steps, generator, image_method)
         if text_method is not None:
             for row in rows:
                 study = studies[offset + row]
@@ -178,7 +180,8 @@ def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "tes
                                           text_method, row, cfg.data, explain_text)
         offset += len(rows)
     report: dict[str, Any] = {"run": str(run), "data": str(data), "split": split, "studies": len(studies),
-                              "image_view": "image and text" if with_text else "image only", "steps": steps}
+                              "image_view": "image and text" if with_text else "image only", "steps": steps,
+                              "image_method": image_method}
     if image_cases:
         report["image"] = {
             "cases": len(image_cases),
@@ -196,13 +199,13 @@ def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "tes
 
 
 def _image_cases(model: Any, batch: Mapping[str, Any], labels: Sequence[str], steps: int,
-                 generator: torch.Generator) -> list[dict[str, Any]]:
+                 generator: torch.Generator, method: str = "gradcam") -> list[dict[str, Any]]:
     """Pointing / mass / deletion for every (study, finding) with a true box in ``batch``."""
     present = (batch["labels"] > 0) & batch["box_mask"] & batch["has_image"][:, None]
     classes = sorted(set(torch.nonzero(present)[:, 1].tolist()))
     if not classes:
         return []
-    maps = grad_cam(model, batch, classes)  # [B, K, H, W]
+    maps = image_saliency(model, batch, classes, method)  # [B, K, H, W]
     height, width = batch["image"].shape[-2:]
     cases = []
     for row, c in torch.nonzero(present).tolist():
@@ -250,7 +253,7 @@ def format_faithfulness(report: dict[str, Any]) -> str:
     def ci(s: dict) -> str:
         return "n/a" if s["mean"] is None else f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
 
-    lines = [f"{report['studies']} {report['split']} studies; image measures on the {report['image_view']} view",
+    lines = [f"{report['studies']} {report['split']} studies; image measures ({report['image_method']}) on the {report['image_view']} view",
              "", "| measure | value [95% CI] |", "|---|---|"]
     if "image" in report:
         im = report["image"]

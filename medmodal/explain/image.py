@@ -44,6 +44,13 @@ def grad_cam(model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence
     """
     from captum.attr import LayerAttribution, LayerGradCam
 
+    present = batch["has_image"].bool() if "has_image" in batch else None
+    if present is not None and not bool(present.all()):
+        # The model encodes only the rows with an image; explain those, zeros elsewhere.
+        maps = batch["image"].new_zeros(len(present), len(classes), *batch["image"].shape[-2:])
+        if bool(present.any()):
+            maps[present] = grad_cam(model, select_rows(batch, present), classes, layer)
+        return maps
     layer = layer if layer is not None else saliency_layer(model)
     image = batch["image"]
     rest = {k: v for k, v in batch.items() if k != "image"}
@@ -57,8 +64,18 @@ def grad_cam(model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence
         for c in classes:
             attribution = cam.attribute(image, target=int(c), relu_attributions=True)  # [B, 1, h, w]
             maps.append(LayerAttribution.interpolate(attribution, tuple(image.shape[-2:]), "bilinear"))
-    maps = torch.cat(maps, dim=1).detach().clamp_min(0.0)
-    return maps * batch["has_image"].to(maps.dtype)[:, None, None, None] if "has_image" in batch else maps
+    return torch.cat(maps, dim=1).detach().clamp_min(0.0)
+
+
+def select_rows(batch: Mapping[str, Any], keep: Tensor) -> dict[str, Any]:
+    """The rows of ``batch`` where ``keep`` [B] bool is True (tensors and per-row lists)."""
+    size = keep.shape[0]
+    rows = keep.nonzero().flatten().tolist()
+    return {
+        k: v[keep] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == size
+        else [v[i] for i in rows] if isinstance(v, list) and len(v) == size else v
+        for k, v in batch.items()
+    }
 
 
 def normalise_map(saliency: Tensor) -> Tensor:
@@ -125,3 +142,38 @@ def decoder_attention_by_sentence(
             sentences.append(SentenceAttention(text=text, attention=upsampled))
         results.append(sentences)
     return results
+
+
+def occlusion_map(model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence[int], window: int | None = None) -> Tensor:
+    """Occlusion sensitivity (captum ``Occlusion``): the drop of each finding's fused logit when
+    a ``window`` x ``window`` patch (default H/4, stride half of it) is set to 0 (the mean grey of
+    the normalised input). Model-agnostic and perturbation-based, so it does not share
+    Grad-CAM's dependence on one layer's gradients. -> [B, K, H, W], clipped at 0."""
+    from captum.attr import Occlusion
+
+    image = batch["image"]
+    window = window or max(1, image.shape[-1] // 4)
+    stride = max(1, window // 2)
+    rest = {k: v for k, v in batch.items() if k != "image"}
+
+    def logits_of(image: Tensor) -> Tensor:
+        size = image.shape[0]
+        expanded = {k: (v.repeat(size // v.shape[0], *[1] * (v.dim() - 1)) if torch.is_tensor(v) and v.dim() > 0
+                        and v.shape[0] != size else v) for k, v in rest.items()}
+        return model({**expanded, "image": image}).logits
+
+    occlusion = Occlusion(logits_of)
+    with torch.no_grad():
+        maps = [occlusion.attribute(image, target=int(c), sliding_window_shapes=(1, window, window),
+                                    strides=(1, stride, stride), baselines=0.0) for c in classes]
+    return torch.cat(maps, dim=1).clamp_min(0.0)
+
+
+IMAGE_METHODS = {"gradcam": grad_cam, "occlusion": occlusion_map}
+
+
+def image_saliency(model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence[int], method: str = "gradcam") -> Tensor:
+    """[B, K, H, W] saliency of ``classes`` by ``method`` (``gradcam`` or ``occlusion``)."""
+    if method not in IMAGE_METHODS:
+        raise ValueError(f"unknown image explanation method '{method}'; use one of {', '.join(IMAGE_METHODS)}")
+    return IMAGE_METHODS[method](model, batch, classes)

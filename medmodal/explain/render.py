@@ -116,7 +116,7 @@ def case_page_html(case: dict[str, Any], images: dict[str, bytes]) -> str:
             parts.append(f"<p class='note'>{html.escape(title)}</p><p>"
                          + highlighted_text_html(entry["tokens"], entry["weights"], signed=entry["method"] != "attention")
                          + "</p>")
-    for section, prefix in (("Image: Grad-CAM per finding", "gradcam_"), ("Report: decoder attention per sentence", "sentence_")):
+    for section, prefix in (("Image: saliency per finding", "saliency_"), ("Report: decoder attention per sentence", "sentence_")):
         names = [n for n in images if n.startswith(prefix)]
         if not names:
             continue

@@ -130,7 +130,20 @@ def load_task_config(cls: type[C], path: str | Path | None) -> C:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    return _validated(cls, data, str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    # Merged onto the defaults section by section, so `train: {epochs: 2}` keeps the task's other train defaults.
+    return _validated(cls, _deep_merge(cls().model_dump(mode="json"), data), str(path))
+
+
+def _deep_merge(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "kwargs":
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def with_overrides(config: C, overrides: dict[str, Any]) -> C:

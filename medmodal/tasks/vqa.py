@@ -338,9 +338,12 @@ def load_vqa(run: str | Path) -> TrainedVQA:
     tokenizer = ReportTokenizer.load(task_dir.tokenizer)
     training = json.loads(task_dir.training.read_text())
     answers = training["answers"]
-    model = VQAModel(config.model_copy(update={"image_encoder": config.image_encoder.model_copy(update={"pretrained_path": None}),
-                                               "question_encoder": config.question_encoder.model_copy(update={"pretrained_path": None})}),
-                     tokenizer.vocab_size, tokenizer.pad_id, len(answers))
+    # model.pt holds every weight: build without re-reading the pretrained files it started from.
+    skeleton = config.model_copy(update={
+        part: getattr(config, part).model_copy(update={"pretrained_path": None})
+        for part in ("image_encoder", "question_encoder")
+    })
+    model = VQAModel(skeleton, tokenizer.vocab_size, tokenizer.pad_id, len(answers))
     model.load_state_dict(torch.load(task_dir.weights, map_location="cpu", weights_only=True))
     model.eval()
     return TrainedVQA(model, config, tokenizer, answers, training)

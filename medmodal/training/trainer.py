@@ -230,7 +230,9 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     )
     resume_from = run.last_checkpoint if run.last_checkpoint.exists() else None
     if resume_from is not None:
-        log.info("resuming from %s", resume_from)
+        state = torch.load(resume_from, map_location="cpu", weights_only=False)
+        log.info("resuming from %s (step %d)", resume_from, state["global_step"])
+        del state
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
 
     best = checkpoint.best_model_score

@@ -92,3 +92,14 @@ def test_not_a_list_and_bad_json(tmp_path):
     (tmp_path / "b.json").write_text("[{")
     with pytest.raises(VQARadFormatError, match="not valid JSON"):
         read_vqa_rad_json(tmp_path / "b.json")
+
+
+def test_command_line(release, tmp_path, capsys):
+    from medmodal.cli.main import main
+
+    source, images = release
+    assert main(["-q", "import-vqa-rad", str(source), str(tmp_path / "out"), "--images", str(images)]) == 0
+    assert json.loads(capsys.readouterr().out)["questions"] == 5
+    (tmp_path / "bad.json").write_text(json.dumps([{"qid": 1, "image_name": "x.jpg"}]))
+    assert main(["-q", "import-vqa-rad", str(tmp_path / "bad.json"), str(tmp_path / "o2"), "--images", str(images)]) == 2
+    assert "field 'question': missing or empty" in capsys.readouterr().err

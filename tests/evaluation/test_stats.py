@@ -57,7 +57,7 @@ def test_bootstrap_interval_shrinks_with_more_studies():
     rng = np.random.default_rng(2)
     small = stats.bootstrap_ci(*binormal(100, 1.0, rng), n_resamples=300)
     large = stats.bootstrap_ci(*binormal(1600, 1.0, rng), n_resamples=300)
-    width = lambda ci: ci.high - ci.low  # noqa: E731
+    width = lambda ci: ci.high - ci.low
     assert width(large) < width(small) / 2.5  # ~ 1 / sqrt(16) = 1/4 in theory
 
 

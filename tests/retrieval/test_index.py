@@ -63,7 +63,7 @@ def test_saved_index_gives_the_same_results(tmp_path, data, kind):
 def test_k_larger_than_the_index_and_bad_input():
     items = _unit(4, 8, 2)
     index = VectorIndex(8).build(items)
-    scores, indices = index.search(items[:1], 10)
+    _scores, indices = index.search(items[:1], 10)
     assert indices.shape == (1, 4) and indices[0, 0] == 0
     with pytest.raises(ValueError, match="width 5"):
         index.search(np.ones((1, 5)), 1)

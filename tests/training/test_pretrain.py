@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_config  # tests/conftest.py (rootdir on sys.path under pytest)
 
 from medmodal.data.types import Study
 from medmodal.training.trainer import training_subset
-from conftest import tiny_config  # tests/conftest.py (rootdir on sys.path under pytest)
 
 
 def _studies(n):
@@ -64,7 +64,7 @@ def test_pretraining_writes_encoders_that_load_into_the_supervised_model(pretrai
 def test_search_cli_returns_nearest_studies_as_json(pretrained, tiny_data, capsys):
     from medmodal.cli.main import main
 
-    image = sorted((tiny_data / "images").glob("*.png"))[0]
+    image = min((tiny_data / "images").glob("*.png"))
     assert main(["search", str(pretrained.run.root), "--image", str(image), "--k", "3"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["query"]["searched"] == "reports" and len(result["results"]) == 3
