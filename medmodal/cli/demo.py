@@ -43,7 +43,7 @@ def comparison_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out: Path, *, n: int = 2000, epochs: int = 12, seed: int = 0) -> dict[str, dict]:
+def run_demo(out: Path, *, n: int = 1000, epochs: int = 6, seed: int = 0) -> dict[str, dict]:
     from medmodal.data.synthetic import generate_dataset
     from medmodal.evaluation.evaluate import evaluate_run
     from medmodal.training.trainer import train

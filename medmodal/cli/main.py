@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthetic data + image-only, text-only and fused models + evaluation")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--n", type=int, default=1000, help="synthetic studies")
+    p.add_argument("--epochs", type=int, default=6, help="epochs per model")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     _register_command_modules(sub)

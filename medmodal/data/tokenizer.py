@@ -120,7 +120,9 @@ class ReportTokenizer:
     # ---------------------------------------------------------------- properties
     @property
     def vocab_size(self) -> int:
-        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+        # Largest id + 1, not the count: the HF trainer leaves a gap when a training text contains a
+        # special token verbatim (e.g. "[SEP]"), and embedding tables must cover every id.
+        return max(self._tokenizer.get_vocab(with_added_tokens=True).values()) + 1
 
     @property
     def pad_id(self) -> int:

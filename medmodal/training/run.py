@@ -9,6 +9,7 @@
       data_summary.json     manifest summary, including every skipped bad row
       checkpoints/          best.ckpt (by the monitored validation metric), last.ckpt (resume)
       logs/csv/metrics.csv  per-step / per-epoch metrics;  logs/tensorboard/  the same for TensorBoard
+      logs/csv-resumed-N/   the same after the N-th resume (earlier logs are never overwritten)
       training_done.json    written when training finished (epochs run, best score, time)
       metrics.json          written by ``medmodal evaluate``
       predictions/<split>.jsonl  per-study predictions written by ``medmodal evaluate``

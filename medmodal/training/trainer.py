@@ -131,7 +131,8 @@ def _check_same_config(run: RunDir, config: Config) -> None:
         return
     previous = run.load_config()
     # Settings that only change how long / where training runs may differ on resume.
-    ignore = {"epochs", "devices", "num_nodes", "accelerator", "strategy", "progress_bar", "early_stopping_patience"}
+    # Not epochs: the one-cycle learning-rate schedule is laid out over the planned number of steps.
+    ignore = {"devices", "num_nodes", "accelerator", "strategy", "progress_bar", "early_stopping_patience"}
     old = previous.model_dump()
     new = config.model_dump()
     for key in ignore:
@@ -208,13 +209,15 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     callbacks: list = [checkpoint]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=t.early_stopping_patience))
+    resume_from = run.last_checkpoint if run.last_checkpoint.exists() else None
+    log_version = _log_version(run, resumed=resume_from is not None)
     trainer = L.Trainer(
         default_root_dir=run.root,
         max_epochs=t.epochs,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=_strategy(t.strategy),
         precision=t.precision,
         deterministic=t.deterministic,
         gradient_clip_val=t.gradient_clip or None,
@@ -224,11 +227,10 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         limit_train_batches=t.limit_train_batches,
         callbacks=callbacks,
         logger=[
-            CSVLogger(save_dir=run.logs, name="", version="csv"),
-            TensorBoardLogger(save_dir=run.logs, name="", version="tensorboard", default_hp_metric=False),
+            CSVLogger(save_dir=run.logs, name="", version=f"csv{log_version}"),
+            TensorBoardLogger(save_dir=run.logs, name="", version=f"tensorboard{log_version}", default_hp_metric=False),
         ],
     )
-    resume_from = run.last_checkpoint if run.last_checkpoint.exists() else None
     if resume_from is not None:
         state = torch.load(resume_from, map_location="cpu", weights_only=False)
         log.info("resuming from %s (step %d)", resume_from, state["global_step"])
@@ -263,6 +265,28 @@ def _write_run_files(run, config, tokenizer, labels, train_labels, manifest, dat
     summary["data"] = str(Path(data).resolve())
     summary["problems"] = [str(p) for p in manifest.problems]
     write_json_atomic(run.data_summary, summary)
+
+
+def _strategy(name: str):
+    """Lightning strategy by name. Plain "ddp" gets ``find_unused_parameters``: the missing-modality
+    placeholders (and unimodal heads of an absent branch) take no part in batches where every study
+    has both modalities, which plain DDP treats as an error."""
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return name
+
+
+def _log_version(run: RunDir, resumed: bool) -> str:
+    """Suffix of the log folders: "" for a fresh run, "-resumed-N" for the N-th resume, so a resumed
+    run never overwrites the metrics logged before the interruption (Lightning's CSVLogger would)."""
+    if not resumed:
+        return ""
+    n = 1
+    while (run.logs / f"csv-resumed-{n}").exists():
+        n += 1
+    return f"-resumed-{n}"
 
 
 def _clear_run(run: RunDir) -> None:

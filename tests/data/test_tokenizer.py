@@ -103,3 +103,11 @@ def test_load_rejects_a_foreign_tokenizer(tmp_path):
     foreign.save(str(tmp_path / "t.json"))
     with pytest.raises(ValueError, match="not a medmodal report tokenizer"):
         ReportTokenizer.load(tmp_path / "t.json")
+
+
+def test_vocab_size_covers_every_id_even_with_special_tokens_in_training_text():
+    from medmodal.data.tokenizer import ReportTokenizer
+
+    tok = ReportTokenizer.train(["a b c [SEP] d e"], min_freq=1)
+    ids = tok.encode("a b c d e", max_len=10)
+    assert max(ids) < tok.vocab_size

@@ -180,14 +180,19 @@ def test_modality_dropout_only_in_training_and_never_both():
 
 
 def test_heads_follow_the_config():
-    model = build(heads={"classification": False, "localization": False, "generation": False})
+    model = build(heads={"localization": False, "generation": False})
     out = model(make_batch())
-    assert (
-        out.logits is None and out.image_logits is None and out.boxes is None and out.caption_logits is None
-    )
+    assert out.logits is not None and out.boxes is None and out.caption_logits is None
     assert model.decoder is None
     with pytest.raises(RuntimeError, match="without a report decoder"):
         model.generate(make_batch())
+
+
+def test_classification_head_cannot_be_switched_off():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="classification"):
+        model_config(heads={"classification": False})
 
 
 @pytest.mark.parametrize(
