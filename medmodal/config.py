@@ -118,7 +118,7 @@ class ModelConfig(_Section):
     modality_dropout: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _parts_exist(self) -> "ModelConfig":
+    def _parts_exist(self) -> ModelConfig:
         from medmodal.models import registry
 
         for attr, kind in (

@@ -36,6 +36,7 @@ from torch import Tensor
 from medmodal.explain.image import image_saliency
 from medmodal.explain.modality import with_modalities
 
+
 # --------------------------------------------------------------------- image
 def box_pixel_mask(box: Sequence[float], height: int, width: int) -> Tensor:
     """Normalised box (x0, y0, x1, y1) -> bool [H, W], True at pixels whose centre is inside."""
@@ -142,9 +143,9 @@ def summarise(values: Sequence[float], seed: int = 0) -> dict[str, Any]:
     if len(x) == 0:
         return {"mean": None, "low": None, "high": None, "n": 0}
     if len(x) < 2 or np.all(x == x[0]):
-        return {"mean": float(x.mean()), "low": float(x.mean()), "high": float(x.mean()), "n": int(len(x))}
+        return {"mean": float(x.mean()), "low": float(x.mean()), "high": float(x.mean()), "n": len(x)}
     ci = stats.bootstrap((x,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(seed)).confidence_interval
-    return {"mean": float(x.mean()), "low": float(ci.low), "high": float(ci.high), "n": int(len(x))}
+    return {"mean": float(x.mean()), "low": float(ci.low), "high": float(ci.high), "n": len(x)}
 
 
 def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "test", max_studies: int = 200,

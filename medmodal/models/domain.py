@@ -26,7 +26,7 @@ class GradientReversal(torch.autograd.Function):
     """Identity forward; gradient times ``-coefficient`` backward."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, coefficient: float) -> Tensor:  # noqa: D401 - autograd signature
+    def forward(ctx, x: Tensor, coefficient: float) -> Tensor:
         ctx.coefficient = float(coefficient)
         return x.view_as(x)
 

@@ -44,7 +44,7 @@ class Predictor:
         self.trained = trained
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
         return cls(load_trained(run_dir, device=device))
 
     @property

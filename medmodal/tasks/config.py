@@ -63,7 +63,7 @@ class VQAConfig(_Section):
     train: TaskTrainConfig = Field(default_factory=lambda: TaskTrainConfig(epochs=20, batch_size=16))
 
     @model_validator(mode="after")
-    def _parts_exist(self) -> "VQAConfig":
+    def _parts_exist(self) -> VQAConfig:
         _check_part(self.image_encoder, "image_encoder", "image_encoder")
         _check_part(self.question_encoder, "text_encoder", "question_encoder")
         _check_part(self.fusion, "fusion", "fusion")
@@ -111,7 +111,7 @@ class SegmentationConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _parts_exist(self) -> "SegmentationConfig":
+    def _parts_exist(self) -> SegmentationConfig:
         _check_part(self.text_encoder, "text_encoder", "text_encoder")
         return self
 

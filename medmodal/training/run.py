@@ -58,7 +58,7 @@ class RunDir:
     root: Path
 
     @classmethod
-    def at(cls, path: str | Path) -> "RunDir":
+    def at(cls, path: str | Path) -> RunDir:
         return cls(Path(path).resolve())
 
     @property

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
+from explain.helpers import make_batch, tiny_model
 from medmodal.config import Config, apply_overrides
 from medmodal.explain.modality import (
     conflicts_for_prediction,
@@ -14,8 +15,6 @@ from medmodal.explain.modality import (
     resolve_view,
     with_modalities,
 )
-from explain.helpers import tiny_model
-from explain.helpers import make_batch
 
 
 def test_shapley_values_add_up_to_the_prediction(batch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from explain.helpers import make_batch, tiny_model
+from explain.helpers import tiny_model
 from medmodal.explain.faithfulness import (
     area_under_curve,
     box_pixel_mask,

@@ -77,8 +77,8 @@ def test_majority_baseline_uses_each_types_most_frequent_training_answer():
 
 
 def test_dataset_groups_questions_by_study_and_collates(tmp_path):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     studies = []
     for i in range(2):

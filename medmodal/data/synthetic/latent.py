@@ -12,8 +12,8 @@ lung and +1 for the left lung.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Mapping
 
 SIDE_SIGN = {"right": -1.0, "left": 1.0}
 MM_PER_UNIT = 210.0  # physical size of one patient-coordinate unit (adult chest, 128 px ~ 1.6 mm/px)
@@ -105,7 +105,7 @@ class StudyLatent:
         """The present finding called ``label``, or None."""
         return next((f for f in self.findings if f.label == label), None)
 
-    def without(self, *labels: str) -> "StudyLatent":
+    def without(self, *labels: str) -> StudyLatent:
         """The same study with the named findings removed (everything else identical)."""
         return replace(self, findings=tuple(f for f in self.findings if f.label not in labels))
 

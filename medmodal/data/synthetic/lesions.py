@@ -14,8 +14,8 @@ its bounding box and the mask its pixels. ``severity`` drives size, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -8,8 +8,8 @@ per study around its means (:func:`sample_acquisition`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 

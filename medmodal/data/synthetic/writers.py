@@ -181,5 +181,4 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 def write_jsonl(path: Path, records: list[dict]) -> None:
     """One JSON object per line."""
     with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
+        handle.writelines(json.dumps(record) + "\n" for record in records)
