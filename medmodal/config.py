@@ -116,6 +116,17 @@ class ModelConfig(_Section):
     # Probability, per training sample, of hiding one modality (replaced by the
     # learned placeholder), so the model learns to work with either missing.
     modality_dropout: float = Field(0.0, ge=0, le=1)
+    # "joint": the fusion layer alone shapes the shared representation. "coordinated": in
+    # addition, each modality's vector is projected into one space where a symmetric InfoNCE
+    # term (train.loss_weights.alignment) pulls a study's image and report together (the
+    # surveys' coordinated representation, CLIP-style, inside the supervised model).
+    representation: Literal["joint", "coordinated"] = "joint"
+
+    @model_validator(mode="after")
+    def _coordinated_needs_both(self) -> ModelConfig:
+        if self.representation == "coordinated" and self.modalities != "both":
+            raise ValueError("representation: 'coordinated' aligns two modalities; it needs modalities: both")
+        return self
 
     @model_validator(mode="after")
     def _parts_exist(self) -> ModelConfig:
@@ -141,6 +152,8 @@ class LossWeights(_Section):
     generation: float = Field(0.5, ge=0)
     # Auxiliary unimodal classification losses (counter modality competition).
     auxiliary: float = Field(0.3, ge=0)
+    # Image-report InfoNCE of coordinated models (model.representation); unused by joint ones.
+    alignment: float = Field(0.5, ge=0)
 
 
 class DomainAdaptationConfig(_Section):

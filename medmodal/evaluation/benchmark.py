@@ -200,9 +200,28 @@ class Cell:
     def folder(self, out: Path) -> Path:
         return out / "cells" / self.id
 
-    def fingerprint(self) -> str:
-        text = json.dumps(self.config.model_dump(mode="json"), sort_keys=True) + str(self.data) + str(self.held_out_site)
+    def fingerprint(self, config: Config | None = None) -> str:
+        """Hash of the resolved config (``config`` instead of the cell's own, if given), data and site."""
+        config = self.config if config is None else config
+        text = json.dumps(config.model_dump(mode="json"), sort_keys=True) + str(self.data) + str(self.held_out_site)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def matches_finished(self, folder: Path, done: dict[str, Any]) -> bool:
+        """Whether the finished cell in ``folder`` was run with this cell's configuration.
+
+        The stored config is re-read through the current schema first, so a setting added to
+        medmodal since (with a default that reproduces the old behaviour) does not invalidate
+        finished cells; a changed value, data folder or held-out site does.
+        """
+        if done.get("fingerprint") == self.fingerprint():
+            return True
+        try:
+            stored = json.loads((folder / "cell.json").read_text())
+            config = Config.model_validate(stored["config"])
+        except (OSError, KeyError, ValueError, ValidationError):
+            return False
+        same_place = stored.get("data") == str(self.data) and stored.get("held_out_site") == self.held_out_site
+        return same_place and self.fingerprint(config) == self.fingerprint()
 
 
 def plan_cells(grid: GridConfig, data: Path, out: Path, base_dir: Path | None = None) -> list[Cell]:
@@ -361,7 +380,7 @@ def run_cell(cell: Cell, out: Path, conditions: list[str], settings: EvaluationS
     marker = folder / CELL_DONE
     if marker.exists():
         done = json.loads(marker.read_text())
-        if done.get("fingerprint") != cell.fingerprint():
+        if not cell.matches_finished(folder, done):
             raise ConfigError(
                 f"{folder} holds a finished cell with a different configuration (grid changed?); "
                 "use another --out, or delete that cell folder to redo it"

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medmodal.models.layers import ProjectionHead
 from medmodal.models.multimodal import build_part
 
 if TYPE_CHECKING:
@@ -105,17 +106,6 @@ def local_alignment_loss(
 
 
 # ---------------------------------------------------------------------------- model
-class ProjectionHead(nn.Module):
-    """ConVIRT's two-layer projection: Linear -> ReLU -> Linear; [.., in_dim] -> [.., out_dim]."""
-
-    def __init__(self, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
 @dataclass
 class ContrastiveOutput:
     """What :class:`ContrastiveModel` returns for a batch.

@@ -127,3 +127,14 @@ class AdditiveAttention(nn.Module):
         weights = masked_softmax(self.energy(torch.tanh(hidden)).squeeze(-1), mask)
         context = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
         return context, weights
+
+
+class ProjectionHead(nn.Module):
+    """ConVIRT's two-layer projection: Linear -> ReLU -> Linear; [.., in_dim] -> [.., out_dim]."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

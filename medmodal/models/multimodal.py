@@ -34,14 +34,17 @@ same way. ``ModelOutput.image_present`` / ``text_present`` say what the model sa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medmodal.models import registry
 from medmodal.models.heads import ClassificationHead, LocalizationHead
+from medmodal.models.layers import ProjectionHead
 from medmodal.models.missing import ImagePlaceholder, TextPlaceholder, hide_one_modality
 from medmodal.models.pretrained import load_pretrained
 from medmodal.models.types import FusionOutput, GenerationOutput, ImageFeatures, ModelOutput, TextFeatures
@@ -64,6 +67,9 @@ class MultimodalModel(nn.Module):
         classification / localization: build these heads (localization needs an image encoder).
         dropout: of the heads and the single-modality projection.
         modality_dropout: probability of hiding one modality per training sample.
+        coordinated: also project each modality's vector into one ``embed_dim`` space (unit norm)
+            for the image-report alignment loss (a coordinated representation); two-modality
+            models only.
         part_names: registry names of the parts, for :meth:`describe`.
     """
 
@@ -80,6 +86,7 @@ class MultimodalModel(nn.Module):
         localization: bool = True,
         dropout: float = 0.1,
         modality_dropout: float = 0.0,
+        coordinated: bool = False,
         part_names: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
@@ -111,6 +118,14 @@ class MultimodalModel(nn.Module):
             )
             self.fused_dim = embed_dim
         self.build_heads(classification, localization, dropout)
+        self.image_projector = self.text_projector = self.alignment_log_scale = None
+        if coordinated:
+            if not both:
+                raise ValueError("a coordinated representation needs both encoders")
+            self.image_projector = ProjectionHead(image_encoder.out_dim, embed_dim)
+            self.text_projector = ProjectionHead(text_encoder.out_dim, embed_dim)
+            # CLIP's learnable temperature, initialised at 0.07.
+            self.alignment_log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def build_heads(self, classification: bool, localization: bool, dropout: float) -> None:
         """The classification head (unless the fusion layer classifies itself), the auxiliary
@@ -181,7 +196,19 @@ class MultimodalModel(nn.Module):
             image_present=image_present,
             text_present=text_present,
             fused=vector,
+            **self.coordinated_embeddings(image, text),
         )
+
+    def coordinated_embeddings(self, image: ImageFeatures | None, text: TextFeatures | None) -> dict[str, Tensor]:
+        """``image_embedding`` / ``text_embedding`` [B, P] (unit norm) and ``alignment_scale`` of a
+        coordinated model; an empty dict for a joint one."""
+        if self.image_projector is None:
+            return {}
+        return {
+            "image_embedding": F.normalize(self.image_projector(image.vector), dim=-1),
+            "text_embedding": F.normalize(self.text_projector(text.vector), dim=-1),
+            "alignment_scale": self.alignment_log_scale.exp().clamp(max=100.0),
+        }
 
     @torch.no_grad()
     def generate(
@@ -328,6 +355,7 @@ def create_model(
         localization=cfg.heads.localization,
         dropout=cfg.dropout,
         modality_dropout=cfg.modality_dropout,
+        coordinated=cfg.representation == "coordinated",
         part_names=part_names,
     )
 

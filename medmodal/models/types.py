@@ -75,6 +75,10 @@ class ModelOutput:
     text_present:   [B] bool, the same for the text. None without a text branch.
     fused:          [B, D_fused] the vector the heads read (fusion output, or the projection
                     of a single-modality model); domain adaptation's site classifier reads it.
+    image_embedding / text_embedding:
+                    [B, P] unit-norm projections into the shared space of a coordinated model
+                    (``representation: coordinated``), else None.
+    alignment_scale: scalar 1 / temperature of the alignment logits, or None.
     """
 
     logits: Tensor | None
@@ -88,6 +92,9 @@ class ModelOutput:
     image_present: Tensor | None = None
     text_present: Tensor | None = None
     fused: Tensor | None = None
+    image_embedding: Tensor | None = None
+    text_embedding: Tensor | None = None
+    alignment_scale: Tensor | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from monai.losses import FocalLoss
 from torch import Tensor, nn
 
 from medmodal.config import TrainConfig
+from medmodal.models.contrastive import info_nce_loss
 from medmodal.models.types import ModelOutput
 
 
@@ -50,7 +51,9 @@ class MultitaskLoss(nn.Module):
     - auxiliary: the same loss on the unimodal heads' logits, only on samples that
       have that modality (counters modality competition: each encoder must learn alone);
     - localization: L1 + (1 - GIoU) on boxes of findings present (``box_mask``);
-    - generation: token cross-entropy under teacher forcing, padding ignored.
+    - generation: token cross-entropy under teacher forcing, padding ignored;
+    - alignment (coordinated models only): symmetric InfoNCE between each study's image and
+      report embeddings, over the pairs the model saw.
     """
 
     def __init__(self, train_cfg: TrainConfig, num_labels: int, pad_id: int, pos_weight: list[float] | None = None):
@@ -88,6 +91,13 @@ class MultitaskLoss(nn.Module):
         gold = target_ids[:, 1:]
         return F.cross_entropy(caption_logits.reshape(-1, caption_logits.shape[-1]), gold.reshape(-1), ignore_index=self.pad_id)
 
+    def alignment_loss(self, out: ModelOutput, pair_seen: Tensor) -> Tensor:
+        """Symmetric InfoNCE over the studies whose image and report the model both saw
+        (the other studies of the batch are the negatives); zero with fewer than two pairs."""
+        if int(pair_seen.sum()) < 2:
+            return out.image_embedding.sum() * 0.0
+        return info_nce_loss(out.image_embedding[pair_seen], out.text_embedding[pair_seen], out.alignment_scale)
+
     def forward(self, out: ModelOutput, batch: dict) -> LossParts:
         labels = batch["labels"].float()
         w = self.weights
@@ -110,6 +120,9 @@ class MultitaskLoss(nn.Module):
         if out.caption_logits is not None and w.generation > 0:
             parts["generation"] = self.generation_loss(out.caption_logits, batch["target_ids"])
             total = total + w.generation * parts["generation"]
+        if out.image_embedding is not None and w.alignment > 0:
+            parts["alignment"] = self.alignment_loss(out, image_seen & text_seen)
+            total = total + w.alignment * parts["alignment"]
         return LossParts(total=total, parts=parts)
 
 

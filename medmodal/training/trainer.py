@@ -153,6 +153,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*litlogger.*")
+    # Resuming writes into the run's own checkpoint folder on purpose.
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
 
 
 def train(data: str | Path, config: Config, out: str | Path, *, force: bool = False) -> TrainResult:

@@ -146,6 +146,31 @@ def test_a_changed_grid_does_not_reuse_a_finished_cell(interrupted_then_resumed,
         run_benchmark(data, grid_from_dict(changed), out, report=False)
 
 
+def test_a_setting_added_since_does_not_invalidate_finished_cells(interrupted_then_resumed, data):
+    """A cell finished before medmodal grew a new setting (stored config lacks it, fingerprint
+    stale) is still reused: the stored config is re-read through the current schema."""
+    out, *_ = interrupted_then_resumed
+    folder = out / "cells" / CELLS[0]
+    cell_file, done_file = folder / "cell.json", folder / "done.json"
+    saved = cell_file.read_text(), done_file.read_text()
+    try:
+        old_cell = json.loads(saved[0])
+        del old_cell["config"]["model"]["representation"]
+        cell_file.write_text(json.dumps(old_cell))
+        done_file.write_text(json.dumps({**json.loads(saved[1]), "fingerprint": "stale"}))
+        before = done_file.stat().st_mtime_ns
+        result = run_benchmark(data, grid_from_dict(MINI), out, report=False)
+        assert done_file.stat().st_mtime_ns == before and result.cells_run == []
+        # but a finished cell for other data is not reused
+        old_cell["data"] = "/somewhere/else"
+        cell_file.write_text(json.dumps(old_cell))
+        with pytest.raises(ConfigError, match="different configuration"):
+            run_benchmark(data, grid_from_dict(MINI), out, report=False)
+    finally:
+        cell_file.write_text(saved[0])
+        done_file.write_text(saved[1])
+
+
 # ------------------------------------------------------------------ grid checks
 def test_grid_errors_name_the_problem():
     with pytest.raises(ConfigError, match="seeds"):

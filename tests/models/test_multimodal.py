@@ -225,3 +225,26 @@ def test_describe_lists_parts_and_parameter_counts():
     counts = model.parameter_counts()
     assert counts["total"] == sum(p.numel() for p in model.parameters())
     assert counts["image_encoder"] > 0
+
+
+def test_coordinated_representation_projects_both_modalities_into_one_unit_norm_space():
+    joint = build()
+    out = joint(make_batch())
+    assert out.image_embedding is None and out.text_embedding is None and out.alignment_scale is None
+
+    model = build(representation="coordinated")
+    out = model(make_batch())
+    assert out.image_embedding.shape == out.text_embedding.shape == (out.logits.shape[0], 32)
+    assert torch.allclose(out.image_embedding.norm(dim=-1), torch.ones(out.logits.shape[0]), atol=1e-5)
+    assert out.alignment_scale.item() == pytest.approx(1 / 0.07, rel=1e-4)
+    # the alignment term reaches both encoders
+    (out.image_embedding * out.text_embedding).sum().backward()
+    for encoder in (model.image_encoder, model.text_encoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+
+
+def test_coordinated_representation_needs_two_modalities():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="representation"):
+        model_config(modalities="image", representation="coordinated")

@@ -105,3 +105,35 @@ def test_total_is_weighted_sum_of_parts():
     result = loss(out, batch)
     expected = 2.0 * result.parts["classification"] + 0.5 * result.parts["generation"]
     assert result.total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_alignment_loss_is_info_nce_over_the_pairs_the_model_saw():
+    from medmodal.models.contrastive import info_nce_loss
+
+    loss = MultitaskLoss(TrainConfig(class_imbalance="none"), num_labels=3, pad_id=0)
+    g = torch.Generator().manual_seed(3)
+    image = F.normalize(torch.randn(4, 8, generator=g), dim=-1).requires_grad_()
+    text = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    scale = torch.tensor(10.0)
+    seen = torch.tensor([True, True, False, True])
+    out = ModelOutput(logits=torch.zeros(4, 3), image_embedding=image, text_embedding=text,
+                      alignment_scale=scale, image_present=seen)  # fmt: skip
+    result = loss(out, _batch())
+    assert result.parts["alignment"].item() == pytest.approx(info_nce_loss(image[seen], text[seen], scale).item())
+    result.total.backward()
+    assert image.grad[2].abs().sum() == 0 and image.grad[seen].abs().sum() > 0
+    # identical pairs with a sharp temperature: near-zero loss; swapped pairs: large
+    aligned = ModelOutput(logits=torch.zeros(4, 3), image_embedding=text, text_embedding=text,
+                          alignment_scale=torch.tensor(100.0))  # fmt: skip
+    assert loss(aligned, _batch()).parts["alignment"].item() < 0.05
+    swapped = ModelOutput(logits=torch.zeros(4, 3), image_embedding=text.flip(0), text_embedding=text,
+                          alignment_scale=torch.tensor(100.0))  # fmt: skip
+    assert loss(swapped, _batch()).parts["alignment"].item() > 1.0
+
+
+def test_alignment_loss_is_zero_with_fewer_than_two_pairs():
+    loss = MultitaskLoss(TrainConfig(class_imbalance="none"), num_labels=3, pad_id=0)
+    emb = F.normalize(torch.randn(4, 8), dim=-1)
+    out = ModelOutput(logits=torch.zeros(4, 3), image_embedding=emb, text_embedding=emb,
+                      alignment_scale=torch.tensor(10.0), text_present=torch.tensor([True, False, False, False]))  # fmt: skip
+    assert loss(out, _batch()).parts["alignment"].item() == 0.0
