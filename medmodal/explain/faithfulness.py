@@ -1,9 +1,9 @@
 """Faithfulness of the explanations, measured on the built-in synthetic data (true boxes and
 the words that name or hint at each finding are known).
 
-Image (Grad-CAM of the fused logit of a finding present with a box; by default the model
-sees the image only, the text replaced by its placeholder, so the score moves only with
-the image evidence):
+Image (Grad-CAM, or occlusion with ``image_method="occlusion"``, of the fused logit of a finding
+present with a box; by default the model sees the image only, the text replaced by its
+placeholder, so the score moves only with the image evidence):
 
 - pointing game (Zhang et al., arXiv 1608.00507): share of maps whose maximum lies inside the
   true box, against chance = the box's share of the image;
@@ -258,13 +258,14 @@ def format_faithfulness(report: dict[str, Any]) -> str:
              "", "| measure | value [95% CI] |", "|---|---|"]
     if "image" in report:
         im = report["image"]
-        lines += [f"| Grad-CAM cases (finding with a true box) | {im['cases']} |",
-                  f"| pointing game | {ci(im['pointing'])} |",
+        method = {"gradcam": "Grad-CAM", "occlusion": "occlusion"}.get(report["image_method"], report["image_method"])
+        lines += [f"| cases (finding with a true box) | {im['cases']} |",
+                  f"| pointing game, {method} | {ci(im['pointing'])} |",
                   f"| pointing chance (box share of image) | {ci(im['pointing_chance'])} |",
-                  f"| Grad-CAM mass in box | {ci(im['mass_in_box'])} |",
-                  f"| deletion AUC, Grad-CAM order | {ci(im['deletion_auc'])} |",
+                  f"| {method} mass in box | {ci(im['mass_in_box'])} |",
+                  f"| deletion AUC, {method} order | {ci(im['deletion_auc'])} |",
                   f"| deletion AUC, random order | {ci(im['random_deletion_auc'])} |",
-                  f"| deletion AUC, Grad-CAM minus random | {ci(im['deletion_minus_random'])} |"]
+                  f"| deletion AUC, {method} minus random | {ci(im['deletion_minus_random'])} |"]
     if "text" in report:
         tx = report["text"]
         lines += [f"| text cases ({tx['method']}) | {tx['cases']} |",
