@@ -53,6 +53,11 @@ def cmd_retrieval_eval(args: argparse.Namespace) -> None:
               f"R@5 {s['recall_at_5']:.3f} ({s['chance_recall_at_5']:.3f})  "
               f"R@10 {s['recall_at_10']:.3f} ({s['chance_recall_at_10']:.3f})  "
               f"median rank {s['median_rank']:.0f} of {s['n_items']}")
+    print("same findings as the query, precision@1/5/10 (chance):")
+    for direction, groups in m.get("same_findings", {}).items():
+        for group, s in groups.items():
+            print(f"  {direction:<14} {group:<13} {s['precision_at_1']:.3f} / {s['precision_at_5']:.3f} / "
+                  f"{s['precision_at_10']:.3f} ({s['chance_precision_at_1']:.3f}), {s['n_queries']} queries")
     print(f"metrics written to {Path(args.run).resolve() / 'metrics.json'} (retrieval)")
 
 

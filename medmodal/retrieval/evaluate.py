@@ -52,7 +52,8 @@ def evaluate_retrieval(run_dir: str | Path, data: str | Path | None = None, *, s
     if both.sum() < 2:
         raise ValueError(f"{data}: fewer than 2 studies of split '{split}' have both an image and a report")
     reports = [r for r, keep in zip(emb.reports, both) if keep]
-    scores = cross_modal_retrieval_metrics(emb.image[both], emb.text[both], reports, ks)
+    labels = label_matrix(studies, run.labels).numpy()[both]
+    scores = cross_modal_retrieval_metrics(emb.image[both], emb.text[both], reports, ks, labels=labels)
     result = {"data": str(Path(data).resolve()), "split": split, "n_studies": int(both.sum()),
               "relevance": "a report with the same text as the paired report counts (strict_pair: only the pair)",
               **scores, "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip

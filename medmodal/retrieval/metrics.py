@@ -4,6 +4,11 @@ A query's *relevant* items are given as a boolean matrix, so the same code score
 setting (only the paired study) and the usual report-retrieval setting where a retrieved report
 counts when its text is identical to the paired one (normal reports repeat word for word, and
 identical reports cannot be told apart by any model): :func:`same_text_relevance`.
+
+Exact-pair recall is harsh where many studies are clinically the same (most are normal), so
+:func:`same_findings_precision` adds the clinical question: of the top k retrieved, how many
+have exactly the query's findings (precision@k, against its chance level, the share of such
+studies among the candidates), over all queries and over the queries with a finding.
 """
 
 from __future__ import annotations
@@ -71,6 +76,57 @@ def retrieval_scores(similarity: np.ndarray, relevant: np.ndarray, ks: Sequence[
     return scores
 
 
+def precision_at_k(similarity: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict:
+    """Mean share of relevant items among each query's top k, and its chance level.
+
+    Args:
+        similarity: [Q, N] scores (higher = closer); ties broken by item order.
+        relevant: [Q, N] bool.
+
+    Returns:
+        ``{"precision_at_{k}", "chance_precision_at_{k}"}`` for k in ks; chance = the mean share
+        of relevant items, the expected precision of a random ranking at any k.
+    """
+    similarity = np.asarray(similarity, dtype=np.float64)
+    relevant = np.asarray(relevant, dtype=bool)
+    if similarity.shape != relevant.shape or similarity.ndim != 2:
+        raise ValueError(f"similarity {similarity.shape} and relevant {relevant.shape} must be the same [Q, N] shape")
+    order = np.argsort(-similarity, axis=1, kind="stable")
+    hits = np.take_along_axis(relevant, order, axis=1)
+    chance = float(relevant.mean(axis=1).mean())
+    scores = {}
+    for k in ks:
+        k_eff = min(k, relevant.shape[1])
+        scores[f"precision_at_{k}"] = float(hits[:, :k_eff].mean(axis=1).mean())
+        scores[f"chance_precision_at_{k}"] = chance
+    return scores
+
+
+def same_findings_precision(
+    similarity: np.ndarray, query_labels: np.ndarray, item_labels: np.ndarray, ks: Sequence[int] = DEFAULT_KS
+) -> dict:
+    """Precision@k where an item is relevant when its finding set equals the query's.
+
+    Args:
+        similarity: [Q, N] scores.
+        query_labels / item_labels: [Q, C] / [N, C] multi-hot findings (all-zero = no finding).
+
+    Returns:
+        ``{"all": {...}, "with_finding": {...}}`` from :func:`precision_at_k` (``with_finding``:
+        only queries with at least one finding; omitted when there are none), each with
+        ``n_queries``.
+    """
+    q = np.asarray(query_labels).astype(bool)
+    n = np.asarray(item_labels).astype(bool)
+    relevant = (q[:, None, :] == n[None, :, :]).all(axis=2)
+    result = {"all": {**precision_at_k(similarity, relevant, ks), "n_queries": int(len(q))}}
+    abnormal = q.any(axis=1)
+    if abnormal.any():
+        result["with_finding"] = {**precision_at_k(np.asarray(similarity)[abnormal], relevant[abnormal], ks),
+                                  "n_queries": int(abnormal.sum())}  # fmt: skip
+    return result
+
+
 def normalise_report(text: str) -> str:
     """Lower case, single spaces: the form in which two reports count as the same text."""
     return re.sub(r"\s+", " ", text.strip().lower())
@@ -85,7 +141,11 @@ def same_text_relevance(query_texts: Sequence[str], item_texts: Sequence[str]) -
 
 
 def cross_modal_retrieval_metrics(
-    image_embeddings: np.ndarray, text_embeddings: np.ndarray, reports: Sequence[str], ks: Sequence[int] = DEFAULT_KS
+    image_embeddings: np.ndarray,
+    text_embeddings: np.ndarray,
+    reports: Sequence[str],
+    ks: Sequence[int] = DEFAULT_KS,
+    labels: np.ndarray | None = None,
 ) -> dict:
     """Image->report and report->image scores over N paired studies.
 
@@ -95,16 +155,19 @@ def cross_modal_retrieval_metrics(
         reports: N report texts (study i's report is relevant to study i's image, and so are
             identical reports; an image is relevant to a report query when its own report is
             the same text).
+        labels: optional [N, C] multi-hot findings of the studies; adds ``same_findings``
+            (both directions, :func:`same_findings_precision`).
 
     Returns:
         ``{"image_to_text": {...}, "text_to_image": {...}, "strict_pair": {...}}``, the
         first two from :func:`retrieval_scores` with same-text relevance, ``strict_pair``
-        with only the paired study relevant (both directions).
+        with only the paired study relevant (both directions), and ``same_findings`` if
+        ``labels`` is given.
     """
     similarity = np.asarray(image_embeddings) @ np.asarray(text_embeddings).T  # [N images, N reports]
     relevant = same_text_relevance(reports, reports)
     pair = np.eye(len(reports), dtype=bool)
-    return {
+    scores = {
         "image_to_text": retrieval_scores(similarity, relevant, ks),
         "text_to_image": retrieval_scores(similarity.T, relevant.T, ks),
         "strict_pair": {
@@ -112,3 +175,9 @@ def cross_modal_retrieval_metrics(
             "text_to_image": retrieval_scores(similarity.T, pair, ks),
         },
     }
+    if labels is not None:
+        scores["same_findings"] = {
+            "image_to_text": same_findings_precision(similarity, labels, labels, ks),
+            "text_to_image": same_findings_precision(similarity.T, labels, labels, ks),
+        }
+    return scores

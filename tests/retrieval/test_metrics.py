@@ -9,7 +9,9 @@ from medmodal.retrieval.metrics import (
     chance_recall_at_k,
     cross_modal_retrieval_metrics,
     first_relevant_ranks,
+    precision_at_k,
     retrieval_scores,
+    same_findings_precision,
     same_text_relevance,
 )
 
@@ -79,3 +81,42 @@ def test_cross_modal_metrics_on_perfect_and_reversed_embeddings():
     assert m["image_to_text"]["recall_at_1"] == 1.0
     assert m["strict_pair"]["image_to_text"]["median_rank"] == 1.0  # tie between the copies favours the query
     assert m["image_to_text"]["mean_relevant_per_query"] == pytest.approx((2 + 2 + 1 + 1 + 1) / 5)
+
+
+def test_precision_at_k_of_known_matrix_and_chance():
+    relevant = np.array([
+        [True, False, True, False],   # top order of row 0: items 0, 3, 2, 1 -> hits 1, 0, 1, 0
+        [False, False, False, True],  # row 1: items 0, 2, 1, 3 -> hits 0, 0, 0, 1
+    ])  # fmt: skip
+    scores = precision_at_k(SIMILARITY[:2], relevant, ks=(1, 2, 4))
+    assert scores["precision_at_1"] == pytest.approx((1 + 0) / 2)
+    assert scores["precision_at_2"] == pytest.approx((0.5 + 0) / 2)
+    assert scores["precision_at_4"] == pytest.approx((0.5 + 0.25) / 2)  # at k = N precision = chance
+    assert scores["chance_precision_at_1"] == pytest.approx((0.5 + 0.25) / 2)
+
+
+def test_random_rankings_average_to_chance_precision():
+    rng = np.random.default_rng(0)
+    relevant = rng.random((400, 50)) < 0.2
+    relevant[:, 0] = True
+    scores = precision_at_k(rng.random((400, 50)), relevant, ks=(5,))
+    assert scores["precision_at_5"] == pytest.approx(scores["chance_precision_at_5"], abs=0.03)
+
+
+def test_same_findings_precision_matches_on_exact_finding_sets():
+    labels = np.array([[1, 0], [1, 0], [0, 0], [0, 1]])
+    # query 0 (finding a) ranks study 2 (normal) first, then study 1 (finding a)
+    similarity = np.array([
+        [0.1, 0.5, 0.9, 0.0],
+        [0.2, 0.9, 0.1, 0.0],
+        [0.1, 0.2, 0.9, 0.3],
+        [0.9, 0.1, 0.2, 0.3],
+    ])  # fmt: skip
+    m = same_findings_precision(similarity, labels, labels, ks=(1, 2))
+    assert m["all"]["precision_at_1"] == pytest.approx((0 + 1 + 1 + 0) / 4)
+    assert m["with_finding"]["n_queries"] == 3
+    assert m["with_finding"]["precision_at_1"] == pytest.approx((0 + 1 + 0) / 3)
+    assert m["with_finding"]["precision_at_2"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert m["all"]["chance_precision_at_1"] == pytest.approx((2 / 4 + 2 / 4 + 1 / 4 + 1 / 4) / 4)
+    both = cross_modal_retrieval_metrics(np.eye(4), np.eye(4), ["a", "b", "c", "d"], ks=(1,), labels=labels)
+    assert both["same_findings"]["image_to_text"]["all"]["precision_at_1"] == 1.0
