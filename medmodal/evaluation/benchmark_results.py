@@ -249,7 +249,7 @@ def reliability(cells_info, settings) -> dict[str, Any]:
     """Reliability curve of each model's first seed (condition full)."""
     curves = {}
     for model, infos in _by_model(cells_info).items():
-        a = sorted(infos, key=lambda i: i["seed"])[0]["arrays"]
+        a = min(infos, key=lambda i: i["seed"])["arrays"]
         curves[model] = reliability_curve(a["probs__full"].astype(np.float64), a["targets"], n_bins=settings.calibration_bins)
     return curves
 

@@ -119,7 +119,7 @@ def same_findings_precision(
     q = np.asarray(query_labels).astype(bool)
     n = np.asarray(item_labels).astype(bool)
     relevant = (q[:, None, :] == n[None, :, :]).all(axis=2)
-    result = {"all": {**precision_at_k(similarity, relevant, ks), "n_queries": int(len(q))}}
+    result = {"all": {**precision_at_k(similarity, relevant, ks), "n_queries": len(q)}}
     abnormal = q.any(axis=1)
     if abnormal.any():
         result["with_finding"] = {**precision_at_k(np.asarray(similarity)[abnormal], relevant[abnormal], ks),
