@@ -23,6 +23,7 @@ from medmodal.data.types import Study
 from medmodal.evaluation.metrics import (
     classification_metrics,
     clinical_efficacy,
+    expected_calibration_error,
     generation_metrics,
     localization_metrics,
 )
@@ -147,13 +148,18 @@ def true_boxes_normalised(studies: list[Study], labels: list[str]) -> list[list[
     return result
 
 
-def score_predictions(preds: SplitPredictions, trained: TrainedRun, *, threshold: float, uncertain_as: str) -> dict[str, Any]:
+def score_predictions(
+    preds: SplitPredictions, trained: TrainedRun, *, threshold: float | list[float], uncertain_as: str
+) -> dict[str, Any]:
     """All metrics of one split as a nested dict (``classification``, ``localization``, ``generation``)."""
     labels = trained.labels
     metrics: dict[str, Any] = {
         "n_studies": len(preds.studies),
         "classification": classification_metrics(preds.probs, preds.targets, labels, threshold=threshold),
     }
+    # Pooled-label expected calibration error (15 bins); ``calibrated``: RUN/calibration.json applied.
+    metrics["classification"]["ece"] = expected_calibration_error(preds.probs, preds.targets)
+    metrics["classification"]["calibrated"] = bool(getattr(trained, "calibrated", False))
     for name, unimodal in (("image_head", preds.image_logits_probs), ("text_head", preds.text_logits_probs)):
         if unimodal is not None:
             metrics["classification"][f"{name}_auroc_macro"] = classification_metrics(
@@ -223,7 +229,7 @@ def evaluate_run(
         batch_size=batch_size or cfg.evaluate.batch_size,
         progress=progress,
     )
-    metrics = score_predictions(preds, trained, threshold=cfg.evaluate.threshold, uncertain_as=cfg.evaluate.uncertain_as)
+    metrics = score_predictions(preds, trained, threshold=trained.decision_thresholds(), uncertain_as=cfg.evaluate.uncertain_as)
     metrics = {"run": str(trained.run.root), "data": str(Path(data).resolve()), "split": split, **metrics}
     out = trained.run.metrics if split == "test" else trained.run.root / f"metrics_{split}.json"
     write_json_atomic(out, metrics)
@@ -235,6 +241,7 @@ HEADLINE = (
     ("classification", "auroc_macro"),
     ("classification", "f1_macro"),
     ("classification", "accuracy"),
+    ("classification", "ece"),
     ("localization", "iou_mean"),
     ("localization", "hit_at_0_5"),
     ("generation", "bleu_4"),
@@ -246,7 +253,8 @@ HEADLINE = (
 
 def format_metrics_table(metrics: dict[str, Any]) -> str:
     """A small text table of the headline metrics and per-label AUROC."""
-    lines = [f"split: {metrics.get('split')}   studies: {metrics.get('n_studies')}"]
+    calibrated = " (calibrated probabilities)" if metrics.get("classification", {}).get("calibrated") else ""
+    lines = [f"split: {metrics.get('split')}   studies: {metrics.get('n_studies')}{calibrated}"]
     for section, key in HEADLINE:
         value = metrics.get(section, {}).get(key)
         if value is not None:

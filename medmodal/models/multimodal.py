@@ -118,6 +118,11 @@ class MultimodalModel(nn.Module):
             )
             self.fused_dim = embed_dim
         self.build_heads(classification, localization, dropout)
+        # Post-hoc Platt scaling of the classification logits (``medmodal calibrate``): identity
+        # until set, applied in eval mode only, kept out of the checkpoint (RUN/calibration.json
+        # holds it and ``load_trained`` sets it).
+        self.register_buffer("calibration_scale", torch.ones(num_labels), persistent=False)
+        self.register_buffer("calibration_bias", torch.zeros(num_labels), persistent=False)
         self.image_projector = self.text_projector = self.alignment_log_scale = None
         if coordinated:
             if not both:
@@ -126,6 +131,18 @@ class MultimodalModel(nn.Module):
             self.text_projector = ProjectionHead(text_encoder.out_dim, embed_dim)
             # CLIP's learnable temperature, initialised at 0.07.
             self.alignment_log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def set_calibration(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
+        """Per-label affine map ``logit * scale + bias`` [C] applied to the classification logits
+        in eval mode (Platt scaling; ``scale`` > 0 keeps each label's ranking, so AUROC is unchanged)."""
+        scale = torch.as_tensor(scale, dtype=self.calibration_scale.dtype, device=self.calibration_scale.device)
+        bias = torch.as_tensor(bias, dtype=self.calibration_bias.dtype, device=self.calibration_bias.device)
+        if scale.shape != self.calibration_scale.shape or bias.shape != self.calibration_bias.shape:
+            raise ValueError(f"calibration needs {self.num_labels} scales and biases, got {tuple(scale.shape)}, {tuple(bias.shape)}")
+        if not bool((scale > 0).all()):
+            raise ValueError("calibration scales must be positive (a negative one would reverse a label's ranking)")
+        self.calibration_scale.copy_(scale)
+        self.calibration_bias.copy_(bias)
 
     def build_heads(self, classification: bool, localization: bool, dropout: float) -> None:
         """The classification head (unless the fusion layer classifies itself), the auxiliary
@@ -177,6 +194,8 @@ class MultimodalModel(nn.Module):
         logits = None
         if self.classification:
             logits = fusion_output.logits if self.classifier is None else self.classifier(vector)
+            if not self.training:
+                logits = logits * self.calibration_scale + self.calibration_bias
         boxes = heatmaps = None
         if self.localizer is not None:
             boxes, heatmaps = self.localizer(image.grid, vector)

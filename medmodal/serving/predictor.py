@@ -76,12 +76,15 @@ class Predictor:
         if image is not None and not bool(batch["has_image"][0]):
             raise ValueError(f"{image}: the image could not be read")
         out = self.trained.model(batch)
-        threshold = cfg.evaluate.threshold if threshold is None else threshold
+        # Per-label thresholds chosen by ``medmodal calibrate --thresholds best_f1``, else one value.
+        decision = self.trained.decision_thresholds() if threshold is None else threshold
+        per_label = decision if isinstance(decision, list) else [decision] * len(self.labels)
         probs = torch.sigmoid(out.logits[0]).tolist()
         result: dict[str, Any] = {
             "labels": {name: round(p, 6) for name, p in zip(self.labels, probs)},
-            "predicted": [name for name, p in zip(self.labels, probs) if p >= threshold],
-            "threshold": threshold,
+            "predicted": [name for name, p, t in zip(self.labels, probs, per_label) if p >= t],
+            "threshold": decision if not isinstance(decision, list) else dict(zip(self.labels, decision)),
+            "calibrated": bool(getattr(self.trained, "calibrated", False)),
             "modalities": {"image": bool(batch["has_image"][0]), "text": bool(batch["has_text"][0])},
         }
         for name, logits in (("image_only", out.image_logits), ("text_only", out.text_logits)):
@@ -90,7 +93,8 @@ class Predictor:
                     label: round(p, 6) for label, p in zip(self.labels, torch.sigmoid(logits[0]).tolist())
                 }
         # Conflict flag (medmodal.explain.modality): image-only vs text-only view disagree strongly.
-        result.update(conflicts_for_prediction(self.trained, batch, out, threshold))
+        # The conflict flag compares the uncalibrated unimodal heads at the single config threshold.
+        result.update(conflicts_for_prediction(self.trained, batch, out, cfg.evaluate.threshold if threshold is None else threshold))
         if out.boxes is not None and study.image is not None:
             result["boxes"] = self._boxes_in_pixels(out.boxes[0], probs, study.image, result["predicted"])
         if cfg.model.heads.generation:

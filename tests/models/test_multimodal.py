@@ -248,3 +248,24 @@ def test_coordinated_representation_needs_two_modalities():
 
     with pytest.raises(ValidationError, match="representation"):
         model_config(modalities="image", representation="coordinated")
+
+
+def test_model_applies_the_calibration_in_eval_mode_only():
+    model = build()
+    batch = make_batch()
+    model.eval()
+    with torch.no_grad():
+        raw = model(batch).logits
+        scale, bias = torch.tensor([2.0, 0.5, 3.0]), torch.tensor([-1.0, 0.0, 1.0])  # NUM_LABELS = 3
+        model.set_calibration(scale, bias)
+        assert torch.allclose(model(batch).logits, raw * scale + bias, atol=1e-6)
+        model.train()
+        torch.manual_seed(0)
+        train_mode = model(batch).logits
+        model.set_calibration(torch.ones_like(scale), torch.zeros_like(bias))
+        torch.manual_seed(0)
+        assert torch.allclose(model(batch).logits, train_mode)  # training never sees it
+    with pytest.raises(ValueError, match="positive"):
+        model.set_calibration(-scale, bias)
+    with pytest.raises(ValueError, match="scales and biases"):
+        model.set_calibration(torch.ones(raw.shape[1] + 1), torch.zeros(raw.shape[1] + 1))
