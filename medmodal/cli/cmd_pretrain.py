@@ -46,7 +46,9 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_retrieval_eval(args: argparse.Namespace) -> None:
     from medmodal.retrieval.evaluate import evaluate_retrieval
 
-    m = evaluate_retrieval(args.run, args.data, split=args.split)
+    m = evaluate_retrieval(args.run, args.data, split=args.split, hubness=args.hubness, bank_split=args.bank_split,
+                           csls_k=args.csls_k)  # fmt: skip
+    print(f"scores: {m['scores']}")
     for direction in ("image_to_text", "text_to_image"):
         s = m[direction]
         print(f"{direction:<14} R@1 {s['recall_at_1']:.3f} (chance {s['chance_recall_at_1']:.3f})  "
@@ -58,7 +60,8 @@ def cmd_retrieval_eval(args: argparse.Namespace) -> None:
         for group, s in groups.items():
             print(f"  {direction:<14} {group:<13} {s['precision_at_1']:.3f} / {s['precision_at_5']:.3f} / "
                   f"{s['precision_at_10']:.3f} ({s['chance_precision_at_1']:.3f}), {s['n_queries']} queries")
-    print(f"metrics written to {Path(args.run).resolve() / 'metrics.json'} (retrieval)")
+    section = "retrieval" if args.hubness == "none" else "retrieval_csls"
+    print(f"metrics written to {Path(args.run).resolve() / 'metrics.json'} ({section})")
 
 
 def cmd_zero_shot(args: argparse.Namespace) -> None:
@@ -118,6 +121,10 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("--data", help="dataset (default: the run's own)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--hubness", default="none", choices=["none", "csls"],
+                   help="csls: re-rank with cross-domain similarity local scaling (hub penalties from --bank-split)")
+    p.add_argument("--bank-split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--csls-k", type=int, default=10, help="neighbours in the CSLS hub penalty")
     p.set_defaults(func=cmd_retrieval_eval)
 
     p = sub.add_parser("zero-shot", help="zero-shot AUROC per finding from text prompts; into metrics.json")

@@ -127,6 +127,27 @@ def same_findings_precision(
     return result
 
 
+def hub_penalty(vectors: np.ndarray, bank: np.ndarray, k: int = 10) -> np.ndarray:
+    """CSLS neighbourhood term: mean cosine of each vector to its ``k`` nearest bank vectors.
+
+    Args:
+        vectors: [N, P] unit-norm embeddings of one modality.
+        bank: [M, P] unit-norm embeddings of the *other* modality (e.g. the training split's).
+
+    Returns:
+        float [N]; large for hubs (vectors close to many of the other modality's embeddings).
+    """
+    sims = np.asarray(vectors, dtype=np.float64) @ np.asarray(bank, dtype=np.float64).T
+    k = max(1, min(int(k), sims.shape[1]))
+    return np.sort(sims, axis=1)[:, -k:].mean(axis=1)
+
+
+def csls_similarity(similarity: np.ndarray, row_penalty: np.ndarray, column_penalty: np.ndarray) -> np.ndarray:
+    """Cross-domain similarity local scaling (Conneau et al., arXiv 1710.04087):
+    ``2 cos(x, y) - r(x) - r(y)``, which demotes hubs; [Q, N] from [Q, N], [Q], [N]."""
+    return 2.0 * np.asarray(similarity) - np.asarray(row_penalty)[:, None] - np.asarray(column_penalty)[None, :]
+
+
 def normalise_report(text: str) -> str:
     """Lower case, single spaces: the form in which two reports count as the same text."""
     return re.sub(r"\s+", " ", text.strip().lower())
@@ -146,6 +167,7 @@ def cross_modal_retrieval_metrics(
     reports: Sequence[str],
     ks: Sequence[int] = DEFAULT_KS,
     labels: np.ndarray | None = None,
+    penalties: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Image->report and report->image scores over N paired studies.
 
@@ -157,6 +179,8 @@ def cross_modal_retrieval_metrics(
             the same text).
         labels: optional [N, C] multi-hot findings of the studies; adds ``same_findings``
             (both directions, :func:`same_findings_precision`).
+        penalties: optional (image [N], report [N]) hub penalties (:func:`hub_penalty`): the
+            scores become CSLS (:func:`csls_similarity`) instead of the cosine.
 
     Returns:
         ``{"image_to_text": {...}, "text_to_image": {...}, "strict_pair": {...}}``, the
@@ -165,6 +189,8 @@ def cross_modal_retrieval_metrics(
         ``labels`` is given.
     """
     similarity = np.asarray(image_embeddings) @ np.asarray(text_embeddings).T  # [N images, N reports]
+    if penalties is not None:
+        similarity = csls_similarity(similarity, penalties[0], penalties[1])
     relevant = same_text_relevance(reports, reports)
     pair = np.eye(len(reports), dtype=bool)
     scores = {

@@ -8,6 +8,8 @@ import pytest
 from medmodal.retrieval.metrics import (
     chance_recall_at_k,
     cross_modal_retrieval_metrics,
+    csls_similarity,
+    hub_penalty,
     first_relevant_ranks,
     precision_at_k,
     retrieval_scores,
@@ -120,3 +122,26 @@ def test_same_findings_precision_matches_on_exact_finding_sets():
     assert m["all"]["chance_precision_at_1"] == pytest.approx((2 / 4 + 2 / 4 + 1 / 4 + 1 / 4) / 4)
     both = cross_modal_retrieval_metrics(np.eye(4), np.eye(4), ["a", "b", "c", "d"], ks=(1,), labels=labels)
     assert both["same_findings"]["image_to_text"]["all"]["precision_at_1"] == 1.0
+
+
+def test_hub_penalty_and_csls_formula():
+    images = np.eye(3)
+    hub = np.ones(3) / np.sqrt(3)  # equally close (0.577) to every image
+    near_first = np.array([0.9, np.sqrt(1 - 0.81), 0.0])  # close to image 0 only
+    reports = np.stack([hub, near_first, images[2]])
+    penalty = hub_penalty(reports, images, k=3)  # mean cosine to all three images
+    assert penalty == pytest.approx([np.sqrt(3) / 3, (0.9 + np.sqrt(0.19)) / 3, 1 / 3])
+    assert int(np.argmax(penalty)) == 0  # the hub is penalised most
+    assert hub_penalty(reports, images, k=1) == pytest.approx([np.sqrt(3) / 3, 0.9, 1.0])
+    similarity = images @ reports.T
+    assert csls_similarity(similarity, np.zeros(3), penalty) == pytest.approx(2 * similarity - penalty[None, :])
+    # k larger than the bank is capped at the bank size
+    assert hub_penalty(reports, images[:1], k=10) == pytest.approx(reports @ images[0])
+
+
+def test_csls_changes_scores_but_not_a_perfect_pairing():
+    eye = np.eye(4)
+    plain = cross_modal_retrieval_metrics(eye, eye, ["a", "b", "c", "d"], ks=(1,))
+    csls = cross_modal_retrieval_metrics(eye, eye, ["a", "b", "c", "d"], ks=(1,),
+                                         penalties=(np.full(4, 0.1), np.array([0.0, 0.2, 0.4, 0.6])))  # fmt: skip
+    assert plain["image_to_text"]["recall_at_1"] == csls["image_to_text"]["recall_at_1"] == 1.0

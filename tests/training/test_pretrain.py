@@ -89,8 +89,12 @@ def test_retrieval_and_zero_shot_write_their_metrics_sections(pretrained, tiny_d
     zero_shot = evaluate_zero_shot(pretrained.run.root, tiny_data, supervised=[tiny_run])
     assert set(zero_shot["per_label"]) == set(json.loads((tiny_data / "labels.json").read_text()))
     assert len(zero_shot["supervised"]) == 1
+    assert "same_findings" in retrieval and retrieval["scores"] == "cosine"
+    csls = evaluate_retrieval(pretrained.run.root, tiny_data, hubness="csls", csls_k=5)
+    assert csls["scores"].startswith("CSLS, k=5")
+    assert csls["n_studies"] == retrieval["n_studies"]
     metrics = json.loads(pretrained.run.metrics.read_text())
-    assert {"retrieval", "zero_shot"} <= set(metrics)
+    assert {"retrieval", "retrieval_csls", "zero_shot"} <= set(metrics)
 
 
 def test_transfer_config_initialises_only_the_pretrained_arm(pretrained):
