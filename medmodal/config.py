@@ -193,6 +193,10 @@ class TrainConfig(_Section):
     progress_bar: bool = True
     limit_train_batches: float | int | None = None  # for smoke runs
     domain_adaptation: DomainAdaptationConfig = Field(default_factory=DomainAdaptationConfig)
+    # Counter modality competition by slowing the dominant modality's encoder each step
+    # (OGM; medmodal/training/modality_balance.py); two-modality models only.
+    modality_balance: Literal["none", "ogm"] = "none"
+    ogm_alpha: float = Field(0.5, gt=0, le=10)
 
 
 # --------------------------------------------------------------------- evaluation
@@ -246,6 +250,15 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+
+    @model_validator(mode="after")
+    def _modality_balance_needs_two_modalities(self) -> Config:
+        if self.train.modality_balance != "none" and self.model.modalities != "both":
+            raise ValueError(
+                f"train.modality_balance: '{self.train.modality_balance}' balances two modalities; "
+                f"model.modalities is '{self.model.modalities}'"
+            )
+        return self
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

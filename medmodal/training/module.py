@@ -13,6 +13,7 @@ from medmodal.config import Config
 from medmodal.models.multimodal import create_model
 from medmodal.training.domain_adaptation import build_domain_adversary, task_losses
 from medmodal.training.losses import MultitaskLoss
+from medmodal.training.modality_balance import modality_scores, ogm_coefficients, scale_gradients
 
 
 class DefinedMacroAUROC(MultilabelAUROC):
@@ -82,7 +83,28 @@ class MultimodalModule(L.LightningModule):
             self.log(f"{stage}/loss_{name}", value, batch_size=batch_size, sync_dist=stage != "train")
         if stage == "val":
             self.val_auroc.update(torch.sigmoid(out.logits.detach()), batch["labels"].long())
+        if stage == "train" and self.config.train.modality_balance == "ogm":
+            self._set_ogm_coefficients(out, batch, batch_size)
         return losses.total
+
+    def _set_ogm_coefficients(self, out, batch: dict, batch_size: int) -> None:
+        """OGM (medmodal.training.modality_balance): scores averaged over processes, so every
+        DDP replica scales its gradients by the same factors."""
+        scores = modality_scores(out, batch)
+        scores = torch.nan_to_num(scores, nan=-1.0)  # "undefined" survives the mean as a negative
+        if self.trainer is not None and self.trainer.world_size > 1:
+            scores = self.trainer.strategy.reduce(scores, reduce_op="mean")
+        self._ogm = ogm_coefficients(float(scores[0]), float(scores[1]), self.config.train.ogm_alpha)
+        self.log("train/ogm_k_image", self._ogm[0], batch_size=batch_size)
+        self.log("train/ogm_k_text", self._ogm[1], batch_size=batch_size)
+
+    def on_after_backward(self) -> None:
+        k_image, k_text = getattr(self, "_ogm", (1.0, 1.0))
+        if self.model.image_encoder is not None:
+            scale_gradients(self.model.image_encoder, k_image)
+        if self.model.text_encoder is not None:
+            scale_gradients(self.model.text_encoder, k_text)
+        self._ogm = (1.0, 1.0)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

@@ -71,7 +71,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
 
 
 def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
-    config = _config_file(tmp_path, **{"train.epochs": 1, "model.heads.generation": False})
+    # OGM on: its modality scores are averaged across the two processes (strategy.reduce)
+    config = _config_file(tmp_path, **{"train.epochs": 1, "model.heads.generation": False,
+                                       "train.modality_balance": "ogm", "train.log_every_n_steps": 1})  # fmt: skip
     run = tmp_path / "ddp"
     command = [*CLI, "train", "--data", str(tiny_data), "--out", str(run), "--config", str(config), "--no-progress",
                "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
@@ -83,3 +85,4 @@ def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     # 84 training studies, batch 16 per process, 2 processes -> ceil(84 / 2 / 16) = 3 steps, not 6
     assert state["global_step"] == 3
+    assert "train/ogm_k_image" in (run / "logs" / "csv" / "metrics.csv").read_text()
