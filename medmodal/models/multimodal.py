@@ -132,6 +132,16 @@ class MultimodalModel(nn.Module):
             # CLIP's learnable temperature, initialised at 0.07.
             self.alignment_log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
+    def classification_logits(self, vector: Tensor, fusion_output: FusionOutput | None) -> Tensor | None:
+        """[B, C] classification logits from the fused vector [B, D] (or the fusion layer's own
+        logits), calibrated in eval mode (:meth:`set_calibration`); None without the head."""
+        if not self.classification:
+            return None
+        logits = fusion_output.logits if self.classifier is None else self.classifier(vector)
+        if not self.training:
+            logits = logits * self.calibration_scale + self.calibration_bias
+        return logits
+
     def set_calibration(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
         """Per-label affine map ``logit * scale + bias`` [C] applied to the classification logits
         in eval mode (Platt scaling; ``scale`` > 0 keeps each label's ranking, so AUROC is unchanged)."""
@@ -191,11 +201,7 @@ class MultimodalModel(nn.Module):
         ``has_text``, optional ``target_ids``) -> :class:`ModelOutput`."""
         image, text, image_present, text_present = self.encode(batch, modality_dropout=self.training)
         vector, fusion_output = self.fuse(image, text)
-        logits = None
-        if self.classification:
-            logits = fusion_output.logits if self.classifier is None else self.classifier(vector)
-            if not self.training:
-                logits = logits * self.calibration_scale + self.calibration_bias
+        logits = self.classification_logits(vector, fusion_output)
         boxes = heatmaps = None
         if self.localizer is not None:
             boxes, heatmaps = self.localizer(image.grid, vector)

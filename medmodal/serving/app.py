@@ -273,10 +273,25 @@ def load_predictor(run_dir: str | Path, runtime: str = "torch", onnx_path: str |
 
         if onnx_path is None:
             onnx_path = Path(run_dir) / "export" / "model.onnx"
-            if not Path(onnx_path).exists():
+            if _export_is_stale(Path(onnx_path), predictor):
                 export_onnx(run_dir, onnx_path)
         predictor = Predictor(onnx_trained_run(predictor.trained, onnx_path))
     return predictor
+
+
+def _export_is_stale(onnx_path: Path, predictor: Predictor) -> bool:
+    """The cached export is missing, or older than the checkpoint or the calibration it must
+    contain (the ONNX graph carries the calibration of the model it was exported from)."""
+    from medmodal.evaluation.calibration import CALIBRATION_FILE
+
+    metadata = onnx_path.with_suffix(".json")
+    if not onnx_path.exists() or not metadata.exists():
+        return True
+    if json.loads(metadata.read_text()).get("calibrated", False) != predictor.trained.calibrated:
+        return True  # calibrated or un-calibrated since the export
+    sources = [predictor.trained.checkpoint, predictor.trained.run.root / CALIBRATION_FILE]
+    exported = onnx_path.stat().st_mtime_ns
+    return any(path.exists() and path.stat().st_mtime_ns > exported for path in sources)
 
 
 def describe_run(predictor: Predictor, run_root: Path, runtime: str) -> dict[str, Any]:

@@ -82,9 +82,7 @@ class InferenceGraph(nn.Module):
                 model.text_encoder(batch["text_ids"], batch["text_mask"]), batch["has_text"]
             )
         vector, fusion_output = model.fuse(image, text)
-        logits = None
-        if model.classification:
-            logits = fusion_output.logits if model.classifier is None else model.classifier(vector)
+        logits = model.classification_logits(vector, fusion_output)  # includes the calibration
         boxes = heatmaps = None
         if model.localizer is not None:
             boxes, heatmaps = model.localizer(image.grid, vector)
@@ -174,7 +172,7 @@ def export_onnx(
         raise ValueError(f"{out}: ONNX outputs differ from PyTorch by up to {worst:.3g} (> {tolerance}): {diffs}")
     metadata = {"run": str(trained.run.root), "inputs": graph.input_names, "outputs": graph.output_names,
                 "image_size": trained.config.data.image_size, "max_text_tokens": trained.config.data.max_text_tokens,
-                "parity_max_abs_diff": diffs}
+                "parity_max_abs_diff": diffs, "calibrated": trained.calibrated}
     out.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
     return ExportResult(out, graph.input_names, graph.output_names, diffs, int(batch[graph.input_names[0]].shape[0]))
 

@@ -74,3 +74,23 @@ def test_export_cli(tiny_run, tmp_path, capsys):
     assert main(["export", str(tiny_run), "--onnx", str(tmp_path / "m.onnx")]) == 0
     assert "parity vs PyTorch" in capsys.readouterr().out
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
+
+
+def test_cached_export_follows_the_calibration(tiny_run, tiny_data, tmp_path):
+    """serve --runtime onnx re-exports when the run was calibrated (or un-calibrated) since."""
+    import shutil
+
+    from medmodal.evaluation.calibration import calibrate_run
+    from medmodal.serving.app import load_predictor
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    plain = load_predictor(run, runtime="onnx")
+    assert json.loads((run / "export" / "model.json").read_text())["calibrated"] is False
+    calibrate_run(run, tiny_data)
+    calibrated = load_predictor(run, runtime="onnx")
+    assert json.loads((run / "export" / "model.json").read_text())["calibrated"] is True
+    study_text = "fever and cough"
+    want = load_predictor(run, runtime="torch").predict(text=study_text)["labels"]
+    assert calibrated.predict(text=study_text)["labels"] == pytest.approx(want, abs=1e-5)
+    assert plain.predict(text=study_text)["labels"] != pytest.approx(want, abs=1e-5)
