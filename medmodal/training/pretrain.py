@@ -43,6 +43,7 @@ from medmodal.training.trainer import (
     RunConflictError,
     build_dataset,
     label_matrix,
+    lightning_trainer,
     load_or_train_tokenizer,
     quiet_lightning,
     read_dataset,
@@ -178,23 +179,8 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
         dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", save_top_k=1,
         save_last=True, auto_insert_metric_name=False, enable_version_counter=False,
     )  # fmt: skip
-    trainer = L.Trainer(
-        default_root_dir=run.root,
-        max_epochs=t.epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
-        deterministic=t.deterministic,
-        gradient_clip_val=t.gradient_clip or None,
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
-        limit_train_batches=t.limit_train_batches,
-        callbacks=[checkpoint],
-        logger=[CSVLogger(save_dir=run.logs, name="", version="csv")],
-    )
+    trainer = lightning_trainer(t, run.root, strategy=t.strategy, callbacks=[checkpoint],
+                                loggers=[CSVLogger(save_dir=run.logs, name="", version="csv")])  # fmt: skip
     resume_from = run.last_checkpoint if run.last_checkpoint.exists() else None
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
 

@@ -14,6 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -21,7 +22,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from medmodal.config import Config, save_config
+from medmodal.config import Config, TrainConfig, save_config
 from medmodal.data.dataset import StudyDataset, make_dataloader
 from medmodal.data.manifest import Manifest, read_manifest
 from medmodal.data.tokenizer import ReportTokenizer
@@ -157,6 +158,28 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
 
 
+def lightning_trainer(t: TrainConfig, root: Path, *, strategy: Any, callbacks: list, loggers: list) -> L.Trainer:
+    """The Lightning ``Trainer`` of a ``train`` config section (epochs, devices, precision, clipping,
+    logging cadence), shared by supervised training and contrastive pretraining."""
+    return L.Trainer(
+        default_root_dir=root,
+        max_epochs=t.epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip or None,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        limit_train_batches=t.limit_train_batches,
+        callbacks=callbacks,
+        logger=loggers,
+    )
+
+
 def train(data: str | Path, config: Config, out: str | Path, *, force: bool = False) -> TrainResult:
     """Train a model on ``data`` into the run folder ``out``; resumes from ``last.ckpt`` if present."""
     start = time.time()
@@ -213,26 +236,13 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=t.early_stopping_patience))
     resume_from = run.last_checkpoint if run.last_checkpoint.exists() else None
     log_version = _log_version(run, resumed=resume_from is not None)
-    trainer = L.Trainer(
-        default_root_dir=run.root,
-        max_epochs=t.epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=_strategy(t.strategy),
-        precision=t.precision,
-        deterministic=t.deterministic,
-        gradient_clip_val=t.gradient_clip or None,
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
-        limit_train_batches=t.limit_train_batches,
-        callbacks=callbacks,
-        logger=[
+    trainer = lightning_trainer(
+        t, run.root, strategy=_strategy(t.strategy), callbacks=callbacks,
+        loggers=[
             CSVLogger(save_dir=run.logs, name="", version=f"csv{log_version}"),
             TensorBoardLogger(save_dir=run.logs, name="", version=f"tensorboard{log_version}", default_hp_metric=False),
         ],
-    )
+    )  # fmt: skip
     if resume_from is not None:
         state = torch.load(resume_from, map_location="cpu", weights_only=False)
         log.info("resuming from %s (step %d)", resume_from, state["global_step"])
