@@ -51,7 +51,10 @@ def _headline(summary: dict) -> str:
 def cmd_validate_labeler(args: argparse.Namespace) -> None:
     from medmodal.labeling.validate_openi import format_validation, validate_on_openi
 
-    result = validate_on_openi(args.source, uncertain_as=args.uncertain_as, fields=args.fields.split(","))
+    result = validate_on_openi(args.source, uncertain_as=args.uncertain_as, fields=args.fields.split(","),
+                               half=args.half, list_errors=bool(args.errors))
+    if args.errors:
+        Path(args.errors).write_text(json.dumps(result.pop("errors"), indent=2) + "\n")
     print(format_validation(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -78,5 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "(default: the archive `make setup` put in .cache/openi)")
     p.add_argument("--fields", default="findings,impression", help="report sections the labeler reads")
     p.add_argument("--uncertain-as", choices=["positive", "negative"], default="positive")
+    p.add_argument("--half", choices=["all", "dev", "heldout"], default="all",
+                   help="score one half of the fixed split by report-id hash (dev: for error analysis; "
+                        "heldout: the reported figure)")
+    p.add_argument("--errors", help="write the false positives / negatives per finding as JSON here "
+                                    "(with --half dev only)")
     p.add_argument("--out", help="also write the full result as JSON here")
     p.set_defaults(func=cmd_validate_labeler)

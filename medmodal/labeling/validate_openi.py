@@ -17,6 +17,7 @@ Command: ``medmodal validate-labeler`` (``docs/labeler.md`` has the measured tab
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,29 @@ DEFAULT_FINDINGS = (
     "consolidation", "pneumonia", "emphysema", "granuloma", "hernia", "scoliosis", "fracture",
     "mass", "fibrosis", "normal",
 )  # fmt: skip
+
+
+# The 7 common findings of issue 12 (the headline "mean F1" is over these).
+COMMON_FINDINGS = ("cardiomegaly", "effusion", "pneumothorax", "nodule", "atelectasis", "opacity", "edema")
+
+# Development / held-out protocol. Reports are split once, by a fixed hash of the report id, into a
+# development half (error analysis and every vocabulary / rule / mapping change are made on it only)
+# and a held-out half (only ever scored, never read for errors); the held-out figure is the headline.
+HALVES = ("all", "dev", "heldout")
+_SPLIT_SALT = "medmodal-labeler-split-v1"
+
+
+def report_half(uid: str) -> str:
+    """``"dev"`` or ``"heldout"``: the half of the fixed development / held-out split this report id is in."""
+    digest = hashlib.sha256(f"{_SPLIT_SALT}:{uid}".encode()).digest()
+    return "dev" if digest[0] % 2 == 0 else "heldout"
+
+
+def select_half(reports: Sequence[OpenIReport], half: str) -> list[OpenIReport]:
+    """The reports of one half (``"all"``: every report)."""
+    if half not in HALVES:
+        raise ValueError(f"half must be one of {HALVES}, got {half!r}")
+    return [r for r in reports if half == "all" or report_half(r.uid) == half]
 
 
 def load_openi_reports(source: str | Path | None = None) -> list[OpenIReport]:
@@ -99,43 +123,83 @@ def validate_on_openi(
     uncertain_as: str = "positive",
     labeler=None,
     limit: int | None = None,
+    half: str = "all",
+    list_errors: bool = False,
 ) -> dict[str, Any]:
     """Label the indexed Open-i reports and score the labeler against their MeSH tags.
 
-    Returns ``{"reports": N, "skipped_not_indexed": K, "fields", "uncertain_as", "seconds",
+    Args:
+        half: ``"dev"`` / ``"heldout"`` (:func:`report_half`) or ``"all"``.
+        list_errors: add ``"errors"``: per finding, the false positives and false negatives
+            (report id, MeSH major terms, text). Only for ``half="dev"``: the held-out half is
+            scored, never read for errors.
+
+    Returns ``{"reports": N, "skipped_not_indexed": K, "half", "fields", "uncertain_as", "seconds",
     "per_finding": {finding: {precision, recall, f1, support, predicted, true_positive}},
-    "macro": {precision, recall, f1}, "micro": {...}}`` (macro over findings with support > 0).
+    "macro": {precision, recall, f1}, "micro": {...}, "common_mean_f1"}`` (macro over findings
+    with support > 0; ``common_mean_f1``: mean F1 over the :data:`COMMON_FINDINGS` scored, or None).
     """
+    if list_errors and half != "dev":
+        raise ValueError("errors are listed for the development half only (half='dev'): "
+                         "the held-out half is for reporting")
     start = time.time()
     reports = load_openi_reports(source)
-    indexed = [r for r in reports if is_indexed(r)]
+    indexed = select_half([r for r in reports if is_indexed(r)], half)
     if limit is not None:
         indexed = indexed[:limit]
-    texts = ["\n\n".join(r.sections.get(f, "") for f in fields if r.sections.get(f)) for r in indexed]
+    texts = [report_text(r, fields) for r in indexed]
     reference = reference_matrix(indexed, findings)
     predicted = labeler_matrix(texts, findings, uncertain_as, labeler)
     per = agreement(reference, predicted, findings)
     used = [f for f in findings if per[f]["support"] > 0]
+    common = [f for f in COMMON_FINDINGS if f in used]
     micro_p, micro_r, micro_f, _ = precision_recall_fscore_support(
         reference.ravel(), predicted.ravel(), average="binary", zero_division=0
     )
-    return {
+    result = {
         "reports": len(indexed),
         "skipped_not_indexed": len(reports) - len([r for r in reports if is_indexed(r)]),
+        "half": half,
         "fields": list(fields),
         "uncertain_as": uncertain_as,
         "seconds": round(time.time() - start, 1),
         "per_finding": per,
         "macro": {k: float(np.mean([per[f][k] for f in used])) for k in ("precision", "recall", "f1")},
         "micro": {"precision": float(micro_p), "recall": float(micro_r), "f1": float(micro_f)},
+        "common_mean_f1": float(np.mean([per[f]["f1"] for f in common])) if common else None,
     }
+    if list_errors:
+        result["errors"] = disagreements(indexed, texts, reference, predicted, findings)
+    return result
+
+
+def report_text(report: OpenIReport, fields: Sequence[str]) -> str:
+    """The sections the labeler reads, joined by a blank line (a sentence break)."""
+    return "\n\n".join(report.sections[f] for f in fields if report.sections.get(f))
+
+
+def disagreements(
+    reports: Sequence[OpenIReport], texts: Sequence[str], reference: np.ndarray, predicted: np.ndarray,
+    findings: Sequence[str],
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per finding: ``{"false_positive": [...], "false_negative": [...]}`` with id, MeSH terms and text."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for j, finding in enumerate(findings):
+        rows = {"false_positive": [], "false_negative": []}
+        for i, report in enumerate(reports):
+            kind = {(0, 1): "false_positive", (1, 0): "false_negative"}.get((reference[i, j], predicted[i, j]))
+            if kind:
+                rows[kind].append({"id": report.uid, "mesh_major": list(report.mesh_major), "text": texts[i]})
+        out[finding] = rows
+    return out
 
 
 def format_validation(result: dict[str, Any]) -> str:
     """A Markdown table of :func:`validate_on_openi`'s result."""
     lines = [
-        f"{result['reports']} indexed Open-i reports ({result['skipped_not_indexed']} not indexed, left out); "
-        f"fields: {', '.join(result['fields'])}; uncertain counted as {result['uncertain_as']}",
+        (f"{result['reports']} indexed Open-i reports, half: {result.get('half', 'all')} "
+        f"({result['skipped_not_indexed']} not indexed, left out of the archive); "
+        f"fields: {', '.join(result['fields'])}; uncertain counted as {result['uncertain_as']}"),
         "",
         "| finding | MeSH positives | labeler positives | precision | recall | F1 |",
         "|---|---:|---:|---:|---:|---:|",
@@ -146,4 +210,7 @@ def format_validation(result: dict[str, Any]) -> str:
     for name in ("macro", "micro"):
         row = result[name]
         lines.append(f"| **{name}** | | | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} |")
+    if result.get("common_mean_f1") is not None:
+        lines += ["", (f"mean F1 over the 7 common findings ({', '.join(COMMON_FINDINGS)}): "
+                      f"**{result['common_mean_f1']:.3f}**")]
     return "\n".join(lines)
