@@ -243,6 +243,19 @@ class PretrainConfig(_Section):
         return DataConfig._known_sections(value)
 
 
+class BaselineConfig(_Section):
+    """Simple scikit-learn baselines instead of the deep model (``medmodal baseline``, docs/baselines.md).
+
+    Names are those of ``medmodal.models.available("baseline")``; ``kwargs`` maps a baseline's
+    name to its settings (validated when the baseline is built), e.g. ``{tfidf_logreg: {ngram_max: 1}}``.
+    """
+
+    classifier: str | None = None  # tfidf_logreg, pixel_logreg, linear_probe, late_fusion; None: the deep model
+    boxes: str | None = None  # mean_box
+    report: str | None = None  # nearest_report, template_report
+    kwargs: dict[str, dict[str, Any]] = {}
+
+
 # --------------------------------------------------------------------------- root
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
@@ -250,6 +263,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
     @model_validator(mode="after")
     def _modality_balance_needs_two_modalities(self) -> Config:
