@@ -20,17 +20,36 @@ Intensity rules
 
 Pixel coordinates are those of the stored raster (EXIF orientation of JPEGs is
 not applied), which is also what manifest boxes refer to.
+
+Hostile files
+-------------
+Every reader takes ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, Pillow's
+own decompression-bomb limit, which stays on) and checks it before anything is
+decoded: PNG / JPEG / TIFF by the header Pillow reads lazily; DICOM by Rows x
+Columns, and for compressed DICOM also by the first frame's own header
+(:mod:`medmodal.data.codestreams`), which must agree with Rows / Columns (a file
+whose header says 64 x 64 but whose JPEG frame is 40,000 x 40,000 is refused
+unread). A Deflated Explicit VR DICOM is inflated once, bounded, before pydicom
+reads it. Only PNG, JPEG and TIFF go to Pillow (formats such as EPS would run an
+external program). A 12-bit JPEG DICOM without a 12-bit decoder (pylibjpeg-libjpeg
+or GDCM) is refused with that reason instead of a decoder traceback; pydicom's
+per-plugin failure tracebacks are kept out of the logs (the failure itself is in
+the :class:`ImageReadError`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from PIL import Image, UnidentifiedImageError
+from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 from pydicom.pixels import (
     apply_color_lut,
     apply_modality_lut,
@@ -39,13 +58,29 @@ from pydicom.pixels import (
     pixel_array,
 )
 from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGTransferSyntaxes
+
+from medmodal.data.codestreams import frame_header
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # same as PIL's convert("L")
 
-# Stop PIL from refusing large radiographs (decompression-bomb guard is for web input).
-Image.MAX_IMAGE_PIXELS = None
+PIL_FORMATS = ("PNG", "JPEG", "TIFF")  # what Pillow may open; EPS etc. would run external code
+# Pillow's default decompression-bomb limit (about 9459 x 9459): radiographs and mammograms are far below.
+DEFAULT_MAX_PIXELS = 89_478_485
+_DEFLATE_BYTES_PER_PIXEL = 8  # bound of an inflated DICOM dataset: 8 bytes per allowed pixel
+_DEFLATE_SLACK_BYTES = 4 * 1024 * 1024  # + headers, overlays, private tags
+
+
+class _NoDecoderTracebacks(logging.Filter):
+    """Drop pydicom's per-plugin ``LOGGER.exception`` records; the failure is raised and reported anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+logging.getLogger("pydicom.pixels.decoders.base").addFilter(_NoDecoderTracebacks())
 
 
 class ImageReadError(Exception):
@@ -75,22 +110,27 @@ def is_dicom(path: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------------- public
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file.
+
+    Args:
+        path: PNG, JPEG, TIFF or DICOM file.
+        max_pixels: refuse an image of more pixels (height x width), checked from
+            the header before decoding.
 
     Returns:
         float32 array ``[H, W]`` with values in ``[0, 1]`` (see module docstring
         for the intensity rules).
 
     Raises:
-        ImageReadError: file missing, not an image, truncated or corrupt, DICOM
-            without pixel data or with a transfer syntax no installed plugin decodes.
+        ImageReadError: file missing, not an image, too large, truncated or corrupt,
+            DICOM without pixel data or with a transfer syntax no installed plugin decodes.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(path, "file not found")
     try:
-        image = _load_dicom(path) if is_dicom(path) else _load_pil(path)
+        image = _load_dicom(path, max_pixels) if is_dicom(path) else _load_pil(path, max_pixels)
     except ImageReadError:
         raise
     except Exception as err:  # any decoder failure becomes one error type naming the file
@@ -107,22 +147,24 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         if is_dicom(path):
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             return int(ds.Rows), int(ds.Columns)
-        with Image.open(path) as img:
+        with Image.open(path, formats=PIL_FORMATS) as img:
             width, height = img.size
             return height, width
     except Exception as err:
         raise ImageReadError(path, _describe(err)) from err
 
 
-def check_image(path: str | os.PathLike) -> tuple[int, int]:
+def check_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """Cheap full check that ``path`` is a readable image; returns its ``(H, W)``.
 
     Fast enough for thousands of files, while still reading every byte:
     PNG chunks are CRC-checked (``Image.verify``); JPEGs are decoded at 1/8
     scale (DCT scaling), which catches truncation; DICOM is parsed, must carry
     pixel data, uncompressed pixel data must be as long as Rows x Columns x
-    frames require, and compressed pixel data must have an installed decoder.
-    Other formats are decoded in full.
+    frames require, and compressed pixel data must have an installed decoder
+    for its transfer syntax and bit depth, and a first frame whose own header
+    agrees with Rows / Columns. TIFF is decoded in full. Images of more than
+    ``max_pixels`` pixels are refused from the header.
 
     Raises:
         ImageReadError: naming the file and the problem.
@@ -131,16 +173,39 @@ def check_image(path: str | os.PathLike) -> tuple[int, int]:
     if not path.is_file():
         raise ImageReadError(path, "file not found")
     try:
-        return _check_dicom(path) if is_dicom(path) else _check_pil(path)
+        return _check_dicom(path, max_pixels) if is_dicom(path) else _check_pil(path, max_pixels)
     except ImageReadError:
         raise
     except Exception as err:
         raise ImageReadError(path, _describe(err)) from err
 
 
+def check_pixel_budget(path: str | os.PathLike, height: int, width: int, max_pixels: int) -> None:
+    """Raise :class:`ImageReadError` for an empty size or one of more than ``max_pixels`` pixels."""
+    if height <= 0 or width <= 0:
+        raise ImageReadError(path, f"empty image size {width} x {height}")
+    if height * width > max_pixels:
+        raise ImageReadError(
+            path,
+            f"image is {width} x {height} = {height * width:,} pixels, more than the limit of {max_pixels:,}",
+        )
+
+
 # ------------------------------------------------------------------------- PIL
-def _load_pil(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
+def _open_pil(path: Path, max_pixels: int) -> Image.Image:
+    """Pillow image of an allowed format, header read and size checked, pixels not yet decoded."""
+    img = Image.open(path, formats=PIL_FORMATS)
+    width, height = img.size
+    try:
+        check_pixel_budget(path, height, width, max_pixels)
+    except ImageReadError:
+        img.close()
+        raise
+    return img
+
+
+def _load_pil(path: Path, max_pixels: int) -> np.ndarray:
+    with _open_pil(path, max_pixels) as img:
         img.load()
         if img.mode in ("L", "P", "1", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "PA", "RGBX"):
             gray = np.asarray(img.convert("L"), dtype=np.float32)
@@ -150,8 +215,8 @@ def _load_pil(path: Path) -> np.ndarray:
         raise ImageReadError(path, f"unsupported image mode {img.mode!r}")
 
 
-def _check_pil(path: Path) -> tuple[int, int]:
-    with Image.open(path) as img:
+def _check_pil(path: Path, max_pixels: int) -> tuple[int, int]:
+    with _open_pil(path, max_pixels) as img:
         width, height = img.size
         if img.format == "PNG":
             img.verify()
@@ -168,10 +233,86 @@ def _pixel_keyword(ds: pydicom.Dataset) -> str | None:
     return next((k for k in _PIXEL_DATA_KEYWORDS if k in ds), None)
 
 
-def _load_dicom(path: Path) -> np.ndarray:
-    ds = pydicom.dcmread(path)
-    if _pixel_keyword(ds) is None:
+def _read_dicom(path: Path, max_pixels: int) -> pydicom.Dataset:
+    """``dcmread``, after checking that a deflated dataset inflates to a bounded size."""
+    meta = read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        limit = max_pixels * _DEFLATE_BYTES_PER_PIXEL + _DEFLATE_SLACK_BYTES
+        start = 132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0))
+        _check_inflated_size(path, start, limit)
+    return pydicom.dcmread(path)
+
+
+def _check_inflated_size(path: Path, start: int, limit: int) -> None:
+    """Inflate the deflated dataset from byte ``start`` in chunks, keeping none; refuse above ``limit``."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        while chunk := f.read(1 << 20):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 22))
+                if total > limit:
+                    raise ImageReadError(path, f"deflated DICOM inflates to more than {limit:,} bytes")
+                chunk = inflater.unconsumed_tail
+
+
+def _checked_dicom(path: Path, max_pixels: int) -> tuple[pydicom.Dataset, int, int]:
+    """The dataset, Rows and Columns, once pixel data, size, decoder and first frame are checked."""
+    ds = _read_dicom(path, max_pixels)
+    keyword = _pixel_keyword(ds)
+    if keyword is None:
         raise ImageReadError(path, "DICOM file has no pixel data")
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageReadError(path, "DICOM file has no Rows / Columns")
+    rows, columns = int(ds.Rows or 0), int(ds.Columns or 0)
+    check_pixel_budget(path, rows, columns, max_pixels)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and syntax.is_compressed:
+        _check_compressed_frame(path, ds, syntax, rows, columns)
+    elif keyword == "PixelData":
+        expected = get_expected_length(ds, unit="bytes")
+        actual = len(ds.PixelData)
+        if actual < expected:
+            raise ImageReadError(path, f"pixel data truncated: {actual} of {expected} bytes")
+    return ds, rows, columns
+
+
+def _check_compressed_frame(
+    path: Path, ds: pydicom.Dataset, syntax: pydicom.uid.UID, rows: int, columns: int
+):
+    """Decoder installed; the first frame's own header (JPEG family) agrees with Rows / Columns."""
+    decoder = get_decoder(syntax)
+    if not decoder.is_available:
+        raise ImageReadError(
+            path, f"no installed decoder for transfer syntax {syntax.name} (e.g. pip install pylibjpeg)"
+        )
+    if syntax == pydicom.uid.RLELossless:  # RLE has no frame header; its decoder sizes by Rows / Columns
+        return
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    header = frame_header(get_frame(ds.PixelData, 0, number_of_frames=frames))
+    if header is None:
+        raise ImageReadError(path, f"the first {syntax.name} frame has no readable frame header")
+    if (header.height, header.width) != (rows, columns):
+        raise ImageReadError(
+            path,
+            f"the compressed frame is {header.width} x {header.height} pixels but Rows / Columns say "
+            f"{columns} x {rows}",
+        )
+    if (
+        syntax in JPEGTransferSyntaxes
+        and header.precision > 8
+        and set(decoder.available_plugins) <= {"pillow"}
+    ):
+        raise ImageReadError(
+            path,
+            f"{header.precision}-bit {syntax.name} needs a decoder Pillow does not provide "
+            "(pip install pylibjpeg pylibjpeg-libjpeg, or python-gdcm)",
+        )
+
+
+def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:
+    ds, _, _ = _checked_dicom(path, max_pixels)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     arr = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -225,25 +366,9 @@ def _voi_output_range(ds: pydicom.Dataset) -> tuple[float, float]:
     return float(ends.min()), float(ends.max())
 
 
-def _check_dicom(path: Path) -> tuple[int, int]:
-    ds = pydicom.dcmread(path)
-    keyword = _pixel_keyword(ds)
-    if keyword is None:
-        raise ImageReadError(path, "DICOM file has no pixel data")
-    if "Rows" not in ds or "Columns" not in ds:
-        raise ImageReadError(path, "DICOM file has no Rows / Columns")
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is not None and syntax.is_compressed:
-        if not get_decoder(syntax).is_available:
-            raise ImageReadError(
-                path, f"no installed decoder for transfer syntax {syntax.name} (e.g. pip install pylibjpeg)"
-            )
-    elif keyword == "PixelData":
-        expected = get_expected_length(ds, unit="bytes")
-        actual = len(ds.PixelData)
-        if actual < expected:
-            raise ImageReadError(path, f"pixel data truncated: {actual} of {expected} bytes")
-    return int(ds.Rows), int(ds.Columns)
+def _check_dicom(path: Path, max_pixels: int) -> tuple[int, int]:
+    _, rows, columns = _checked_dicom(path, max_pixels)
+    return rows, columns
 
 
 # ---------------------------------------------------------------------- helpers
@@ -261,6 +386,8 @@ def _min_max_scale(values: np.ndarray) -> np.ndarray:
 def _describe(err: Exception) -> str:
     if isinstance(err, UnidentifiedImageError):
         return "not a recognised image format (PNG, JPEG or DICOM expected)"
+    if isinstance(err, Image.DecompressionBombError):
+        return f"image over Pillow's decompression-bomb limit ({err})"
     if isinstance(err, InvalidDicomError):
         return f"not a valid DICOM file ({err})"
     text = " ".join(str(err).split())  # decoder messages are often several lines
