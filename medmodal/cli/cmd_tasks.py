@@ -1,4 +1,4 @@
-"""``medmodal vqa train|evaluate`` and ``medmodal segment train|evaluate``, plus ``medmodal import-vqa-rad``.
+"""``medmodal vqa train|evaluate`` and ``medmodal segment train|evaluate`` (``import-vqa-rad`` is in cmd_import.py).
 
 Each task trains into ``RUN/<task>/`` and ``evaluate`` adds its metrics to
 ``RUN/metrics.json`` under ``vqa`` / ``segmentation`` (see ``docs/vqa-segmentation.md``).
@@ -7,7 +7,6 @@ Each task trains into ``RUN/<task>/`` and ``evaluate`` adds its metrics to
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -82,13 +81,6 @@ def cmd_segment_evaluate(args: argparse.Namespace) -> None:
     print(format_segmentation_metrics(evaluate_segmentation(args.run, args.data, split=args.split)))
 
 
-def cmd_import_vqa_rad(args: argparse.Namespace) -> None:
-    from medmodal.data.importers.vqa_rad import import_vqa_rad
-
-    result = import_vqa_rad(args.source, args.out, args.images, val_fraction=args.val_fraction, seed=args.seed)
-    print(json.dumps(result.summary(), indent=2))
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     vqa = sub.add_parser("vqa", help="visual question answering: train / evaluate (qa.jsonl next to the manifest)")
     actions = vqa.add_subparsers(dest="vqa_command", required=True, metavar="ACTION")
@@ -111,11 +103,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("evaluate", help="per-class Dice / IoU; writes metrics.json 'segmentation'")
     _evaluate_flags(p)
     p.set_defaults(func=cmd_segment_evaluate)
-
-    p = sub.add_parser("import-vqa-rad", help="convert a VQA-RAD JSON + image folder into a manifest and qa.jsonl")
-    p.add_argument("source", help="VQA_RAD Dataset Public.json (or trainset.json / testset.json)")
-    p.add_argument("out")
-    p.add_argument("--images", required=True, help="folder with the VQA-RAD images")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of training images whose questions go to val")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_import_vqa_rad)

@@ -97,13 +97,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(text)
 
 
-def cmd_import_openi(args: argparse.Namespace) -> None:
-    from medmodal.data.importers.openi import import_openi
-
-    result = import_openi(args.source, args.out, images_dir=args.images)
-    print(json.dumps(result.summary(), indent=2, default=str))
-
-
 def cmd_label_reports(args: argparse.Namespace) -> None:
     from medmodal.labeling import label_reports_file
 
@@ -184,12 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int)
     p.add_argument("--out", help="write the JSON here instead of printing it")
     p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("import-openi", help="convert the Indiana University / Open-i report XMLs into a dataset")
-    p.add_argument("source", help="NLMCXR_reports.tgz, a folder of XMLs, or the torchxrayvision wheel")
-    p.add_argument("out")
-    p.add_argument("--images", help="folder with the Open-i PNGs, if you have them")
-    p.set_defaults(func=cmd_import_openi)
 
     p = sub.add_parser("label-reports", help="extract findings (negation, uncertainty, laterality) from report text")
     p.add_argument("input", help="a dataset folder / manifest, or a CSV with report columns")

@@ -203,7 +203,7 @@ def import_vqa_rad(
 
 def _validation_images(images: list[str], fraction: float, seed: int) -> set[str]:
     rng = np.random.default_rng(seed)
-    n_val = int(round(fraction * len(images)))
+    n_val = round(fraction * len(images))
     return {images[i] for i in rng.permutation(len(images))[:n_val]}
 
 

@@ -1,0 +1,269 @@
+"""What every table importer shares: reading the source table, finding images safely, writing the manifest.
+
+A source table is untrusted input: its cells are only ever looked up (file
+names in an index of the image folder) or joined under the data folder after
+refusing absolute paths and ``..`` parts, so a crafted cell cannot point the
+manifest outside the folder the user named. Bad source rows become
+:class:`~medmodal.data.types.RowProblem` records naming the file, the row
+(spreadsheet numbering: header = row 1, first data row = row 2) and the field;
+they are left out and reported, or raised all at once with ``strict``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+
+from medmodal.data.images import ImageReadError, image_size
+from medmodal.data.manifest import CONTRACT_COLUMNS, Manifest, read_manifest
+from medmodal.data.types import RowProblem
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "validate": "val", "test": "test", "testing": "test"}  # fmt: skip
+MAX_LISTED_PROBLEMS = 20
+MAX_CELL_CHARS = 100_000  # a longer cell in a label / list column is refused, not parsed
+
+
+class ImportFormatError(ValueError):
+    """A source that cannot be imported; ``problems`` names each bad row (file, row, field)."""
+
+    def __init__(self, message: str, problems: Sequence[RowProblem] = ()):
+        self.problems = list(problems)
+        listed = "".join(f"\n  {p}" for p in self.problems[:MAX_LISTED_PROBLEMS])
+        more = len(self.problems) - MAX_LISTED_PROBLEMS
+        super().__init__(message + listed + (f"\n  ... and {more} more" if more > 0 else ""))
+
+
+@dataclass
+class ImportResult:
+    """What an importer wrote: counts, the source rows it left out, the manifest read back."""
+
+    format: str
+    manifest_path: Path
+    source_rows: int  # rows read from the source table(s)
+    rows_written: int  # manifest rows (studies)
+    rows_with_image: int
+    without_image: int  # studies left out: no image found and no report text
+    problems: list[RowProblem]  # bad source rows, left out
+    manifest: Manifest = field(repr=False)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable counts, the first bad rows and the manifest's own summary."""
+        return {
+            "format": self.format,
+            "manifest_path": str(self.manifest_path),
+            "source_rows": self.source_rows,
+            "rows_written": self.rows_written,
+            "rows_with_image": self.rows_with_image,
+            "left_out_without_image": self.without_image,
+            "bad_source_rows": len({(p.file, p.row) for p in self.problems}),
+            "first_problems": [str(p) for p in self.problems[:MAX_LISTED_PROBLEMS]],
+            **self.notes,
+            "manifest": self.manifest.summary(),
+        }
+
+
+# ------------------------------------------------------------------------- tables
+def read_table(path: Path, required: Sequence[str], *, nrows: int | None = None) -> pd.DataFrame:
+    """A CSV (also ``.gz`` / single-file ``.zip``) as str cells, column names stripped, plus ``_row``.
+
+    ``_row`` is the spreadsheet row of each line (header = 1). Raises
+    :class:`ImportFormatError` naming the file and the missing columns.
+    """
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, nrows=nrows,
+                            encoding="utf-8-sig", compression="infer")  # fmt: skip
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise ImportFormatError(f"{path}: cannot read the table: {' '.join(str(err).split())}") from err
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ImportFormatError(
+            f"{path}: missing column(s) {', '.join(map(repr, missing))} (found: {', '.join(frame.columns)})"
+        )
+    for name in frame.columns:
+        frame[name] = frame[name].str.strip()
+    frame["_row"] = range(2, len(frame) + 2)
+    return frame
+
+
+def find_table(source: Path, patterns: Sequence[str], what: str) -> Path:
+    """``source`` itself if it is a file, else the first file in it (not recursive) matching a glob of ``patterns``."""
+    if source.is_file():
+        return source
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: not found")
+    for pattern in patterns:
+        found = sorted(source.glob(pattern))
+        if found:
+            return found[-1]
+    raise FileNotFoundError(f"{source}: no {what} here (looked for {', '.join(patterns)})")
+
+
+def number(cell: str, file: str, row: int, field_name: str, problems: list[RowProblem], study: str = "") -> float | None:
+    """``cell`` as a finite float, or None with a problem recorded."""
+    try:
+        value = float(cell)
+    except ValueError:
+        problems.append(RowProblem(file, row, field_name, f"not a number: {cell[:40]!r}", study or None))
+        return None
+    if not math.isfinite(value):
+        problems.append(RowProblem(file, row, field_name, f"not a finite number: {cell!r}", study or None))
+        return None
+    return value
+
+
+def label_name(text: str) -> str:
+    """A finding name as a manifest label: lower case, words joined by ``_`` (``Pleural Effusion`` -> ``pleural_effusion``)."""
+    return "_".join(re.findall(r"[0-9a-z]+", text.lower()))
+
+
+def split_from_folders(path: str | os.PathLike) -> str:
+    """``train`` / ``val`` / ``test`` from the nearest parent folder named like one (``valid`` -> ``val``), else ``""``."""
+    for part in reversed(PurePosixPath(Path(path).as_posix()).parent.parts):
+        if part.lower() in SPLIT_FOLDERS:
+            return SPLIT_FOLDERS[part.lower()]
+    return ""
+
+
+# ------------------------------------------------------------------------- images
+class ImageFolder:
+    """Finds a source's image files under one root and turns them into manifest cells.
+
+    ``by_name`` indexes the folder once (recursively) by file name and by stem,
+    for tables that name images without their folder (NIH: ``00000001_000.png``
+    spread over ``images_001/images/`` ... ``images_012/images/``).
+    ``relative`` joins a table's relative path under the root, refusing
+    absolute paths and ``..`` so that no cell reaches outside it.
+    With ``copy``, referenced images are copied into ``OUT/images/`` (same
+    relative layout) and the manifest points at the copies.
+    """
+
+    def __init__(self, root: str | os.PathLike, out_dir: Path, *, copy: bool = False):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {self.root}")
+        self.out_dir = out_dir
+        self.copy = copy
+        self._index: dict[str, Path] | None = None
+
+    def _names(self) -> dict[str, Path]:
+        if self._index is None:
+            index: dict[str, Path] = {}
+            for dirpath, _dirs, files in os.walk(self.root):
+                for name in files:
+                    if name.lower().endswith(IMAGE_SUFFIXES):
+                        path = Path(dirpath) / name
+                        index.setdefault(name, path)
+                        index.setdefault(Path(name).stem, path)
+            self._index = index
+        return self._index
+
+    def by_name(self, name: str) -> Path | None:
+        """The image called ``name`` (with or without its suffix) anywhere under the root."""
+        return self._names().get(name) if name else None
+
+    def relative(self, relative: str) -> Path | None:
+        """``root / relative`` if it is an existing file and ``relative`` stays inside the root."""
+        parts = PurePosixPath(relative.replace("\\", "/")).parts
+        if not parts or parts[0] == "/" or ".." in parts or re.match(r"^[A-Za-z]:", relative):
+            return None
+        path = self.root.joinpath(*parts)
+        return path if path.is_file() else None
+
+    def cell(self, path: Path) -> str:
+        """The manifest ``image`` cell of ``path``: relative to the manifest, after copying if asked."""
+        if self.copy:
+            target = self.out_dir / "images" / path.relative_to(self.root)
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+            path = target
+        return relative_to(path, self.out_dir)
+
+
+def relative_to(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` (POSIX separators), or absolute on another drive."""
+    try:
+        return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(path.resolve())
+
+
+def stored_size(path: Path) -> tuple[int, int] | None:
+    """``(H, W)`` of an image file from its header, or None if it cannot be read."""
+    try:
+        return image_size(path)
+    except ImageReadError:
+        return None
+
+
+# ------------------------------------------------------------------------- writing
+def boxes_cell(boxes: Iterable[dict[str, Any]]) -> str:
+    """The manifest ``boxes`` JSON of ``{"label", "box", ...}`` entries (coordinates rounded to 0.01 px)."""
+    entries = [{**b, "box": [round(float(v), 2) for v in b["box"]]} for b in boxes]
+    return json.dumps(entries, separators=(",", ":")) if entries else ""
+
+
+def write_import(
+    format_name: str,
+    rows: list[dict[str, Any]],
+    out_dir: Path,
+    *,
+    source_rows: int,
+    problems: list[RowProblem],
+    strict: bool = False,
+    check_images: bool = False,
+    notes: dict[str, Any] | None = None,
+) -> ImportResult:
+    """Write ``out_dir/manifest.csv`` from ``rows`` and read it back with :func:`read_manifest`.
+
+    Rows with neither an image nor report text are left out (counted). With
+    ``strict``, any bad source row raises :class:`ImportFormatError` before
+    anything is written.
+    """
+    problems = sorted(problems, key=lambda p: (p.file, p.row))
+    if problems and strict:
+        raise ImportFormatError(f"{format_name}: {len(problems)} bad source row(s) (strict)", problems)
+    if problems:
+        fields = Counter(p.field for p in problems)
+        logger.warning("%s: left out %d bad source row(s) (by field: %s); first: %s", format_name,
+                       len({(p.file, p.row) for p in problems}), dict(fields), problems[0])  # fmt: skip
+    kept = [r for r in rows if r.get("image") or any(r.get(f) for f in ("indication", "findings", "impression", "report"))]
+    if not kept:
+        raise ImportFormatError(
+            f"{format_name}: none of the {len(rows)} studies has an image file or report text "
+            "(check the image folder: --images)", problems
+        )
+    columns = [c for c in CONTRACT_COLUMNS if any(c in r for r in kept)]
+    columns += [c for c in dict.fromkeys(k for r in kept for k in r) if c not in columns]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / "manifest.csv"
+    pd.DataFrame(kept, columns=columns).fillna("").to_csv(manifest_path, index=False)
+    manifest = read_manifest(manifest_path, check_images=check_images)
+    return ImportResult(
+        format=format_name,
+        manifest_path=manifest_path,
+        source_rows=source_rows,
+        rows_written=len(kept),
+        rows_with_image=sum(1 for r in kept if r.get("image")),
+        without_image=len(rows) - len(kept),
+        problems=problems,
+        manifest=manifest,
+        notes=notes or {},
+    )

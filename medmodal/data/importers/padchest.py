@@ -1,0 +1,105 @@
+"""Import PadChest (Bustos et al., Medical Image Analysis 2020) -> a manifest with its Spanish report text.
+
+Table ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz]``: one row per
+image, with ``ImageID`` (``<name>.png``), ``ImageDir`` (the zip folder number,
+``0`` ... ``54``), ``StudyID``, ``PatientID``, ``Projection`` (PA, L, AP,
+AP_horizontal, COSTAL, EXCLUDE), ``Report`` (the radiologist's report in
+Spanish, as the release gives it: lower case, stemmed, de-identified),
+``Labels`` (a Python-style list such as ``['pleural effusion', 'cardiomegaly']``;
+``normal`` = no finding), ``MethodLabel`` (``Physician`` = labelled by hand,
+``RNN_model`` = labelled by the authors' model).
+
+Manifest: one row per image (``id`` = the image stem, ``patient_id`` =
+``PatientID``, ``study_id`` kept), ``labels`` = the findings in manifest form
+(``pleural effusion`` -> ``pleural_effusion``; ``normal`` gives none),
+``findings`` = the Spanish report text unchanged (it is no English report; the
+finding labeller is English-only, so it should not be run on it),
+``report_language`` = ``es``, and the columns ``view``, ``label_method``,
+``localizations``. The images are ``<ImageDir>/<ImageID>`` under the image
+folder, or found by name anywhere under it. No split (the toolkit assigns one by patient).
+
+Bad rows (file, row, field): empty ``ImageID`` or duplicate, a ``Labels`` cell
+that is not a list of strings. The cell is read with :func:`ast.literal_eval`,
+which evaluates literals only (never code), after a length check.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+from medmodal.data.importers.common import (
+    MAX_CELL_CHARS,
+    ImageFolder,
+    ImportResult,
+    find_table,
+    label_name,
+    read_table,
+    write_import,
+)
+from medmodal.data.types import RowProblem
+
+FORMAT = "padchest"
+TABLES = ("PADCHEST_chest_x_ray_images_labels_160K*.csv*", "*PADCHEST*.csv*", "*padchest*.csv*")
+NO_FINDING = "normal"
+
+
+def parse_label_list(cell: str) -> list[str]:
+    """A PadChest ``Labels`` / ``Localizations`` cell -> its strings (stripped, empty ones dropped).
+
+    Raises:
+        ValueError: longer than :data:`MAX_CELL_CHARS`, not a literal, or not a list of strings.
+    """
+    if not cell:
+        return []
+    if len(cell) > MAX_CELL_CHARS:
+        raise ValueError(f"{len(cell)} characters (more than {MAX_CELL_CHARS})")
+    try:
+        value = ast.literal_eval(cell)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
+        raise ValueError(f"not a list literal: {cell[:60]!r} ({type(err).__name__})") from err
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"not a list of strings: {cell[:60]!r}")
+    return [v.strip() for v in value if v.strip()]
+
+
+def import_padchest(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    copy_images: bool = False,
+    strict: bool = False,
+    check_images: bool = False,
+) -> ImportResult:
+    """Write ``out_dir/manifest.csv`` from the PadChest table and images (see the module docstring)."""
+    source, out = Path(source), Path(out_dir)
+    table_path = find_table(source, TABLES, "PadChest label table")
+    folder = source if source.is_dir() else source.parent
+    image_folder = ImageFolder(images if images is not None else folder, out, copy=copy_images)
+    table = read_table(table_path, ["ImageID", "PatientID", "Labels"])
+    problems: list[RowProblem] = []
+    rows, seen = [], {}
+    file = str(table_path)
+    for rec in table.to_dict("records"):
+        row, image = rec["_row"], rec["ImageID"]
+        if not image or image in seen:
+            message = "empty" if not image else f"duplicate (first at row {seen[image]})"
+            problems.append(RowProblem(file, row, "ImageID", message, image or None))
+            continue
+        try:
+            names = parse_label_list(rec["Labels"])
+            localizations = parse_label_list(rec.get("Localizations", ""))
+        except ValueError as err:
+            problems.append(RowProblem(file, row, "Labels", str(err), image))
+            continue
+        seen[image] = row
+        path = image_folder.relative(f"{rec.get('ImageDir', '')}/{image}") or image_folder.by_name(image)
+        labels = sorted({label_name(n) for n in names if n.lower() != NO_FINDING} - {""})
+        rows.append({"id": Path(image).stem, "patient_id": rec["PatientID"], "image": image_folder.cell(path) if path else "",
+                     "findings": rec.get("Report", ""), "labels": ";".join(labels),
+                     "report_language": "es", "study_id": rec.get("StudyID", ""), "view": rec.get("Projection", ""),
+                     "label_method": rec.get("MethodLabel", ""), "localizations": ";".join(localizations)})  # fmt: skip
+    return write_import(FORMAT, rows, out, source_rows=len(table), problems=problems, strict=strict,
+                        check_images=check_images)  # fmt: skip

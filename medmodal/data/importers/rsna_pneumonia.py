@@ -1,0 +1,127 @@
+"""Import the RSNA Pneumonia Detection Challenge (Shih et al. 2019) -> a manifest with boxes.
+
+Table ``stage_2_train_labels.csv`` (also inside ``.zip``): one row per box,
+``patientId, x, y, width, height, Target`` (``Target`` 1 = lung opacity suggestive
+of pneumonia, with a box; 0 = none, blank coordinates), in pixels of the
+1024 x 1024 DICOMs ``stage_2_train_images/<patientId>.dcm``. The optional
+``stage_2_detailed_class_info.csv`` (``patientId, class``: ``Lung Opacity`` /
+``No Lung Opacity / Not Normal`` / ``Normal``) becomes the extra column ``class``.
+
+Manifest: one row per image (``id`` = ``patient_id`` = ``patientId``, the
+release's one image per patient), ``labels`` = ``pneumonia`` when ``Target`` is 1,
+``boxes`` scaled from the 1,024 grid to the stored image (downsampled PNG copies
+get matching boxes). No split (the toolkit assigns one).
+
+Bad rows (file, row, field): empty ``patientId``, ``Target`` not 0 / 1, a target-1
+row without a positive-size box, a target-0 row with one, images whose rows disagree on ``Target``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from medmodal.data.importers.common import (
+    ImageFolder,
+    ImportResult,
+    boxes_cell,
+    find_table,
+    number,
+    read_table,
+    stored_size,
+    write_import,
+)
+from medmodal.data.types import RowProblem
+
+FORMAT = "rsna-pneumonia"
+LABELS_TABLE = ("stage_2_train_labels.csv", "stage_2_train_labels.csv.zip", "*train_labels.csv*")
+CLASS_TABLE = "stage_2_detailed_class_info.csv"
+LABEL = "pneumonia"
+RELEASE_SIZE = 1024
+
+
+def import_rsna_pneumonia(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    copy_images: bool = False,
+    strict: bool = False,
+    check_images: bool = False,
+) -> ImportResult:
+    """Write ``out_dir/manifest.csv`` from the RSNA pneumonia labels and images (see the module docstring)."""
+    source, out = Path(source), Path(out_dir)
+    table_path = find_table(source, LABELS_TABLE, "RSNA stage_2_train_labels table")
+    folder = source if source.is_dir() else source.parent
+    image_folder = ImageFolder(images if images is not None else folder, out, copy=copy_images)
+    table = read_table(table_path, ["patientId", "x", "y", "width", "height", "Target"])
+    problems: list[RowProblem] = []
+    targets = _targets(table, str(table_path), problems)
+    classes = _classes(folder / CLASS_TABLE) if source.is_dir() else {}
+    rows = []
+    for patient, (target, boxes) in targets.items():
+        path = image_folder.by_name(patient)
+        rows.append({"id": patient, "patient_id": patient, "image": image_folder.cell(path) if path else "",
+                     "labels": LABEL if target else "", "boxes": _scaled(boxes, path),
+                     "class": classes.get(patient, "")})  # fmt: skip
+    return write_import(FORMAT, rows, out, source_rows=len(table), problems=problems, strict=strict,
+                        check_images=check_images)  # fmt: skip
+
+
+def _targets(table, file: str, problems: list[RowProblem]) -> dict[str, tuple[int, list[dict]]]:
+    found: dict[str, tuple[int, list[dict]]] = {}
+    bad: set[str] = set()
+    for rec in table.to_dict("records"):
+        row, patient = rec["_row"], rec["patientId"]
+        if not patient:
+            problems.append(RowProblem(file, row, "patientId", "empty"))
+            continue
+        if rec["Target"] not in ("0", "1"):
+            problems.append(RowProblem(file, row, "Target", f"{rec['Target'][:20]!r} is not 0 or 1", patient))
+            continue
+        target = int(rec["Target"])
+        box = _box(rec, target, file, problems)
+        if box is False:
+            bad.add(patient)
+            continue
+        previous = found.setdefault(patient, (target, []))
+        if previous[0] != target:
+            problems.append(RowProblem(file, row, "Target", f"{target} here, {previous[0]} on an earlier row", patient))
+            bad.add(patient)
+        elif box is not None:
+            previous[1].append({"label": LABEL, "box": box})
+    return {p: v for p, v in found.items() if p not in bad}
+
+
+def _box(rec: dict[str, str], target: int, file: str, problems: list[RowProblem]) -> list[float] | None | bool:
+    cells = [rec[c] for c in ("x", "y", "width", "height")]
+    if target == 0:
+        if any(cells):
+            problems.append(RowProblem(file, rec["_row"], "x", "a box on a Target 0 row", rec["patientId"]))
+            return False
+        return None
+    values = [number(rec[c], file, rec["_row"], c, problems, rec["patientId"]) for c in ("x", "y", "width", "height")]
+    if any(v is None for v in values):
+        return False
+    x, y, w, h = values
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        problems.append(RowProblem(file, rec["_row"], "width", f"not a box: x {x}, y {y}, width {w}, height {h}", rec["patientId"]))
+        return False
+    return [x, y, x + w, y + h]
+
+
+def _scaled(boxes: list[dict], image: Path | None) -> str:
+    if not boxes or image is None:
+        return ""
+    size = stored_size(image)
+    if size is None:
+        return ""
+    sy, sx = size[0] / RELEASE_SIZE, size[1] / RELEASE_SIZE
+    return boxes_cell({**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes)
+
+
+def _classes(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    table = read_table(path, ["patientId", "class"])
+    return dict(zip(table["patientId"], table["class"]))
