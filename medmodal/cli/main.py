@@ -19,10 +19,12 @@ log = logging.getLogger("medmodal")
 # ------------------------------------------------------------------ sub-commands
 def cmd_synth(args: argparse.Namespace) -> None:
     from medmodal.data.synthetic import generate_dataset
+    from medmodal.data.synthetic.presets import preset_arguments
 
+    settings = preset_arguments(args.preset, n_sites=args.sites)
     summary = generate_dataset(
-        args.out, n=args.n, seed=args.seed, image_size=args.image_size, n_sites=args.sites,
-        masks=not args.no_masks, dicom_fraction=args.dicom_fraction, progress=not args.quiet,
+        args.out, n=args.n, seed=args.seed, image_size=args.image_size,
+        masks=not args.no_masks, dicom_fraction=args.dicom_fraction, progress=not args.quiet, **settings,
     )
     print(json.dumps(summary, indent=2, default=str))
     print(f"wrote {args.n} studies to {Path(args.out).resolve()}")
@@ -151,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=2000, help="number of studies")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--sites", type=int, default=3)
+    p.add_argument("--sites", type=int, default=None, help="acquisition sites (default: the preset's, 3 for demo)")
+    p.add_argument("--preset", choices=("demo", "hard"), default="demo",
+                   help="named generator settings (medmodal/data/synthetic/presets.py); hard: subtler, smaller "
+                        "findings and a different site mix")
     p.add_argument("--dicom-fraction", type=float, default=0.0, help="share of images written as DICOM")
     p.add_argument("--no-masks", action="store_true", help="do not write lesion masks")
     p.set_defaults(func=cmd_synth)

@@ -127,3 +127,28 @@ def test_cross_attention_ignores_padding_token_content():
         vector=text.vector, sequence=text.sequence + 5 * (~text.mask)[..., None], mask=text.mask
     )
     assert torch.allclose(fusion(image, text).vector, fusion(image, noisy).vector, atol=1e-5)
+
+
+def test_stacked_fusion_adds_unimodal_logits_and_starts_without_a_joint_term():
+    fusion = build("stacked", dropout=0.0).eval()
+    image, text = features()
+    out = fusion(image, text)
+    extras = out.extras
+    assert torch.allclose(extras["joint_logits"], torch.zeros_like(out.logits))
+    assert torch.allclose(out.logits, extras["image_logits"] + extras["text_logits"])
+    # Once the joint MLP has weights, it is added on top of the unimodal sum.
+    torch.nn.init.normal_(fusion.joint[-1][-1].weight)
+    out = fusion(image, text)
+    assert not torch.allclose(out.extras["joint_logits"], torch.zeros_like(out.logits))
+    total = out.extras["image_logits"] + out.extras["text_logits"] + out.extras["joint_logits"]
+    assert torch.allclose(out.logits, total)
+
+
+def test_stacked_fusion_without_joint_term_is_a_pure_sum():
+    fusion = build("stacked", hidden_dim=0, dropout=0.0).eval()
+    image, text = features()
+    out = fusion(image, text)
+    assert "joint_logits" not in out.extras
+    assert torch.allclose(out.logits, out.extras["image_logits"] + out.extras["text_logits"])
+    with pytest.raises(ValueError, match="hidden_dim"):
+        build("stacked", hidden_dim=-1)

@@ -56,3 +56,53 @@ def test_monai_backbones_keep_the_monai_network_names():
     encoder = build("resnet18")
     assert "body.net.conv1.weight" in encoder.state_dict()
     assert not any(key.startswith("body.net.fc") for key in encoder.state_dict())
+
+
+def test_flatten_readout_keeps_the_coarse_layout():
+    """The flatten read-out's vector is a linear map of the pooled k x k map (C * k * k inputs), and a
+    patch in one corner moves the pooled cells there more than those in the opposite corner."""
+    encoder = build("small_cnn", readout="flatten", readout_grid=2).eval()
+    assert encoder.vector_proj[-1].in_features == 32 * 2 * 2
+    blank = torch.zeros(1, 1, SIZE, SIZE)
+    patch = blank.clone()
+    patch[..., :8, :8] = 5.0
+    pooled = lambda x: encoder.pool(encoder.body(x))  # noqa: E731
+    change = (pooled(patch) - pooled(blank)).abs().sum(dim=1)[0]  # [2, 2]
+    assert change[0, 0] > change[1, 1]
+    assert encoder(patch).vector.shape == (1, 24)
+
+
+def test_mean_readout_cannot_place_a_feature_but_flatten_can():
+    """With a body that is exactly equivariant (one 1x1 conv), a patch moved across the image gives
+    the same mean-read-out vector but a different flatten-read-out vector."""
+    left = torch.zeros(1, 1, SIZE, SIZE)
+    right = torch.zeros(1, 1, SIZE, SIZE)
+    left[..., 8:16, 8:16] = 1.0
+    right[..., 8:16, 40:48] = 1.0
+    for readout, same in (("mean", True), ("flatten", False)):
+        encoder = build("small_cnn", readout=readout, readout_grid=4).eval()
+        encoder.body = torch.nn.Conv2d(1, 32, 1)
+        a, b = encoder(left).vector, encoder(right).vector
+        assert torch.allclose(a, b, atol=1e-6) == same
+
+
+def test_coordinate_channels_tell_positions_apart():
+    from medmodal.models.image_encoders.small_cnn import with_coordinate_channels
+
+    image = torch.zeros(2, 1, 4, 5)
+    out = with_coordinate_channels(image)
+    assert out.shape == (2, 3, 4, 5)
+    assert torch.equal(out[:, 0], image[:, 0])
+    assert out[0, 1, 0, 0] == -1 and out[0, 1, 0, -1] == 1  # x runs left to right
+    assert out[0, 2, 0, 0] == -1 and out[0, 2, -1, 0] == 1  # y runs top to bottom
+    encoder = build("small_cnn", coord_channels=True)
+    first_conv = next(m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == 3
+    assert encoder(torch.randn(2, 1, SIZE, SIZE)).vector.shape == (2, 24)
+
+
+def test_readout_arguments_are_checked():
+    with pytest.raises(ValueError, match="readout must be"):
+        build("small_cnn", readout="max")
+    with pytest.raises(ValueError, match="readout_grid"):
+        build("small_cnn", readout="flatten", readout_grid=0)

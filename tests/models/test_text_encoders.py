@@ -87,3 +87,40 @@ def test_transformer_rejects_text_longer_than_max_len():
     )
     with pytest.raises(ValueError, match="longer than max_len=4"):
         encoder(*text_batch([6], text_len=6))
+
+
+def test_ngram_bag_reads_word_order_through_bigrams_only():
+    """Swapping two words keeps the unigram bag but changes the bigrams."""
+    ids = torch.tensor([[5, 6, 7, PAD]])
+    swapped = torch.tensor([[6, 5, 7, PAD]])
+    mask = ids != PAD
+    with_pairs = create("text_encoder", "ngram_bag", vocab_size=VOCAB, out_dim=8, pad_id=PAD, embed_dim=8).eval()
+    unigrams = create(
+        "text_encoder", "ngram_bag", vocab_size=VOCAB, out_dim=8, pad_id=PAD, embed_dim=8, num_buckets=0
+    ).eval()
+    assert not torch.allclose(with_pairs(ids, mask).vector, with_pairs(swapped, mask).vector)
+    assert torch.allclose(unigrams(ids, mask).vector, unigrams(swapped, mask).vector, atol=1e-6)
+
+
+def test_ngram_bigram_ids_skip_padding_and_stay_in_their_slots():
+    from medmodal.models.text_encoders.ngram_bag import bigram_ids
+
+    ids = torch.tensor([[5, 6, 7, PAD], [9, PAD, PAD, PAD]])
+    pair_ids, pair_mask = bigram_ids(ids, ids != PAD, vocab_size=VOCAB, num_buckets=11)
+    assert pair_mask.tolist() == [[True, True, False], [False, False, False]]
+    assert ((pair_ids >= VOCAB) & (pair_ids < VOCAB + 11)).all()
+
+
+def test_ngram_bag_token_dropout_only_in_training_and_never_empties_a_bag():
+    encoder = create(
+        "text_encoder", "ngram_bag", vocab_size=VOCAB, out_dim=8, pad_id=PAD, embed_dim=8, token_dropout=0.9
+    )
+    mask = torch.tensor([[True, True, True, False]])
+    gram_mask = encoder.ngrams(torch.tensor([[5, 6, 7, PAD]]), mask)[1]
+    encoder.train()
+    torch.manual_seed(0)
+    for _ in range(20):
+        weights = encoder.bag_weights(gram_mask)
+        assert torch.allclose(weights.sum(), torch.tensor(1.0))
+    encoder.eval()
+    assert torch.allclose(encoder.bag_weights(gram_mask), gram_mask.float() / gram_mask.sum())

@@ -76,6 +76,9 @@ class CohortSpec:
 
     prevalence: Mapping[str, float] = field(default_factory=lambda: dict(PREVALENCE))
     subtle_fraction: float = 0.38
+    # Multipliers of every finding's drawn severity (size) and conspicuity (contrast); < 1 = harder.
+    severity_scale: float = 1.0
+    conspicuity_scale: float = 1.0
     heart_failure_rate: float = 0.15
     hint_rate: Mapping[str, float] = field(default_factory=lambda: dict(HINT_RATE))
     hint_shift: float = 0.25  # hint probability of a subtle finding minus that of an obvious one
@@ -94,6 +97,9 @@ class CohortSpec:
                 raise ValueError(f"{name} values must be strictly between 0 and 1, got {bad}")
         if not 0.0 <= self.subtle_fraction <= 1.0:
             raise ValueError(f"subtle_fraction must be in [0, 1], got {self.subtle_fraction}")
+        for name in ("severity_scale", "conspicuity_scale"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if any(f < 0 for f in self.split_fractions) or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ValueError(f"split_fractions must be >= 0 and sum to 1, got {self.split_fractions}")
 
@@ -204,8 +210,15 @@ def sample_patient(
     for label in CHRONIC:
         if rng.random() < _probability(label, intercepts[label], site, heart_failure, False):
             subtle = bool(rng.random() < spec.subtle_fraction)
-            chronic.append(sample_finding(label, rng, subtle, anatomy, _ctr(anatomy, chronic)))
+            chronic.append(
+                sample_finding(label, rng, subtle, anatomy, _ctr(anatomy, chronic), *_scales(spec))
+            )
     return Patient(f"p{index:05d}", site, age, sex, heart_failure, anatomy, n_visits, tuple(chronic))
+
+
+def _scales(spec: CohortSpec) -> tuple[float, float]:
+    """(severity_scale, conspicuity_scale) of the cohort, as :func:`sample_finding` takes them."""
+    return spec.severity_scale, spec.conspicuity_scale
 
 
 def _ctr(anatomy: Anatomy, findings) -> float:
@@ -228,7 +241,7 @@ def sample_study(
         p = _probability(label, intercepts[label], patient.site, patient.heart_failure, has_cardiomegaly)
         if rng.random() < p:
             subtle = bool(rng.random() < spec.subtle_fraction)
-            findings.append(sample_finding(label, rng, subtle, anatomy, ctr))
+            findings.append(sample_finding(label, rng, subtle, anatomy, ctr, *_scales(spec)))
     findings.sort(key=lambda f: LABELS.index(f.label))
     history = choose_history(rng, spec, patient, visit, findings)
     line = next((side for key, side in map(split_key, history) if HISTORY_ITEMS[key].implies_line), None)

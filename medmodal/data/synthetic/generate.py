@@ -48,6 +48,8 @@ def generate_dataset(
     *,
     prevalence: Mapping[str, float] | None = None,
     subtle_fraction: float = 0.38,
+    severity_scale: float = 1.0,
+    conspicuity_scale: float = 1.0,
     overwrite: bool = False,
 ) -> dict:
     """Generate ``n`` synthetic chest radiograph studies with reports and full ground truth.
@@ -61,7 +63,8 @@ def generate_dataset(
 
     ``prevalence`` overrides the target prevalence of some labels (the rest keep
     their defaults); ``subtle_fraction`` is the share of present findings drawn
-    subtle. ``overwrite`` replaces a data set previously written by this function
+    subtle; ``severity_scale`` / ``conspicuity_scale`` (<= 1) make every finding smaller /
+    fainter (named settings: :data:`~medmodal.data.synthetic.presets.PRESETS`). ``overwrite`` replaces a data set previously written by this function
     in ``out_dir``; any other non-empty folder is refused.
 
     Returns a summary: counts per label, site, split and image format, and the output paths.
@@ -69,7 +72,12 @@ def generate_dataset(
     _check_arguments(n, image_size, dicom_fraction)
     root = Path(out_dir)
     _prepare_output(root, overwrite, masks)
-    spec = CohortSpec(prevalence={**CohortSpec().prevalence, **(prevalence or {})}, subtle_fraction=subtle_fraction)
+    spec = CohortSpec(
+        prevalence={**CohortSpec().prevalence, **(prevalence or {})},
+        subtle_fraction=subtle_fraction,
+        severity_scale=severity_scale,
+        conspicuity_scale=conspicuity_scale,
+    )
     studies = assign_image_formats(sample_cohort(n, seed, default_sites(n_sites, seed), spec), dicom_fraction, seed)
 
     rows, records = [], []
@@ -94,6 +102,8 @@ def generate_dataset(
         "dicom_fraction": dicom_fraction,
         "prevalence": dict(spec.prevalence),
         "subtle_fraction": subtle_fraction,
+        "severity_scale": severity_scale,
+        "conspicuity_scale": conspicuity_scale,
     }
     summary = summarise(studies, parameters, masks)
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -272,10 +272,22 @@ LESIONS: dict[str, LesionModel] = {
 }
 
 
-def sample_finding(label: str, rng: np.random.Generator, subtle: bool, anatomy: Anatomy, ctr: float) -> Finding:
-    """Draw severity, conspicuity and geometry of one present finding."""
-    severity = float(rng.uniform(*SEVERITY_RANGE[subtle]))
-    conspicuity = float(rng.uniform(*CONSPICUITY_RANGE[subtle]))
+def sample_finding(
+    label: str,
+    rng: np.random.Generator,
+    subtle: bool,
+    anatomy: Anatomy,
+    ctr: float,
+    severity_scale: float = 1.0,
+    conspicuity_scale: float = 1.0,
+) -> Finding:
+    """Draw severity, conspicuity and geometry of one present finding.
+
+    ``severity_scale`` / ``conspicuity_scale`` (<= 1) multiply the drawn severity and
+    conspicuity: smaller and fainter lesions (the ``hard`` preset); 1 keeps the demo data.
+    """
+    severity = float(rng.uniform(*SEVERITY_RANGE[subtle])) * severity_scale
+    conspicuity = float(rng.uniform(*CONSPICUITY_RANGE[subtle])) * conspicuity_scale
     side, grade, params = LESIONS[label].sample(rng, subtle, severity, anatomy, ctr)
     return Finding(label, subtle, round(severity, 4), round(conspicuity, 4), side, grade, params)
 

@@ -61,6 +61,11 @@ class SmallCNN(FeatureMapEncoder):
         grid_dim: channels of the grid (1x1-conv projection); None keeps ``widths[-1]``.
         dropout: before the vector projection.
         channels_last: run the convolutions in channels-last memory format (faster on CPU).
+        readout: ``"mean"`` (global average pooling) or ``"flatten"`` (the pooled
+            ``readout_grid`` x ``readout_grid`` map, flattened: keeps coarse position).
+        readout_grid: side of the pooled map of the ``"flatten"`` read-out.
+        coord_channels: append normalised x and y coordinate channels to the input
+            (CoordConv, Liu et al. 2018), so the convolutions can tell left from right and apex from base.
     """
 
     def __init__(
@@ -72,18 +77,34 @@ class SmallCNN(FeatureMapEncoder):
         grid_dim: int | None = None,
         dropout: float = 0.0,
         channels_last: bool = True,
+        readout: str = "mean",
+        readout_grid: int = 4,
+        coord_channels: bool = False,
     ) -> None:
         super().__init__()
         if not widths:
             raise ValueError("small_cnn needs at least one stage width")
-        self.body = small_cnn_body(in_channels, stem_width, widths)
-        self.build_readouts(widths[-1], out_dim, grid_dim, dropout)
+        self.coord_channels = coord_channels
+        self.body = small_cnn_body(in_channels + (2 if coord_channels else 0), stem_width, widths)
+        self.build_readouts(widths[-1], out_dim, grid_dim, dropout, readout, readout_grid)
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
     def forward(self, image: Tensor) -> ImageFeatures:
         """image [B, in_channels, H, W] -> ImageFeatures(vector [B, out_dim], grid [B, grid_dim, h, w])."""
+        if self.coord_channels:
+            image = with_coordinate_channels(image)
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         return super().forward(image)
+
+
+def with_coordinate_channels(image: Tensor) -> Tensor:
+    """image [B, C, H, W] -> [B, C + 2, H, W]: x then y coordinates, each in [-1, 1]."""
+    b, _, h, w = image.shape
+    ys = torch.linspace(-1.0, 1.0, h, device=image.device, dtype=image.dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=image.device, dtype=image.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    coords = torch.stack([grid_x, grid_y]).expand(b, 2, h, w)
+    return torch.cat([image, coords], dim=1)

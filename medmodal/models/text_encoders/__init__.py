@@ -4,7 +4,7 @@ Contract: ``(vocab_size, out_dim, pad_id, **kwargs)``; attributes ``out_dim``, `
 ``forward(ids [B, L], mask [B, L]) -> TextFeatures(vector, sequence, mask, attention)``.
 """
 
-from medmodal.models.text_encoders import bilstm_attention, transformer  # noqa: F401  (registration)
+from medmodal.models.text_encoders import bilstm_attention, ngram_bag, transformer  # noqa: F401  (registration)
 from medmodal.models.text_encoders.base import AttentionPooledTextEncoder
 
 __all__ = ["AttentionPooledTextEncoder"]
