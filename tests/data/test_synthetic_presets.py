@@ -17,7 +17,7 @@ def test_hard_preset_draws_smaller_fainter_and_more_subtle_findings():
     spec = CohortSpec(subtle_fraction=hard["subtle_fraction"], severity_scale=hard["severity_scale"],
                       conspicuity_scale=hard["conspicuity_scale"])
     hard_findings, studies = findings(spec, hard["n_sites"])
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    mean = lambda xs: sum(xs) / len(xs)
     assert mean([f.severity for f in hard_findings]) < mean([f.severity for f in easy_findings])
     assert mean([f.conspicuity for f in hard_findings]) < mean([f.conspicuity for f in easy_findings])
     assert mean([f.subtle for f in hard_findings]) > mean([f.subtle for f in easy_findings])

@@ -66,7 +66,7 @@ def test_flatten_readout_keeps_the_coarse_layout():
     blank = torch.zeros(1, 1, SIZE, SIZE)
     patch = blank.clone()
     patch[..., :8, :8] = 5.0
-    pooled = lambda x: encoder.pool(encoder.body(x))  # noqa: E731
+    pooled = lambda x: encoder.pool(encoder.body(x))
     change = (pooled(patch) - pooled(blank)).abs().sum(dim=1)[0]  # [2, 2]
     assert change[0, 0] > change[1, 1]
     assert encoder(patch).vector.shape == (1, 24)
