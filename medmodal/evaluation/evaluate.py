@@ -213,6 +213,12 @@ def evaluate_run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the run on ``split`` of ``data`` (default: the data it was trained on); write and return metrics."""
+    from medmodal.training.baselines import is_baseline_run
+
+    if is_baseline_run(run_dir):  # a scikit-learn baseline: same metrics and predictions format
+        from medmodal.evaluation.evaluate_baseline import evaluate_baseline_run
+
+        return evaluate_baseline_run(run_dir, data, split=split)
     trained = load_trained(run_dir)
     cfg = trained.config
     if data is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-KINDS = ("image_encoder", "text_encoder", "fusion", "decoder")
+KINDS = ("image_encoder", "text_encoder", "fusion", "decoder", "baseline")
 
 _TABLES: dict[str, dict[str, Callable]] = {kind: {} for kind in KINDS}
 
@@ -38,13 +38,13 @@ def register(kind: str, name: str) -> Callable[[T], T]:
 
 def available(kind: str) -> list[str]:
     """Sorted names registered for ``kind``."""
-    _import_builtin_parts()
+    _import_builtin_parts(kind)
     return sorted(_TABLES[kind])
 
 
 def create(kind: str, name: str, **kwargs):
     """Build the part ``name`` of family ``kind`` with ``kwargs``."""
-    _import_builtin_parts()
+    _import_builtin_parts(kind)
     table = _TABLES.get(kind)
     if table is None:
         raise ValueError(f"unknown part kind '{kind}'; known kinds: {', '.join(KINDS)}")
@@ -53,6 +53,9 @@ def create(kind: str, name: str, **kwargs):
     return table[name](**kwargs)
 
 
-def _import_builtin_parts() -> None:
+def _import_builtin_parts(kind: str | None = None) -> None:
     # Importing the family packages runs their @register decorators.
     from medmodal.models import decoders, fusion, image_encoders, text_encoders  # noqa: F401
+
+    if kind == "baseline":  # scikit-learn baselines: imported only when asked for
+        from medmodal.models import baselines  # noqa: F401

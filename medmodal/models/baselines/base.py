@@ -1,0 +1,294 @@
+"""What the baselines share: their view of a split, the base class, the one-vs-rest logistic regression.
+
+A baseline sees a split as :class:`BaselineData` (the studies of a manifest split, read
+with the same :func:`~medmodal.training.trainer.read_dataset` as deep runs): input text,
+downsampled images, multi-hot targets, true boxes and reference reports, each computed
+once and cached.
+
+Every baseline is a :class:`Baseline` with a pydantic ``Settings`` model (unknown or bad
+settings fail naming the field), ``fit`` on the training split (model selection on the
+validation split, never the test split), ``predict`` and a pickle-free ``state`` (JSON
+metadata + numpy arrays) that :meth:`Baseline.from_state` reads back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from medmodal.config import ConfigError
+from medmodal.data.types import Study
+
+log = logging.getLogger(__name__)
+
+Task = Literal["classification", "localization", "generation"]
+Modality = Literal["image", "text", "both", "none"]
+Hide = dict[str, np.ndarray]
+State = tuple[dict[str, Any], dict[str, np.ndarray]]
+
+
+class BaselineSettings(BaseModel):
+    """Base of each baseline's settings: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------ data
+@dataclass
+class BaselineData:
+    """One split as the baselines see it.
+
+    studies: the split's studies; labels: the C label names (run order);
+    text_fields / target_fields: report sections of the input text and of the reference report.
+    Build it from a config with :meth:`from_config`.
+    """
+
+    studies: list[Study]
+    labels: list[str]
+    text_fields: tuple[str, ...] = ("indication",)
+    target_fields: tuple[str, ...] = ("findings", "impression")
+    image_size: int = 128  # data.image_size: the deep models' input side (the linear probe's default)
+    _images: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_config(cls, studies: Sequence[Study], labels: Sequence[str], config: Any) -> BaselineData:
+        """The split ``studies`` with the fields and image size of ``config`` (a :class:`~medmodal.config.Config`)."""
+        d = config.data
+        return cls(list(studies), list(labels), tuple(d.text_fields), tuple(d.target_fields), d.image_size)
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def texts(self, hide: Hide | None = None) -> list[str]:
+        """N input texts (sections joined by a newline); "" where missing or hidden."""
+        hidden = _mask(hide, "text", len(self))
+        return ["" if h else s.text(self.text_fields, sep="\n") for s, h in zip(self.studies, hidden)]
+
+    def has_text(self, hide: Hide | None = None) -> np.ndarray:
+        """bool [N]: the input text is non-empty and not hidden."""
+        return np.array([bool(t.strip()) for t in self.texts(hide)], dtype=bool)
+
+    def images(self, size: int, hide: Hide | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 [N, size, size] in [0, 1], zeros where missing; bool [N] image present and not hidden).
+
+        Decoded and resized exactly as the deep models' dataset does (antialiased bilinear,
+        uint8 step); an unreadable file counts as missing (logged once by the dataset).
+        """
+        if size not in self._images:
+            self._images[size] = _read_images(self.studies, size)
+        pixels, present = self._images[size]
+        present = present & ~_mask(hide, "image", len(self))
+        return np.where(present[:, None, None], pixels, 0.0).astype(np.float32), present
+
+    def targets(self) -> np.ndarray:
+        """int [N, C] multi-hot labels."""
+        from medmodal.training.trainer import label_matrix
+
+        return label_matrix(self.studies, self.labels).numpy().astype(np.int64)
+
+    def true_boxes(self) -> list[list[tuple[int, list[float]]]]:
+        """Per study, every true box as (class index, normalised xyxy) (the localization metric's input)."""
+        from medmodal.evaluation.evaluate import true_boxes_normalised
+
+        return true_boxes_normalised(self.studies, self.labels)
+
+    def references(self) -> list[str]:
+        """N reference reports: the target sections joined by a blank line (as ``evaluate`` joins them)."""
+        return [s.text(self.target_fields, sep="\n\n") for s in self.studies]
+
+
+def _mask(hide: Hide | None, modality: str, n: int) -> np.ndarray:
+    mask = (hide or {}).get(modality)
+    return np.zeros(n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+
+
+def _read_images(studies: Sequence[Study], size: int) -> tuple[np.ndarray, np.ndarray]:
+    from medmodal.data.dataset import StudyDataset
+
+    # The deep models' own image path (decode, resize, uint8 step), without the cache: one pass.
+    # ``stored_image`` reads no text, so the dataset needs no tokenizer.
+    dataset = StudyDataset(studies, None, [], image_size=size, cache_images=False)  # type: ignore[arg-type]
+    pixels = np.zeros((len(studies), size, size), dtype=np.float32)
+    present = np.zeros(len(studies), dtype=bool)
+    for i in range(len(studies)):
+        stored = dataset.stored_image(i)
+        if stored is not None:
+            pixels[i] = stored[0][0].numpy().astype(np.float32) / 255.0
+            present[i] = True
+    return pixels, present
+
+
+# ----------------------------------------------------------------- base class
+class Baseline:
+    """A fitted-on-train, selected-on-val scikit-learn baseline (see the module docstring).
+
+    Subclasses set ``task``, ``modality`` and ``Settings`` and implement ``fit``, ``predict``,
+    ``state`` and ``load_state``.
+    """
+
+    name: ClassVar[str]
+    task: ClassVar[Task]
+    modality: ClassVar[Modality]
+    Settings: ClassVar[type[BaselineSettings]] = BaselineSettings
+
+    def __init__(self, *, seed: int = 0, table: dict[str, dict[str, Any]] | None = None, **settings: Any):
+        """seed: random seed (encoder initialisation); table: every baseline's settings by name
+        (a composite baseline builds its parts from it); settings: this baseline's own."""
+        try:
+            self.settings = self.Settings(**settings)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+            raise ConfigError(f"baseline.kwargs.{self.name}: {problems}") from None
+        self.seed = seed
+        self.table = table or {}
+
+    def fit(self, train: BaselineData, val: BaselineData, **context: Any) -> dict[str, Any]:
+        """Fit on ``train`` (choose settings on ``val``); returns what was chosen, for ``training_done.json``."""
+        raise NotImplementedError
+
+    def state(self) -> State:
+        """(JSON-serialisable metadata, named numpy arrays): everything ``load_state`` needs."""
+        raise NotImplementedError
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n_labels: int) -> None:
+        """Restore the fitted state written by :meth:`state` (shapes checked against ``n_labels``)."""
+        raise NotImplementedError
+
+
+class ClassifierBaseline(Baseline):
+    """A baseline for the classification task: probabilities [N, C] per study."""
+
+    task: ClassVar[Task] = "classification"
+
+    image_size: int = 32  # the side its images are read at (image classifiers set theirs)
+
+    def available(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
+        """bool [N]: the studies whose input this classifier reads (others get the training prevalence)."""
+        if self.modality == "text":
+            return data.has_text(hide)
+        if self.modality == "image":
+            return data.images(self.image_size, hide)[1]
+        return data.has_text(hide) | data.images(self.image_size, hide)[1]
+
+    def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
+        """float [N, C] probabilities; the training prevalence where the input is missing or hidden."""
+        raise NotImplementedError
+
+    def components(self, data: BaselineData, hide: Hide | None = None) -> dict[str, np.ndarray]:
+        """Per-modality probabilities of a fused baseline (``{"image": [N, C], "text": [N, C]}``); {} otherwise."""
+        return {}
+
+
+# ------------------------------------------------------ logistic regression
+DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+class OneVsRestLogistic:
+    """One logistic regression per label (scikit-learn ``LogisticRegression``), one C for all labels.
+
+    C is the value of ``c_grid`` with the best macro AUROC on the validation split (labels with
+    both classes there); a label with a single class in the training data gets no regression
+    and predicts its smoothed training prevalence ``(k + 0.5) / (n + 1)`` for every study.
+    Fitted state: ``coef`` [C, D], ``intercept`` [C] -- probabilities are ``sigmoid(X coef^T + b)``.
+    """
+
+    def __init__(self, c_grid: Sequence[float] = DEFAULT_C_GRID, class_weight: str | None = "balanced",
+                 max_iter: int = 2000):
+        self.c_grid = tuple(float(c) for c in c_grid)
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.coef: np.ndarray | None = None
+        self.intercept: np.ndarray | None = None
+        self.prior: np.ndarray | None = None
+
+    def fit(self, x_train, y_train: np.ndarray, x_val, y_val: np.ndarray) -> dict[str, Any]:
+        """Fit on (x_train [N, D], y_train [N, C]); choose C on (x_val, y_val). Returns the choice."""
+        if x_train.shape[0] == 0:
+            raise ValueError("no training studies with this input")
+        n = y_train.shape[0]
+        self.prior = (y_train.sum(axis=0) + 0.5) / (n + 1.0)
+        scores: dict[float, float | None] = {}
+        fitted: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        for value in self.c_grid:
+            fitted[value] = self._fit_one_c(x_train, y_train, value)
+            scores[value] = _macro_auroc(y_val, _sigmoid(_linear(x_val, *fitted[value]))) if x_val.shape[0] else None
+        known = {k: v for k, v in scores.items() if v is not None}
+        chosen = max(known, key=known.get) if known else (1.0 if 1.0 in fitted else self.c_grid[0])
+        if not known:
+            log.warning("no validation label with both classes: C = %g without selection", chosen)
+        self.coef, self.intercept = fitted[chosen]
+        return {"C": chosen, "val_auroc_macro_by_C": {str(k): v for k, v in scores.items()},
+                "constant_labels": int((~_two_classes(y_train)).sum()), "n_train": int(n)}
+
+    def _fit_one_c(self, x, y: np.ndarray, c_value: float) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.linear_model import LogisticRegression
+
+        coef = np.zeros((y.shape[1], x.shape[1]))
+        intercept = _logit(self.prior)
+        for j in np.flatnonzero(_two_classes(y)):
+            model = LogisticRegression(C=c_value, class_weight=self.class_weight, max_iter=self.max_iter)
+            model.fit(x, y[:, j])
+            coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
+        return coef, intercept
+
+    def predict_proba(self, x) -> np.ndarray:
+        """float [N, C] probabilities."""
+        if self.coef is None:
+            raise RuntimeError("the logistic regression is not fitted")
+        return _sigmoid(_linear(x, self.coef, self.intercept))
+
+    def state(self) -> State:
+        return ({"c_grid": list(self.c_grid), "class_weight": self.class_weight},
+                {"coef": self.coef.astype(np.float64), "intercept": self.intercept, "prior": self.prior})
+
+    def load_state(self, arrays: dict[str, np.ndarray], n_labels: int, n_features: int) -> None:
+        coef, intercept, prior = arrays["coef"], arrays["intercept"], arrays["prior"]
+        check_shape("coef", coef, (n_labels, n_features))
+        check_shape("intercept", intercept, (n_labels,))
+        check_shape("prior", prior, (n_labels,))
+        self.coef, self.intercept, self.prior = coef, intercept, prior
+
+
+def check_shape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
+    """A stored array of the wrong shape or kind is a broken run folder, not a crash later."""
+    if array.shape != shape or array.dtype.kind not in "fiub":
+        raise ValueError(f"baseline state '{name}': expected a numeric array of shape {shape}, "
+                         f"got {array.dtype} {array.shape}")
+
+
+def _two_classes(y: np.ndarray) -> np.ndarray:
+    return (y.min(axis=0) != y.max(axis=0)) if len(y) else np.zeros(y.shape[1], dtype=bool)
+
+
+def _linear(x, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    return np.asarray(x @ coef.T) + intercept
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(z)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    from scipy.special import logit
+
+    return logit(np.clip(p, 1e-6, 1 - 1e-6))
+
+
+def _macro_auroc(y: np.ndarray, probs: np.ndarray) -> float | None:
+    from medmodal.evaluation.metrics import classification_metrics
+
+    return classification_metrics(probs, y)["auroc_macro"]
+
+
+def prevalence_fill(probs: np.ndarray, available: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """``probs`` with the rows of unavailable studies replaced by the training prevalence."""
+    out = np.array(probs, dtype=np.float64, copy=True)
+    out[~available] = prior
+    return out

@@ -1,0 +1,131 @@
+"""``linear_probe``: logistic regression on frozen features of one of our image encoders (image only).
+
+The encoder (any registered ``image_encoder``: ``small_cnn``, ``resnet18`` ... from MONAI)
+is built with the run's seed and, with ``pretrained_path``, loaded from a LOCAL weights
+file (e.g. ``medmodal pretrain``'s image encoder); it is never trained here. Its feature
+map (the encoder's ``body``) is pooled (``avgmax``: global average and max pooling
+concatenated; or ``avg`` / ``max``), standardised, and fed to one logistic regression per
+label (:class:`~medmodal.models.baselines.base.OneVsRestLogistic`, C chosen on the
+validation split). Input: the image at ``data.image_size`` (or ``size``), normalised as for
+the deep models. The encoder's weights are stored with the run as plain arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from medmodal.models.baselines.base import (
+    DEFAULT_C_GRID,
+    BaselineData,
+    BaselineSettings,
+    ClassifierBaseline,
+    Hide,
+    OneVsRestLogistic,
+    State,
+    check_shape,
+    prevalence_fill,
+)
+from medmodal.models.baselines.pixel_logreg import Standardizer
+from medmodal.models.registry import register
+
+ENCODER_PREFIX = "encoder."
+
+
+class ProbeSettings(BaselineSettings):
+    encoder: str = "small_cnn"
+    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
+    pretrained_path: str | None = None  # local weights file; None: random initialisation (seeded)
+    size: int | None = Field(None, ge=16, le=1024)  # None: data.image_size
+    pooling: Literal["avg", "max", "avgmax"] = "avgmax"
+    batch_size: int = Field(64, ge=1)
+    c_grid: list[float] = Field(list(DEFAULT_C_GRID), min_length=1)
+    class_weight: str | None = "balanced"
+
+
+@register("baseline", "linear_probe")
+class LinearProbe(ClassifierBaseline):
+    """Frozen image-encoder features + one-vs-rest logistic regression (module docstring)."""
+
+    name = "linear_probe"
+    modality = "image"
+    Settings = ProbeSettings
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.image_size = self.settings.size or 128
+        self.encoder = self._build_encoder()
+        self.scaler = Standardizer()
+        self.logistic = OneVsRestLogistic(self.settings.c_grid, self.settings.class_weight)
+
+    def _build_encoder(self) -> torch.nn.Module:
+        from medmodal.models.registry import create
+
+        s = self.settings
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            encoder = create("image_encoder", s.encoder, in_channels=1, out_dim=64, **s.encoder_kwargs)
+        return encoder.eval()
+
+    @torch.no_grad()
+    def features(self, data: BaselineData, hide: Hide | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(float [N, F] pooled feature maps, zeros where the image is missing; bool [N] present)."""
+        from medmodal.data.dataset import normalize_image
+
+        pixels, present = data.images(self.image_size, hide)
+        chunks = []
+        for start in range(0, len(data), self.settings.batch_size):
+            batch = normalize_image(torch.from_numpy(pixels[start : start + self.settings.batch_size]))[:, None]
+            body = getattr(self.encoder, "body", None)
+            fmap = body(batch) if body is not None else self.encoder(batch).grid
+            pooled = []
+            if self.settings.pooling in ("avg", "avgmax"):
+                pooled.append(fmap.mean(dim=(2, 3)))
+            if self.settings.pooling in ("max", "avgmax"):
+                pooled.append(fmap.amax(dim=(2, 3)))
+            chunks.append(torch.cat(pooled, dim=1).double().numpy())
+        feats = np.concatenate(chunks) if chunks else np.zeros((0, 0))
+        return np.where(present[:, None], feats, 0.0), present
+
+    def fit(self, train: BaselineData, val: BaselineData, **context: Any) -> dict[str, Any]:
+        if self.settings.pretrained_path:  # read at fit time only: the run stores the weights it used
+            from medmodal.models.pretrained import load_pretrained
+
+            load_pretrained(self.encoder, self.settings.pretrained_path)
+            self.encoder.eval()
+        if self.settings.size is None:
+            self.image_size = train.image_size
+        x_train, keep_train = self.features(train)
+        x_val, keep_val = self.features(val)
+        x_train = self.scaler.fit_transform(x_train[keep_train])
+        info = self.logistic.fit(x_train, train.targets()[keep_train],
+                                 self.scaler.transform(x_val[keep_val]), val.targets()[keep_val])
+        return {**info, "n_features": int(x_train.shape[1]), "image_size": self.image_size}
+
+    def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
+        x, present = self.features(data, hide)
+        probs = self.logistic.predict_proba(self.scaler.transform(x))
+        return prevalence_fill(probs, present, self.logistic.prior)
+
+    def state(self) -> State:
+        meta, arrays = self.logistic.state()
+        weights = {ENCODER_PREFIX + k: v.detach().cpu().numpy() for k, v in self.encoder.state_dict().items()}
+        return ({"logistic": meta, "image_size": self.image_size, "n_features": len(self.scaler.state()["mean"])},
+                {**arrays, **self.scaler.state(), **weights})
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n_labels: int) -> None:
+        self.image_size = int(meta["image_size"])
+        expected = self.encoder.state_dict()
+        weights = {k[len(ENCODER_PREFIX):]: v for k, v in arrays.items() if k.startswith(ENCODER_PREFIX)}
+        if set(weights) != set(expected):
+            raise ValueError("baseline state: the stored encoder weights do not match the encoder "
+                             f"'{self.settings.encoder}' ({len(weights)} stored, {len(expected)} expected)")
+        for key, value in expected.items():
+            check_shape(ENCODER_PREFIX + key, weights[key], tuple(value.shape))
+        self.encoder.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+        n_features = int(meta["n_features"])
+        self.scaler.load_state(arrays, n_features)
+        self.logistic.load_state(arrays, n_labels, n_features)
