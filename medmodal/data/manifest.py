@@ -7,8 +7,9 @@ column                                 meaning
 =====================================  ================================================================
 ``id``                                 unique study id
 ``patient_id``                         patient; toolkit-made splits never put one patient in two splits
-``image``                              PNG / JPEG / DICOM path relative to the manifest's folder
-                                       (absolute paths work too); empty = no image (text-only row)
+``image``                              PNG / JPEG / DICOM path relative to the manifest's folder;
+                                       it must stay inside that folder (see *Image paths*);
+                                       empty = no image (text-only row)
 ``indication, findings, impression``   report sections, free text, any may be empty
 ``report``                             alternative to the three sections: one free-text report, split
                                        by its headers (:mod:`medmodal.data.reports`); used for a row
@@ -32,9 +33,33 @@ Row numbers (``RowProblem.row``, ``Study.row``) are those a user sees:
 * JSON Lines: line numbers, the first line is 1 (blank lines are counted, not read);
 * Parquet: 1-based positions, the first study is row 1.
 
+Image paths
+-----------
+The data folder is the manifest's folder. By default an image path must resolve,
+after following symlinks, to a file inside it: ``../x.png``, absolute paths and
+symlinks leading out are bad rows, found from the path alone before any file is
+opened. ``allow_outside_paths=True`` (config ``data.allow_outside_paths``, CLI
+``--allow-outside-paths``) accepts them, for a manifest you wrote yourself that
+points at images stored elsewhere. Either way the path must name a regular,
+non-empty file (not a folder, device or pipe), be at most 4096 bytes with no part
+over 255 bytes, and hold no control characters.
+
+Hostile cells
+-------------
+No problem message repeats a long cell: values are shortened (and report text is
+never shown). ``id``, ``patient_id``, ``site``, ``split`` and each label must be
+at most 256 characters without control characters (a line break there usually
+means a quote was left open and swallowed the following lines); report text at
+most 100,000 characters per cell (control characters other than whitespace are
+replaced by spaces). A CSV quote left open to the end of the file is a bad row
+naming the row and the column where it opens; the rows before it are read. A
+CSV line with more cells than the header is a bad row (field ``(line)``). In
+JSON Lines / Parquet, a list or object where text is expected is a bad row.
+
 Bad rows are found before anything trains; each is a :class:`RowProblem`
 naming the file, row, field and problem: missing ``id``; duplicate ``id``;
-image file not found; unreadable or corrupt image (with ``check_images``);
+image path outside the data folder or not a file; unreadable, corrupt or
+oversized image (with ``check_images``);
 malformed ``boxes`` JSON or coordinates (not 4 numbers, negative, ``x1 <= x0``,
 beyond the image when its size is known); a box label that is not among the
 row's ``labels``; an unknown ``split``; a row with neither an image nor any text
@@ -48,11 +73,15 @@ Logging: logger ``medmodal.data.manifest``; one WARNING when rows are skipped
 
 from __future__ import annotations
 
+import csv
 import gc
 import json
 import logging
 import math
 import os
+import re
+import stat
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +125,15 @@ MAX_LISTED_PROBLEMS = 50  # in a ManifestError message; all are in .problems
 MAX_LOGGED_PROBLEMS = 5  # in the skip warning
 BOX_TOLERANCE_PX = 1.0  # a box may overshoot the image border by this much (annotation-tool rounding)
 IMAGE_CHECK_THREADS = 8  # image checks are mostly file I/O
+MAX_PATH_BYTES = 4096  # Linux PATH_MAX
+MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
+MAX_NAME_CHARS = 256  # id, patient_id, site, split, one label
+MAX_TEXT_CHARS = 100_000  # one report-text cell; real reports are a few thousand characters
+MAX_BOXES_PER_ROW = 1000
+MAX_SHOWN_CHARS = 80  # of a cell value repeated in a problem message
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_NOT_SPACE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_TEXT_COLUMNS = ("indication", "findings", "impression", "report")
 
 
 class ManifestError(ValueError):
@@ -166,6 +204,7 @@ def read_manifest(
     check_images: bool = True,
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     split_seed: int = 0,
+    allow_outside_paths: bool = False,
 ) -> Manifest:
     """Read, validate and split a manifest.
 
@@ -182,6 +221,8 @@ def read_manifest(
             file exists is checked either way.
         split_fractions, split_seed: for studies without a ``split``
             (:func:`~medmodal.data.splits.assign_patient_splits`).
+        allow_outside_paths: accept image paths that resolve outside the
+            manifest's folder (default: such rows are bad, field ``image``).
 
     Raises:
         ManifestError: unreadable file, no ``id`` column, bad rows with
@@ -197,7 +238,7 @@ def read_manifest(
     file = find_manifest_file(path)
     with _gc_paused():  # 100k rows create ~1M objects; generational GC passes would double the time
         table = _read_table(file)
-        validator = _RowValidator(file, configured_labels=labels)
+        validator = _RowValidator(file, configured_labels=labels, allow_outside_paths=allow_outside_paths)
         candidates = [s for s in (validator.validate(*row) for row in table.rows()) if s is not None]
     problems = table.problems + validator.problems
     if check_images:
@@ -323,15 +364,81 @@ def _read_table(file: Path) -> _Table:
 
 
 def _read_csv(file: Path) -> _Table:
-    frame = pd.read_csv(
-        file, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig", skip_blank_lines=False
-    )
+    try:
+        frame = pd.read_csv(
+            file,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            encoding="utf-8-sig",
+            skip_blank_lines=False,
+        )
+    except pd.errors.ParserError as err:  # a quote left open, or a line with too many cells
+        return _read_csv_by_records(file, quote_open_at_end="EOF inside string" in str(err))
     for name in frame.columns:  # vectorised strip; cells stay str
         frame[name] = frame[name].str.strip()
     nonempty = (frame != "").any(axis=1).to_numpy() if len(frame.columns) else np.zeros(len(frame), bool)
     frame = frame[nonempty]
     row_numbers = (np.flatnonzero(nonempty) + 2).tolist()  # header = row 1
     return _Table({str(c): frame[c].tolist() for c in frame.columns}, row_numbers)
+
+
+def _read_csv_by_records(file: Path, quote_open_at_end: bool) -> _Table:
+    """Slower record-by-record CSV reading that names bad lines instead of failing on the first.
+
+    A line with more cells than the header is a problem of its row (field
+    ``(line)``); with ``quote_open_at_end`` the last record is the cell whose quote
+    never closes: a problem of its row and column, and it is not read.
+    """
+    with _csv_field_limit_lifted(), open(file, newline="", encoding="utf-8-sig") as lines:
+        reader = csv.reader(lines)
+        header = [name.strip() for name in next(reader, [])]
+        records: list[tuple[int, int, list[str]]] = []  # (row, first line, cells)
+        line_before = reader.line_num
+        for row, cells in enumerate(reader, start=2):  # header = row 1
+            records.append((row, line_before + 1, cells))
+            line_before = reader.line_num
+    problems: list[RowProblem] = []
+    if quote_open_at_end and records:
+        row, first_line, cells = records.pop()
+        column = header[len(cells) - 1] if 0 < len(cells) <= len(header) else "(line)"
+        problems.append(RowProblem(str(file), row, _canonical_name(column),
+            f"a quote opened in this cell (line {first_line}) is never closed, so it runs to the end "
+            f"of the file (line {line_before}); the lines from here on are not read"))  # fmt: skip
+    columns: dict[str, list[str]] = {name: [] for name in _unique_names(header)}
+    row_numbers: list[int] = []
+    for row, _, cells in records:
+        if len(cells) > len(header):
+            problems.append(RowProblem(str(file), row, "(line)",
+                                       f"{len(cells)} cells, but the header has {len(header)} columns"))  # fmt: skip
+            continue
+        values = [c.strip() for c in cells] + [""] * (len(header) - len(cells))
+        if any(values):
+            for values_of_column, value in zip(columns.values(), values):
+                values_of_column.append(value)
+            row_numbers.append(row)
+    return _Table(columns, row_numbers, problems)
+
+
+@contextmanager
+def _csv_field_limit_lifted() -> Iterator[None]:
+    """Cells of any length while reading (the csv module stops at 128 kB by default)."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Header names with repeats suffixed ``.1``, ``.2`` as pandas does."""
+    seen: Counter[str] = Counter()
+    unique = []
+    for name in names:
+        unique.append(f"{name}.{seen[name]}" if seen[name] else name)
+        seen[name] += 1
+    return unique
 
 
 def _read_jsonl(file: Path) -> _Table:
@@ -386,20 +493,22 @@ def _plain(value: Any) -> Any:
 
 def _canonical_column_names(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """Contract columns matched case-insensitively and without surrounding spaces; others kept as is."""
-    renamed: dict[str, list[Any]] = {}
-    for name, values in columns.items():
-        key = name.strip().lower()
-        renamed[key if key in CONTRACT_COLUMNS else name] = values
-    return renamed
+    return {_canonical_name(name): values for name, values in columns.items()}
+
+
+def _canonical_name(name: str) -> str:
+    key = name.strip().lower()
+    return key if key in _CONTRACT_SET else name
 
 
 # --------------------------------------------------------------------- row checks
 class _RowValidator:
     """Turns one row's cells into a :class:`Study`, recording the row's problems."""
 
-    def __init__(self, file: Path, configured_labels: list[str] | None):
+    def __init__(self, file: Path, configured_labels: list[str] | None, allow_outside_paths: bool = False):
         self.file = file
         self.base_dir = file.parent.resolve()
+        self.allow_outside_paths = allow_outside_paths
         self.label_set = set(configured_labels) if configured_labels is not None else None
         self.first_row_of_id: dict[str, int] = {}
         self.problems: list[RowProblem] = []
@@ -411,42 +520,73 @@ class _RowValidator:
         A study is returned even when the row has problems, so that its image is
         still checked and every problem of the row is reported at once.
         """
-        study_id = _text(cells.id)
+        study_id = _name_cell("id", cells.id, _ProblemRecorder(self.problems, str(self.file), row, None))
         problem = _ProblemRecorder(self.problems, str(self.file), row, study_id or None)
+        if study_id is None:
+            return None
         if not study_id:
             problem("id", "missing id")
             return None
         first_row = self.first_row_of_id.setdefault(study_id, row)
         if first_row != row:
-            problem("id", f"duplicate id {study_id!r} (first at row {first_row})")
+            problem("id", f"duplicate id {_shown(study_id)} (first at row {first_row})")
 
-        image_cell = _text(cells.image)
+        image_cell = _name_cell("image", cells.image, problem, max_chars=MAX_PATH_BYTES)
         image = self._image_path(image_cell, problem) if image_cell else None
-        sections = _sections(cells)
-        row_labels = _labels(cells.labels)
+        sections = _sections(cells, problem)
+        row_labels = _labels(cells.labels, problem)
         boxes = _boxes(cells.boxes, row_labels, problem)
         split = _split(cells.split, problem)
-        if not image_cell and not any(sections.values()):
+        patient_id = _name_cell("patient_id", cells.patient_id, problem)
+        site = _name_cell("site", cells.site, problem)
+        if image_cell == "" and not any(sections.values()):
             problem("image", "row has neither an image nor any report text")
         if self.label_set is not None:
             row_labels, boxes = self._within_label_set(row_labels, boxes)
         return Study(
             id=study_id,
             row=row,
-            patient_id=_text(cells.patient_id) or None,
+            patient_id=patient_id or None,
             image=image,
             sections=sections,
             labels=row_labels,
             boxes=boxes,
             split=split,
-            site=_text(cells.site) or None,
+            site=site or None,
             extra=extra,
         )
 
-    def _image_path(self, relative: str, problem: _ProblemRecorder) -> Path | None:
-        path = Path(os.path.normpath(self.base_dir / relative))
-        if not path.is_file():
-            problem("image", f"image file not found: {relative!r} (looked at {path})")
+    def _image_path(self, cell: str, problem: _ProblemRecorder) -> Path | None:
+        """The resolved image path, or None (and a problem) if it is unsafe or not a regular file.
+
+        Only ``lstat`` / ``stat`` touch the file system here: nothing is opened
+        before the path is known to stay inside the data folder.
+        """
+        text_problem = _path_text_problem(cell)
+        if text_problem:
+            problem("image", text_problem)
+            return None
+        try:
+            path = Path(os.path.realpath(self.base_dir / cell))  # symlinks followed
+        except (OSError, ValueError) as err:
+            problem("image", f"image path {_shown(cell)} cannot be resolved ({type(err).__name__})")
+            return None
+        if not self.allow_outside_paths and not path.is_relative_to(self.base_dir):
+            problem("image", f"image path {_shown(cell)} leads outside the data folder {self.base_dir} "
+                             "(allow with data.allow_outside_paths / --allow-outside-paths)")  # fmt: skip
+            return None
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            problem("image", f"image file not found: {_shown(cell)} (looked at {path})")
+            return None
+        except (OSError, ValueError) as err:
+            reason = os.strerror(err.errno) if getattr(err, "errno", None) else type(err).__name__
+            problem("image", f"image path {_shown(cell)} cannot be used: {reason}")
+            return None
+        kind_problem = _file_kind_problem(info)
+        if kind_problem:
+            problem("image", f"image path {_shown(cell)} {kind_problem}")
             return None
         return path
 
@@ -477,35 +617,122 @@ def _text(cell: Any) -> str:
     return "" if cell is None else str(cell).strip()
 
 
-def _sections(cells: _Cells) -> dict[str, str]:
+def _shown(value: str) -> str:
+    """``value`` quoted for a problem message, shortened to :data:`MAX_SHOWN_CHARS` characters."""
+    if len(value) <= MAX_SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:MAX_SHOWN_CHARS]!r}... ({len(value):,} characters)"
+
+
+def _clipped(text: str) -> str:
+    """``text`` as is, or its start and length when longer than :data:`MAX_SHOWN_CHARS`."""
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS]}... ({len(text):,} characters)"
+
+
+def _kind(cell: Any) -> str:
+    return "a JSON object" if isinstance(cell, dict) else "a JSON list"
+
+
+def _name_cell(
+    field_name: str, cell: Any, problem: _ProblemRecorder, max_chars: int = MAX_NAME_CHARS
+) -> str | None:
+    """A short single-line text cell (id, path, site, ...), or None (and a problem) if it is not one."""
+    if isinstance(cell, (list, tuple, dict)):
+        problem(field_name, f"must be text or a number, got {_kind(cell)}")
+        return None
+    value = _text(cell)
+    if _CONTROL.search(value):
+        problem(field_name, "contains a line break or other control character "
+                            "(a line break here usually means a quote left open earlier)")  # fmt: skip
+        return None
+    if len(value) > max_chars:
+        problem(field_name, f"{len(value):,} characters, more than the limit of {max_chars:,}")
+        return None
+    return value
+
+
+def _path_text_problem(cell: str) -> str | None:
+    """Why the path text cannot name a file (too long overall or in one part), or None."""
+    try:
+        encoded = os.fsencode(cell)
+    except UnicodeError:
+        return "image path cannot be encoded for this file system"
+    if len(encoded) > MAX_PATH_BYTES:
+        return f"image path is {len(encoded):,} bytes long, more than the limit of {MAX_PATH_BYTES:,}"
+    longest = max(len(part) for part in encoded.split(b"/"))
+    if longest > MAX_NAME_BYTES:
+        return f"a part of the image path is {longest:,} bytes long, more than the limit of {MAX_NAME_BYTES}"
+    return None
+
+
+def _file_kind_problem(info: os.stat_result) -> str | None:
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a device, pipe or socket)"
+    if info.st_size == 0:
+        return "is an empty file (0 bytes)"
+    return None
+
+
+def _text_cell(field_name: str, cell: Any, problem: _ProblemRecorder) -> str:
+    """A report-text cell: control characters other than whitespace become spaces; "" (and a problem) if unusable."""
+    if isinstance(cell, (list, tuple, dict)):
+        problem(field_name, f"must be text, got {_kind(cell)}")
+        return ""
+    value = _text(cell)
+    if len(value) > MAX_TEXT_CHARS:
+        problem(field_name, f"{len(value):,} characters, more than the limit of {MAX_TEXT_CHARS:,} "
+                            "(a quote left open can swallow the rest of a CSV file)")  # fmt: skip
+        return ""
+    return _CONTROL_NOT_SPACE.sub(" ", value)
+
+
+def _sections(cells: _Cells, problem: _ProblemRecorder) -> dict[str, str]:
     sections = {
-        "indication": normalize_whitespace(_text(cells.indication)),
-        "findings": normalize_whitespace(_text(cells.findings)),
-        "impression": normalize_whitespace(_text(cells.impression)),
+        "indication": normalize_whitespace(_text_cell("indication", cells.indication, problem)),
+        "findings": normalize_whitespace(_text_cell("findings", cells.findings, problem)),
+        "impression": normalize_whitespace(_text_cell("impression", cells.impression, problem)),
     }
     if cells.report and not any(sections.values()):
-        sections = split_report_sections(_text(cells.report))
+        sections = split_report_sections(_text_cell("report", cells.report, problem))
     return sections
 
 
-def _labels(cell: Any) -> list[str]:
+def _labels(cell: Any, problem: _ProblemRecorder) -> list[str]:
     if not cell:
         return []
+    if isinstance(cell, dict):
+        problem("labels", "must be ';'-separated names or a JSON list of names, got a JSON object")
+        return []
     if isinstance(cell, (list, tuple)):
+        if any(isinstance(v, (list, tuple, dict)) for v in cell):
+            problem("labels", "a JSON list of labels must hold names, not lists or objects")
+            return []
         names = [_text(v) for v in cell]
     else:
         names = [part.strip() for part in _text(cell).split(LABEL_SEPARATOR)]
+    for name in names:
+        if _CONTROL.search(name) or len(name) > MAX_NAME_CHARS:
+            problem("labels", f"label {_shown(name)} is longer than {MAX_NAME_CHARS} characters "
+                              "or holds a control character")  # fmt: skip
+            return []
     return list(dict.fromkeys(n for n in names if n))
 
 
 def _split(cell: Any, problem: _ProblemRecorder) -> str | None:
     if not cell:
         return None
+    if isinstance(cell, (list, tuple, dict)):
+        problem("split", f"must be text, got {_kind(cell)}")
+        return None
     value = _text(cell).lower()
     if not value:
         return None
     if value not in SPLITS:
-        problem("split", f"unknown split {_text(cell)!r}; use {', '.join(SPLITS)} or leave empty")
+        problem("split", f"unknown split {_shown(_text(cell))}; use {', '.join(SPLITS)} or leave empty")
         return None
     return value
 
@@ -526,6 +753,9 @@ def _boxes(cell: Any, row_labels: list[str], problem: _ProblemRecorder) -> list[
         return []
     if not isinstance(entries, list):
         problem("boxes", 'must be a JSON list like [{"label": "nodule", "box": [x0, y0, x1, y1]}]')
+        return []
+    if len(entries) > MAX_BOXES_PER_ROW:
+        problem("boxes", f"{len(entries):,} boxes, more than the limit of {MAX_BOXES_PER_ROW:,} per row")
         return []
     boxes = []
     for index, entry in enumerate(entries):
@@ -551,14 +781,14 @@ def _box_problem(entry: Any, row_labels: list[str]) -> str | None:
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in coords
         )
     ):
-        return f"box must be 4 finite numbers [x0, y0, x1, y1], got {coords!r}"
+        return f"box must be 4 finite numbers [x0, y0, x1, y1], got {_clipped(repr(coords))}"
     x0, y0, x1, y1 = coords
     if min(coords) < 0:
         return f"negative coordinate in {list(coords)}"
     if x1 <= x0 or y1 <= y0:
         return f"needs x1 > x0 and y1 > y0, got {list(coords)}"
     if label not in row_labels:
-        return f"label {label!r} is not among the row's labels {row_labels}"
+        return f"label {_shown(label)} is not among the row's labels {_clipped(str(row_labels))}"
     return None
 
 

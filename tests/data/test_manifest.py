@@ -110,10 +110,15 @@ def test_folder_problems_are_manifest_errors(tmp_path):
         read_manifest(tmp_path / "m.txt")
 
 
-def test_structurally_broken_csv_names_file_and_line(tmp_path):
-    (tmp_path / "manifest.csv").write_text("id,findings\na,clear\nb,clear,extra\n")
-    with pytest.raises(ManifestError, match=r"manifest\.csv.*line 3"):
-        read_manifest(tmp_path)
+def test_csv_line_with_too_many_cells_is_a_bad_row(tmp_path):
+    (tmp_path / "manifest.csv").write_text("id,findings\na,clear\nb,clear,extra\nc,clear\n")
+    manifest = read_manifest(tmp_path)
+    assert [s.id for s in manifest.studies] == ["a", "c"] and [s.row for s in manifest.studies] == [2, 4]
+    assert [str(p) for p in manifest.problems] == [
+        f"{tmp_path / 'manifest.csv'}: row 3, field '(line)': 3 cells, but the header has 2 columns"
+    ]
+    with pytest.raises(ManifestError, match=r"manifest\.csv: row 3, field '\(line\)'"):
+        read_manifest(tmp_path, on_bad_row="error")
 
 
 # ----------------------------------------------------------------------- bad rows
