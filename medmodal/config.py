@@ -57,6 +57,8 @@ class DataConfig(_Section):
     min_token_freq: int = Field(2, ge=1)
     on_bad_row: Literal["skip", "error"] = "skip"
     check_images: bool = True
+    # Accept manifest image paths that resolve (after symlinks) outside the manifest's folder.
+    allow_outside_paths: bool = False
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split_seed: int = 0
     num_workers: int = Field(0, ge=0)

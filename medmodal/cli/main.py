@@ -44,6 +44,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
         "train.progress_bar": False if args.no_progress else None,
         "data.image_size": args.image_size,
         "data.on_bad_row": args.on_bad_row,
+        "data.allow_outside_paths": True if getattr(args, "allow_outside_paths", False) else None,
         "model.modalities": args.modalities,
         "model.modality_dropout": args.modality_dropout,
     }
@@ -135,6 +136,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", help="text encoder by name: bilstm_attention, transformer")
     p.add_argument("--modality-dropout", type=float, help="probability of hiding one modality per training sample")
     p.add_argument("--on-bad-row", choices=["skip", "error"])
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="accept manifest image paths outside the dataset folder (absolute, '..', symlinks out)")
     p.add_argument("--accelerator", help="cpu, gpu, auto")
     p.add_argument("--devices", help="number of devices/processes, or 'auto'")
     p.add_argument("--num-nodes", type=int)
