@@ -10,6 +10,8 @@ import torch
 from medmodal.config import Config
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.models.multimodal import MultimodalModel
+from medmodal.safeio import UnreadableFileError
+from medmodal.training.checkpoints import module_from_checkpoint
 from medmodal.training.module import MultimodalModule
 from medmodal.training.run import RunDir
 
@@ -43,15 +45,20 @@ def load_trained(
 
     With ``apply_calibration`` (default) a ``RUN/calibration.json`` written by ``medmodal
     calibrate`` is applied to the model's classification logits.
+
+    The checkpoint is read with ``weights_only=True`` (:mod:`medmodal.training.checkpoints`):
+    one whose pickle would run code is refused with :class:`~medmodal.safeio.UnsafeFileError`.
     """
     from medmodal.evaluation.calibration import CALIBRATION_FILE, PlattScaling
 
     run = RunDir.at(run_dir)
     run.require_trained()
     ckpt = Path(checkpoint) if checkpoint else run.model_checkpoint()
-    module = MultimodalModule.load_from_checkpoint(ckpt, map_location=device, weights_only=False)
+    module = module_from_checkpoint(MultimodalModule, ckpt, map_location=device)  # never unpickles code
     model = module.model.to(device).eval()
     labels = run.load_labels()
+    tokenizer = ReportTokenizer.load(run.tokenizer)
+    _check_matches_run(module, ckpt, labels, tokenizer)
     calibration_path = run.root / CALIBRATION_FILE
     calibrated = apply_calibration and calibration_path.exists()
     thresholds = None
@@ -65,9 +72,23 @@ def load_trained(
         run=run,
         config=module.config,
         labels=labels,
-        tokenizer=ReportTokenizer.load(run.tokenizer),
+        tokenizer=tokenizer,
         model=model,
         checkpoint=ckpt,
         calibrated=calibrated,
         thresholds=thresholds,
     )
+
+
+def _check_matches_run(module: MultimodalModule, checkpoint: Path, labels: list[str], tokenizer: ReportTokenizer) -> None:
+    """The checkpoint's label count and vocabulary size are those of the run folder's files."""
+    hparams = module.hparams
+    if int(hparams["num_labels"]) != len(labels):
+        raise UnreadableFileError(
+            f"{checkpoint}: the model predicts {hparams['num_labels']} labels, the run's labels.json lists {len(labels)}"
+        )
+    if int(hparams["vocab_size"]) != tokenizer.vocab_size:
+        raise UnreadableFileError(
+            f"{checkpoint}: the model's vocabulary has {hparams['vocab_size']} tokens, "
+            f"the run's tokenizer.json {tokenizer.vocab_size}"
+        )

@@ -30,7 +30,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from medmodal.config import Config, apply_overrides
@@ -38,7 +37,9 @@ from medmodal.data.dataset import StudyDataset, make_dataloader
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
 from medmodal.models.contrastive import ContrastiveLoss, ContrastiveModel, create_contrastive_model
-from medmodal.training.run import RunDir, write_json_atomic
+from medmodal.training.checkpoints import module_from_checkpoint, resume_checkpoint, run_checkpoints
+from medmodal.training.reproducibility import EpochSeeding, epoch_seeded_loader
+from medmodal.training.run import RunDir, write_config_atomic, write_json_atomic
 from medmodal.training.trainer import (
     RunConflictError,
     build_dataset,
@@ -47,6 +48,7 @@ from medmodal.training.trainer import (
     load_or_train_tokenizer,
     quiet_lightning,
     read_dataset,
+    save_tokenizer_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,7 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
     run = RunDir.at(out)
     if force and run.root.exists():
         shutil.rmtree(run.root)
+    resume = resume_checkpoint(run)  # refuses a checkpoint that would unpickle code
     _check_resumable(run, config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
 
@@ -166,23 +169,25 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
     module = ContrastiveModule(config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
     t = config.train
     batch_size = min(t.batch_size, len(train_studies))
-    train_loader = make_dataloader(
+    train_loader = epoch_seeded_loader(  # each epoch's order and augmentation depend on (seed, epoch) only
         pretraining_dataset(train_studies, tokenizer, labels, config, train=True),
-        batch_size=batch_size, shuffle=True, num_workers=config.data.num_workers, seed=t.seed,
+        batch_size, t.seed, num_workers=config.data.num_workers,
         drop_last=True,  # a last batch of one pair has no negatives
     )  # fmt: skip
     val_loader = make_dataloader(
         pretraining_dataset(val_studies, tokenizer, labels, config, train=False),
         batch_size=batch_size, shuffle=False, num_workers=config.data.num_workers, seed=t.seed,
     )  # fmt: skip
-    checkpoint = ModelCheckpoint(
-        dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", save_top_k=1,
-        save_last=True, auto_insert_metric_name=False, enable_version_counter=False,
-    )  # fmt: skip
-    trainer = lightning_trainer(t, run.root, strategy=t.strategy, callbacks=[checkpoint],
+    checkpoint, last_checkpoint = run_checkpoints(run, "val/loss", "min")
+    trainer = lightning_trainer(t, run.root, strategy=t.strategy,
+                                callbacks=[checkpoint, last_checkpoint, EpochSeeding(t.seed)],
                                 loggers=[CSVLogger(save_dir=run.logs, name="", version="csv")])  # fmt: skip
-    resume_from = run.last_checkpoint if run.last_checkpoint.exists() else None
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
+    resume_from = resume[0] if resume is not None else None
+    if resume is not None:
+        log.info("resuming from %s (step %s)", resume_from, resume[1].get("global_step"))
+        del resume
+    # weights_only: Lightning's own load of the (already checked) checkpoint unpickles no objects either
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
 
     best = checkpoint.best_model_score
     encoders = encoder_paths(run)
@@ -208,7 +213,7 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
 
 def save_encoders(checkpoint: Path, paths: dict[str, Path]) -> None:
     """Write each encoder's ``state_dict`` (from the Lightning ``checkpoint``) as its own file."""
-    module = ContrastiveModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    module = module_from_checkpoint(ContrastiveModule, checkpoint)  # never unpickles code
     for name, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(getattr(module.model, name).state_dict(), path)
@@ -229,12 +234,10 @@ def _check_resumable(run: RunDir, config: Config) -> None:
 
 
 def _write_run_files(run: RunDir, config: Config, tokenizer: ReportTokenizer, labels, train_studies, manifest, data) -> None:
-    from medmodal.config import save_config
-
     run.root.mkdir(parents=True, exist_ok=True)
-    save_config(config, run.config)
+    write_config_atomic(config, run.config)  # atomic, and untouched when unchanged
     if not run.tokenizer.exists():
-        tokenizer.save(run.tokenizer)
+        save_tokenizer_atomic(tokenizer, run.tokenizer)
     prevalence = label_matrix(train_studies, labels).mean(dim=0).tolist() if train_studies else [0.0] * len(labels)
     write_json_atomic(run.labels, {"labels": labels, "train_prevalence": dict(zip(labels, prevalence))})
     summary = manifest.summary()
@@ -269,7 +272,7 @@ def load_pretrained_run(run_dir: str | Path, device: str | torch.device = "cpu")
         raise FileNotFoundError(
             f"{run.root} is not a contrastive pretraining run (no {DONE_FILE}); create one with `medmodal pretrain`"
         )
-    module = ContrastiveModule.load_from_checkpoint(run.model_checkpoint(), map_location=device, weights_only=False)
+    module = module_from_checkpoint(ContrastiveModule, run.model_checkpoint(), map_location=device)
     return PretrainedRun(
         run=run,
         config=module.config,

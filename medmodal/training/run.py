@@ -10,7 +10,9 @@
       checkpoints/          best.ckpt (by the monitored validation metric), last.ckpt (resume)
       logs/csv/metrics.csv  per-step / per-epoch metrics;  logs/tensorboard/  the same for TensorBoard
       logs/csv-resumed-N/   the same after the N-th resume (earlier logs are never overwritten)
-      training_done.json    written when training finished (epochs run, best score, time)
+      resumes.json          one entry per resume (time, checkpoint, epoch); absent if never resumed
+      training_done.json    written when training finished (epochs run, best score, time, resumed);
+                            kept as it is when a finished run is trained again
       metrics.json          written by ``medmodal evaluate``
       predictions/<split>.jsonl  per-study predictions written by ``medmodal evaluate``
 """
@@ -24,18 +26,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medmodal.config import Config, load_config
+from medmodal.config import Config, load_config, save_config
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON via a temporary file and an atomic rename: a killed process never leaves half a file."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` via a temporary file in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=_json_default)
-            fh.write("\n")
+            fh.write(text)
         os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_config_atomic(config: Config, path: Path) -> bool:
+    """Write ``config`` as YAML (:func:`medmodal.config.save_config`) atomically, and only if the
+    file's text would change; returns whether it was written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_config(config, tmp)
+        if path.is_file() and path.read_bytes() == Path(tmp).read_bytes():
+            Path(tmp).unlink()
+            return False
+        os.replace(tmp, path)
+        return True
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -96,6 +120,10 @@ class RunDir:
     @property
     def done(self) -> Path:
         return self.root / "training_done.json"
+
+    @property
+    def resumes(self) -> Path:
+        return self.root / "resumes.json"
 
     @property
     def metrics(self) -> Path:

@@ -9,7 +9,9 @@ torchrun / SLURM).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,18 +21,20 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from medmodal.config import Config, TrainConfig, save_config
+from medmodal.config import Config, ConfigError, TrainConfig
 from medmodal.data.dataset import StudyDataset, make_dataloader
 from medmodal.data.manifest import Manifest, read_manifest
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
+from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
 from medmodal.training.domain_adaptation import site_names, split_target_sites, with_unlabeled
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
-from medmodal.training.run import RunDir, write_json_atomic
+from medmodal.training.reproducibility import EpochSeeding, epoch_seeded_loader
+from medmodal.training.run import RunDir, write_config_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -128,22 +132,78 @@ class TrainResult:
     seconds: float
 
 
-def _check_same_config(run: RunDir, config: Config) -> None:
-    if not run.config.exists():
-        return
-    previous = run.load_config()
-    # Settings that only change how long / where training runs may differ on resume.
-    # Not epochs: the one-cycle learning-rate schedule is laid out over the planned number of steps.
-    ignore = {"devices", "num_nodes", "accelerator", "strategy", "progress_bar", "early_stopping_patience"}
-    old = previous.model_dump()
-    new = config.model_dump()
-    for key in ignore:
-        old["train"].pop(key, None)
-        new["train"].pop(key, None)
-    if old != new:
+# Settings that only change how long / where training runs may differ on resume.
+# Not epochs: the one-cycle learning-rate schedule is laid out over the planned number of steps.
+_RESUME_MAY_CHANGE = {"devices", "num_nodes", "accelerator", "strategy", "progress_bar", "early_stopping_patience"}
+
+
+def same_run_config(old: Config, new: Config) -> bool:
+    """Whether ``new`` continues the run of ``old`` (equal but for :data:`_RESUME_MAY_CHANGE`)."""
+    dumps = old.model_dump(), new.model_dump()
+    for dump in dumps:
+        for key in _RESUME_MAY_CHANGE:
+            dump["train"].pop(key, None)
+    return dumps[0] == dumps[1]
+
+
+def _check_same_config(run: RunDir, config: Config, resume: tuple[Path, dict] | None) -> None:
+    """Refuse to continue a run folder trained with another config.
+
+    ``config.yaml`` is checked first; when it is unreadable or differs (a damaged copy), the
+    config stored in the checkpoint training would resume from decides, and a matching one
+    lets the run continue (``config.yaml`` is rewritten) with a warning.
+    """
+    problem = None
+    if run.config.exists():
+        try:
+            if same_run_config(run.load_config(), config):
+                return
+            problem = f"{run.config} differs from the given configuration"
+        except ConfigError as err:
+            problem = f"{run.config} cannot be read ({err})"
+    if resume is None:
+        if problem is None:
+            return  # nothing written yet
+        if run.config.exists() and "cannot be read" in problem:
+            raise ConfigError(
+                f"{problem}; it may have been cut short by an interrupted copy. {run.root} holds no checkpoint "
+                f"yet, so nothing is lost by deleting {run.config.name} (or training with --force)"
+            )
         raise RunConflictError(
             f"{run.root} already holds a run with a different configuration; use another --out, or --force to start over"
         )
+    path, state = resume
+    stored = _checkpoint_config(path, state)
+    if not same_run_config(stored, config):
+        raise RunConflictError(
+            f"{run.root} already holds a run with a different configuration (that of {path.name}); "
+            "use another --out, or --force to start over (deletes its checkpoints)"
+        )
+    if problem is not None:
+        log.warning("%s; the config stored in %s matches, continuing (config.yaml is rewritten)", problem, path)
+
+
+def _checkpoint_config(path: Path, state: dict) -> Config:
+    """The training config a checkpoint was written with (its ``hyper_parameters``)."""
+    from pydantic import ValidationError
+
+    try:
+        return Config.model_validate(state["hyper_parameters"]["config"])
+    except (KeyError, TypeError, ValidationError) as err:
+        raise ConfigError(f"{path}: holds no readable training config: {str(err).splitlines()[0]}") from None
+
+
+def finished_result(run: RunDir) -> TrainResult | None:
+    """The result recorded in ``training_done.json`` of a finished run, or None."""
+    if not run.done.exists():
+        return None
+    try:
+        done = json.loads(run.done.read_text())
+        return TrainResult(run=run, best_score=done.get("best_score"), epochs_run=int(done["epochs_run"]),
+                           seconds=float(done["seconds"]))  # fmt: skip
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("%s cannot be read (%s); training is resumed and writes it again", run.done, err)
+        return None
 
 
 def quiet_lightning() -> None:
@@ -188,10 +248,15 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     run = RunDir.at(out)
     if force and run.root.exists():
         _clear_run(run)
-    _check_same_config(run, config)
+    manifest = read_dataset(data, config)
+    resume = resume_checkpoint(run)  # refuses a checkpoint that would unpickle code
+    _check_same_config(run, config, resume)
+    finished = finished_result(run)
+    if finished is not None:
+        log.info("%s already finished training (%s); nothing to do", run.root, run.done.name)
+        return finished
     L.seed_everything(config.train.seed, workers=True, verbose=False)
 
-    manifest = read_dataset(data, config)
     labels = manifest.label_names
     train_studies, val_studies = manifest.split("train"), manifest.split("val")
     if not train_studies:
@@ -220,22 +285,17 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     train_set = build_dataset(train_studies, tokenizer, labels, config, train=True)
     if unlabeled:
         train_set = with_unlabeled(train_set, build_dataset(unlabeled, tokenizer, labels, config, train=True))
-    train_loader = make_dataloader(
-        train_set,
-        batch_size=t.batch_size, shuffle=True, num_workers=config.data.num_workers, seed=t.seed,
-    )
+    # Each epoch's order and augmentation depend only on (seed, epoch): resume reproduces.
+    train_loader = epoch_seeded_loader(train_set, t.batch_size, t.seed, num_workers=config.data.num_workers)
     val_loader = make_dataloader(
         build_dataset(val_studies, tokenizer, labels, config, train=False),
         batch_size=t.batch_size, shuffle=False, num_workers=config.data.num_workers, seed=t.seed,
     )
-    checkpoint = ModelCheckpoint(
-        dirpath=run.checkpoints, filename="best", monitor=t.monitor, mode="max", save_top_k=1,
-        save_last=True, auto_insert_metric_name=False, enable_version_counter=False,
-    )
-    callbacks: list = [checkpoint]
+    checkpoint, last_checkpoint = run_checkpoints(run, t.monitor, "max")
+    callbacks: list = [checkpoint, last_checkpoint, EpochSeeding(t.seed)]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=t.early_stopping_patience))
-    resume_from = run.last_checkpoint if run.last_checkpoint.exists() else None
+    resume_from = resume[0] if resume is not None else None
     log_version = _log_version(run, resumed=resume_from is not None)
     trainer = lightning_trainer(
         t, run.root, strategy=_strategy(t.strategy), callbacks=callbacks,
@@ -244,11 +304,12 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
             TensorBoardLogger(save_dir=run.logs, name="", version=f"tensorboard{log_version}", default_hp_metric=False),
         ],
     )  # fmt: skip
-    if resume_from is not None:
-        state = torch.load(resume_from, map_location="cpu", weights_only=False)
-        log.info("resuming from %s (step %d)", resume_from, state["global_step"])
-        del state
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
+    if resume is not None:
+        log.info("resuming from %s (step %s)", resume_from, resume[1].get("global_step"))
+        _record_resume(run, resume_from, resume[1].get("epoch"))
+        del resume
+    # weights_only: Lightning's own load of the (already checked) checkpoint unpickles no objects either
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
 
     best = checkpoint.best_model_score
     result = TrainResult(
@@ -258,26 +319,55 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         seconds=time.time() - start,
     )
     if trainer.is_global_zero:
+        resumes = len(read_resumes(run))
         write_json_atomic(
             run.done,
             {"best_checkpoint": str(checkpoint.best_model_path), "monitor": t.monitor, "best_score": result.best_score,
-             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 1)},
-        )
+             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 1),
+             "resumed": resumes > 0, "resumes": resumes},
+        )  # fmt: skip
     return result
+
+
+def read_resumes(run: RunDir) -> list[dict]:
+    """The entries of ``resumes.json`` (one per resume), [] if never resumed."""
+    if not run.resumes.exists():
+        return []
+    try:
+        entries = json.loads(run.resumes.read_text())
+    except ValueError as err:
+        raise ValueError(f"{run.resumes}: not readable JSON ({err}); delete it to count resumes afresh") from None
+    return entries if isinstance(entries, list) else []
+
+
+@rank_zero_only
+def _record_resume(run: RunDir, checkpoint: Path, epoch: Any) -> None:
+    entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": checkpoint.name, "epoch": epoch}
+    write_json_atomic(run.resumes, [*read_resumes(run), entry])
 
 
 @rank_zero_only
 def _write_run_files(run, config, tokenizer, labels, train_labels, manifest, data) -> None:
     run.root.mkdir(parents=True, exist_ok=True)
-    save_config(config, run.config)
+    write_config_atomic(config, run.config)  # atomic, and untouched when unchanged
     if not run.tokenizer.exists():
-        tokenizer.save(run.tokenizer)
+        save_tokenizer_atomic(tokenizer, run.tokenizer)
     prevalence = (train_labels.mean(dim=0) if len(train_labels) else torch.zeros(len(labels))).tolist()
     write_json_atomic(run.labels, {"labels": labels, "train_prevalence": dict(zip(labels, prevalence))})
     summary = manifest.summary()
     summary["data"] = str(Path(data).resolve())
     summary["problems"] = [str(p) for p in manifest.problems]
     write_json_atomic(run.data_summary, summary)
+
+
+def save_tokenizer_atomic(tokenizer: ReportTokenizer, path: Path) -> None:
+    """``tokenizer.save`` through a temporary file and a rename (never half a vocabulary)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tokenizer.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _strategy(name: str):
@@ -307,5 +397,5 @@ def _clear_run(run: RunDir) -> None:
 
     for path in (run.checkpoints, run.logs):
         shutil.rmtree(path, ignore_errors=True)
-    for path in (run.config, run.tokenizer, run.labels, run.data_summary, run.done, run.metrics):
+    for path in (run.config, run.tokenizer, run.labels, run.data_summary, run.done, run.metrics, run.resumes):
         path.unlink(missing_ok=True)

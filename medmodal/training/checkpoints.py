@@ -1,0 +1,145 @@
+"""Lightning checkpoints of a run folder, read without unpickling code.
+
+Run folders are what people share, so every checkpoint medmodal reads (inference, resume,
+pretraining encoders) goes through :func:`read_checkpoint` (``torch.load(weights_only=True)``
+via :func:`medmodal.safeio.load_torch_file`): a checkpoint whose pickle would call a function
+is refused with :class:`~medmodal.safeio.UnsafeFileError` naming the file.
+
+:func:`module_from_checkpoint` rebuilds a LightningModule from the checkpoint's
+``hyper_parameters`` and ``state_dict`` (instead of ``LightningModule.load_from_checkpoint``):
+the module is first laid out on the ``meta`` device, which allocates nothing, and its
+parameter names and shapes must equal the checkpoint's before the real module is built, so
+hyper-parameters describing a huge model cannot exhaust memory.
+
+:func:`resume_checkpoint` chooses the checkpoint a resumed training starts from:
+``last.ckpt``, or ``best.ckpt`` with a warning when ``last.ckpt`` is damaged;
+:func:`run_checkpoints` makes the callbacks that write them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from medmodal.safeio import UnreadableFileError, load_torch_file
+from medmodal.training.run import RunDir
+
+log = logging.getLogger(__name__)
+
+ModuleT = TypeVar("ModuleT", bound=L.LightningModule)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of ``path`` (tensors and plain values only).
+
+    Raises:
+        FileNotFoundError, UnsafeFileError, UnreadableFileError (see :func:`load_torch_file`);
+        UnreadableFileError also when it is not a Lightning checkpoint (no ``state_dict``).
+    """
+    state = load_torch_file(path, "checkpoint")
+    if not isinstance(state, Mapping) or not isinstance(state.get("state_dict"), Mapping):
+        raise UnreadableFileError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    return dict(state)
+
+
+def module_from_checkpoint(cls: type[ModuleT], path: str | Path, map_location: str | torch.device = "cpu") -> ModuleT:
+    """``cls(**hyper_parameters)`` with the checkpoint's weights loaded (strict), on ``map_location``.
+
+    Raises:
+        UnreadableFileError: the hyper-parameters do not build a ``cls``, or its parameters differ
+            from the checkpoint's (names or shapes).
+    """
+    state = read_checkpoint(path)
+    hparams = state.get("hyper_parameters")
+    if not isinstance(hparams, Mapping):
+        raise UnreadableFileError(f"{path}: the checkpoint has no hyper_parameters to rebuild a {cls.__name__} from")
+    weights = state["state_dict"]
+    with torch.device("meta"):
+        layout = _build(cls, hparams, path)
+    _check_layout(layout.state_dict(), weights, path)
+    module = _build(cls, hparams, path)
+    module.load_state_dict(weights, strict=True)
+    return module.to(map_location)
+
+
+def _build(cls: type[ModuleT], hparams: Mapping[str, Any], path: str | Path) -> ModuleT:
+    try:
+        return cls(**hparams)
+    except (TypeError, ValueError, KeyError) as err:
+        raise UnreadableFileError(f"{path}: its hyper_parameters do not describe a {cls.__name__}: {err}") from None
+
+
+def _check_layout(expected: Mapping[str, torch.Tensor], weights: Mapping[str, Any], path: str | Path) -> None:
+    """Same parameter names and shapes in the (meta) module and in the checkpoint."""
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise UnreadableFileError(
+            f"{path}: the weights do not match the model its hyper_parameters describe "
+            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); "
+            "was it written by another medmodal version?"
+        )
+    for name, tensor in expected.items():
+        value = weights[name]
+        if not torch.is_tensor(value) or tuple(value.shape) != tuple(tensor.shape):
+            shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+            raise UnreadableFileError(f"{path}: weight {name} has shape {shape}, the model needs {tuple(tensor.shape)}")
+
+
+def resume_checkpoint(run: RunDir) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint a resumed training starts from and its contents, or None for a fresh run.
+
+    ``last.ckpt`` when readable; when it is damaged (truncated copy, disk full) ``best.ckpt``
+    with a warning: training restarts from the end of the best epoch and redoes the epochs
+    after it (every epoch's data order and random draws depend only on the seed and the
+    epoch, so the result is the same). A checkpoint that would unpickle code is refused,
+    never skipped.
+
+    Raises:
+        UnsafeFileError: ``last.ckpt`` (or ``best.ckpt``) holds arbitrary Python objects.
+        UnreadableFileError: neither checkpoint is readable; the message says how to start over.
+    """
+    last, best = run.last_checkpoint, run.best_checkpoint
+    if not last.exists():
+        return None
+    try:
+        return last, read_checkpoint(last)
+    except UnreadableFileError as err:
+        if not best.exists():
+            raise UnreadableFileError(f"cannot resume: {err}; no best.ckpt to fall back on. {_START_OVER}") from None
+        try:
+            state = read_checkpoint(best)
+        except UnreadableFileError as best_err:
+            raise UnreadableFileError(f"cannot resume: {err}; and {best_err}. {_START_OVER}") from None
+        log.warning("%s; resuming from %s (epoch %s) instead", err, best, state.get("epoch"))
+        return best, state
+
+
+_START_OVER = "Start over with --force (deletes the run's checkpoints and logs) or train into another --out"
+
+
+def run_checkpoints(run: RunDir, monitor: str, mode: str) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """``best.ckpt`` (by ``monitor``) and ``last.ckpt`` (the end of every epoch) of a run folder.
+
+    Two callbacks because Lightning's ``save_last=True`` rewrites ``last.ckpt`` only when a new
+    best is saved: after an epoch that did not improve, a resumed run would restart from the
+    best epoch, not the last one. Lightning runs checkpoint callbacks after the others, and
+    ``last`` after ``best``, so ``last.ckpt`` holds the early-stopping and best-score state of
+    its epoch.
+    """
+    best = ModelCheckpoint(
+        dirpath=run.checkpoints, filename=run.best_checkpoint.stem, monitor=monitor, mode=mode, save_top_k=1,
+        save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
+    )  # fmt: skip
+    last = ModelCheckpoint(
+        dirpath=run.checkpoints, filename=run.last_checkpoint.stem, monitor=None, save_top_k=1,
+        every_n_epochs=1, save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
+    )  # fmt: skip
+    return best, last
