@@ -17,8 +17,16 @@ thread, fed in arrival order (a queue; PyTorch parallelises inside each forward)
 ``limits.max_pending`` requests wait for it; beyond that new ones get 503 rather than
 piling up memory.
 
-Privacy: request bodies, report text and upload file names are never logged; the
-service's own log lines carry method, path, status and latency only.
+Privacy: request bodies, report text and upload file names are never logged nor echoed
+(validation errors carry the field and the problem, not the value); the service's own
+log lines carry method, path, status and latency only; ``/v1/model`` shows no absolute
+server path.
+
+Network hardening (docs/security.md): only the Host header values in ``allowed_hosts``
+are answered (loopback by default: a DNS-rebinding page cannot reach the API through a
+browser); a request body must arrive within ``limits.body_timeout_s`` (408) and be at most
+``limits.max_request_bytes`` (413); :mod:`medmodal.serving.server` adds the
+request-head and keep-alive timeouts of the uvicorn server.
 """
 
 from __future__ import annotations
@@ -29,30 +37,36 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medmodal import __version__
 from medmodal.serving.predictor import Predictor
 from medmodal.serving.security import (
     API_KEY_HEADER,
+    LOOPBACK_HOSTS,
     RequestRejected,
     ServingLimits,
     check_api_key,
     check_text,
+    redact_paths,
+    validate_api_key,
     validated_image_file,
 )
 
 log = logging.getLogger("medmodal.serving")
 SECTION_FIELDS = ("indication", "findings", "impression")
+PREDICT_FIELDS = ("image", "text", *SECTION_FIELDS)
 OPEN_PATHS = frozenset({"/v1/health"})
 
 
@@ -90,13 +104,24 @@ class ModelWorker:
 
 
 # --------------------------------------------------------------------- middleware
-class BodySizeLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes``, by Content-Length before reading,
-    and by counting for bodies sent without one (chunked)."""
+class RequestBodyGuard:
+    """ASGI middleware bounding what a request body may cost.
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    * size: 413 for a body over ``max_bytes``, by Content-Length before reading, and by
+      counting for bodies sent without one (chunked);
+    * time: 408 when the whole body has not arrived ``timeout_s`` seconds after the
+      request started (a stalled or trickling upload cannot hold a worker).
+
+    The check runs inside ``receive``; since the framework may turn an error raised
+    there into its own 400, the guard remembers the failure and replaces whatever
+    response the app then starts with its own 413 / 408. These responses close the
+    connection (the rest of the body is never read).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,40 +131,70 @@ class BodySizeLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await _send_json(send, 413, f"request body larger than {self.max_bytes} bytes")
             return
-        received = 0
-        response_started = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        state = {"received": 0, "body_done": False, "failure": None, "started": False}
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded_receive() -> Message:
+            if state["body_done"]:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(deadline - loop.time(), 0.0))
+            except asyncio.TimeoutError:
+                state["failure"] = (408, f"the request body did not arrive within {self.timeout_s:g} seconds")
+                raise _BodyRejected() from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["body_done"] = True
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge()
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_bytes:
+                    state["failure"] = (413, f"request body larger than {self.max_bytes} bytes")
+                    raise _BodyRejected()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
+        async def guarded_send(message: Message) -> None:
+            if state["failure"] is not None:
+                if message["type"] == "http.response.start" and not state["started"]:
+                    state["started"] = True
+                    await _send_json(send, *state["failure"])
+                return  # the app's own response to the failed body is dropped
             if message["type"] == "http.response.start":
-                response_started = True
+                state["started"] = True
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not response_started:
-                await _send_json(send, 413, f"request body larger than {self.max_bytes} bytes")
+            await self.app(scope, guarded_receive, guarded_send)
+        except _BodyRejected:
+            pass
+        if state["failure"] is not None and not state["started"]:
+            await _send_json(send, *state["failure"])
 
 
-class _BodyTooLarge(Exception):
+class _BodyRejected(Exception):
     pass
 
 
 async def _send_json(send: Send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+def validation_problems(err: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's validation errors without the submitted values (``input``, ``ctx``): a
+    value may be report text or an upload's file name (patient data)."""
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in err.errors()]
+
+
+def reject_repeated_fields(form: Any, names: Sequence[str]) -> None:
+    """422 when a form field comes more than once (two images: which one would count?)."""
+    for name in names:
+        count = len(form.getlist(name))
+        if count > 1:
+            raise RequestRejected(422, f"form field '{name}' was sent {count} times; send it once")
 
 
 # ---------------------------------------------------------------------- the app
@@ -154,6 +209,7 @@ def create_app(
     runtime: str = "torch",
     onnx_path: str | Path | None = None,
     predictor: Predictor | None = None,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
 ) -> FastAPI:
     """The FastAPI app serving the trained run in ``run_dir``.
 
@@ -163,13 +219,18 @@ def create_app(
         split: the split of ``data`` listed in the worklist.
         ratings_url: SQLAlchemy URL or SQLite file of the reader ratings (default
             ``RUN/review/ratings.db``).
-        api_key: required in the ``X-API-Key`` header of every request except ``/v1/health``.
+        api_key: required in the ``X-API-Key`` header of every request except ``/v1/health``;
+            at least 16 non-space printable ASCII characters (ValueError otherwise).
         limits: request limits (:class:`ServingLimits`).
         runtime: ``"torch"``, or ``"onnx"`` to run the classification/localization graph in
             onnxruntime (``onnx_path``, exported first to ``RUN/export/model.onnx`` if not given).
         predictor: an already loaded predictor (tests), else loaded from ``run_dir``.
+        allowed_hosts: Host header values answered (others get 400): loopback by default;
+            :func:`~medmodal.serving.security.allowed_hosts` builds the list for a bind address.
     """
     limits = limits or ServingLimits()
+    if api_key is not None:
+        validate_api_key(api_key)
     predictor = predictor or load_predictor(run_dir, runtime=runtime, onnx_path=onnx_path)
     worker = ModelWorker(limits.max_pending)
     run_root = Path(run_dir).resolve()
@@ -190,7 +251,7 @@ def create_app(
     app.state.worker = worker
     app.state.limits = limits
     app.state.runtime = runtime
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_request_bytes)
+    app.add_middleware(RequestBodyGuard, max_bytes=limits.max_request_bytes, timeout_s=limits.body_timeout_s)
 
     @app.middleware("http")
     async def authenticate_and_log(request: Request, call_next):
@@ -207,9 +268,16 @@ def create_app(
                  1000 * (time.perf_counter() - started))
         return response
 
+    # Outermost: a request with a foreign Host header (DNS rebinding) is refused before anything else.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
+
     @app.exception_handler(RequestRejected)
     async def rejected(request: Request, err: RequestRejected):
         return JSONResponse({"detail": err.message}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        return JSONResponse({"detail": validation_problems(err)}, status_code=422)
 
     @app.get("/v1/health", summary="Liveness and queue depth")
     def health() -> dict[str, Any]:
@@ -219,14 +287,17 @@ def create_app(
     def model_info() -> dict[str, Any]:
         return describe_run(predictor, run_root, runtime)
 
-    @app.post("/v1/predict", summary="Predict one study from an image upload and/or report text")
+    @app.post("/v1/predict", summary="Predict one study from an image upload and/or report text",
+              form_limits={"max_files": 4, "max_fields": 8})
     async def predict(
+        request: Request,
         image: Annotated[UploadFile | None, File(description="PNG, JPEG or DICOM (Part 10) file")] = None,
         text: Annotated[str | None, Form(description="free text, or a report with section headers")] = None,
         indication: Annotated[str | None, Form()] = None,
         findings: Annotated[str | None, Form()] = None,
         impression: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
+        reject_repeated_fields(await request.form(), PREDICT_FIELDS)  # parsed once, cached by Starlette
         text_input = text_from_fields(text, {"indication": indication, "findings": findings,
                                              "impression": impression}, limits)
         data_bytes = await image.read() if image is not None else None
@@ -295,7 +366,8 @@ def _export_is_stale(onnx_path: Path, predictor: Predictor) -> bool:
 
 
 def describe_run(predictor: Predictor, run_root: Path, runtime: str) -> dict[str, Any]:
-    """What ``GET /v1/model`` returns: the run's labels, config, data summary, training and metrics."""
+    """What ``GET /v1/model`` returns: the run's labels, config, data summary, training and metrics
+    (absolute paths cut to file names: :func:`~medmodal.serving.security.redact_paths`)."""
     trained = predictor.trained
     run = trained.run
 
@@ -305,7 +377,7 @@ def describe_run(predictor: Predictor, run_root: Path, runtime: str) -> dict[str
     summary = read_json(run.data_summary)
     if isinstance(summary, dict):  # paths on the training machine are not the client's business
         summary = {k: v for k, v in summary.items() if k not in ("file", "data", "problems")}
-    return {
+    return redact_paths({
         "run": run_root.name,
         "runtime": runtime,
         "labels": trained.labels,
@@ -316,4 +388,4 @@ def describe_run(predictor: Predictor, run_root: Path, runtime: str) -> dict[str
         "metrics": read_json(run.root / "metrics.json"),
         "checkpoint": trained.checkpoint.name,
         "generates_reports": bool(trained.config.model.heads.generation),
-    }
+    })

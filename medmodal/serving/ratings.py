@@ -258,10 +258,12 @@ def pairwise_agreement(answers: dict[tuple[int, int], bool], readers: list[str],
     a_idx, b_idx = shared_matrix.row, shared_matrix.col
     order = np.lexsort((b_idx, a_idx))
     a_idx, b_idx = a_idx[order], b_idx[order]
+    if len(a_idx) == 0:  # one reader, or readers without a shared case
+        return []
     shared = np.rint(shared_matrix.data[order]).astype(np.int64)
-    agree = np.rint(np.asarray((yes @ yes.T + no @ no.T)[a_idx, b_idx]).ravel()).astype(np.int64)
-    yes_a = np.rint(np.asarray((yes @ rated.T)[a_idx, b_idx]).ravel()).astype(np.int64)
-    yes_b = np.rint(np.asarray((rated @ yes.T)[a_idx, b_idx]).ravel()).astype(np.int64)
+    agree = _entries(yes @ yes.T + no @ no.T, a_idx, b_idx)
+    yes_a = _entries(yes @ rated.T, a_idx, b_idx)
+    yes_b = _entries(rated @ yes.T, a_idx, b_idx)
     return [
         {
             "readers": [readers[a], readers[b]],
@@ -271,6 +273,11 @@ def pairwise_agreement(answers: dict[tuple[int, int], bool], readers: list[str],
         }
         for a, b, n, k, ya, yb in zip(a_idx.tolist(), b_idx.tolist(), shared, agree, yes_a, yes_b)
     ]
+
+
+def _entries(matrix: sparse.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Integer entries ``matrix[rows[i], cols[i]]`` of a sparse count matrix, as a 1-D array."""
+    return np.rint(np.asarray(sparse.csr_matrix(matrix)[rows, cols]).ravel()).astype(np.int64)
 
 
 def kappa_from_counts(shared: int, agree: int, yes_a: int, yes_b: int) -> float | None:

@@ -1,4 +1,5 @@
-"""Safety checks of the web service: API key, request size, upload format, image size, text length.
+"""Safety checks of the web service: API key, allowed hosts, request size and time, upload
+format, image size, text length, and what a response may reveal about the server.
 
 Every check raises :class:`RequestRejected` carrying the HTTP status and a message
 that names the field but never echoes its content (uploads and report text are
@@ -11,29 +12,39 @@ the header says the image is of an acceptable size):
 1. request body size (:class:`BodySizeLimit`, before any parsing; 413);
 2. format sniffed from the first bytes (PNG / JPEG / DICOM) and matched against
    the declared content type (415);
-3. dimensions from the header only: PIL reads width x height without decoding,
-   pydicom reads Rows / Columns with ``stop_before_pixels`` (413). This is the
-   decompression-bomb guard: :mod:`medmodal.data.images` switches PIL's own guard
-   (``Image.MAX_IMAGE_PIXELS``) off process-wide because large radiographs are
-   legitimate training input, so the service enforces its own limit here;
-4. a full decode with :func:`~medmodal.data.images.load_image`, which catches
-   truncated files, corrupt data and DICOM without pixel data (422).
+3. dimensions from the header only (413 over the limits): PIL reads width x height
+   without decoding (PNG / JPEG only); a DICOM goes through
+   :func:`~medmodal.data.images.check_image` with the service's pixel limit, which
+   reads Rows / Columns (a Deflated DICOM is inflated with a bound first) and checks
+   a compressed frame's own header against them, without decoding pixels. This is
+   the decompression-bomb guard of the service (stricter than the data readers'
+   default :data:`~medmodal.data.images.DEFAULT_MAX_PIXELS`);
+4. a full decode with :func:`~medmodal.data.images.load_image` under the same pixel
+   limit, which catches truncated files, corrupt data and DICOM without pixel data (422).
+
+Error messages name the upload ``upload`` and never the server's temporary path.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
+from typing import Any
 
-import pydicom
 from PIL import Image
 
-from medmodal.data.images import ImageReadError, load_image
+from medmodal.data.images import PIL_FORMATS, ImageReadError, check_image, load_image
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+# Host header values always accepted (DNS-rebinding guard): the loopback names and addresses.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", "[::]", ""})
 API_KEY_HEADER = "X-API-Key"
+MIN_API_KEY_CHARS = 16
 
 # format name -> (file suffix, content types accepted for it)
 FORMATS: dict[str, tuple[str, frozenset[str]]] = {
@@ -62,6 +73,12 @@ class ServingLimits:
     max_image_side:    longest side of an uploaded image, in pixels.
     max_text_chars:    characters of one text field.
     max_pending:       requests waiting for the model before new ones get 503.
+    body_timeout_s:    seconds from the start of a request until its whole body must have
+                       arrived (slow or stalled uploads get 408 and the connection is closed).
+    head_timeout_s:    seconds a connection may take to send a complete request line and
+                       headers (a stalled or trickling head is closed; needs
+                       :func:`medmodal.serving.server.uvicorn_config`).
+    keep_alive_s:      seconds an idle keep-alive connection stays open between requests.
     """
 
     max_request_bytes: int = 32 * 1024 * 1024
@@ -69,9 +86,13 @@ class ServingLimits:
     max_image_side: int = 16_384
     max_text_chars: int = 20_000
     max_pending: int = 256
+    body_timeout_s: float = 60.0
+    head_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_image_pixels", "max_image_side", "max_text_chars", "max_pending"):
+        for name in ("max_request_bytes", "max_image_pixels", "max_image_side", "max_text_chars", "max_pending",
+                     "body_timeout_s", "head_timeout_s", "keep_alive_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"serving limit {name} must be positive")
 
@@ -94,6 +115,53 @@ def require_api_key_for(host: str, api_key: str | None) -> None:
             f"serving on {host} (reachable from other machines) needs an API key: set one with "
             "--api-key-env VAR (the name of an environment variable holding the key)"
         )
+
+
+def validate_api_key(key: str) -> None:
+    """Refuse a weak or unusable API key at start-up (ValueError saying why, never the key).
+
+    At least :data:`MIN_API_KEY_CHARS` non-space characters, printable ASCII only (HTTP
+    header values), no leading or trailing whitespace (servers strip it from headers, so
+    such a key could never match).
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("the API key is empty")
+    if key != key.strip():
+        raise ValueError("the API key starts or ends with whitespace (HTTP strips it; the key could never match)")
+    if any(not (32 <= ord(ch) < 127) for ch in key):
+        raise ValueError("the API key must be printable ASCII (it travels in an HTTP header)")
+    if sum(not ch.isspace() for ch in key) < MIN_API_KEY_CHARS:
+        raise ValueError(
+            f"the API key is too short: use at least {MIN_API_KEY_CHARS} non-space characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+
+
+def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
+    """Host header values the service answers (the DNS-rebinding guard).
+
+    Always the loopback names and addresses; the bind address itself when it is a
+    specific one; plus ``extra`` (the names clients use, ``--allowed-host``). A wildcard
+    bind (``0.0.0.0``, ``::``) without ``extra`` is refused: the service cannot know which
+    names are its own.
+    """
+    names = [*LOOPBACK_HOSTS]
+    bind = bind_host.strip().lower()
+    extra = [name.strip().lower() for name in extra if name.strip()]
+    if bind in WILDCARD_BINDS and not extra:
+        raise ValueError(
+            f"serving on {bind_host or 'all interfaces'} needs the host names clients will use: "
+            "--allowed-host NAME (repeatable), e.g. --allowed-host xray.example.org"
+        )
+    if bind not in WILDCARD_BINDS:
+        names.append(bind)
+        if ":" in bind and not bind.startswith("["):  # an IPv6 literal arrives in brackets
+            names.append(f"[{bind}]")
+    for name in extra:
+        if "*" in name[1:] or (name.startswith("*") and not name.startswith("*.")) or name == "*":
+            raise ValueError(f"--allowed-host {name!r}: wildcards only as '*.example.org'")
+        names.append(name)
+    return list(dict.fromkeys(names))
 
 
 def check_api_key(given: str | None, expected: str | None) -> None:
@@ -138,21 +206,38 @@ def check_content_type(fmt: str | None, content_type: str | None) -> str:
     return fmt
 
 
-def header_dimensions(path: Path, fmt: str) -> tuple[int, int]:
-    """``(height, width)`` from the header only (no pixel decoding)."""
+def header_dimensions(path: Path, fmt: str, limits: ServingLimits) -> tuple[int, int]:
+    """``(height, width)`` from the header only (no pixel decoding).
+
+    PNG / JPEG: Pillow's lazy header read. DICOM: :func:`~medmodal.data.images.check_image`
+    with the service's pixel limit (bounded inflate of a Deflated DICOM, frame header
+    checked against Rows / Columns, nothing decoded).
+    """
     try:
         if fmt == "dicom":
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            if "Rows" not in ds or "Columns" not in ds:
-                raise RequestRejected(422, "the uploaded DICOM has no image (no Rows / Columns)")
-            return int(ds.Rows), int(ds.Columns)
-        with Image.open(path) as img:
+            return check_image(path, max_pixels=limits.max_image_pixels)
+        with Image.open(path, formats=PIL_FORMATS) as img:
             width, height = img.size
             return height, width
-    except RequestRejected:
-        raise
+    except ImageReadError as err:
+        status = 413 if _is_pixel_budget(err) else 422
+        raise RequestRejected(status, f"the uploaded image cannot be read: {_without_path(err.reason, path)}") from err
+    except Image.DecompressionBombError as err:  # Pillow's own guard (twice its pixel limit) came first
+        raise RequestRejected(
+            413, f"the uploaded image has more than {limits.max_image_pixels} pixels (decompression-bomb guard)"
+        ) from err
     except Exception as err:
         raise RequestRejected(422, f"the uploaded image header cannot be read ({type(err).__name__})") from err
+
+
+def _is_pixel_budget(err: ImageReadError) -> bool:
+    """The error of :func:`~medmodal.data.images.check_pixel_budget` (too many pixels)."""
+    return "pixels, more than the limit" in err.reason
+
+
+def _without_path(message: str, path: Path) -> str:
+    """``message`` with the server's temporary path of the upload replaced by ``upload``."""
+    return message.replace(str(path.parent), "upload").replace(str(path), "upload")
 
 
 def check_dimensions(height: int, width: int, limits: ServingLimits) -> None:
@@ -181,9 +266,35 @@ def validated_image_file(data: bytes, content_type: str | None, folder: Path, li
     fmt = check_content_type(sniff_format(data[:132]), content_type)
     path = folder / f"upload{FORMATS[fmt][0]}"
     path.write_bytes(data)
-    check_dimensions(*header_dimensions(path, fmt), limits)
+    check_dimensions(*header_dimensions(path, fmt, limits), limits)
     try:
-        load_image(path)
+        load_image(path, max_pixels=limits.max_image_pixels)
     except ImageReadError as err:
-        raise RequestRejected(422, f"the uploaded image cannot be decoded: {err.reason}") from err
+        status = 413 if _is_pixel_budget(err) else 422
+        raise RequestRejected(
+            status, f"the uploaded image cannot be decoded: {_without_path(err.reason, path)}"
+        ) from err
     return path
+
+
+# ---------------------------------------------------------------- responses
+_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]|^\\\\")
+
+
+def is_absolute_path_text(value: str) -> bool:
+    """True for text that is an absolute file path or file URL (POSIX, ``~``, Windows, UNC)."""
+    return (value.startswith(("/", "~/", "file:")) and len(value) > 1) or bool(_WINDOWS_ABSOLUTE.match(value))
+
+
+def redact_paths(value: Any) -> Any:
+    """A copy of JSON-like ``value`` in which every string that is an absolute path is cut to
+    its file name (``/srv/runs/a/checkpoints/best.ckpt`` -> ``best.ckpt``): where the
+    server keeps its files is not the client's business."""
+    if isinstance(value, dict):
+        return {key: redact_paths(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_paths(item) for item in value]
+    if isinstance(value, str) and is_absolute_path_text(value):
+        name = PureWindowsPath(value).name if _WINDOWS_ABSOLUTE.match(value) else Path(value.rstrip("/")).name
+        return name or "(path)"
+    return value

@@ -56,14 +56,18 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A real uvicorn server on loopback in a background thread."""
+    """A real uvicorn server on loopback in a background thread (the service's own uvicorn config)."""
 
-    def __init__(self, app):
+    def __init__(self, app, limits=None):
         import uvicorn
+
+        from medmodal.serving.security import ServingLimits
+        from medmodal.serving.server import uvicorn_config
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        config = uvicorn_config(app, "127.0.0.1", self.port, limits or ServingLimits(), log_level="warning",
+                                access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -79,3 +83,10 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def local_client(app, **kwargs):
+    """A TestClient addressing the app as ``http://localhost`` (a Host the service answers)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://localhost", **kwargs)

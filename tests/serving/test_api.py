@@ -11,19 +11,20 @@ import zlib
 import numpy as np
 import pydicom
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
 from medmodal.serving.app import create_app
 from medmodal.serving.security import ServingLimits, is_loopback, require_api_key_for
 
-from .conftest import LiveServer
+from .conftest import LiveServer, local_client
+
+KEY = "k3y-for-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
 def client(tiny_run, predictor):
-    with TestClient(create_app(tiny_run, predictor=predictor)) as c:
+    with local_client(create_app(tiny_run, predictor=predictor)) as c:
         yield c
 
 
@@ -149,7 +150,7 @@ def test_ten_megabytes_of_text_is_refused(client):
 
 
 def test_text_over_the_character_limit_is_refused(tiny_run, predictor):
-    with TestClient(create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_text_chars=50))) as c:
+    with local_client(create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_text_chars=50))) as c:
         response = predict(c, text="x" * 51)
         assert response.status_code == 413
         assert "'text'" in response.json()["detail"]
@@ -157,14 +158,14 @@ def test_text_over_the_character_limit_is_refused(tiny_run, predictor):
 
 
 def test_request_body_limit(tiny_run, predictor):
-    with TestClient(create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_request_bytes=2000))) as c:
+    with local_client(create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_request_bytes=2000))) as c:
         response = predict(c, png_bytes((200, 200)))
         assert response.status_code == 413
         assert "larger than 2000 bytes" in response.json()["detail"]
 
 
 def test_image_pixel_limit_applies_to_real_images(tiny_run, predictor):
-    with TestClient(create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_image_pixels=1000))) as c:
+    with local_client(create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_image_pixels=1000))) as c:
         assert predict(c, png_bytes((40, 30))).status_code == 413
         assert predict(c, png_bytes((20, 20))).status_code == 200
 
@@ -177,10 +178,10 @@ def test_nothing_to_predict_and_mixed_text_fields(client):
 
 # ------------------------------------------------------------------- security
 def test_api_key_required_when_configured(tiny_run, predictor):
-    with TestClient(create_app(tiny_run, predictor=predictor, api_key="s3cret")) as c:
+    with local_client(create_app(tiny_run, predictor=predictor, api_key=KEY)) as c:
         assert c.get("/v1/model").status_code == 401
         assert c.get("/v1/model", headers={"X-API-Key": "wrong"}).status_code == 401
-        assert c.get("/v1/model", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/v1/model", headers={"X-API-Key": KEY}).status_code == 200
         assert predict(c, text="cough").status_code == 401
         assert c.get("/v1/health").status_code == 200  # liveness stays open
 

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-from fastapi.testclient import TestClient
 
 from medmodal.serving.app import create_app
 from medmodal.serving.onnx_export import OnnxSession, export_onnx, onnx_trained_run
 from medmodal.serving.predictor import Predictor
+
+from .conftest import local_client
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_onnx_predictor_matches_torch(exported, predictor, tiny_data):
 
 
 def test_service_with_onnx_runtime(exported, tiny_run):
-    with TestClient(create_app(tiny_run, runtime="onnx", onnx_path=exported.path)) as client:
+    with local_client(create_app(tiny_run, runtime="onnx", onnx_path=exported.path)) as client:
         assert client.get("/v1/health").json()["runtime"] == "onnx"
         response = client.post("/v1/predict", data={"text": "fever and cough"})
         assert response.status_code == 200 and set(response.json()["labels"]) == set(exported_labels(tiny_run))

@@ -193,3 +193,10 @@ def test_kappa_from_counts_edge_cases():
     assert kappa_from_counts(5, 5, 5, 5) is None and kappa_from_counts(5, 5, 0, 0) is None  # one answer only
     assert kappa_from_counts(4, 0, 4, 0) == pytest.approx(cohen_kappa_score([1] * 4, [0] * 4))  # 0.0
     assert kappa_from_counts(4, 4, 2, 2) == pytest.approx(1.0)
+
+
+def test_summary_of_one_reader_and_of_nothing():
+    one = summarise_ratings(crossed_records(1, per_reader=4, per_case=1))
+    assert one["readers"] == ["r0000"] and one["agreement"] == [] and one["n_ratings"] == 4
+    empty = summarise_ratings([])
+    assert empty["n_ratings"] == 0 and empty["acceptance_rate"] is None and empty["agreement"] == []

@@ -7,13 +7,12 @@ import os
 import shutil
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from medmodal.serving.app import create_app
 from medmodal.serving.ratings import RatingStore
 
-from .conftest import LiveServer
+from .conftest import LiveServer, local_client
 
 
 @pytest.fixture()
@@ -24,7 +23,7 @@ def review_app(tiny_run, tiny_data, predictor, tmp_path):
 
 def test_review_api(review_app):
     app, db = review_app
-    with TestClient(app) as client:
+    with local_client(app) as client:
         worklist = client.get("/v1/review/studies").json()
         assert worklist["split"] == "test" and worklist["studies"]
         study = worklist["studies"][0]
