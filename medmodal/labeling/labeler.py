@@ -108,6 +108,9 @@ class ContextRuleSpec:
 
 _BE = ["is", "are", "was", "were"]
 _CHANGE = ["change", "changes", "increase", "decrease", "worsening", "progression", "improvement"]
+# adverbs between a negation and its verb; "xxxx" is Open-i's de-identification token, which
+# replaced words such as "definitely" / "clearly" in many sentences.
+_DEFINITELY = ["well", "definitely", "clearly", "entirely", "completely", "totally", "confidently", "xxxx"]
 _SEEN = [
     "seen", "identified", "visualized", "visualised", "visible", "present", "demonstrated",
     "appreciated", "evident", "noted", "detected", "apparent", "shown", "observed",
@@ -136,9 +139,12 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
             {"LOWER": {"IN": _BE}, "OP": "?"},
             {"LOWER": {"IN": ["not", "n't"]}},
             {"LOWER": "been", "OP": "?"},
+            {"LOWER": {"IN": _DEFINITELY}, "OP": "?"},
+            {"TEXT": "-", "OP": "?"},
             {"LOWER": {"IN": _SEEN}},
         ],
-        why="'Pneumothorax is not seen / not identified': default 'not' is FORWARD only, so it stayed positive",
+        why="'Pneumothorax is not seen / not identified': default 'not' is FORWARD only, so it stayed positive; "
+        "'the nodule is not well-seen / not definitely seen on today's study' (Open-i dev half)",
     ),
     ContextRuleSpec(
         "is no longer seen",
@@ -197,10 +203,11 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
             {"LOWER": {"IN": ["can", "could", "may", *_BE]}, "OP": "?"},
             {"LOWER": {"IN": ["not", "n't"]}},
             {"LOWER": "be", "OP": "?"},
+            {"LOWER": {"IN": _DEFINITELY}, "OP": "?"},
             {"LOWER": {"IN": ["excluded", "ruled"]}},
             {"LOWER": "out", "OP": "?"},
         ],
-        why="'Pneumonia cannot be excluded / is not excluded' stayed positive",
+        why="'Pneumonia cannot be excluded / is not excluded / is not entirely excluded' stayed positive",
     ),
     ContextRuleSpec(
         "difficult to exclude",
@@ -215,15 +222,31 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
         why="same family as 'cannot exclude'",
     ),
     ContextRuleSpec(
+        "difficult to entirely exclude",
+        POSSIBLE,
+        "BACKWARD",
+        [
+            {"LOWER": {"IN": ["difficult", "hard", "impossible"]}},
+            {"LOWER": "to"},
+            {"LOWER": {"IN": _DEFINITELY}, "OP": "?"},
+            {"LOWER": {"IN": ["exclude", "rule"]}},
+            {"LOWER": "out", "OP": "?"},
+        ],
+        why="'... pulmonary edema difficult to entirely exclude' (Open-i dev half): the finding comes first",
+    ),
+    ContextRuleSpec(
         "may represent",
         POSSIBLE,
         "FORWARD",
         [
             {"LOWER": {"IN": ["may", "might", "could", "can"]}},
             {"LOWER": "also", "OP": "?"},
-            {"LOWER": {"IN": ["represent", "reflect", "indicate", "be", "suggest", "relate"]}},
+            {"LOWER": {"IN": ["represent", "reflect", "indicate", "be", "suggest", "relate", "include"]}},
+            {"LOWER": {"IN": ["secondary", "due", "related"]}, "OP": "?"},
+            {"LOWER": "to", "OP": "?"},
         ],
-        why="'This may represent atelectasis' / 'could be edema' stayed positive (only 'may be' is a default)",
+        why="'This may represent atelectasis' / 'could be edema' stayed positive (only 'may be' is a default); "
+        "'may be secondary to edema', 'could include interstitial edema' (Open-i dev half)",
     ),
     ContextRuleSpec(
         "may be present",
@@ -241,8 +264,19 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
         "is suspected",
         POSSIBLE,
         "BACKWARD",
-        [{"LOWER": {"IN": _BE}}, {"LOWER": {"IN": ["suspected", "questioned", "possible", "questionable"]}}],
-        why="'Pneumonia is suspected' stayed positive",
+        [
+            {"LOWER": {"IN": _BE}},
+            {"LOWER": "also", "OP": "?"},
+            {"LOWER": {"IN": ["suspected", "questioned", "possible", "questionable"]}},
+        ],
+        why="'Pneumonia is suspected' stayed positive; 'aspiration or edema are also possible' (Open-i dev half)",
+    ),
+    ContextRuleSpec(
+        "suspected",
+        POSSIBLE,
+        "BIDIRECTIONAL",
+        [{"LOWER": "suspected"}],
+        why="'Suspected hilar mass' and 'small bilateral pleural effusions suspected' (Open-i dev half)",
     ),
     ContextRuleSpec(
         "questionable",
@@ -255,12 +289,10 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
                         "questionable",
                         "equivocal",
                         "indeterminate",
-                        "borderline",
                         "probable",
                         "presumed",
                         "presumably",
                         "possibly",
-                        "suspected",
                         "suggests",
                         "suggest",
                         "suggesting",
@@ -270,15 +302,17 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
                 }
             }
         ],
-        why="'Questionable nodule', 'borderline cardiomegaly', 'possibly ...': not in the defaults "
-        "(which have 'possible', 'probably', 'likely')",
+        why="'Questionable nodule', 'possibly ...': not in the defaults (which have 'possible', 'probably', "
+        "'likely'). Not 'borderline': 'borderline heart size' grades a measurement at its threshold, and the "
+        "Open-i indexers code it as cardiomegaly (MeSH Cardiomegaly/borderline)",
     ),
     ContextRuleSpec(
         "question of",
         POSSIBLE,
         "FORWARD",
-        [{"LOWER": {"IN": ["question", "suspicion", "concern"]}}, {"LOWER": {"IN": ["of", "for"]}}],
-        why="'Question of a small nodule', 'concern for pneumonia'",
+        [{"LOWER": {"IN": ["question", "suspicion", "concern"]}}, {"LOWER": {"IN": ["of", "for"]}, "OP": "?"}],
+        why="'Question of a small nodule', 'concern for pneumonia'; 'Question edema or atypical infection?', "
+        "'question small right pleural effusion' (Open-i dev half)",
     ),
     ContextRuleSpec(
         "differential includes",
@@ -286,10 +320,11 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
         "FORWARD",
         [
             {"LOWER": "differential"},
-            {"LOWER": "diagnosis", "OP": "?"},
+            {"LOWER": {"IN": ["diagnosis", "diagnoses", "considerations", "consideration"]}, "OP": "?"},
+            {"LOWER": {"IN": ["would", "may", "could"]}, "OP": "?"},
             {"LOWER": {"IN": ["includes", "include", "including", "of", ":"]}},
         ],
-        why="a differential diagnosis lists possibilities",
+        why="a differential diagnosis lists possibilities ('differential considerations include', Open-i dev half)",
     ),
     ContextRuleSpec(
         "versus",
@@ -329,6 +364,16 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
         "FORWARD",
         [{"LOWER": "to"}, {"LOWER": {"IN": ["exclude", "evaluate", "assess"]}}],
         why="'To exclude pneumothorax' asks a question (medspaCy's default says NEGATED)",
+    ),
+    ContextRuleSpec(
+        "could obscure",
+        HYPOTHETICAL,
+        "FORWARD",
+        [
+            {"LOWER": {"IN": ["could", "may", "might", "can"]}},
+            {"LOWER": {"IN": ["obscure", "hide", "mask", "conceal"]}},
+        ],
+        why="'Bony overlap could obscure a small pulmonary nodule' (Open-i dev half) names no finding",
     ),
     # ---- pseudo-modifiers: longer phrases that contain a cue but are not one
     ContextRuleSpec(

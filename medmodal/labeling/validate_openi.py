@@ -30,7 +30,7 @@ from medmodal.data.importers.openi import OpenIReport, find_openi_reports, iter_
 
 # Findings that both the MeSH mapping and the shipped labeler vocabulary name, plus "normal".
 DEFAULT_FINDINGS = (
-    "cardiomegaly", "effusion", "opacity", "atelectasis", "nodule", "pneumothorax", "edema",
+    "cardiomegaly", "effusion", "opacity", "atelectasis", "nodule", "pneumothorax", "edema", "congestion",
     "consolidation", "pneumonia", "emphysema", "granuloma", "hernia", "scoliosis", "fracture",
     "mass", "fibrosis", "normal",
 )  # fmt: skip
