@@ -87,7 +87,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -133,7 +133,7 @@ MAX_BOXES_PER_ROW = 1000
 MAX_SHOWN_CHARS = 80  # of a cell value repeated in a problem message
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_NOT_SPACE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
-_TEXT_COLUMNS = ("indication", "findings", "impression", "report")
+_EOF_SENTINEL = "medmodal-end-of-file-sentinel-5b1e0c"
 
 
 class ManifestError(ValueError):
@@ -373,8 +373,8 @@ def _read_csv(file: Path) -> _Table:
             encoding="utf-8-sig",
             skip_blank_lines=False,
         )
-    except pd.errors.ParserError as err:  # a quote left open, or a line with too many cells
-        return _read_csv_by_records(file, quote_open_at_end="EOF inside string" in str(err))
+    except pd.errors.ParserError:  # a quote left open, or a line with too many cells
+        return _read_csv_by_records(file)
     for name in frame.columns:  # vectorised strip; cells stay str
         frame[name] = frame[name].str.strip()
     nonempty = (frame != "").any(axis=1).to_numpy() if len(frame.columns) else np.zeros(len(frame), bool)
@@ -383,15 +383,17 @@ def _read_csv(file: Path) -> _Table:
     return _Table({str(c): frame[c].tolist() for c in frame.columns}, row_numbers)
 
 
-def _read_csv_by_records(file: Path, quote_open_at_end: bool) -> _Table:
+def _read_csv_by_records(file: Path) -> _Table:
     """Slower record-by-record CSV reading that names bad lines instead of failing on the first.
 
     A line with more cells than the header is a problem of its row (field
-    ``(line)``); with ``quote_open_at_end`` the last record is the cell whose quote
-    never closes: a problem of its row and column, and it is not read.
+    ``(line)``). A quote that never closes swallows the rest of the file into one
+    cell; a sentinel line after the file's end shows it (it lands inside that
+    cell instead of being a record of its own): a problem of its row and column,
+    and that row is not read.
     """
     with _csv_field_limit_lifted(), open(file, newline="", encoding="utf-8-sig") as lines:
-        reader = csv.reader(lines)
+        reader = csv.reader(chain(lines, [_EOF_SENTINEL + "\n"]))
         header = [name.strip() for name in next(reader, [])]
         records: list[tuple[int, int, list[str]]] = []  # (row, first line, cells)
         line_before = reader.line_num
@@ -399,7 +401,10 @@ def _read_csv_by_records(file: Path, quote_open_at_end: bool) -> _Table:
             records.append((row, line_before + 1, cells))
             line_before = reader.line_num
     problems: list[RowProblem] = []
-    if quote_open_at_end and records:
+    line_before -= 1  # the sentinel's line
+    if records and records[-1][2] == [_EOF_SENTINEL]:
+        records.pop()
+    elif records:  # the sentinel is inside the last cell: its quote never closed
         row, first_line, cells = records.pop()
         column = header[len(cells) - 1] if 0 < len(cells) <= len(header) else "(line)"
         problems.append(RowProblem(str(file), row, _canonical_name(column),
@@ -533,13 +538,15 @@ class _RowValidator:
 
         image_cell = _name_cell("image", cells.image, problem, max_chars=MAX_PATH_BYTES)
         image = self._image_path(image_cell, problem) if image_cell else None
+        problems_before_text = len(self.problems)
         sections = _sections(cells, problem)
+        text_refused = len(self.problems) > problems_before_text
         row_labels = _labels(cells.labels, problem)
         boxes = _boxes(cells.boxes, row_labels, problem)
         split = _split(cells.split, problem)
         patient_id = _name_cell("patient_id", cells.patient_id, problem)
         site = _name_cell("site", cells.site, problem)
-        if image_cell == "" and not any(sections.values()):
+        if image_cell == "" and not any(sections.values()) and not text_refused:
             problem("image", "row has neither an image nor any report text")
         if self.label_set is not None:
             row_labels, boxes = self._within_label_set(row_labels, boxes)
