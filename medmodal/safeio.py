@@ -50,6 +50,8 @@ def load_torch_file(path: str | Path, what: str = "torch file") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():  # garbage or a foreign pickle stream, not a refused object
+            raise UnreadableFileError(f"{path}: not a readable {what} (not a torch file): {_unsupported(err)}") from None
         raise UnsafeFileError(
             f"{path}: refused to load this {what}: it holds Python objects other than tensors and plain "
             f"values ({_unsupported(err)}), and unpickling them could run code. Use only {what}s written "

@@ -17,14 +17,14 @@ another shape (wrong architecture or width).
 from __future__ import annotations
 
 import logging
-import pickle
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from medmodal.safeio import UnreadableFileError, UnsafeFileError, load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,13 @@ def load_pretrained(module: nn.Module, path: str | Path) -> LoadReport:
 
 
 def read_weights_file(path: Path) -> object:
-    """``torch.load`` restricted to tensors and plain containers (no arbitrary pickled code)."""
+    """``torch.load`` restricted to tensors and plain containers (no arbitrary pickled code), via
+    :func:`medmodal.safeio.load_torch_file` (also refuses archives that would inflate past their size)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        return load_torch_file(path, "weights file")
+    except UnsafeFileError as err:
+        raise PretrainedWeightsError(str(err)) from None
+    except UnreadableFileError as err:
         raise PretrainedWeightsError(
             f"{path}: not a readable weights file (expected torch.save of a state_dict or a checkpoint "
             f"dict of tensors and plain values): {err}"

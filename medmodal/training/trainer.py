@@ -181,6 +181,8 @@ def _check_same_config(run: RunDir, config: Config, resume: tuple[Path, dict] | 
         )
     if problem is not None:
         log.warning("%s; the config stored in %s matches, continuing (config.yaml is rewritten)", problem, path)
+        if rank_zero_only.rank == 0:
+            write_config_atomic(config, run.config)
 
 
 def _checkpoint_config(path: Path, state: dict) -> Config:

@@ -61,15 +61,6 @@ def test_killed_and_resumed_training_matches_the_uninterrupted_one(tiny_data, tm
     assert whole_done["resumed"] is False and whole_done["resumes"] == 0
 
 
-def test_rerunning_a_finished_training_keeps_its_record(tiny_run, tiny_data):
-    done = tiny_run / "training_done.json"
-    before = done.read_text()
-    mtime = done.stat().st_mtime_ns
-    result = train(tiny_data, tiny_config(), tiny_run)
-    assert done.read_text() == before and done.stat().st_mtime_ns == mtime
-    assert result.epochs_run == json.loads(before)["epochs_run"]
-
-
 def test_epoch_order_depends_only_on_seed_and_epoch():
     sampler = EpochSeededSampler(50, seed=3)
     orders = []
