@@ -398,10 +398,13 @@ def run_cell(cell: Cell, out: Path, conditions: list[str], settings: EvaluationS
     if not (run_dir / "training_done.json").exists():
         log.info("training %s", cell.id)
         train(cell.data, cell.config, run_dir)
-    train_seconds = json.loads((run_dir / "training_done.json").read_text()).get("seconds", time.time() - t0)
+    training = json.loads((run_dir / "training_done.json").read_text())
+    train_seconds = training.get("seconds", time.time() - t0)
     evaluate_cell(cell, run_dir, folder / "predictions.npz", conditions, settings.seed, progress=progress)
     write_json_atomic(marker, {"fingerprint": cell.fingerprint(), "conditions": conditions,
-                               "train_seconds": train_seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                               "train_seconds": train_seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                               # a killed and resumed training is marked (it reproduces the uninterrupted one)
+                               "resumed": bool(training.get("resumed", False)), "resumes": int(training.get("resumes", 0))})
     return True
 
 
