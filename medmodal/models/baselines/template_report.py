@@ -28,6 +28,7 @@ SENTENCES: dict[str, str] = {
     "pneumothorax": "There is a pneumothorax.",
     "consolidation": "There is airspace consolidation.",
     "edema": "There is pulmonary edema.",
+    "congestion": "There is pulmonary vascular congestion.",
     "atelectasis": "There is atelectasis.",
     "opacity": "There is an opacity.",
     "pneumonia": "Findings are consistent with pneumonia.",
