@@ -1,13 +1,17 @@
 """Read PNG, JPEG and DICOM images as float32 ``[H, W]`` arrays in ``[0, 1]``.
 
-Everything the toolkit reads goes through :func:`load_image`; the manifest check
-uses the cheaper :func:`check_image`, and box normalisation can use
-:func:`image_size` (header only).
+Everything the toolkit reads goes through :func:`read_image` (or :func:`load_image`,
+its pixels only); the manifest check uses the cheaper :func:`check_image`, and box
+normalisation can use :func:`image_size` (header only).
 
 Intensity rules
 ---------------
 * 8-bit PNG / JPEG: ``value / 255``. Colour images are converted to grayscale
-  (PIL's ITU-R 601-2 luma).
+  (PIL's ITU-R 601-2 luma). Palette images go through their palette.
+* Transparency (RGBA, LA, palette with a transparent colour): composited over
+  black, i.e. luma x alpha, so a transparent area reads as "no signal" like the
+  zero image of a missing study (the RGBA NIH exports have alpha 255 throughout
+  and are unchanged).
 * 16-bit (and 32-bit integer / float) PNG / TIFF: per-image min-max scaling.
   Radiographs exported as 16-bit PNG often hold 10-14-bit data, which a fixed
   ``/ 65535`` would turn almost black.
@@ -18,8 +22,22 @@ Intensity rules
   scaled. MONOCHROME1 (white = low values) is inverted so that, as in MONOCHROME2,
   bright means dense. Multi-frame files: the first frame. Colour DICOM: grayscale.
 
-Pixel coordinates are those of the stored raster (EXIF orientation of JPEGs is
-not applied), which is also what manifest boxes refer to.
+Orientation and size
+--------------------
+The EXIF orientation tag (JPEG, TIFF, PNG ``eXIf`` before the image data) is applied:
+images are read as a viewer displays them, and pixel coordinates, manifest boxes
+and :func:`image_size` all refer to that displayed image (width and height
+swapped for a 90-degree orientation). DICOM has no such tag.
+
+``read_image(path, reduce_to=S)`` lets a large JPEG decode at 1/2, 1/4 or 1/8
+scale in the decoder itself (Pillow's ``draft``, DCT scaling), never below S on
+either side: a 2373 x 2373 radiograph bound for a 128 x 128 model input decodes at
+1/8 scale. The returned ``size`` is still the full-scale size, which box
+normalisation needs. Other formats decode in full.
+
+Images far from square are not padded here; :mod:`medmodal.data.dataset` resizes
+each axis to the model input (aspect not kept), and boxes stay valid because they
+are normalised per axis.
 
 Hostile files
 -------------
@@ -43,10 +61,11 @@ import logging
 import os
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pydicom
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
@@ -110,17 +129,28 @@ def is_dicom(path: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------------- public
-def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+class DecodedImage(NamedTuple):
+    """A decoded image and the full-scale size that pixel coordinates (boxes) refer to."""
+
+    pixels: np.ndarray  # float32 [h, w] in [0, 1]; smaller than `size` only with reduce_to
+    size: tuple[int, int]  # (H, W) at full scale, as displayed (EXIF orientation applied)
+
+
+def read_image(
+    path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_to: int | None = None
+) -> DecodedImage:
     """Decode an image file.
 
     Args:
         path: PNG, JPEG, TIFF or DICOM file.
         max_pixels: refuse an image of more pixels (height x width), checked from
             the header before decoding.
+        reduce_to: the side the caller will resize to; a JPEG may then decode at a
+            reduced scale whose sides stay >= ``reduce_to``. None: full scale.
 
     Returns:
-        float32 array ``[H, W]`` with values in ``[0, 1]`` (see module docstring
-        for the intensity rules).
+        the pixels (float32 ``[h, w]`` in ``[0, 1]``, see the module docstring for the
+        intensity rules) and the full-scale ``(H, W)``.
 
     Raises:
         ImageReadError: file missing, not an image, too large, truncated or corrupt,
@@ -130,14 +160,23 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     if not path.is_file():
         raise ImageReadError(path, "file not found")
     try:
-        image = _load_dicom(path, max_pixels) if is_dicom(path) else _load_pil(path, max_pixels)
+        if is_dicom(path):
+            pixels = _load_dicom(path, max_pixels)
+            decoded = DecodedImage(pixels, pixels.shape[:2])
+        else:
+            decoded = _load_pil(path, max_pixels, reduce_to)
     except ImageReadError:
         raise
     except Exception as err:  # any decoder failure becomes one error type naming the file
         raise ImageReadError(path, _describe(err)) from err
-    if image.ndim != 2 or image.size == 0:
-        raise ImageReadError(path, f"decoded to an array of shape {image.shape}, expected [H, W]")
-    return image
+    if decoded.pixels.ndim != 2 or decoded.pixels.size == 0:
+        raise ImageReadError(path, f"decoded to an array of shape {decoded.pixels.shape}, expected [H, W]")
+    return decoded
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The full-scale pixels of :func:`read_image`: float32 ``[H, W]`` in ``[0, 1]``."""
+    return read_image(path, max_pixels=max_pixels).pixels
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -148,8 +187,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             return int(ds.Rows), int(ds.Columns)
         with Image.open(path, formats=PIL_FORMATS) as img:
-            width, height = img.size
-            return height, width
+            return _displayed_size(img)
     except Exception as err:
         raise ImageReadError(path, _describe(err)) from err
 
@@ -204,20 +242,74 @@ def _open_pil(path: Path, max_pixels: int) -> Image.Image:
     return img
 
 
-def _load_pil(path: Path, max_pixels: int) -> np.ndarray:
+# EXIF orientation -> the transpose that shows the image upright (as in ImageOps.exif_transpose)
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image by 90 degrees
+_EIGHT_BIT_MODES = frozenset({"L", "P", "1", "RGB", "CMYK", "YCbCr", "RGBX"})
+_ALPHA_MODES = frozenset({"LA", "RGBA", "PA", "La", "RGBa"})
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 = upright) from the header only.
+
+    PNG: only an ``eXIf`` chunk before the image data counts, because Pillow's
+    ``getexif()`` would decode the whole image to look for a later one.
+    """
+    if img.format == "TIFF":
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    raw = img.info.get("exif")
+    if not raw:
+        return 1
+    exif = Image.Exif()
+    exif.load(raw)
+    return int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+
+
+def _displayed_size(img: Image.Image) -> tuple[int, int]:
+    """``(H, W)`` after the EXIF orientation, from the header (no decoding)."""
+    width, height = img.size
+    if _orientation(img) in _SWAPPING_ORIENTATIONS:
+        return width, height
+    return height, width
+
+
+def _load_pil(path: Path, max_pixels: int, reduce_to: int | None = None) -> DecodedImage:
     with _open_pil(path, max_pixels) as img:
+        size = _displayed_size(img)
+        orientation = _orientation(img)
+        if reduce_to and img.format == "JPEG":
+            img.draft("L", (reduce_to, reduce_to))  # DCT scaling: sides stay >= reduce_to
         img.load()
-        if img.mode in ("L", "P", "1", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "PA", "RGBX"):
-            gray = np.asarray(img.convert("L"), dtype=np.float32)
-            return gray / np.float32(255.0)
-        if img.mode.startswith("I") or img.mode == "F":  # I;16, I;16B, I (32-bit), F (float)
-            return _min_max_scale(np.asarray(img, dtype=np.float64))
-        raise ImageReadError(path, f"unsupported image mode {img.mode!r}")
+        upright = img.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else img
+        return DecodedImage(_pil_to_unit_gray(path, upright), size)
+
+
+def _pil_to_unit_gray(path: Path, img: Image.Image) -> np.ndarray:
+    """A Pillow image -> float32 ``[H, W]`` in [0, 1] (rules in the module docstring)."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in _ALPHA_MODES:
+        gray_alpha = np.asarray(img.convert("LA"), dtype=np.float32)
+        return gray_alpha[..., 0] * gray_alpha[..., 1] / np.float32(255.0 * 255.0)
+    if img.mode in _EIGHT_BIT_MODES:
+        return np.asarray(img.convert("L"), dtype=np.float32) / np.float32(255.0)
+    if img.mode.startswith("I") or img.mode == "F":  # I;16, I;16B, I (32-bit), F (float)
+        return _min_max_scale(np.asarray(img, dtype=np.float64))
+    raise ImageReadError(path, f"unsupported image mode {img.mode!r}")
 
 
 def _check_pil(path: Path, max_pixels: int) -> tuple[int, int]:
     with _open_pil(path, max_pixels) as img:
         width, height = img.size
+        displayed = _displayed_size(img)
         if img.format == "PNG":
             img.verify()
         elif img.format == "JPEG":
@@ -225,7 +317,7 @@ def _check_pil(path: Path, max_pixels: int) -> tuple[int, int]:
             img.load()
         else:
             img.load()
-    return height, width
+    return displayed
 
 
 # ----------------------------------------------------------------------- DICOM
