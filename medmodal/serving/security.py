@@ -126,15 +126,15 @@ def validate_api_key(key: str) -> None:
     """
     if not isinstance(key, str) or not key:
         raise ValueError("the API key is empty")
-    if key != key.strip():
-        raise ValueError("the API key starts or ends with whitespace (HTTP strips it; the key could never match)")
-    if any(not (32 <= ord(ch) < 127) for ch in key):
-        raise ValueError("the API key must be printable ASCII (it travels in an HTTP header)")
     if sum(not ch.isspace() for ch in key) < MIN_API_KEY_CHARS:
         raise ValueError(
             f"the API key is too short: use at least {MIN_API_KEY_CHARS} non-space characters "
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
+    if key != key.strip():
+        raise ValueError("the API key starts or ends with whitespace (HTTP strips it; the key could never match)")
+    if any(not (32 <= ord(ch) < 127) for ch in key):
+        raise ValueError("the API key must be printable ASCII (it travels in an HTTP header)")
 
 
 def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> list[str]:

@@ -15,7 +15,14 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from medmodal.serving.app import create_app
-from medmodal.serving.security import ServingLimits, is_loopback, require_api_key_for
+from medmodal.serving.security import (
+    ServingLimits,
+    allowed_hosts,
+    is_loopback,
+    redact_paths,
+    require_api_key_for,
+    validate_api_key,
+)
 
 from .conftest import LiveServer, local_client
 
@@ -230,3 +237,110 @@ def test_32_concurrent_clients_on_a_real_server(tiny_run, predictor):
     with LiveServer(create_app(tiny_run, predictor=predictor)) as server:
         statuses = asyncio.run(run_all(server.url))
     assert statuses == [200] * 32
+
+
+# ------------------------------------------------------ issue 11: hostile inputs
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST"])
+def test_loopback_host_headers_are_answered(client, host):
+    assert client.get("/v1/health", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.nip.io", "localhost.evil.example"])
+def test_foreign_host_header_is_refused(client, host):
+    # DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends its own name as Host.
+    response = client.get("/v1/model", headers={"Host": host})
+    assert response.status_code == 400
+    assert "labels" not in response.text
+    assert predict(client, png_bytes(), text="cough").status_code == 200  # the real host still works
+
+
+def test_configured_host_names_are_answered(tiny_run, predictor):
+    hosts = allowed_hosts("0.0.0.0", ["xray.example.org"])
+    with local_client(create_app(tiny_run, predictor=predictor, allowed_hosts=hosts, api_key=KEY)) as c:
+        assert c.get("/v1/health", headers={"Host": "xray.example.org:8000"}).status_code == 200
+        assert c.get("/v1/health", headers={"Host": "other.example.org"}).status_code == 400
+
+
+def test_allowed_hosts_for_a_bind_address():
+    assert allowed_hosts("127.0.0.1") == ["localhost", "127.0.0.1", "::1", "[::1]"]
+    assert allowed_hosts("10.1.2.3")[-1] == "10.1.2.3"
+    assert "[fd00::5]" in allowed_hosts("fd00::5")
+    with pytest.raises(ValueError, match="--allowed-host"):
+        allowed_hosts("0.0.0.0")  # a wildcard bind cannot know its own names
+    with pytest.raises(ValueError, match="wildcards"):
+        allowed_hosts("0.0.0.0", ["*"])
+
+
+def test_validation_errors_never_echo_the_submitted_values(client):
+    name = "Zebediah_Quux_1961-02-03.txt"
+    as_file = client.post("/v1/predict", files={"text": (name, b"Zebediah Quux, left effusion", "text/plain")})
+    as_text = client.post("/v1/predict", data={"image": "Zebediah_Quux.png"})
+    for response in (as_file, as_text):
+        assert response.status_code == 422, response.text
+        assert "Zebediah" not in response.text and "effusion" not in response.text
+        assert response.json()["detail"][0]["loc"][-1] in ("text", "image")  # the field is named
+
+
+def test_two_images_in_one_upload_are_refused(client):
+    files = [("image", ("a.png", png_bytes(), "image/png")), ("image", ("b.png", jpeg_bytes(), "image/jpeg"))]
+    response = client.post("/v1/predict", files=files)
+    assert response.status_code == 422
+    assert "'image' was sent 2 times" in response.json()["detail"]
+    twice = client.post("/v1/predict", data={"text": ["cough", "fever"]})
+    assert twice.status_code == 422 and "'text'" in twice.json()["detail"]
+
+
+def test_model_info_shows_no_server_paths(client, tiny_run):
+    text = client.get("/v1/model").text
+    assert str(tiny_run) not in text and str(tiny_run.parent) not in text
+
+    def strings(value):
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+        elif isinstance(value, str):
+            yield value
+
+    info = client.get("/v1/model").json()
+    assert info["training"]["best_checkpoint"] == "best.ckpt"  # was the absolute path
+    assert not [s for s in strings(info) if s.startswith("/") or s[1:3] in (":\\", ":/")]
+
+
+def test_redact_paths():
+    value = {"a": "/srv/runs/x/best.ckpt", "b": ["C:\\runs\\x\\m.ckpt", "~/data/y.csv", "relative/z.csv"],
+             "c": 3, "d": "plain text", "e": "/"}
+    assert redact_paths(value) == {"a": "best.ckpt", "b": ["m.ckpt", "y.csv", "relative/z.csv"], "c": 3,
+                                   "d": "plain text", "e": "/"}
+
+
+@pytest.mark.parametrize("key, words", [
+    (" " * 40, "too short"), ("short-key", "too short"), ("a b c d e f g h i j k l m n o", "too short"),
+    (" " + "k" * 20, "whitespace"), ("k" * 20 + "\n", "whitespace"), ("ключ" * 8, "ASCII"), ("", "empty"),
+])
+def test_weak_api_keys_are_refused_at_start_up(tiny_run, predictor, key, words):
+    with pytest.raises(ValueError, match=words):
+        validate_api_key(key)
+    with pytest.raises(ValueError, match=words):
+        create_app(tiny_run, predictor=predictor, api_key=key)
+    with pytest.raises(ValueError) as raised:
+        validate_api_key(key)
+    assert not key.strip() or key.strip() not in str(raised.value)  # the key itself is never printed
+
+
+def test_serve_cli_refuses_a_key_of_spaces(tiny_run, capsys, monkeypatch):
+    from medmodal.cli.main import main
+
+    monkeypatch.setenv("MEDMODAL_TEST_KEY", " " * 32)
+    assert main(["serve", str(tiny_run), "--api-key-env", "MEDMODAL_TEST_KEY"]) == 2
+    assert "MEDMODAL_TEST_KEY" in capsys.readouterr().err
+
+
+def test_serve_cli_refuses_a_wildcard_bind_without_host_names(tiny_run, capsys, monkeypatch):
+    from medmodal.cli.main import main
+
+    monkeypatch.setenv("MEDMODAL_TEST_KEY", KEY)
+    assert main(["serve", str(tiny_run), "--host", "0.0.0.0", "--api-key-env", "MEDMODAL_TEST_KEY"]) == 2
+    assert "--allowed-host" in capsys.readouterr().err
