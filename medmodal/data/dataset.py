@@ -28,7 +28,8 @@ is the target sections joined with a plain space (:data:`TARGET_SEP`): the model
 writes one running report, and its decoded output compares directly with
 references in text metrics.
 
-Images: decoded by :func:`~medmodal.data.images.load_image`, resized to S x S
+Images: decoded by :func:`~medmodal.data.images.read_image` (a large JPEG at a reduced scale
+still >= S, by DCT scaling), resized to S x S
 with an antialiased bilinear filter (``torch.nn.functional.interpolate``: MONAI's
 ``Resize(anti_aliasing=True)`` Gaussian pre-filter costs ~0.6 s on a 2048 x 2048
 radiograph against ~15 ms). The aspect ratio is not kept (a plain resize); boxes
@@ -73,7 +74,7 @@ from monai.transforms import (
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from medmodal.config import AugmentConfig, DataConfig
-from medmodal.data.images import ImageReadError, load_image
+from medmodal.data.images import ImageReadError, read_image
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Box, Study
 
@@ -375,13 +376,13 @@ class StudyDataset(Dataset):
         if study.image is None or index in self._failed:
             return None
         try:
-            decoded = load_image(study.image)
+            decoded = read_image(study.image, reduce_to=self.image_size)
         except ImageReadError as err:
             self._failed.add(index)
             logger.warning("study %s: image not used (zero image, has_image=False): %s", study.id, err)
             return None
-        pixels = (resize_image(decoded, self.image_size) * 255.0).round_().to(torch.uint8)
-        entry = (pixels, (int(decoded.shape[0]), int(decoded.shape[1])))
+        pixels = (resize_image(decoded.pixels, self.image_size) * 255.0).round_().to(torch.uint8)
+        entry = (pixels, (int(decoded.size[0]), int(decoded.size[1])))  # full-scale size: boxes refer to it
         if self.cache_images:
             self._cache[index] = entry
         return entry

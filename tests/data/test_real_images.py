@@ -149,3 +149,22 @@ def test_16_bit_png_and_palette_png(tmp_path):
     np.testing.assert_allclose(load_image(tmp_path / "a.png")[0], np.linspace(0, 1, 30), atol=1e-3)
     Image.fromarray(gradient(8, 8)).convert("P").save(tmp_path / "p.png")
     np.testing.assert_allclose(load_image(tmp_path / "p.png"), gradient(8, 8) / 255.0, atol=1.5 / 255)
+
+
+def test_dataset_decodes_a_large_jpeg_reduced_and_normalises_boxes_by_its_full_size(tmp_path):
+    """A 2400 x 1200 JPEG bound for 32 x 32 decodes at 1/8 scale; the box keeps its full-scale meaning."""
+    from medmodal.data.dataset import StudyDataset
+    from medmodal.data.tokenizer import ReportTokenizer
+    from medmodal.data.types import Box, Study
+
+    pixels = np.zeros((1200, 2400), np.uint8)
+    pixels[300:900, 600:1800] = 255
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=95)
+    assert read_image(tmp_path / "big.jpg", reduce_to=32).pixels.shape == (150, 300)
+    study = Study(id="a", row=2, image=tmp_path / "big.jpg", labels=["nodule"],
+                  boxes=[Box("nodule", (600.0, 300.0, 1800.0, 900.0))])  # fmt: skip
+    dataset = StudyDataset([study], ReportTokenizer.train(["x y"], min_freq=1), ["nodule"], image_size=32)
+    item = dataset[0]
+    torch.testing.assert_close(item["boxes"][0], torch.tensor([0.25, 0.25, 0.75, 0.75]))
+    image = item["image"][0] * 0.25 + 0.5  # back to [0, 1]
+    assert image[16, 16] > 0.95 and image[2, 2] < 0.05  # the bright block sits where the box says
