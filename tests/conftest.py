@@ -32,6 +32,13 @@ def tiny_config(**extra):
     return apply_overrides(Config(), {**TINY_OVERRIDES, **extra})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_index_key(tmp_path_factory) -> None:
+    """Index caches are signed with a per-user key (medmodal.retrieval.index.local_key): the tests'
+    key lives in their temporary folder, not in ~/.cache."""
+    os.environ.setdefault("MEDMODAL_KEY_FILE", str(tmp_path_factory.mktemp("keys") / "index.key"))
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """120 synthetic studies at 64 px (all splits present)."""

@@ -15,8 +15,13 @@ search fast at 100k+ studies, and its exact index is a tuned BLAS matmul + heap 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import logging
 import math
+import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +31,7 @@ import numpy as np
 IndexKind = Literal["flat", "ivf", "hnsw"]
 KINDS = ("flat", "ivf", "hnsw")
 _MIN_POINTS_PER_CELL = 39  # faiss k-means wants at least 39 training points per centroid
+log = logging.getLogger(__name__)
 
 
 def as_float32_matrix(vectors: np.ndarray, dim: int | None = None, name: str = "vectors") -> np.ndarray:
@@ -77,6 +83,7 @@ class VectorIndex:
         self.params = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search,
                        "ef_construction": ef_construction}  # fmt: skip
         self._index: faiss.Index | None = None
+        self._vectors: np.ndarray | None = None  # what was indexed, for save()
 
     # -------------------------------------------------------------------- build
     def build(self, vectors: np.ndarray) -> VectorIndex:
@@ -89,6 +96,7 @@ class VectorIndex:
             index.train(data)
         index.add(data)
         self._index = index
+        self._vectors = data
         return self
 
     def _new_index(self, n: int) -> faiss.Index:
@@ -137,26 +145,125 @@ class VectorIndex:
 
     # -------------------------------------------------------------------- files
     def save(self, path: str | Path) -> None:
-        """Write ``path`` (faiss binary) and ``path.json`` (kind, parameters)."""
-        if self._index is None:
+        """Write ``path`` (faiss binary), ``path.npy`` (the indexed vectors) and ``path.json``
+        (kind, parameters, and a keyed hash of the faiss file, see :meth:`load`)."""
+        if self._index is None or self._vectors is None:
             raise RuntimeError("nothing to save: the index is empty")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._index, str(path))
-        Path(f"{path}.json").write_text(json.dumps({"dim": self.dim, "kind": self.kind, "params": self.params}))
+        np.save(vectors_path(path), self._vectors, allow_pickle=False)
+        meta = {"dim": self.dim, "kind": self.kind, "params": self.params, "size": self.size,
+                "mac": file_mac(path)}  # fmt: skip
+        Path(f"{path}.json").write_text(json.dumps(meta))
 
     @classmethod
     def load(cls, path: str | Path) -> VectorIndex:
-        """Read an index written by :meth:`save`."""
+        """Read an index written by :meth:`save`, never trusting the files more than needed.
+
+        The faiss binary is parsed by faiss's C++ reader, which is not hardened against crafted
+        input (a forged length can allocate gigabytes), so it is read only when its keyed hash
+        (:func:`file_mac`, a key private to this user) shows it was written on this machine.
+        Otherwise (a run folder from someone else) the index is rebuilt from ``path.npy``, read
+        with ``allow_pickle=False`` after checking its header against its size; ``ivf`` and
+        ``hnsw`` rebuilds take seconds to minutes for 100k vectors.
+        """
         path = Path(path)
         meta_path = Path(f"{path}.json")
-        if not path.is_file() or not meta_path.is_file():
-            raise FileNotFoundError(f"vector index not found: {path} (and {meta_path.name})")
-        meta = json.loads(meta_path.read_text())
+        if not vectors_path(path).is_file() or not meta_path.is_file():
+            raise FileNotFoundError(f"vector index not found: {path} (needs {vectors_path(path).name} and {meta_path.name})")
+        meta = read_meta(meta_path)
+        vectors = read_vectors(vectors_path(path), meta["dim"])
         index = cls(meta["dim"], meta["kind"], **meta["params"])
-        index._index = faiss.read_index(str(path))
-        if meta["kind"] == "ivf":
-            faiss.extract_index_ivf(index._index).nprobe = min(meta["params"]["nprobe"], meta["params"]["nlist"])
-        elif meta["kind"] == "hnsw":
-            index._index.hnsw.efSearch = meta["params"]["ef_search"]
-        return index
+        mac = file_mac(path) if path.is_file() else None
+        if mac is not None and hmac.compare_digest(mac, str(meta.get("mac", ""))):
+            index._index = faiss.read_index(str(path))
+            if index._index.d != index.dim or index._index.ntotal != len(vectors):
+                raise ValueError(f"{path}: holds {index._index.ntotal} vectors of width {index._index.d}, "
+                                 f"{vectors_path(path).name} {vectors.shape}")  # fmt: skip
+            index._vectors = vectors
+            index._apply_search_params()
+            return index
+        log.info("%s: not written on this machine (or changed); rebuilding the index from %s",
+                 path, vectors_path(path).name)  # fmt: skip
+        return index.build(vectors)
+
+    def _apply_search_params(self) -> None:
+        p = self.params
+        if self.kind == "ivf":
+            faiss.extract_index_ivf(self._index).nprobe = min(p["nprobe"], p["nlist"])
+        elif self.kind == "hnsw":
+            self._index.hnsw.efSearch = p["ef_search"]
+
+
+def vectors_path(path: Path) -> Path:
+    return Path(f"{path}.npy")
+
+
+_PARAM_LIMITS = {"nlist": 1 << 20, "nprobe": 1 << 20, "hnsw_m": 256, "ef_search": 1 << 16, "ef_construction": 1 << 16}
+_MAX_DIM = 1 << 16
+
+
+def read_meta(path: Path) -> dict:
+    """``path.json`` of an index, checked: known kind, sane width and parameters (no huge graphs)."""
+    try:
+        meta = json.loads(path.read_text())
+        dim, kind, params = int(meta["dim"]), meta["kind"], dict(meta["params"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a vector index description ({err})") from None
+    if kind not in KINDS or not 1 <= dim <= _MAX_DIM:
+        raise ValueError(f"{path}: unknown index kind {kind!r} or width {dim}")
+    unknown = sorted(set(params) - set(_PARAM_LIMITS))
+    if unknown:
+        raise ValueError(f"{path}: unknown index parameters {unknown}")
+    for name, value in params.items():
+        if value is None and name == "nlist":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _PARAM_LIMITS[name]:
+            raise ValueError(f"{path}: index parameter {name}={value!r} outside 1..{_PARAM_LIMITS[name]}")
+    return {**meta, "dim": dim, "kind": kind, "params": params}
+
+
+def read_vectors(path: Path, dim: int) -> np.ndarray:
+    """A float32 [N, dim] ``.npy`` file, its header checked against the file size before reading."""
+    with path.open("rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = read_header[version](fh)  # the header only; no data read yet
+        except (ValueError, EOFError, SyntaxError) as err:
+            raise ValueError(f"{path}: not a .npy vector file ({err})") from None
+        data_bytes = path.stat().st_size - fh.tell()
+    if dtype != np.dtype("<f4") or fortran or len(shape) != 2 or shape[1] != dim:
+        raise ValueError(f"{path}: expected float32 vectors [N, {dim}], got {dtype} {shape}")
+    if shape[0] * dim * 4 != data_bytes:
+        raise ValueError(f"{path}: header says {shape[0]} x {dim} vectors, the file holds {data_bytes} bytes of data")
+    vectors = np.load(path, allow_pickle=False)
+    return as_float32_matrix(vectors, dim, str(path))
+
+
+def file_mac(path: Path) -> str:
+    """HMAC-SHA256 of ``path``'s bytes under this user's local key (:func:`local_key`)."""
+    digest = hmac.new(local_key(), digestmod=hashlib.sha256)
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def local_key() -> bytes:
+    """A random key private to this user (``$MEDMODAL_KEY_FILE``, else ``~/.cache/medmodal/index.key``,
+    mode 0600), created on first use. It never leaves the machine: files hashed with it are the
+    ones this user wrote."""
+    path = Path(os.environ.get("MEDMODAL_KEY_FILE") or Path.home() / ".cache" / "medmodal" / "index.key")
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+        except FileExistsError:
+            pass  # another process created it meanwhile
+    return path.read_bytes()

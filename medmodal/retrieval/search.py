@@ -2,13 +2,15 @@
 
 The dataset's studies are embedded once and their two indexes (images, reports) cached in
 ``RUN/index/``; the cache is rebuilt when the dataset's manifest, the index kind or the
-model checkpoint changes.
+model checkpoint changes. A cached faiss file is read only if this user wrote it
+(:meth:`medmodal.retrieval.index.VectorIndex.load`); one from another machine is rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from medmodal.retrieval.index import IndexKind, VectorIndex
 from medmodal.training.pretrain import PretrainedRun
 from medmodal.training.run import write_json_atomic
 from medmodal.training.trainer import read_dataset
+
+log = logging.getLogger(__name__)
 
 
 def _fingerprint(run: PretrainedRun, manifest_path: Path, kind: str) -> str:
@@ -55,8 +59,11 @@ class StudySearch:
         key = _fingerprint(run, Path(manifest.path), kind)
         if meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == key:
             meta = json.loads(meta_path.read_text())
-            return cls(run, studies, VectorIndex.load(folder / "images.faiss"), VectorIndex.load(folder / "reports.faiss"),
-                       np.array(meta["image_rows"], dtype=np.int64), np.array(meta["text_rows"], dtype=np.int64))  # fmt: skip
+            try:
+                return cls(run, studies, VectorIndex.load(folder / "images.faiss"), VectorIndex.load(folder / "reports.faiss"),
+                           np.array(meta["image_rows"], dtype=np.int64), np.array(meta["text_rows"], dtype=np.int64))  # fmt: skip
+            except (FileNotFoundError, ValueError, KeyError, TypeError) as err:  # an older or damaged cache
+                log.warning("%s: cached index not usable (%s); rebuilding it", folder, err)
         search = cls.build(run, studies, kind)
         search.image_index.save(folder / "images.faiss")
         search.text_index.save(folder / "reports.faiss")

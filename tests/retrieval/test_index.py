@@ -79,3 +79,79 @@ def test_default_nlist_respects_training_points_per_cell():
     assert default_nlist(100_000) == int(4 * 100_000**0.5)
     assert default_nlist(100) == 2
     assert default_nlist(10) == 1
+
+
+# ------------------------------------------------------------- files from someone else
+@pytest.fixture
+def own_key(tmp_path, monkeypatch):
+    """A private key file for this test (not the user's ~/.cache one)."""
+    monkeypatch.setenv("MEDMODAL_KEY_FILE", str(tmp_path / "key"))
+
+
+def _count_faiss_reads(monkeypatch):
+    import faiss
+
+    import medmodal.retrieval.index as index_module
+
+    calls = []
+    real = faiss.read_index
+
+    def counting(path, *args):
+        calls.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(index_module.faiss, "read_index", counting)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_own_index_is_read_and_a_foreign_one_is_rebuilt_without_parsing_it(tmp_path, data, own_key, monkeypatch, kind):
+    items, queries = data
+    index = VectorIndex(32, kind).build(items)
+    index.save(tmp_path / "x.faiss")
+    reads = _count_faiss_reads(monkeypatch)
+    assert np.array_equal(VectorIndex.load(tmp_path / "x.faiss").search(queries, 5)[1], index.search(queries, 5)[1])
+    assert len(reads) == 1  # written here: faiss reads it
+
+    # Someone else's run folder: the faiss file is crafted (garbage that faiss might choke on)
+    (tmp_path / "x.faiss").write_bytes(b"IxFI" + b"\xff" * 64)
+    rebuilt = VectorIndex.load(tmp_path / "x.faiss")
+    assert len(reads) == 1  # never handed to faiss's reader
+    assert rebuilt.kind == kind and rebuilt.size == len(items)
+    assert np.array_equal(rebuilt.search(queries, 5)[1], index.search(queries, 5)[1])
+
+
+def test_another_users_key_means_a_rebuild(tmp_path, data, monkeypatch):
+    items, _ = data
+    monkeypatch.setenv("MEDMODAL_KEY_FILE", str(tmp_path / "their.key"))
+    VectorIndex(32).build(items).save(tmp_path / "x.faiss")
+    monkeypatch.setenv("MEDMODAL_KEY_FILE", str(tmp_path / "my.key"))
+    reads = _count_faiss_reads(monkeypatch)
+    assert VectorIndex.load(tmp_path / "x.faiss").size == len(items)
+    assert reads == []
+    assert (tmp_path / "my.key").stat().st_mode & 0o077 == 0  # the key is private to its owner
+
+
+def test_vector_file_header_is_checked_before_reading(tmp_path, own_key):
+    VectorIndex(8).build(_unit(10, 8, 3)).save(tmp_path / "x.faiss")
+    npy = tmp_path / "x.faiss.npy"
+    with npy.open("wb") as fh:  # claims 320 GB, holds 320 bytes
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (10**10, 8)})
+        fh.write(b"\0" * 320)
+    with pytest.raises(ValueError, match="header says 10000000000 x 8 vectors"):
+        VectorIndex.load(tmp_path / "x.faiss")
+    np.save(npy, np.array([{"a": 1}], dtype=object), allow_pickle=True)  # a pickled object
+    with pytest.raises(ValueError, match="expected float32 vectors"):
+        VectorIndex.load(tmp_path / "x.faiss")
+
+
+def test_index_parameters_that_would_exhaust_memory_are_refused(tmp_path, own_key):
+    import json
+
+    VectorIndex(8, "hnsw").build(_unit(10, 8, 3)).save(tmp_path / "x.faiss")
+    meta_path = tmp_path / "x.faiss.json"
+    meta = json.loads(meta_path.read_text())
+    meta["params"]["hnsw_m"] = 10**7
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="hnsw_m"):
+        VectorIndex.load(tmp_path / "x.faiss")
