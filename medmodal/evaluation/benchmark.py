@@ -161,10 +161,22 @@ def grid_from_dict(data: Any, source: str = "<dict>", base_dir: Path | None = No
         raise ConfigError("\n".join(lines)) from None
     for name in grid.models:
         try:
-            model_config(grid, name, grid.seeds[0], base_dir)
+            check_baseline_cell(model_config(grid, name, grid.seeds[0], base_dir))
         except ConfigError as err:
             raise ConfigError(f"{source}: model '{name}': {err}") from None
     return grid
+
+
+def check_baseline_cell(config: Config) -> None:
+    """A baseline model of the grid (``baseline.classifier`` set) must build; the benchmark scores
+    classification, so a baseline cell needs a classifier."""
+    from medmodal.training.baselines import build_baselines, is_baseline_config
+
+    if not is_baseline_config(config):
+        return
+    if config.baseline.classifier is None:
+        raise ConfigError("baseline: a benchmark cell scores classification; set baseline.classifier")
+    build_baselines(config)
 
 
 def model_config(grid: GridConfig, model: str, seed: int, base_dir: Path | None = None) -> Config:
@@ -180,8 +192,13 @@ def model_config(grid: GridConfig, model: str, seed: int, base_dir: Path | None 
 
 
 def model_role(config: Config) -> Literal["image", "text", "fusion"]:
-    """``image`` / ``text`` for a unimodal baseline, ``fusion`` for a model that uses both."""
-    return "fusion" if config.model.modalities == "both" else config.model.modalities
+    """``image`` / ``text`` for a unimodal model, ``fusion`` for a model that uses both (deep or baseline)."""
+    from medmodal.training.baselines import build_baselines, is_baseline_config
+
+    modality = config.model.modalities
+    if is_baseline_config(config) and config.baseline.classifier is not None:
+        modality = build_baselines(config)["classifier"].modality
+    return "fusion" if modality == "both" else modality
 
 
 # ----------------------------------------------------------------------- cells
@@ -374,6 +391,7 @@ def run_benchmark(
 
 def run_cell(cell: Cell, out: Path, conditions: list[str], settings: EvaluationSettings, *, progress: bool = False) -> bool:
     """Train (or resume) and evaluate one cell; False if it was already done."""
+    from medmodal.training.baselines import fit_baseline, is_baseline_config
     from medmodal.training.trainer import train
 
     folder = cell.folder(out)
@@ -397,7 +415,10 @@ def run_cell(cell: Cell, out: Path, conditions: list[str], settings: EvaluationS
     t0 = time.time()
     if not (run_dir / "training_done.json").exists():
         log.info("training %s", cell.id)
-        train(cell.data, cell.config, run_dir)
+        if is_baseline_config(cell.config):
+            fit_baseline(cell.data, cell.config, run_dir, force=True)  # seconds: no partial fit to resume
+        else:
+            train(cell.data, cell.config, run_dir)
     training = json.loads((run_dir / "training_done.json").read_text())
     train_seconds = training.get("seconds", time.time() - t0)
     evaluate_cell(cell, run_dir, folder / "predictions.npz", conditions, settings.seed, progress=progress)
@@ -415,9 +436,13 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
     ``probs__<condition>`` [N, C] per condition.
     """
     from medmodal.evaluation.evaluate import predict_split
+    from medmodal.training.baselines import is_baseline_run
     from medmodal.training.loading import load_trained
     from medmodal.training.trainer import read_dataset
 
+    if is_baseline_run(run_dir):
+        evaluate_baseline_cell(cell, run_dir, path, conditions, seed)
+        return
     trained = load_trained(run_dir)
     cfg = trained.config
     studies = read_dataset(cell.data, cfg, labels=trained.labels).split("test")
@@ -435,6 +460,31 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
     arrays["ids"] = np.array([s.id for s in studies])
     arrays["sites"] = np.array([s.site or "" for s in studies])
     arrays["labels"] = np.array(trained.labels)
+    _save_npz(path, arrays)
+
+
+def evaluate_baseline_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], seed: int) -> None:
+    """:func:`evaluate_cell` for a baseline run: the same arrays, the same hidden studies per condition."""
+    from medmodal.evaluation.evaluate_baseline import predict_baseline_split
+    from medmodal.training.baselines import load_baseline
+    from medmodal.training.trainer import read_dataset
+
+    fitted = load_baseline(run_dir)
+    studies = read_dataset(cell.data, fitted.config, labels=fitted.labels).split("test")
+    if not studies:
+        raise ValueError(f"{cell.data}: the test split is empty")
+    arrays: dict[str, np.ndarray] = {}
+    for condition in conditions:
+        preds = predict_baseline_split(fitted, studies, generate=False, hide=hide_masks(condition, len(studies), seed))
+        arrays[f"probs__{condition}"] = preds.probs.astype(np.float32)
+        arrays["targets"] = preds.targets.astype(np.int8)
+    arrays["ids"] = np.array([s.id for s in studies])
+    arrays["sites"] = np.array([s.site or "" for s in studies])
+    arrays["labels"] = np.array(fitted.labels)
+    _save_npz(path, arrays)
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
