@@ -255,7 +255,13 @@ def write_import(
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "manifest.csv"
     pd.DataFrame(kept, columns=columns).fillna("").to_csv(manifest_path, index=False)
-    manifest = read_manifest(manifest_path, check_images=check_images)
+    outside = images_outside(kept, out_dir)
+    if outside:
+        logger.warning("%s: %d image(s) are referenced in place outside %s; train with data.allow_outside_paths: "
+                       "true (--allow-outside-paths), or import with --copy-images, or write OUT into the image "
+                       "folder", format_name, outside, out_dir)  # fmt: skip
+    manifest = read_manifest(manifest_path, check_images=check_images, allow_outside_paths=bool(outside))
+    notes = {**(notes or {}), "images_outside_out": outside}
     return ImportResult(
         format=format_name,
         manifest_path=manifest_path,
@@ -265,5 +271,15 @@ def write_import(
         without_image=len(rows) - len(kept),
         problems=problems,
         manifest=manifest,
-        notes=notes or {},
+        notes=notes,
     )
+
+
+def images_outside(rows: Iterable[dict[str, Any]], out_dir: Path) -> int:
+    """How many rows' ``image`` cells lead outside ``out_dir`` (referenced in place, not copied).
+
+    The manifest reader refuses such paths unless ``allow_outside_paths`` is set; the
+    import itself names the folder on purpose, so its read-back allows them and says so.
+    """
+    root = out_dir.resolve()
+    return sum(1 for r in rows if r.get("image") and not (root / r["image"]).resolve().is_relative_to(root))

@@ -80,6 +80,7 @@ def import_nih(
     splits: SplitPolicy = "official",
     val_fraction: float = 0.1,
     seed: int = 0,
+    any_finding: str | None = None,
     strict: bool = False,
     check_images: bool = False,
 ) -> ImportResult:
@@ -91,6 +92,8 @@ def import_nih(
         images: folder searched (recursively) for the PNGs; default: the source folder.
         copy_images: copy the images into ``out_dir/images`` instead of referencing them in place.
         splits, val_fraction, seed: see the module docstring.
+        any_finding: also give every image with at least one finding this label
+            (e.g. ``abnormal``, for a normal-vs-abnormal task with ``data.labels: [abnormal]``).
         strict: raise on any bad source row instead of leaving it out.
         check_images: decode-check every image when reading the manifest back.
     """
@@ -102,9 +105,13 @@ def import_nih(
     boxes = read_boxes(_optional(folder, BBOX_LIST), entries, problems) if source.is_dir() else {}
     image_folder = ImageFolder(images if images is not None else folder, out, copy=copy_images)
     split_of = _official_splits(folder, entries, val_fraction, seed) if splits == "official" else {}
+    extra_label = label_name(any_finding) if any_finding else ""
+    if extra_label in {label_name(n) for n in NIH_FINDINGS}:
+        raise ValueError(f"any_finding {any_finding!r} is one of the NIH findings; choose another name")
     rows = []
     for entry in entries.values():
         path = image_folder.by_name(entry.image_index)
+        labels = entry.labels + [extra_label] if extra_label and entry.labels else entry.labels
         split = split_of.get(entry.image_index, "")
         if splits == "folders" and path is not None:
             split = split_from_folders(path.relative_to(image_folder.root))
@@ -112,7 +119,7 @@ def import_nih(
             "id": Path(entry.image_index).stem,
             "patient_id": entry.patient_id,
             "image": image_folder.cell(path) if path is not None else "",
-            "labels": ";".join(entry.labels),
+            "labels": ";".join(labels),
             "boxes": _scaled_boxes(boxes.get(entry.image_index, []), path),
             "split": split,
             **entry.extra,

@@ -87,7 +87,9 @@ FORMATS: dict[str, ImportFormat] = {
              Option("--splits", "splits", "official (train_val_list / test_list), folders (parent folder named "
                     "train/val/test) or none", choices=("official", "folders", "none"), default="official"),
              Option("--val-fraction", "val_fraction", "share of train_val patients put in val (official splits)", float),
-             Option("--seed", "seed", "seed of that choice", int)),
+             Option("--seed", "seed", "seed of that choice", int),
+             Option("--any-finding", "any_finding", "also label images with any finding so (e.g. abnormal: a "
+                    "normal-vs-abnormal task with data.labels: [abnormal])")),
         ),
         ImportFormat(
             "chexpert", "CheXpert: train.csv / valid.csv (+ images), uncertain-label policy",

@@ -189,7 +189,7 @@ def import_vqa_rad(
     rows = [{"id": Path(name).stem, "image": _relative(images_dir / name, out), "organ": organs[name]} for name in sorted(present)]
     pd.DataFrame(rows, columns=MANIFEST_COLUMNS).to_csv(manifest_path, index=False)
     write_qa(qa_path, qa)
-    manifest = read_manifest(manifest_path, check_images=check_images)
+    manifest = read_manifest(manifest_path, check_images=check_images, allow_outside_paths=True)  # images in place
     return VQARadImport(
         manifest_path=manifest_path,
         qa_path=qa_path,
