@@ -59,6 +59,8 @@ class DataConfig(_Section):
     check_images: bool = True
     # Accept manifest image paths that resolve (after symlinks) outside the manifest's folder.
     allow_outside_paths: bool = False
+    # Keep only manifest rows with these views: names ("PA") or "frontal" / "lateral"; None = all rows.
+    views: list[str] | None = Field(None, min_length=1)
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split_seed: int = 0
     num_workers: int = Field(0, ge=0)

@@ -45,6 +45,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
         "data.image_size": args.image_size,
         "data.on_bad_row": args.on_bad_row,
         "data.allow_outside_paths": True if getattr(args, "allow_outside_paths", False) else None,
+        "data.views": [v.strip() for v in args.views.split(",")] if getattr(args, "views", None) else None,
         "model.modalities": args.modalities,
         "model.modality_dropout": args.modality_dropout,
     }
@@ -138,6 +139,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-bad-row", choices=["skip", "error"])
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="accept manifest image paths outside the dataset folder (absolute, '..', symlinks out)")
+    p.add_argument("--views", help="keep only rows with these views, comma-separated: frontal, lateral or names (PA,AP)")
     p.add_argument("--accelerator", help="cpu, gpu, auto")
     p.add_argument("--devices", help="number of devices/processes, or 'auto'")
     p.add_argument("--num-nodes", type=int)

@@ -21,6 +21,9 @@ column                                 meaning
 ``split``                              ``train`` / ``val`` / ``test`` (case-insensitive); empty = the
                                        toolkit assigns one (:mod:`medmodal.data.splits`)
 ``site``                               acquisition site or scanner
+``view``                               projection: ``PA``, ``AP``, ``AP SUPINE``, ``LL``, ``LATERAL``...
+                                       (case, ``_`` and ``-`` ignored); ``views=["frontal"]`` keeps
+                                       only frontal rows (see *Views*)
 =====================================  ================================================================
 
 Other columns are kept in ``Study.extra``. Column names are matched after
@@ -55,6 +58,15 @@ replaced by spaces). A CSV quote left open to the end of the file is a bad row
 naming the row and the column where it opens; the rows before it are read. A
 CSV line with more cells than the header is a bad row (field ``(line)``). In
 JSON Lines / Parquet, a list or object where text is expected is a bad row.
+
+Views
+-----
+``read_manifest(views=[...])`` (config ``data.views``) keeps only the rows whose
+``view`` is listed; the other rows are left out (not bad rows; counted in the
+summary as ``left_out_by_view``), including rows without a view. Entries are view
+names (``"PA"``) or the classes ``"frontal"`` (a view whose first word is PA, AP,
+FRONTAL, POSTEROANTERIOR or ANTEROPOSTERIOR, e.g. ``AP SUPINE``, PadChest's
+``AP_horizontal``) and ``"lateral"`` (first word LATERAL, LAT, LL, RL or L).
 
 Bad rows are found before anything trains; each is a :class:`RowProblem`
 naming the file, row, field and problem: missing ``id``; duplicate ``id``;
@@ -118,12 +130,17 @@ CONTRACT_COLUMNS = (
     "boxes",
     "split",
     "site",
+    "view",
 )
 _CONTRACT_SET = frozenset(CONTRACT_COLUMNS)
 LABEL_SEPARATOR = ";"
 MAX_LISTED_PROBLEMS = 50  # in a ManifestError message; all are in .problems
 MAX_LOGGED_PROBLEMS = 5  # in the skip warning
 BOX_TOLERANCE_PX = 1.0  # a box may overshoot the image border by this much (annotation-tool rounding)
+VIEW_CLASSES = {
+    "frontal": frozenset({"PA", "AP", "FRONTAL", "POSTEROANTERIOR", "ANTEROPOSTERIOR"}),
+    "lateral": frozenset({"LATERAL", "LAT", "LL", "RL", "L"}),
+}  # a view is in a class when its first word is listed
 IMAGE_CHECK_THREADS = 8  # image checks are mostly file I/O
 MAX_PATH_BYTES = 4096  # Linux PATH_MAX
 MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
@@ -155,6 +172,7 @@ class Manifest:
     rows_read: int = 0
     labels_outside_set: dict[str, int] = field(default_factory=dict)
     splits_assigned: int = 0  # studies whose split the toolkit chose
+    left_out_by_view: int = 0  # usable rows whose view is not among the requested views
 
     def __len__(self) -> int:
         return len(self.studies)
@@ -173,7 +191,7 @@ class Manifest:
         ``missing_image``, ``missing_text`` (kept rows), ``with_boxes``,
         ``label_counts`` (kept rows per label, in ``label_names`` order),
         ``labels_outside_set``, ``split_counts``, ``splits_assigned``,
-        ``sites`` (kept rows per site, ``""`` = not given), ``patients``.
+        ``sites`` (kept rows per site, ``""`` = not given), ``patients``, ``left_out_by_view``.
         """
         skipped_rows = {p.row for p in self.problems}
         label_counts = Counter(label for s in self.studies for label in s.labels)
@@ -193,6 +211,7 @@ class Manifest:
             "splits_assigned": self.splits_assigned,
             "sites": dict(Counter(s.site or "" for s in self.studies)),
             "patients": len(patients),
+            "left_out_by_view": self.left_out_by_view,
         }
 
 
@@ -205,6 +224,7 @@ def read_manifest(
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     split_seed: int = 0,
     allow_outside_paths: bool = False,
+    views: Sequence[str] | None = None,
 ) -> Manifest:
     """Read, validate and split a manifest.
 
@@ -223,6 +243,8 @@ def read_manifest(
             (:func:`~medmodal.data.splits.assign_patient_splits`).
         allow_outside_paths: accept image paths that resolve outside the
             manifest's folder (default: such rows are bad, field ``image``).
+        views: keep only rows with these views (names or ``"frontal"`` / ``"lateral"``);
+            None keeps every row.
 
     Raises:
         ManifestError: unreadable file, no ``id`` column, bad rows with
@@ -241,6 +263,13 @@ def read_manifest(
         validator = _RowValidator(file, configured_labels=labels, allow_outside_paths=allow_outside_paths)
         candidates = [s for s in (validator.validate(*row) for row in table.rows()) if s is not None]
     problems = table.problems + validator.problems
+    if views is not None:
+        wanted = view_matcher(views)
+        read = len(candidates)
+        candidates = [s for s in candidates if wanted(s.view)]
+        left_out_by_view = read - len(candidates)
+    else:
+        left_out_by_view = 0
     if check_images:
         problems += _check_images_and_boxes(candidates, file)
     bad_rows = {p.row for p in problems}
@@ -264,9 +293,28 @@ def read_manifest(
         rows_read=table.row_count,
         labels_outside_set=dict(validator.labels_outside_set),
         splits_assigned=len(kept) - with_split,
+        left_out_by_view=left_out_by_view,
     )
     _log_outcome(manifest, manifest.summary())
     return manifest
+
+
+def normalize_view(view: str) -> str:
+    """``"ap_supine "`` -> ``"AP SUPINE"``: upper case, ``_`` / ``-`` as spaces, single spaces."""
+    return " ".join(view.replace("_", " ").replace("-", " ").upper().split())
+
+
+def view_matcher(views: Sequence[str]):
+    """A predicate ``view -> bool`` for the requested views (names or ``frontal`` / ``lateral``)."""
+    names = {normalize_view(v) for v in views if v.strip().lower() not in VIEW_CLASSES}
+    first_words = set().union(
+        *(VIEW_CLASSES[v.strip().lower()] for v in views if v.strip().lower() in VIEW_CLASSES)
+    )
+
+    def wanted(view: str | None) -> bool:
+        return bool(view) and (view in names or view.split()[0] in first_words)
+
+    return wanted
 
 
 def find_manifest_file(path: str | os.PathLike) -> Path:
@@ -335,6 +383,7 @@ class _Cells(NamedTuple):
     boxes: Any
     split: Any
     site: Any
+    view: Any
 
 
 def _read_table(file: Path) -> _Table:
@@ -546,6 +595,7 @@ class _RowValidator:
         split = _split(cells.split, problem)
         patient_id = _name_cell("patient_id", cells.patient_id, problem)
         site = _name_cell("site", cells.site, problem)
+        view = _name_cell("view", cells.view, problem)
         if image_cell == "" and not any(sections.values()) and not text_refused:
             problem("image", "row has neither an image nor any report text")
         if self.label_set is not None:
@@ -560,6 +610,7 @@ class _RowValidator:
             boxes=boxes,
             split=split,
             site=site or None,
+            view=(normalize_view(view) or None) if view else None,
             extra=extra,
         )
 
@@ -857,6 +908,9 @@ def _log_outcome(manifest: Manifest, summary: dict[str, Any]) -> None:
             manifest.path, summary["rows_skipped"], summary["rows_read"], by_field, first,
             f"\n  ... and {more} more (Manifest.problems)" if more > 0 else "",
         )  # fmt: skip
+    if manifest.left_out_by_view:
+        logger.info("%s: left out %d row(s) whose view is not among the requested views",
+                    manifest.path, manifest.left_out_by_view)  # fmt: skip
     leaking = patients_in_several_splits(manifest.studies)
     if leaking:
         example = next(iter(leaking.items()))
