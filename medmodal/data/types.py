@@ -34,7 +34,7 @@ class Study:
     boxes: list[Box] = field(default_factory=list)
     split: str | None = None
     site: str | None = None
-    view: str | None = None  # projection, normalised (upper case, single spaces): "PA", "AP SUPINE", "LL", ...
+    view: str | None = None  # projection, normalised: "PA", "AP SUPINE", "LL", ...
     extra: dict[str, object] = field(default_factory=dict)  # columns the contract does not name
 
     def text(self, fields: tuple[str, ...] | list[str], sep: str = " [SEP] ") -> str:
