@@ -54,6 +54,7 @@ def read_dataset(data: str | Path, config: Config, labels: list[str] | None = No
         on_bad_row=config.data.on_bad_row,
         check_images=config.data.check_images,
         allow_outside_paths=config.data.allow_outside_paths,
+        views=config.data.views,
         split_fractions=config.data.split_fractions,
         split_seed=config.data.split_seed,
     )
