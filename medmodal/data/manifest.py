@@ -150,6 +150,7 @@ MAX_BOXES_PER_ROW = 1000
 MAX_SHOWN_CHARS = 80  # of a cell value repeated in a problem message
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_NOT_SPACE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_TOO_DEEP = "JSON nested too deeply to read"
 _EOF_SENTINEL = "medmodal-end-of-file-sentinel-5b1e0c"
 
 
@@ -508,6 +509,9 @@ def _read_jsonl(file: Path) -> _Table:
             except json.JSONDecodeError as err:
                 problems.append(RowProblem(str(file), line_number, "(line)", f"not valid JSON: {err.msg}"))
                 continue
+            except RecursionError:
+                problems.append(RowProblem(str(file), line_number, "(line)", _TOO_DEEP))
+                continue
             if not isinstance(record, dict):
                 problems.append(RowProblem(str(file), line_number, "(line)", "not a JSON object"))
                 continue
@@ -804,6 +808,9 @@ def _boxes(cell: Any, row_labels: list[str], problem: _ProblemRecorder) -> list[
             entries = json.loads(cell)
         except json.JSONDecodeError as err:
             problem("boxes", f"not valid JSON ({err.msg} at character {err.pos})")
+            return []
+        except RecursionError:
+            problem("boxes", _TOO_DEEP)
             return []
     else:
         entries = cell

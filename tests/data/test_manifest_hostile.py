@@ -118,6 +118,7 @@ def hostile_csv(tmp_path):
         (cells("many-boxes", labels="nodule", boxes=json.dumps(box * 1001)), "boxes"),
         (cells("string-boxes", boxes='"abc"'), "boxes"),
         (cells("box-json", boxes="[{"), "boxes"),
+        (cells("deep-json", boxes="[" * 100_000), "boxes"),
         (cells("bell-split", split="train\x07"), "split"),
         (cells("multi\nline-id"), "id"),
         (cells("good"), "id"),  # duplicate
@@ -194,9 +195,10 @@ def test_fuzz_jsonl_wrong_types_and_broken_lines(tmp_path, caplog):
     with open(path, "a", encoding="utf-8") as f:
         f.write('{"id": "broken", "findings": "' + SECRET + '"\n')  # invalid JSON
         f.write('["not", "an", "object"]\n')
+        f.write('{"id": "deep", "boxes": ' + "[" * 100_000 + "}\n")
     manifest = read_manifest(path)
     expected = {row: {field} for row, (_, field) in enumerate(rows, start=1) if field}
-    expected[len(rows) + 1] = expected[len(rows) + 2] = {"(line)"}
+    expected[len(rows) + 1] = expected[len(rows) + 2] = expected[len(rows) + 3] = {"(line)"}
     assert [s.id for s in manifest.studies] == ["good", "17"]
     assert fields_by_row(manifest) == expected
     assert_clean(manifest, path, caplog)
