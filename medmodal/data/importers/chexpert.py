@@ -35,6 +35,7 @@ from medmodal.data.importers.common import (
     ImportResult,
     label_name,
     read_table,
+    records,
     write_import,
 )
 from medmodal.data.types import RowProblem
@@ -110,7 +111,7 @@ def import_chexpert(
         if not columns:
             raise ImportFormatError(f"{table_path}: none of the CheXpert observation columns {list(OBSERVATIONS)}")
         source_rows += len(table)
-        for rec in table.to_dict("records"):
+        for rec in records(table):
             _add_view(rec, str(table_path), split, columns, uncertain, image_folder, studies, problems)
     rows = [_manifest_row(study, image_folder) for study in studies.values()]
     return write_import(FORMAT, rows, out, source_rows=source_rows, problems=problems, strict=strict,

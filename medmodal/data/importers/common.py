@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -100,6 +100,13 @@ def read_table(path: Path, required: Sequence[str], *, nrows: int | None = None)
         frame[name] = frame[name].str.strip()
     frame["_row"] = range(2, len(frame) + 2)
     return frame
+
+
+def records(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
+    """The rows of a :func:`read_table` frame as dicts (several times faster than ``DataFrame.to_dict``)."""
+    names = list(frame.columns)
+    for values in zip(*(frame[name].tolist() for name in names)):
+        yield dict(zip(names, values))
 
 
 def find_table(source: Path, patterns: Sequence[str], what: str) -> Path:

@@ -26,7 +26,14 @@ import os
 from pathlib import Path
 
 from medmodal.data.importers.chexpert import OBSERVATIONS, UncertainPolicy, observation_labels
-from medmodal.data.importers.common import ImageFolder, ImportResult, find_table, read_table, write_import
+from medmodal.data.importers.common import (
+    ImageFolder,
+    ImportResult,
+    find_table,
+    read_table,
+    records,
+    write_import,
+)
 from medmodal.data.types import RowProblem
 
 FORMAT = "mimic-cxr"
@@ -84,7 +91,7 @@ def import_mimic_cxr(
 def _studies(path: Path, problems: list[RowProblem]) -> tuple[dict[str, dict], int]:
     table = read_table(path, ["dicom_id", "subject_id", "study_id"])
     studies: dict[str, dict] = {}
-    for rec in table.to_dict("records"):
+    for rec in records(table):
         if not _ids_ok(rec, str(path), problems):
             continue
         if not rec["dicom_id"]:
@@ -106,7 +113,7 @@ def _ids_ok(rec: dict[str, str], file: str, problems: list[RowProblem]) -> bool:
 def _splits(path: Path, studies: dict[str, dict], problems: list[RowProblem]) -> dict[str, str]:
     table = read_table(path, ["study_id", "split"])
     splits: dict[str, str] = {}
-    for rec in table.to_dict("records"):
+    for rec in records(table):
         split = SPLITS.get(rec["split"].lower())
         if split is None:
             problems.append(RowProblem(str(path), rec["_row"], "split", f"{rec['split'][:20]!r} is not train / validate / test"))
@@ -119,7 +126,7 @@ def _labels(path: Path, policy: UncertainPolicy, problems: list[RowProblem]) -> 
     table = read_table(path, ["study_id"])
     columns = [c for c in OBSERVATIONS if c in table.columns]
     labels = {}
-    for rec in table.to_dict("records"):
+    for rec in records(table):
         parsed = observation_labels(rec, columns, policy, (str(path), rec["_row"], f"s{rec['study_id']}"), problems)
         if parsed is not None:
             labels[rec["study_id"]] = parsed

@@ -42,6 +42,7 @@ from medmodal.data.importers.common import (
     label_name,
     number,
     read_table,
+    records,
     split_from_folders,
     stored_size,
     write_import,
@@ -135,7 +136,7 @@ def read_entries(path: Path, problems: list[RowProblem]) -> dict[str, _Entry]:
     known = {name.lower(): name for name in NIH_FINDINGS}
     entries: dict[str, _Entry] = {}
     file = str(path)
-    for rec in table.to_dict("records"):
+    for rec in records(table):
         row, image = rec["_row"], rec["Image Index"]
         if not image:
             problems.append(RowProblem(file, row, "Image Index", "empty"))
@@ -166,7 +167,7 @@ def read_boxes(path: Path | None, entries: dict[str, _Entry], problems: list[Row
     if len(coordinate_columns) != 4 or "_row" in coordinate_columns:
         raise ValueError(f"{path}: expected 4 box columns (x, y, w, h) after 'Finding Label'")
     file, boxes = str(path), {}
-    for rec in table.to_dict("records"):
+    for rec in records(table):
         row, image = rec["_row"], rec["Image Index"]
         finding = BOX_LABEL_ALIASES.get(rec["Finding Label"], rec["Finding Label"])
         values = [number(rec[c], file, row, f"Bbox {'xywh'[i]}", problems, image) for i, c in enumerate(coordinate_columns)]

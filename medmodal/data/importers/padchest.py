@@ -36,6 +36,7 @@ from medmodal.data.importers.common import (
     find_table,
     label_name,
     read_table,
+    records,
     write_import,
 )
 from medmodal.data.types import RowProblem
@@ -82,7 +83,7 @@ def import_padchest(
     problems: list[RowProblem] = []
     rows, seen = [], {}
     file = str(table_path)
-    for rec in table.to_dict("records"):
+    for rec in records(table):
         row, image = rec["_row"], rec["ImageID"]
         if not image or image in seen:
             message = "empty" if not image else f"duplicate (first at row {seen[image]})"

@@ -28,6 +28,7 @@ from medmodal.data.importers.common import (
     find_table,
     number,
     read_table,
+    records,
     stored_size,
     write_import,
 )
@@ -71,7 +72,7 @@ def import_rsna_pneumonia(
 def _targets(table, file: str, problems: list[RowProblem]) -> dict[str, tuple[int, list[dict]]]:
     found: dict[str, tuple[int, list[dict]]] = {}
     bad: set[str] = set()
-    for rec in table.to_dict("records"):
+    for rec in records(table):
         row, patient = rec["_row"], rec["patientId"]
         if not patient:
             problems.append(RowProblem(file, row, "patientId", "empty"))

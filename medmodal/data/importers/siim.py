@@ -32,6 +32,7 @@ from medmodal.data.importers.common import (
     boxes_cell,
     find_table,
     read_table,
+    records,
     relative_to,
     stored_size,
     write_import,
@@ -108,7 +109,7 @@ def _regions(table, file: str, problems: list[RowProblem]) -> dict[str, list[str
     regions: dict[str, list[str]] = {}
     said_none: set[str] = set()
     bad: set[str] = set()
-    for rec in table.to_dict("records"):
+    for rec in records(table):
         row, image_id, code = rec["_row"], rec["ImageId"], rec["EncodedPixels"]
         if not image_id:
             problems.append(RowProblem(file, row, "ImageId", "empty"))

@@ -36,6 +36,7 @@ from medmodal.data.importers.common import (
     label_name,
     number,
     read_table,
+    records,
     stored_size,
     write_import,
 )
@@ -76,7 +77,7 @@ def import_vindr(
 def _reader_marks(table, file: str, problems: list[RowProblem]) -> dict[str, dict]:
     """``{image_id: {"readers": {rad: set(findings)}, "boxes": [...], "size": (w, h) | None}}``."""
     marks: dict[str, dict] = {}
-    for rec in table.to_dict("records"):
+    for rec in records(table):
         row, image_id, reader = rec["_row"], rec["image_id"], rec["rad_id"]
         for column in ("image_id", "rad_id"):
             if not rec[column]:
