@@ -128,7 +128,10 @@ class RequestBodyGuard:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and not declared.isdigit():
+            await _send_json(send, 400, "the Content-Length header is not a number")
+            return
+        if declared is not None and int(declared) > self.max_bytes:
             await _send_json(send, 413, f"request body larger than {self.max_bytes} bytes")
             return
         loop = asyncio.get_running_loop()
