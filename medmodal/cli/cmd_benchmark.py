@@ -52,7 +52,7 @@ def cmd_validate_labeler(args: argparse.Namespace) -> None:
     from medmodal.labeling.validate_openi import format_validation, validate_on_openi
 
     result = validate_on_openi(args.source, uncertain_as=args.uncertain_as, fields=args.fields.split(","),
-                               half=args.half, list_errors=bool(args.errors))
+                               probable_as=args.probable_as, half=args.half, list_errors=bool(args.errors))
     if args.errors:
         Path(args.errors).write_text(json.dumps(result.pop("errors"), indent=2) + "\n")
     print(format_validation(result))
@@ -80,7 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", help="NLMCXR_reports.tgz, a folder of XMLs or the torchxrayvision wheel "
                                     "(default: the archive `make setup` put in .cache/openi)")
     p.add_argument("--fields", default="findings,impression", help="report sections the labeler reads")
-    p.add_argument("--uncertain-as", choices=["positive", "negative"], default="positive")
+    p.add_argument("--uncertain-as", choices=["positive", "negative"], default="negative",
+                   help="count uncertain mentions ('possible', 'may represent') as present or absent "
+                        "(default: absent, the MeSH indexers' convention measured on the dev half)")
+    p.add_argument("--probable-as", choices=["positive", "uncertain"], default="positive",
+                   help="status of high-likelihood hedges ('probable', 'likely'; default: positive, the "
+                        "indexers' convention measured on the dev half)")
     p.add_argument("--half", choices=["all", "dev", "heldout"], default="all",
                    help="score one half of the fixed split by report-id hash (dev: for error analysis; "
                         "heldout: the reported figure)")

@@ -23,6 +23,8 @@ Status of one mention (:class:`Mention`):
 - modified by POSSIBLE_EXISTENCE -> ``"uncertain"`` (also when a negation applies
   too: a hedged negation is not a firm negative);
 - else NEGATED_EXISTENCE -> ``"negative"``;
+- else PROBABLE_EXISTENCE ("probable", "likely", "most suggestive of") -> ``"uncertain"``,
+  or ``"positive"`` with ``ReportLabeler(probable_as="positive")``;
 - else HYPOTHETICAL ("if", "evaluate for") -> ``"uncertain"``;
 - else ``"positive"``. HISTORICAL and FAMILY do not change the status; they are
   kept in :attr:`Mention.modifiers`.
@@ -77,6 +79,9 @@ _PRECEDENCE = {"positive": 3, "uncertain": 2, "negative": 1}
 
 NEGATED = "NEGATED_EXISTENCE"
 POSSIBLE = "POSSIBLE_EXISTENCE"
+# Our category for high-likelihood hedges ("probable", "likely", "most suggestive of", "favored"),
+# which medspaCy folds into POSSIBLE_EXISTENCE; see ReportLabeler(probable_as=...).
+PROBABLE = "PROBABLE_EXISTENCE"
 HYPOTHETICAL = "HYPOTHETICAL"
 LEFT, RIGHT, BILATERAL = "LEFT", "RIGHT", "BILATERAL"
 _SIDE_WORDS = {
@@ -123,6 +128,8 @@ REMOVED_DEFAULT_RULES: dict[str, str] = {
     "to exclude": "default NEGATED: 'to exclude pneumothorax' is a question (-> HYPOTHETICAL)",
     "test for": "default NEGATED: a request to look for it (-> HYPOTHETICAL)",
     "checked for": "default NEGATED: a request to look for it (-> HYPOTHETICAL)",
+    "possible": "default POSSIBLE pattern also covers 'probably' / 'likely'; re-added below for 'poss' / "
+    "'possible' only, the high-likelihood words becoming PROBABLE_EXISTENCE",
     ": no": "default BACKWARD NEGATED ('Fever: no'); it wins over 'no' in 'IMPRESSION: No effusion' (longest "
     "match) and, looking backward, left the effusion positive",
 }
@@ -289,15 +296,12 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
                         "questionable",
                         "equivocal",
                         "indeterminate",
-                        "probable",
                         "presumed",
                         "presumably",
                         "possibly",
                         "suggests",
                         "suggest",
                         "suggesting",
-                        "favor",
-                        "favored",
                     ]
                 }
             }
@@ -305,6 +309,40 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
         why="'Questionable nodule', 'possibly ...': not in the defaults (which have 'possible', 'probably', "
         "'likely'). Not 'borderline': 'borderline heart size' grades a measurement at its threshold, and the "
         "Open-i indexers code it as cardiomegaly (MeSH Cardiomegaly/borderline)",
+    ),
+    ContextRuleSpec(
+        "possible",
+        POSSIBLE,
+        "FORWARD",
+        [{"LOWER": {"IN": ["poss", "possible"]}}],
+        why="medspaCy's default 'possible' without its 'probably' / 'likely' (now PROBABLE_EXISTENCE)",
+    ),
+    ContextRuleSpec(
+        "probable",
+        PROBABLE,
+        "FORWARD",
+        [{"LOWER": "most", "OP": "?"}, {"LOWER": {"IN": ["probable", "probably", "likely", "favored", "favor"]}}],
+        why="high-likelihood hedges (Panicek & Hricak, Radiology 2016): the Open-i indexers code "
+        "'probable small effusions', 'favored to represent atelectasis' as the finding (dev half)",
+    ),
+    ContextRuleSpec(
+        "most suggestive of",
+        PROBABLE,
+        "FORWARD",
+        [
+            {"LOWER": "most"},
+            {"LOWER": {"IN": ["suggestive", "consistent", "compatible", "indicative"]}},
+            {"LOWER": {"IN": ["of", "with"]}},
+        ],
+        why="'Opacities most suggestive of pulmonary edema' (Open-i dev half): longer than the default "
+        "POSSIBLE 'suggestive of', so it wins",
+    ),
+    ContextRuleSpec(
+        "is likely",
+        PROBABLE,
+        "BACKWARD",
+        [{"LOWER": {"IN": _BE}}, {"LOWER": {"IN": ["likely", "probable"]}}],
+        why="'Atelectasis is likely': the finding comes first",
     ),
     ContextRuleSpec(
         "question of",
@@ -518,13 +556,15 @@ class Mention:
     source: Literal["finding", "negative", "normal"] = "finding"
 
 
-def _status(categories: set[str], source: str) -> Status:
+def _status(categories: set[str], source: str, probable_as: Status = "uncertain") -> Status:
     if source == "negative":
         return "negative"
     if POSSIBLE in categories:
         return "uncertain"
     if NEGATED in categories:
         return "negative"
+    if PROBABLE in categories:
+        return probable_as
     if HYPOTHETICAL in categories:
         return "uncertain"
     return "positive"
@@ -605,7 +645,10 @@ def build_pipeline(vocabulary: Vocabulary, extra_context_rules: Sequence[Context
     # small effusion" / "Possible effusion, no pneumothorax".
     context = nlp.add_pipe(
         "medspacy_context",
-        config={"rules": None, "terminating_types": {NEGATED: [POSSIBLE], POSSIBLE: [NEGATED]}},
+        config={
+            "rules": None,
+            "terminating_types": {NEGATED: [POSSIBLE, PROBABLE], POSSIBLE: [NEGATED], PROBABLE: [NEGATED]},
+        },
     )
     defaults = [
         r
@@ -635,6 +678,10 @@ class ReportLabeler:
             (``"chest_xray"``), a YAML path, or a :class:`Vocabulary`.
         extra_context_rules: more ConText rules (:class:`ContextRuleSpec`) for a
             dataset's own wordings.
+        probable_as: status of a mention hedged only with a high-likelihood word
+            ("probable", "likely", "most suggestive of", "favored"; category
+            ``PROBABLE_EXISTENCE``): ``"uncertain"`` (CheXpert's convention, the default)
+            or ``"positive"`` (the Open-i MeSH indexers' convention, measured in docs/labeler.md).
 
     Example::
 
@@ -647,8 +694,12 @@ class ReportLabeler:
         self,
         vocabulary: str | Path | Vocabulary | None = None,
         extra_context_rules: Sequence[ContextRuleSpec] = (),
+        probable_as: Literal["uncertain", "positive"] = "uncertain",
     ) -> None:
+        if probable_as not in ("uncertain", "positive"):
+            raise ValueError(f"probable_as must be 'uncertain' or 'positive', got {probable_as!r}")
         self.vocabulary = load_vocabulary(vocabulary)
+        self.probable_as: Status = probable_as
         self.nlp = build_pipeline(self.vocabulary, extra_context_rules)
 
     @property
@@ -671,8 +722,7 @@ class ReportLabeler:
         clean = (_as_text(t, i) for i, t in enumerate(texts))
         return [self._doc_mentions(doc) for doc in self.nlp.pipe(clean, batch_size=batch_size)]
 
-    @staticmethod
-    def _doc_mentions(doc: Doc) -> list[Mention]:
+    def _doc_mentions(self, doc: Doc) -> list[Mention]:
         out = []
         for ent in doc.ents:
             categories = {m.category for m in ent._.modifiers}
@@ -683,7 +733,7 @@ class ReportLabeler:
                     text=ent.text,
                     start=ent.start_char,
                     end=ent.end_char,
-                    status=_status(categories, source),
+                    status=_status(categories, source, self.probable_as),
                     laterality=_laterality(categories, ent),
                     sentence=ent.sent.text.strip(),
                     modifiers=tuple(sorted(categories)),

@@ -90,11 +90,21 @@ def reference_matrix(reports: Sequence[OpenIReport], findings: Sequence[str]) ->
     return out
 
 
-def labeler_matrix(texts: Sequence[str], findings: Sequence[str], uncertain_as: str = "positive", labeler=None) -> np.ndarray:
-    """``[N, F]`` 0/1 labeler output; ``normal`` is 1 when the labeler's normal flag is positive."""
-    from medmodal.labeling import default_labeler, to_binary
+def labeler_matrix(
+    texts: Sequence[str],
+    findings: Sequence[str],
+    uncertain_as: str = "negative",
+    labeler=None,
+    probable_as: str = "positive",
+) -> np.ndarray:
+    """``[N, F]`` 0/1 labeler output; ``normal`` is 1 when the labeler's normal flag is positive.
 
-    labeler = labeler or default_labeler()
+    Without ``labeler``: the shipped labeler with ``probable_as`` (``ReportLabeler(probable_as=...)``).
+    """
+    from medmodal.labeling import ReportLabeler, default_labeler, to_binary
+
+    if labeler is None:
+        labeler = default_labeler() if probable_as == "uncertain" else ReportLabeler(probable_as=probable_as)
     labels = labeler.label_many(texts)
     unknown = [f for f in findings if f not in labeler.label_names]
     if unknown:
@@ -120,7 +130,8 @@ def validate_on_openi(
     *,
     findings: Sequence[str] = DEFAULT_FINDINGS,
     fields: Sequence[str] = ("findings", "impression"),
-    uncertain_as: str = "positive",
+    uncertain_as: str = "negative",
+    probable_as: str = "positive",
     labeler=None,
     limit: int | None = None,
     half: str = "all",
@@ -128,7 +139,15 @@ def validate_on_openi(
 ) -> dict[str, Any]:
     """Label the indexed Open-i reports and score the labeler against their MeSH tags.
 
+    Defaults follow the indexers' convention, measured on the development half
+    (docs/labeler.md): a hedged mention ("possible", "may represent") is not indexed
+    (``uncertain_as="negative"``), a high-likelihood one ("probable", "likely") is
+    (``probable_as="positive"``).
+
     Args:
+        uncertain_as: count an uncertain label as present or absent (:func:`~medmodal.labeling.to_binary`).
+        probable_as: status of high-likelihood hedges, for the labeler built here (ignored
+            when ``labeler`` is given: it has its own).
         half: ``"dev"`` / ``"heldout"`` (:func:`report_half`) or ``"all"``.
         list_errors: add ``"errors"``: per finding, the false positives and false negatives
             (report id, MeSH major terms, text). Only for ``half="dev"``: the held-out half is
@@ -149,7 +168,7 @@ def validate_on_openi(
         indexed = indexed[:limit]
     texts = [report_text(r, fields) for r in indexed]
     reference = reference_matrix(indexed, findings)
-    predicted = labeler_matrix(texts, findings, uncertain_as, labeler)
+    predicted = labeler_matrix(texts, findings, uncertain_as, labeler, probable_as)
     per = agreement(reference, predicted, findings)
     used = [f for f in findings if per[f]["support"] > 0]
     common = [f for f in COMMON_FINDINGS if f in used]
@@ -162,6 +181,7 @@ def validate_on_openi(
         "half": half,
         "fields": list(fields),
         "uncertain_as": uncertain_as,
+        "probable_as": getattr(labeler, "probable_as", "uncertain") if labeler is not None else probable_as,
         "seconds": round(time.time() - start, 1),
         "per_finding": per,
         "macro": {k: float(np.mean([per[f][k] for f in used])) for k in ("precision", "recall", "f1")},
@@ -199,7 +219,8 @@ def format_validation(result: dict[str, Any]) -> str:
     lines = [
         (f"{result['reports']} indexed Open-i reports, half: {result.get('half', 'all')} "
         f"({result['skipped_not_indexed']} not indexed, left out of the archive); "
-        f"fields: {', '.join(result['fields'])}; uncertain counted as {result['uncertain_as']}"),
+        f"fields: {', '.join(result['fields'])}; uncertain counted as {result['uncertain_as']}, "
+        f"probable hedges as {result.get('probable_as', 'uncertain')}"),
         "",
         "| finding | MeSH positives | labeler positives | precision | recall | F1 |",
         "|---|---:|---:|---:|---:|---:|",

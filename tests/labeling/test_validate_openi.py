@@ -58,15 +58,15 @@ def test_validate_on_a_folder_of_reports(tmp_path, labeler):
     for i, r in enumerate(reports, 1):
         (tmp_path / f"{i}.xml").write_text(xml(*r))
     findings = ("cardiomegaly", "effusion", "nodule", "pneumothorax", "normal")
-    result = validate_on_openi(tmp_path, findings=findings, labeler=labeler)
+    result = validate_on_openi(tmp_path, findings=findings, labeler=labeler, uncertain_as="positive")
     assert result["reports"] == 3 and result["skipped_not_indexed"] == 1
     per = result["per_finding"]
     # hand-checked: every MeSH finding is found; the negated pneumothorax is not predicted
     for finding in ("cardiomegaly", "effusion", "nodule", "normal"):
         assert per[finding]["f1"] == 1.0, finding
     assert per["pneumothorax"]["predicted"] == 0
-    # the uncertain nodule counts as present only with uncertain_as="positive"
-    strict = validate_on_openi(tmp_path, findings=findings, labeler=labeler, uncertain_as="negative")
+    # the uncertain nodule counts as present only with uncertain_as="positive" (the default is negative)
+    strict = validate_on_openi(tmp_path, findings=findings, labeler=labeler)
     assert strict["per_finding"]["nodule"]["predicted"] == 0
     assert "| nodule | 1 | 1 | 1.000 | 1.000 | 1.000 |" in format_validation(result)
 
