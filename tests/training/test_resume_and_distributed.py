@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from medmodal.config import save_config
+from medmodal.safeio import load_torch_file
 
 CLI = [sys.executable, "-m", "medmodal.cli.main"]
 
@@ -39,7 +41,9 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
+    """SIGKILLed mid-training, resumed in a new process: the same model and score as without the kill."""
     config = _config_file(tmp_path, **{"train.epochs": 4})
     run = tmp_path / "run"
     command = [*CLI, "train", "--data", str(tiny_data), "--out", str(run), "--config", str(config), "--no-progress"]
@@ -51,7 +55,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     first.wait()
     assert not (run / "training_done.json").exists()
     # Lightning writes checkpoints through an fsspec transaction (temp file + rename): never half-written.
-    step_at_kill = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    step_at_kill = load_torch_file(last)["global_step"]
     steps_per_epoch = 6  # 84 training studies, batch 16
     assert step_at_kill % steps_per_epoch == 0 and 0 < step_at_kill < 4 * steps_per_epoch
 
@@ -61,6 +65,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     assert f"step {step_at_kill})" in second.stderr
     done = json.loads((run / "training_done.json").read_text())
     assert done["epochs_run"] == 4
+    assert done["resumed"] is True and done["resumes"] == 1
     # the second process continued (its first logged epoch is after the checkpoint's), and the
     # metrics logged before the kill are kept beside the resumed run's
     import csv
@@ -68,6 +73,17 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     resumed_rows = list(csv.DictReader((run / "logs" / "csv-resumed-1" / "metrics.csv").open()))
     assert min(int(row["epoch"]) for row in resumed_rows) >= step_at_kill // steps_per_epoch
     assert (run / "logs" / "csv" / "hparams.yaml").exists()
+
+    # the same training without the kill (in this process) ends with the same weights and score
+    from medmodal.config import load_config
+    from medmodal.training.trainer import train
+
+    whole = train(tiny_data, load_config(config), tmp_path / "whole")
+    assert done["best_score"] == pytest.approx(whole.best_score, abs=1e-6)
+    resumed_weights = load_torch_file(last)["state_dict"]
+    whole_weights = load_torch_file(tmp_path / "whole" / "checkpoints" / "last.ckpt")["state_dict"]
+    for key, value in whole_weights.items():
+        torch.testing.assert_close(resumed_weights[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
 def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
@@ -82,7 +98,7 @@ def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
     assert result.returncode == 0, output
     done = json.loads((run / "training_done.json").read_text())
     assert done["epochs_run"] == 1
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = load_torch_file(run / "checkpoints" / "last.ckpt")
     # 84 training studies, batch 16 per process, 2 processes -> ceil(84 / 2 / 16) = 3 steps, not 6
     assert state["global_step"] == 3
     assert "train/ogm_k_image" in (run / "logs" / "csv" / "metrics.csv").read_text()
