@@ -41,7 +41,8 @@ class MultimodalModule(L.LightningModule):
     """Trains a :class:`~medmodal.models.multimodal.MultimodalModel` on batch dicts.
 
     Everything needed to rebuild the model is in the hyper-parameters, so
-    ``MultimodalModule.load_from_checkpoint(path)`` restores it from the checkpoint alone.
+    ``module_from_checkpoint(MultimodalModule, path)`` (:mod:`medmodal.training.checkpoints`,
+    weights only, never ``load_from_checkpoint``'s unpickling) restores it from the checkpoint alone.
     """
 
     def __init__(
