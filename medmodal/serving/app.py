@@ -185,6 +185,26 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# The review page loads only its own files; its images are fetched and shown as blob: URLs.
+REVIEW_CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
+              "frame-ancestors 'none'; form-action 'self'")
+
+
+def with_security_headers(response: Any, path: str) -> Any:
+    """Browser hardening on every response: no MIME sniffing, no framing, no referrer; API
+    answers (patient data) are not cached; the review page gets a Content-Security-Policy
+    that allows only its own scripts and styles (the interactive ``/docs`` page, which
+    FastAPI loads from a CDN, is left without one)."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if path.startswith("/v1/"):
+        response.headers["Cache-Control"] = "no-store"
+    if path.startswith("/review"):
+        response.headers["Content-Security-Policy"] = REVIEW_CSP
+    return response
+
+
 def validation_problems(err: RequestValidationError) -> list[dict[str, Any]]:
     """FastAPI's validation errors without the submitted values (``input``, ``ctx``): a
     value may be report text or an upload's file name (patient data)."""
@@ -264,12 +284,12 @@ def create_app(
             try:
                 check_api_key(request.headers.get(API_KEY_HEADER), api_key)
             except RequestRejected as err:
-                return JSONResponse({"detail": err.message}, status_code=err.status)
+                return with_security_headers(JSONResponse({"detail": err.message}, status_code=err.status), path)
         response = await call_next(request)
         # Method, path and status only: never bodies, text or file names (patient data).
         log.info("%s %s -> %d (%.0f ms)", request.method, path, response.status_code,
                  1000 * (time.perf_counter() - started))
-        return response
+        return with_security_headers(response, path)
 
     # Outermost: a request with a foreign Host header (DNS rebinding) is refused before anything else.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)

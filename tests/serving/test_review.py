@@ -113,3 +113,21 @@ def test_reader_rates_a_case_in_a_real_browser(review_app):
     assert (row["study_id"], row["reader"], row["acceptable"]) == (study_id, "dr-test", False)
     assert row["missed_finding"] and row["wrong_laterality"] and not row["false_finding"]
     assert row["comment"] == "misses the left effusion"
+
+
+def test_review_page_security_headers_and_no_html_injection_sinks(review_app):
+    app, _ = review_app
+    with local_client(app) as client:
+        page = client.get("/review/")
+        assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self' covers scripts
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+        api = client.get("/v1/review/studies")
+        assert api.headers["cache-control"] == "no-store"
+    # Reader comments, names and report text reach the page: it must only ever set them as text.
+    from medmodal.serving.review import STATIC
+
+    script = (STATIC / "review.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script, sink
+    assert "textContent" in script
