@@ -151,6 +151,10 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
         shutil.rmtree(run.root)
     resume = resume_checkpoint(run)  # refuses a checkpoint that would unpickle code
     _check_resumable(run, config)
+    finished = finished_pretraining(run, config)
+    if finished is not None:
+        log.info("%s already finished pretraining (%s); nothing to do", run.root, DONE_FILE)
+        return finished
     L.seed_everything(config.train.seed, workers=True, verbose=False)
 
     manifest = read_dataset(data, config)
@@ -209,6 +213,25 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
              "encoders": {k: str(v) for k, v in encoders.items()}},
         )  # fmt: skip
     return result
+
+
+def finished_pretraining(run: RunDir, config: Config) -> PretrainResult | None:
+    """The recorded result when ``run`` finished ``config.train.epochs`` epochs and wrote its
+    encoders (its ``pretraining_done.json`` is then kept as it is), else None."""
+    import json
+
+    done_path, encoders = run.root / DONE_FILE, encoder_paths(run)
+    if not done_path.exists() or not all(path.exists() for path in encoders.values()):
+        return None
+    try:
+        done = json.loads(done_path.read_text())
+        if int(done["epochs_run"]) < config.train.epochs:
+            return None  # more epochs asked for: training continues
+        return PretrainResult(run=run, best_val_loss=done.get("best_val_loss"), epochs_run=int(done["epochs_run"]),
+                              seconds=float(done["seconds"]), encoders=encoders)  # fmt: skip
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("%s cannot be read (%s); pretraining is resumed and writes it again", done_path, err)
+        return None
 
 
 def save_encoders(checkpoint: Path, paths: dict[str, Path]) -> None:

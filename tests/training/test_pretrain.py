@@ -108,3 +108,15 @@ def test_transfer_config_initialises_only_the_pretrained_arm(pretrained):
     for cfg in (pre, rand):
         assert cfg.data.train_fraction == 0.25 and cfg.model.embed_dim == 16
         assert cfg.data.tokenizer_path == str(pretrained.run.tokenizer)
+
+
+def test_rerunning_a_finished_pretraining_keeps_its_record(pretrained, tiny_data):
+    from medmodal.training.pretrain import DONE_FILE, pretrain
+
+    done = pretrained.run.root / DONE_FILE
+    before, mtime = done.read_text(), done.stat().st_mtime_ns
+    encoder_mtime = pretrained.encoders["image_encoder"].stat().st_mtime_ns
+    again = pretrain(tiny_data, tiny_config(**PRETRAIN_OVERRIDES), pretrained.run.root)
+    assert done.read_text() == before and done.stat().st_mtime_ns == mtime
+    assert pretrained.encoders["image_encoder"].stat().st_mtime_ns == encoder_mtime
+    assert again.epochs_run == json.loads(before)["epochs_run"]
