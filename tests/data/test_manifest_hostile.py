@@ -270,3 +270,53 @@ def test_config_option_reaches_the_reader(tmp_path):
     assert [s.id for s in read_dataset(data, Config()).studies] == ["ok"]
     config = Config.model_validate({"data": {"allow_outside_paths": True}})
     assert [s.id for s in read_dataset(data, config).studies] == ["out", "ok"]
+
+
+def test_randomly_mutated_manifests_never_crash(tmp_path):
+    """300 seeded byte-level mutations (quotes, separators, NUL, BOM, escapes) of a small CSV / JSONL:
+    each reads or fails with a ManifestError; every problem names the file and a row."""
+    import random
+
+    write_png(tmp_path / "a.png")
+    base = ('id,image,findings,labels,boxes,split,site,view\n'
+            'x1,a.png,"ok text",nodule,"[{""label"": ""nodule"", ""box"": [1,2,3,4]}]",train,s,PA\n'
+            'x2,,"more, text",,,,,\n')  # fmt: skip
+    pieces = [
+        '"',
+        ",",
+        "\n",
+        "\r",
+        "\x00",
+        "\\",
+        "[",
+        "]",
+        "{",
+        "}",
+        "/",
+        "..",
+        "\x1b",
+        ";",
+        "\ufeff",
+        "\xff",
+    ]
+    rng = random.Random(0)
+    outcomes = {"read": 0, "refused": 0}
+    for case in range(150):
+        text = list(base)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(text))
+            if rng.random() < 0.5:
+                text.insert(i, rng.choice(pieces))
+            else:
+                del text[i]
+        for name, content in (("manifest.csv", "".join(text)), ("m.jsonl", "".join(text).replace(",", ":"))):
+            path = tmp_path / f"{case}-{name}"
+            path.write_text(content, encoding="utf-8")
+            try:
+                manifest = read_manifest(path)
+                outcomes["read"] += 1
+            except ManifestError as err:
+                manifest = err
+                outcomes["refused"] += 1
+            assert all(str(p).startswith(f"{path}: row {p.row}") for p in manifest.problems)
+    assert outcomes["read"] > 50 and outcomes["refused"] > 10  # both paths exercised
