@@ -58,6 +58,7 @@ from medmodal.serving.security import (
     RequestRejected,
     ServingLimits,
     check_api_key,
+    check_onnx_file,
     check_text,
     redact_paths,
     validate_api_key,
@@ -369,6 +370,7 @@ def load_predictor(run_dir: str | Path, runtime: str = "torch", onnx_path: str |
             onnx_path = Path(run_dir) / "export" / "model.onnx"
             if _export_is_stale(Path(onnx_path), predictor):
                 export_onnx(run_dir, onnx_path)
+        check_onnx_file(onnx_path)  # may come from someone else's run folder
         predictor = Predictor(onnx_trained_run(predictor.trained, onnx_path))
     return predictor
 

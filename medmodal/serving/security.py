@@ -298,3 +298,52 @@ def redact_paths(value: Any) -> Any:
         name = PureWindowsPath(value).name if _WINDOWS_ABSOLUTE.match(value) else Path(value.rstrip("/")).name
         return name or "(path)"
     return value
+
+
+
+# ------------------------------------------------------------------- ONNX
+def check_onnx_file(path: str | Path) -> None:
+    """Refuse an ONNX file that would make onnxruntime read other files.
+
+    ``serve --runtime onnx`` may load a cached ``RUN/export/model.onnx`` from a run folder
+    someone else made. medmodal's own exports keep every weight inside the file, so any
+    tensor stored as *external data* (a path onnxruntime would open: another file, a
+    symlink, a device) is refused, in the main graph and in subgraphs. The graph itself
+    is parsed by onnx's protobuf reader; onnxruntime runs only its built-in operators
+    (no custom-op library is ever registered).
+
+    Raises:
+        ValueError: naming the file and the first offending tensor.
+    """
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__})") from err
+    for tensor in _onnx_tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            raise ValueError(
+                f"{path}: tensor '{tensor.name[:80]}' is stored as external data (a separate file); "
+                "medmodal exports keep all weights inside the .onnx file, so this file is refused "
+                "(re-export it with `medmodal export RUN --onnx OUT.onnx`)"
+            )
+
+
+def _onnx_tensors(graph: Any):
+    """Every TensorProto of ``graph``: initializers, sparse initializers, constant attributes,
+    and the same inside subgraphs (If / Loop / Scan bodies)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _onnx_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _onnx_tensors(subgraph)

@@ -95,3 +95,29 @@ def test_cached_export_follows_the_calibration(tiny_run, tiny_data, tmp_path):
     want = load_predictor(run, runtime="torch").predict(text=study_text)["labels"]
     assert calibrated.predict(text=study_text)["labels"] == pytest.approx(want, abs=1e-5)
     assert plain.predict(text=study_text)["labels"] != pytest.approx(want, abs=1e-5)
+
+
+def test_onnx_with_external_data_is_refused(exported, tiny_run, tmp_path):
+    """A cached export in someone else's run folder must not make onnxruntime open other files."""
+    import onnx
+
+    from medmodal.serving.app import load_predictor
+    from medmodal.serving.security import check_onnx_file
+
+    check_onnx_file(exported.path)  # medmodal's own export passes
+    model = onnx.load(str(exported.path))
+    victim = model.graph.initializer[0]
+    victim.ClearField("raw_data")
+    victim.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", "../../../../etc/hostname"), ("offset", "0"), ("length", "8")):
+        entry = victim.external_data.add()
+        entry.key, entry.value = key, value
+    hostile = tmp_path / "model.onnx"
+    hostile.write_bytes(model.SerializeToString())
+    with pytest.raises(ValueError, match="external data"):
+        check_onnx_file(hostile)
+    with pytest.raises(ValueError, match=str(hostile)):
+        load_predictor(tiny_run, runtime="onnx", onnx_path=hostile)
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07not a model")
+    with pytest.raises(ValueError, match="not a readable ONNX model"):
+        check_onnx_file(tmp_path / "junk.onnx")
