@@ -3,6 +3,7 @@ decoder failures. Each is refused by name before a large allocation, without a t
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 
@@ -160,3 +161,47 @@ def test_good_compressed_dicom_still_reads():
     ds = pydicom.dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
     image = load_image(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
     assert image.shape == (ds.Rows, ds.Columns) and 0.0 <= image.min() < image.max() <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_randomly_corrupted_images_fail_cleanly(tmp_path, caplog):
+    """240 seeded byte-level corruptions of PNG, JPEG, native and JPEG-compressed DICOM: each decodes to
+    a valid [0, 1] array or raises ImageReadError; nothing else escapes and no traceback is logged."""
+    import random
+
+    caplog.set_level(logging.DEBUG)
+    noise = np.random.default_rng(0).integers(0, 255, (48, 40), np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(noise).save(png, format="PNG")
+    jpeg = jpeg_bytes(noise)
+    sources = {
+        ".png": png.getvalue(),
+        ".jpg": jpeg,
+        ".dcm": gray_dicom(tmp_path / "n.dcm", 48, 40, pixel_data=noise.tobytes()).read_bytes(),
+        "-j.dcm": gray_dicom(
+            tmp_path / "j.dcm", 48, 40, pixel_data=jpeg, syntax=JPEGBaseline8Bit
+        ).read_bytes(),
+    }
+    rng = random.Random(1)
+    refused = 0
+    for suffix, data in sources.items():
+        for case in range(60):
+            corrupt = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                i = rng.randrange(len(corrupt))
+                if rng.random() < 0.7:
+                    corrupt[i] = rng.randrange(256)
+                else:
+                    del corrupt[i : i + rng.randint(1, 64)]
+            path = tmp_path / f"{case}{suffix}"
+            path.write_bytes(bytes(corrupt))
+            try:
+                image = load_image(path)
+                assert (
+                    image.dtype == np.float32 and image.ndim == 2 and 0.0 <= image.min() <= image.max() <= 1.0
+                )
+            except ImageReadError as err:
+                assert err.path == str(path)
+                refused += 1
+    assert refused > 60
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
