@@ -179,6 +179,22 @@ PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
         why="'The effusion has resolved': the default 'resolved' is FORWARD ('resolved effusion') only",
     ),
     ContextRuleSpec(
+        "clear of",
+        NEGATED,
+        "FORWARD",
+        [{"LOWER": {"IN": ["clear", "free"]}}, {"LOWER": "of"}],
+        why="'Lungs are clear of airspace disease' / 'free of effusion' stayed positive",
+    ),
+    ContextRuleSpec(
+        "clear",
+        NEGATED,
+        "FORWARD",
+        [{"LOWER": "clear"}],
+        max_scope=1,
+        why="'Lungs are expanded and clear airspace disease' (Open-i dev half, 'of' dropped): only the "
+        "finding right after 'clear' ('Left lung clear, right consolidation' keeps the consolidation)",
+    ),
+    ContextRuleSpec(
         "resolution of",
         NEGATED,
         "FORWARD",

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from medmodal.data.importers.openi import OpenIReport, find_openi_reports, iter_openi_xml, parse_openi_report
+from medmodal.data.importers.openi import (
+    OpenIReport,
+    find_openi_reports,
+    iter_openi_xml,
+    mesh_labels,
+    parse_openi_report,
+)
 
 # Findings that both the MeSH mapping and the shipped labeler vocabulary name, plus "normal".
 DEFAULT_FINDINGS = (
@@ -78,13 +84,37 @@ def is_indexed(report: OpenIReport) -> bool:
     return bool(terms) and "no indexing" not in terms
 
 
+# MeSH headings whose meaning depends on their qualifiers (``Heading/qualifier/...``), used by the
+# validation on top of the importer's heading table (MESH_LABELS). heading -> (finding, qualifiers
+# of which one must be present). Clinical reasons in docs/labeler.md ("MeSH -> finding mapping").
+QUALIFIED_MESH: dict[str, tuple[str, frozenset[str]]] = {
+    # an enlarged cardiac silhouette is how cardiomegaly is seen on a radiograph
+    "cardiac shadow": ("cardiomegaly", frozenset({"enlarged", "borderline"})),
+    # Not mapped: "Density". Fleischner's glossary reads "density" as "opacity", but the Open-i indexers
+    # use Density for radiodense objects (calcified granulomas, bullet fragments, a hiatal hernia,
+    # superimposed bone); mapping it to opacity lowered agreement on the development half.
+}
+
+
+def reference_findings(terms: Sequence[str]) -> set[str]:
+    """Findings of a report's MeSH major terms: the importer's heading table plus :data:`QUALIFIED_MESH`."""
+    present = set(mesh_labels(terms))
+    for term in terms:
+        parts = [" ".join(p.lower().split()) for p in term.split("/")]
+        if parts[0] == "normal":
+            present.add("normal")
+        rule = QUALIFIED_MESH.get(parts[0])
+        if rule is not None and rule[1].intersection(parts[1:]):
+            present.add(rule[0])
+    return present
+
+
 def reference_matrix(reports: Sequence[OpenIReport], findings: Sequence[str]) -> np.ndarray:
-    """``[N, F]`` 0/1 reference from the MeSH major terms (``normal`` from the term ``normal``)."""
+    """``[N, F]`` 0/1 reference from the MeSH major terms (:func:`reference_findings`; ``normal`` from
+    the term ``normal``)."""
     out = np.zeros((len(reports), len(findings)), dtype=np.int64)
     for i, report in enumerate(reports):
-        present = set(report.labels)
-        if any(t.strip().lower() == "normal" for t in report.mesh_major):
-            present.add("normal")
+        present = reference_findings(report.mesh_major)
         for j, finding in enumerate(findings):
             out[i, j] = finding in present
     return out
