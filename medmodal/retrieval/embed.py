@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from medmodal.data.dataset import make_dataloader, normalize_image, pad_ids, resize_image
-from medmodal.data.images import load_image
+from medmodal.data.images import read_image
 from medmodal.data.types import Study
 from medmodal.training.pretrain import PretrainedRun, pretraining_dataset
 
@@ -78,6 +78,6 @@ def embed_image_file(run: PretrainedRun, path: str | Path) -> np.ndarray:
     """An image file (PNG / JPEG / DICOM) -> float32 [1, P] unit norm, preprocessed like the training data."""
     size = run.config.data.image_size
     # The dataset stores images as uint8 after resizing; do the same so a query equals its indexed copy.
-    pixels = (resize_image(load_image(path), size) * 255.0).round() / 255.0
+    pixels = (resize_image(read_image(path, reduce_to=size).pixels, size) * 255.0).round() / 255.0
     image = normalize_image(pixels)[None].to(_device(run))
     return run.model.embed_images(image).cpu().numpy().astype(np.float32)
