@@ -6,12 +6,12 @@ from medmodal.models import available, create
 from .helpers import assert_all_params_get_grad
 
 # Input size per encoder: small_cnn has stride 16, the MONAI backbones stride 32.
-STRIDE = {"small_cnn": 16}
+STRIDE = {"small_cnn": 16, "coord_cnn": 16}
 SIZE = 64
 
 
 def build(name: str, **kwargs):
-    if name == "small_cnn":
+    if name in ("small_cnn", "coord_cnn"):
         kwargs.setdefault("widths", (8, 16, 16, 32))
         kwargs.setdefault("stem_width", 8)
     return create("image_encoder", name, in_channels=1, out_dim=24, **kwargs)
@@ -31,11 +31,11 @@ def test_image_encoder_shapes_and_gradients(name):
     (features.vector.square().mean() + features.grid.square().mean()).backward()
     assert_all_params_get_grad(encoder)
     first_conv = next(m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d))
-    assert first_conv.in_channels == 1
+    assert first_conv.in_channels == (3 if getattr(encoder, "coord_channels", False) else 1)
     assert first_conv.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+@pytest.mark.parametrize("name", ["small_cnn", "coord_cnn", "resnet18"])
 def test_grid_dim_projects_the_grid(name):
     encoder = build(name, grid_dim=12)
     assert encoder.grid_dim == 12
@@ -106,3 +106,10 @@ def test_readout_arguments_are_checked():
         build("small_cnn", readout="max")
     with pytest.raises(ValueError, match="readout_grid"):
         build("small_cnn", readout="flatten", readout_grid=0)
+
+
+def test_coord_cnn_is_small_cnn_with_position_defaults():
+    encoder = build("coord_cnn")
+    assert encoder.coord_channels
+    assert encoder.vector_proj[-1].in_features == 32 * 4 * 4
+    assert not build("coord_cnn", coord_channels=False, readout="mean").coord_channels

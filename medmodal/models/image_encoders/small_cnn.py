@@ -108,3 +108,25 @@ def with_coordinate_channels(image: Tensor) -> Tensor:
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     coords = torch.stack([grid_x, grid_y]).expand(b, 2, h, w)
     return torch.cat([image, coords], dim=1)
+
+
+@register("image_encoder", "coord_cnn")
+class CoordCNN(SmallCNN):
+    """``small_cnn`` that keeps *where* things are: CoordConv input channels and the flatten read-out
+    (the pooled ``readout_grid`` x ``readout_grid`` map, flattened). The default image encoder:
+    on the demo data the global-average read-out of ``small_cnn`` loses to logistic regression on
+    32 x 32 pixels, because position is part of a finding (docs/diagnosis.md). Same arguments
+    as :class:`SmallCNN`, other defaults."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_dim: int = 256,
+        readout: str = "flatten",
+        readout_grid: int = 4,
+        coord_channels: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            in_channels, out_dim, readout=readout, readout_grid=readout_grid, coord_channels=coord_channels, **kwargs
+        )
