@@ -12,7 +12,7 @@ separate MIMIC-CXR release: ``files/p10/p10000032/s50414267.txt``
 Manifest: one row per study (``id`` = ``s50414267``, ``patient_id`` = ``p10000032``),
 its image the first PA view, else AP, else the first image; all ``dicom_id`` s in
 ``image_ids``; ``report`` = the report text (split into sections by the
-manifest reader); labels and the ``uncertain`` column as for CheXpert (policy
+manifest reader; the ``FINAL REPORT`` title line dropped); labels and the ``uncertain`` column as for CheXpert (policy
 ``uncertain``); the official split (``validate`` -> ``val``). A study without a
 labeller row (no findings / impression to label) has no labels.
 
@@ -23,6 +23,7 @@ that is not 1 / 0 / -1 / blank.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from medmodal.data.importers.chexpert import OBSERVATIONS, UncertainPolicy, observation_labels
@@ -147,4 +148,5 @@ def _report(root: Path, subject: str, study_id: str) -> str:
     path = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study_id}.txt"
     if not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
         return ""
-    return path.read_text(encoding="utf-8", errors="replace").strip()
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    return re.sub(r"^\s*FINAL REPORT\s*", "", text)  # the title line every report starts with
