@@ -9,7 +9,6 @@ from pathlib import Path
 
 def cmd_baseline(args: argparse.Namespace) -> None:
     from medmodal.config import apply_overrides, load_config
-    from medmodal.evaluation.evaluate import evaluate_run, format_metrics_table
     from medmodal.training.baselines import fit_baseline
 
     overrides = {
@@ -24,6 +23,8 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     print(f"fitted {result.run.root} in {result.seconds:.1f} s; chosen on the validation split: {json.dumps(chosen)}")
     if args.no_evaluate:
         return
+    from medmodal.evaluation.evaluate import evaluate_run, format_metrics_table
+
     metrics = evaluate_run(result.run.root, args.data, split="test")
     print(format_metrics_table(metrics))
     print(f"metrics written to {Path(result.run.root) / 'metrics.json'}")
