@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds within which a request body must have arrived (else 408)")
     p.add_argument("--head-timeout", type=float, default=10.0, metavar="S",
                    help="seconds within which a connection must send its request line and headers")
+    p.add_argument("--max-connections", type=int, default=1024,
+                   help="open connections beyond which new requests get 503")
     p.add_argument("--threads", type=int, help="PyTorch intra-op threads (default: PyTorch's choice)")
     p.set_defaults(func=cmd_serve)
 
@@ -84,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_text_chars=args.max_text_chars,
         body_timeout_s=args.body_timeout,
         head_timeout_s=args.head_timeout,
+        max_connections=args.max_connections,
     )
     app = create_app(args.run, data=args.data, split=args.split, ratings_url=args.ratings_db, api_key=api_key,
                      limits=limits, runtime=args.runtime, onnx_path=args.onnx, allowed_hosts=hosts)

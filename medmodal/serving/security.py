@@ -79,6 +79,8 @@ class ServingLimits:
                        headers (a stalled or trickling head is closed; needs
                        :func:`medmodal.serving.server.uvicorn_config`).
     keep_alive_s:      seconds an idle keep-alive connection stays open between requests.
+    max_connections:   open connections (and running requests) beyond which uvicorn answers
+                       503 (its ``limit_concurrency``).
     """
 
     max_request_bytes: int = 32 * 1024 * 1024
@@ -89,10 +91,11 @@ class ServingLimits:
     body_timeout_s: float = 60.0
     head_timeout_s: float = 10.0
     keep_alive_s: float = 5.0
+    max_connections: int = 1024
 
     def __post_init__(self) -> None:
         for name in ("max_request_bytes", "max_image_pixels", "max_image_side", "max_text_chars", "max_pending",
-                     "body_timeout_s", "head_timeout_s", "keep_alive_s"):
+                     "body_timeout_s", "head_timeout_s", "keep_alive_s", "max_connections"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"serving limit {name} must be positive")
 

@@ -74,12 +74,14 @@ def protocol_with_head_timeout(seconds: float) -> type[HeadTimeoutH11Protocol]:
 
 def uvicorn_config(app: Any, host: str, port: int, limits: ServingLimits, **kwargs: Any) -> uvicorn.Config:
     """The uvicorn configuration of the service: the head-timeout h11 protocol, the keep-alive
-    timeout of ``limits`` and uvicorn's own header-size bound (h11's incomplete-event limit)."""
+    timeout and the connection limit of ``limits`` (uvicorn's ``limit_concurrency``: beyond it
+    new requests get 503)."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         http=protocol_with_head_timeout(limits.head_timeout_s),
         timeout_keep_alive=max(1, round(limits.keep_alive_s)),
+        limit_concurrency=limits.max_connections,
         **kwargs,
     )

@@ -124,6 +124,10 @@ def test_review_page_security_headers_and_no_html_injection_sinks(review_app):
         assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
         api = client.get("/v1/review/studies")
         assert api.headers["cache-control"] == "no-store"
+        for escape in ("%2e%2e/__init__.py", "%2e%2e/%2e%2e/app.py", "..%2f..%2fapp.py", "%2fetc%2fpasswd"):
+            response = client.get(f"/review/static/{escape}")
+            assert response.status_code == 404, escape  # static files stay in their folder
+            assert "import" not in response.text and "root:" not in response.text
     # Reader comments, names and report text reach the page: it must only ever set them as text.
     from medmodal.serving.review import STATIC
 

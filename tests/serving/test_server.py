@@ -95,3 +95,23 @@ def test_a_slow_but_steady_client_within_the_limits_succeeds(server):
         sock.sendall(body[10:])
         data, _ = read_until_closed(sock)
     assert data.startswith(b"HTTP/1.1 200"), data[:300]
+
+
+def test_connections_beyond_the_limit_get_503(tiny_run, predictor):
+    limits = ServingLimits(max_connections=2, head_timeout_s=5.0)
+    with LiveServer(create_app(tiny_run, predictor=predictor, limits=limits), limits=limits) as live:
+        idle = [connect(live) for _ in range(2)]  # two connections that send nothing
+        try:
+            time.sleep(0.3)
+            with connect(live) as sock:
+                sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                data, _ = read_until_closed(sock)
+            assert data.startswith(b"HTTP/1.1 503"), data[:200]
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.3)
+        with connect(live) as sock:  # the server recovers once they are gone
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            data, _ = read_until_closed(sock)
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
