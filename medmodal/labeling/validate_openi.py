@@ -196,6 +196,8 @@ def validate_on_openi(
     indexed = select_half([r for r in reports if is_indexed(r)], half)
     if limit is not None:
         indexed = indexed[:limit]
+    if not indexed:
+        raise ValueError(f"{source or 'Open-i reports'}: no indexed report in half '{half}' to score")
     texts = [report_text(r, fields) for r in indexed]
     reference = reference_matrix(indexed, findings)
     predicted = labeler_matrix(texts, findings, uncertain_as, labeler, probable_as)

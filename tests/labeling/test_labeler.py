@@ -318,3 +318,60 @@ def test_to_binary():
         to_binary(labels, ["mass"])
     with pytest.raises(ValueError, match="uncertain_as"):
         to_binary(labels, findings, uncertain_as="ignore")
+
+
+@pytest.mark.parametrize(
+    "text, finding",
+    [
+        ("Probable small bilateral pleural effusions.", "effusion"),
+        ("Right basilar opacity, likely atelectasis.", "atelectasis"),
+        ("Atelectasis is likely.", "atelectasis"),
+        ("Opacities most suggestive of pulmonary edema.", "edema"),
+        ("Right basilar opacities favored to represent atelectasis.", "atelectasis"),
+    ],
+)
+def test_probable_hedges(labeler, probable_labeler, text, finding):
+    # CheXpert's convention by default (uncertain); positive with probable_as="positive"
+    assert status_of(labeler, text, finding) == "uncertain"
+    assert status_of(probable_labeler, text, finding) == "positive"
+
+
+@pytest.mark.parametrize(
+    "text, finding",
+    [
+        ("Possible small effusion.", "effusion"),
+        ("This may represent atelectasis.", "atelectasis"),
+        ("Suggestive of atelectasis.", "atelectasis"),
+        ("Questionable nodule.", "nodule"),
+        ("Atelectasis versus pneumonia.", "pneumonia"),
+    ],
+)
+def test_low_likelihood_hedges_stay_uncertain_with_probable_as_positive(probable_labeler, text, finding):
+    assert status_of(probable_labeler, text, finding) == "uncertain"
+
+
+def test_probable_does_not_cross_a_negation(probable_labeler):
+    labels = probable_labeler.label("No effusion, likely atelectasis.")
+    assert (labels["effusion"], labels["atelectasis"]) == ("negative", "positive")
+
+
+def test_probable_as_is_checked():
+    with pytest.raises(ValueError, match="probable_as"):
+        ReportLabeler(probable_as="negative")
+
+
+@pytest.mark.parametrize(
+    "text, finding, status",
+    [
+        ("Lungs are clear of airspace disease.", "opacity", "negative"),
+        ("Lungs are expanded and clear airspace disease.", "opacity", "negative"),
+        ("The chest is free of effusion.", "effusion", "negative"),
+        ("Left lung clear, right lower lobe consolidation.", "consolidation", "positive"),
+        ("Prominence of the central pulmonary vasculature.", "congestion", "positive"),
+        ("The pulmonary vasculature is persistently enlarged.", "congestion", "positive"),
+        ("Mild cephalization.", "congestion", "positive"),
+        ("Prominent central pulmonary arteries.", "congestion", "absent"),
+    ],
+)
+def test_clear_of_and_congestion_signs(labeler, text, finding, status):
+    assert labeler.label(text)[finding] == status
