@@ -220,7 +220,9 @@ class Cell:
     def fingerprint(self, config: Config | None = None) -> str:
         """Hash of the resolved config (``config`` instead of the cell's own, if given), data and site."""
         config = self.config if config is None else config
-        text = json.dumps(config.model_dump(mode="json"), sort_keys=True) + str(self.data) + str(self.held_out_site)
+        dump = config.model_dump(mode="json")
+        dump["data"].pop("allow_outside_paths", None)  # where images may live, not how the cell is run
+        text = json.dumps(dump, sort_keys=True) + str(self.data) + str(self.held_out_site)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def matches_finished(self, folder: Path, done: dict[str, Any]) -> bool:
@@ -253,8 +255,11 @@ def plan_cells(grid: GridConfig, data: Path, out: Path, base_dir: Path | None = 
         for site, manifest in write_site_manifests(data, cells[0].config, out / "loso", loso.sites).items():
             for model in loso.models or list(grid.models):
                 for seed in loso.seeds or grid.seeds[:1]:
+                    # The derived manifest (ours) points at the images of the original data folder,
+                    # whose paths were checked when it was read: allow them outside its own folder.
+                    config = apply_overrides(model_config(grid, model, seed, base_dir), {"data.allow_outside_paths": True})
                     cells.append(Cell(f"loso-{_safe(site)}__{model}__seed{seed}", model, seed, "loso",
-                                      model_config(grid, model, seed, base_dir), manifest, held_out_site=site))
+                                      config, manifest, held_out_site=site))
     return cells
 
 
