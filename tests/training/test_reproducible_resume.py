@@ -94,3 +94,32 @@ def test_items_are_reseeded_by_seed_epoch_and_index():
     assert [items[(i, 0)] for i in reversed(range(4))] == first[::-1]  # order / history does not matter
     assert items[(0, 1)] != first[0]  # another epoch, another draw
     assert len(set(first)) == 4
+
+
+def test_loader_batches_do_not_depend_on_worker_processes():
+    from medmodal.training.reproducibility import epoch_seeded_loader
+
+    class Draws(torch.utils.data.Dataset):
+        def __init__(self):
+            self.generator = torch.Generator()
+
+        def __len__(self):
+            return 6
+
+        def set_random_state(self, seed):
+            self.generator.manual_seed(seed)
+
+        def __getitem__(self, index):
+            return {"index": torch.tensor(index), "draw": torch.rand(1, generator=self.generator)}
+
+    def epochs(num_workers):
+        loader = epoch_seeded_loader(Draws(), batch_size=4, seed=5, num_workers=num_workers)
+        seen = []
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)  # what Lightning does at every epoch start
+            seen.append([(b["index"].tolist(), b["draw"].flatten().tolist()) for b in loader])
+        return seen
+
+    in_process = epochs(0)
+    assert in_process[0] != in_process[1]
+    assert epochs(2) == in_process
