@@ -154,18 +154,18 @@ def _check_same_config(run: RunDir, config: Config, resume: tuple[Path, dict] | 
     config stored in the checkpoint training would resume from decides, and a matching one
     lets the run continue (``config.yaml`` is rewritten) with a warning.
     """
-    problem = None
+    problem, unreadable = None, False
     if run.config.exists():
         try:
             if same_run_config(run.load_config(), config):
                 return
             problem = f"{run.config} differs from the given configuration"
         except ConfigError as err:
-            problem = f"{run.config} cannot be read ({err})"
+            problem, unreadable = f"{run.config} cannot be read ({err})", True
     if resume is None:
         if problem is None:
             return  # nothing written yet
-        if run.config.exists() and "cannot be read" in problem:
+        if unreadable:
             raise ConfigError(
                 f"{problem}; it may have been cut short by an interrupted copy. {run.root} holds no checkpoint "
                 f"yet, so nothing is lost by deleting {run.config.name} (or training with --force)"
