@@ -15,6 +15,8 @@ key             shape / type      meaning
 ``labels``      float32 [C]       multi-hot, in ``label_names`` order
 ``boxes``       float32 [C,4]     per class the largest box, ``(x0, y0, x1, y1)`` / image size, in [0, 1]
 ``box_mask``    bool [C]          a box exists for that class (False whenever there is no image)
+``box_list``    float32 [M,4]     every box of the study, normalised like ``boxes``, zeros after the last
+``box_labels``  int64 [M]         class of each ``box_list`` row, -1 at padding (M = ``max_boxes``)
 ``target_ids``  int64 [T]         ``[BOS] target words [EOS] [PAD]...`` (truncated words, EOS kept)
 ``site``        str               site or ``""``
 ==============  ================  ==============================================================
@@ -86,8 +88,9 @@ TEXT_SEP = " [SEP] "
 TARGET_SEP = " "
 BATCH_KEYS = (
     "id", "image", "has_image", "text_ids", "text_mask", "has_text",
-    "labels", "boxes", "box_mask", "target_ids", "site",
+    "labels", "boxes", "box_mask", "box_list", "box_labels", "target_ids", "site",
 )  # fmt: skip
+MAX_BOXES = 32  # default M: boxes kept per study (the largest, if a study has more)
 
 
 def normalize_image(image: torch.Tensor) -> torch.Tensor:
@@ -107,34 +110,56 @@ def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
     return resized[0].clamp_(0.0, 1.0)
 
 
-def box_targets(
-    boxes: Sequence[Box], label_index: dict[str, int], height: int, width: int
+def box_list(
+    boxes: Sequence[Box], label_index: dict[str, int], height: int, width: int, max_boxes: int = MAX_BOXES
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One normalised box per class.
+    """Every box of a study, normalised, padded to ``max_boxes`` rows.
 
     Args:
         boxes: pixel boxes of the stored image.
         label_index: label name -> class position; boxes of other labels are ignored.
         height, width: stored image size in pixels.
+        max_boxes: M; with more boxes the ``max_boxes`` largest are kept.
 
     Returns:
-        boxes float32 ``[C, 4]`` (x0, y0, x1, y1) in [0, 1], the largest box of each
-        class; box_mask bool ``[C]``.
+        boxes float32 ``[M, 4]`` (x0, y0, x1, y1) in [0, 1] (zeros at padding);
+        labels int64 ``[M]`` class positions, -1 at padding.
     """
-    out = torch.zeros(len(label_index), 4, dtype=torch.float32)
-    mask = torch.zeros(len(label_index), dtype=torch.bool)
-    best_area = [-1.0] * len(label_index)
+    rows = []
     for box in boxes:
         c = label_index.get(box.label)
-        if c is None:
-            continue
-        x0, y0, x1, y1 = box.box
-        area = (x1 - x0) * (y1 - y0)
-        if area > best_area[c]:
-            best_area[c] = area
-            out[c] = torch.tensor([x0 / width, y0 / height, x1 / width, y1 / height])
-            mask[c] = True
-    return out.clamp_(0.0, 1.0), mask
+        if c is not None:
+            x0, y0, x1, y1 = box.box
+            rows.append((c, [x0 / width, y0 / height, x1 / width, y1 / height]))
+    if len(rows) > max_boxes:
+        rows = sorted(rows, key=lambda r: -(r[1][2] - r[1][0]) * (r[1][3] - r[1][1]))[:max_boxes]
+    out = torch.zeros(max_boxes, 4, dtype=torch.float32)
+    labels = torch.full((max_boxes,), -1, dtype=torch.long)
+    for k, (c, xyxy) in enumerate(rows):
+        out[k] = torch.tensor(xyxy)
+        labels[k] = c
+    return out.clamp_(0.0, 1.0), labels
+
+
+def largest_box_per_class(boxes: torch.Tensor, labels: torch.Tensor, num_labels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """boxes ``[M, 4]``, labels ``[M]`` (-1 = none) -> the largest box of each class ``[C, 4]`` and
+    box_mask bool ``[C]``."""
+    out = torch.zeros(num_labels, 4, dtype=torch.float32)
+    mask = torch.zeros(num_labels, dtype=torch.bool)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for k in torch.argsort(area, descending=True, stable=True).tolist():
+        c = int(labels[k])
+        if c >= 0 and not mask[c]:
+            out[c], mask[c] = boxes[k], True
+    return out, mask
+
+
+def box_targets(
+    boxes: Sequence[Box], label_index: dict[str, int], height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One normalised box per class: the largest (float32 ``[C, 4]`` in [0, 1]) and box_mask bool ``[C]``."""
+    listed, labels = box_list(boxes, label_index, height, width, max_boxes=max(1, len(boxes)))
+    return largest_box_per_class(listed, labels, len(label_index))
 
 
 def pad_ids(ids: Sequence[int], length: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +208,8 @@ class ImageAugmentation:
     def __call__(
         self, image: torch.Tensor, boxes: torch.Tensor, box_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """image ``[1, S, S]``, boxes ``[C, 4]``, box_mask ``[C]`` -> the same, transformed."""
+        """image ``[1, S, S]``, boxes ``[M, 4]``, box_mask ``[M]`` -> the same, transformed
+        (a box moved out of view: zeros, mask False)."""
         if self.affine is not None:
             image = torch.as_tensor(self.affine(image), dtype=torch.float32)
             moved = getattr(self.affine, "_do_transform", True)  # MONAI's "this draw applies" flag
@@ -197,11 +223,11 @@ class ImageAugmentation:
         self, boxes: torch.Tensor, box_mask: torch.Tensor, size: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply the affine just drawn (``randomize=False``) to box masks; read the boxes back."""
-        classes = torch.nonzero(box_mask).flatten()
-        masks = torch.stack([_box_to_mask(boxes[c], size) for c in classes])
+        rows = torch.nonzero(box_mask).flatten()
+        masks = torch.stack([_box_to_mask(boxes[c], size) for c in rows])
         moved = torch.as_tensor(self.affine(masks, mode="nearest", randomize=False))
         boxes, box_mask = boxes.clone(), box_mask.clone()
-        for c, mask in zip(classes.tolist(), moved):
+        for c, mask in zip(rows.tolist(), moved):
             box = _mask_to_box(mask > 0.5)
             if box is None:
                 box_mask[c] = False
@@ -252,6 +278,7 @@ class StudyDataset(Dataset):
         cache_images: bool = True,
         train: bool = False,
         seed: int = 0,
+        max_boxes: int = MAX_BOXES,
     ):
         """
         Args:
@@ -265,6 +292,7 @@ class StudyDataset(Dataset):
             cache_images: keep resized images in memory (uint8).
             train: training-time behaviour (augmentation).
             seed: seed of the augmentation (workers reseed, see :func:`make_dataloader`).
+            max_boxes: M, rows of ``box_list`` (a study with more keeps its largest boxes).
         """
         if max_target_tokens < 2:
             raise ValueError("max_target_tokens must leave room for [BOS] and [EOS]")
@@ -278,6 +306,7 @@ class StudyDataset(Dataset):
         self.max_text_tokens = int(max_text_tokens)
         self.max_target_tokens = int(max_target_tokens)
         self.cache_images = cache_images
+        self.max_boxes = int(max_boxes)
         self.train = train
         use_augment = train and augment is not None and augment.enabled
         self.augmentation = ImageAugmentation(augment, seed=seed) if use_augment else None
@@ -320,15 +349,17 @@ class StudyDataset(Dataset):
         stored = self.stored_image(index)
         if stored is None:
             image = torch.zeros(1, size, size)
-            boxes = torch.zeros(len(self.label_names), 4)
-            box_mask = torch.zeros(len(self.label_names), dtype=torch.bool)
+            listed = torch.zeros(self.max_boxes, 4)
+            labels = torch.full((self.max_boxes,), -1, dtype=torch.long)
         else:
             pixels, (height, width) = stored
             image = pixels.float() / 255.0
-            boxes, box_mask = box_targets(study.boxes, self.label_index, height, width)
+            listed, labels = box_list(study.boxes, self.label_index, height, width, self.max_boxes)
             if self.augmentation is not None:
-                image, boxes, box_mask = self.augmentation(image, boxes, box_mask)
+                image, listed, kept = self.augmentation(image, listed, labels >= 0)
+                labels = labels.masked_fill(~kept, -1)
             image = normalize_image(image)
+        boxes, box_mask = largest_box_per_class(listed, labels, len(self.label_names))
 
         text = study.text(self.text_fields, sep=TEXT_SEP)
         text_ids, text_mask = pad_ids(
@@ -350,6 +381,8 @@ class StudyDataset(Dataset):
             "labels": self.label_vector(study),
             "boxes": boxes,
             "box_mask": box_mask,
+            "box_list": listed,
+            "box_labels": labels,
             "target_ids": target_ids,
             "site": study.site or "",
         }

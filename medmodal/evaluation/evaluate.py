@@ -26,7 +26,10 @@ from medmodal.evaluation.metrics import (
     expected_calibration_error,
     generation_metrics,
     localization_metrics,
+    tokenize,
 )
+from medmodal.evaluation.metrics.localization import detection_metrics
+from medmodal.models.types import Detections
 from medmodal.training.loading import TrainedRun, load_trained
 from medmodal.training.run import write_json_atomic
 from medmodal.training.trainer import build_dataset, read_dataset
@@ -38,8 +41,11 @@ log = logging.getLogger(__name__)
 class SplitPredictions:
     """Model outputs over one split, aligned with ``studies``.
 
-    probs: [N, C]; targets: [N, C]; boxes: [N, C, 4] normalised xyxy (None without a
-    localization head); generated / references: N strings (None without a decoder).
+    probs: [N, C]; targets: [N, C]; boxes: [N, C, 4] normalised xyxy, the top box per finding
+    (None without a localization head); generated / references: N strings (None without a decoder);
+    detections: per study a list of (class index, normalised xyxy, score), several per finding
+    (None: scored from ``boxes``, each finding's box with its probability; see
+    :func:`study_detections`).
     """
 
     studies: list[Study]
@@ -50,6 +56,7 @@ class SplitPredictions:
     boxes: np.ndarray | None
     generated: list[str] | None
     references: list[str]
+    detections: list[list[tuple[int, list[float], float]]] | None = None
 
 
 def _without_targets(batch: dict) -> dict:
@@ -83,7 +90,7 @@ def predict_split(
     model = trained.model
     device = next(model.parameters()).device
     can_generate = generate and cfg.model.heads.generation
-    probs, targets, img_p, txt_p, boxes, generated = [], [], [], [], [], []
+    probs, targets, img_p, txt_p, boxes, generated, detections = [], [], [], [], [], [], []
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         if drop is not None:
@@ -101,6 +108,8 @@ def predict_split(
             txt_p.append(torch.sigmoid(out.text_logits).cpu())
         if out.boxes is not None:
             boxes.append(out.boxes.cpu())
+        if out.localization is not None:  # several scored boxes per finding (peaks + NMS)
+            detections.extend(detections_as_lists(model.localizer.detect(out.localization)))
         if can_generate:
             gen = model.generate(_without_targets(batch), max_len=max_tokens, beam_size=beam_size)
             generated.extend(trained.tokenizer.decode(ids) for ids in gen.ids.cpu().tolist())
@@ -113,6 +122,7 @@ def predict_split(
         text_logits_probs=torch.cat(txt_p).numpy() if txt_p else None,
         boxes=torch.cat(boxes).numpy() if boxes else None,
         generated=generated if can_generate else None,
+        detections=detections if boxes else None,
         # Sections joined by a blank line: the labeler ends a sentence there, so a
         # negation in the findings never leaks into the impression.
         references=[s.text(target_fields, sep="\n\n") for s in studies],
@@ -130,6 +140,40 @@ def _check_hide_masks(hide: dict[str, np.ndarray] | None, n: int) -> dict[str, n
             raise ValueError(f"hide[{modality!r}]: one value per study ({n}), got shape {mask.shape}")
         checked[modality] = mask
     return checked
+
+
+def detections_as_lists(detections: Detections) -> list[list[tuple[int, list[float], float]]]:
+    """Batched :class:`Detections` -> per study the list of (class index, xyxy, score), padding dropped."""
+    labels, boxes, scores = (t.cpu().tolist() for t in (detections.labels, detections.boxes, detections.scores))
+    return [
+        [(c, box, score) for c, box, score in zip(row_labels, row_boxes, row_scores) if c >= 0]
+        for row_labels, row_boxes, row_scores in zip(labels, boxes, scores)
+    ]
+
+
+def study_detections(preds: SplitPredictions) -> list[list[tuple[int, list[float], float]]]:
+    """The scored boxes of each study: the model's detections, or (a predictor with one box per
+    finding and no scores of its own, e.g. the mean-box baseline) each finding's box scored by the
+    finding's probability."""
+    if preds.detections is not None:
+        return preds.detections
+    return [
+        [(c, preds.boxes[i, c].tolist(), float(preds.probs[i, c])) for c in range(preds.boxes.shape[1])]
+        for i in range(len(preds.studies))
+    ]
+
+
+def localization_scores(preds: SplitPredictions, labels: list[str]) -> dict[str, Any]:
+    """IoU / hit@0.5 of the top box per finding, and COCO mAP + FROC of the scored detections,
+    over the studies that have an image (a box needs one)."""
+    truth = true_boxes_normalised(preds.studies, labels)
+    imaged = [i for i, s in enumerate(preds.studies) if s.image is not None]
+    metrics = localization_metrics(preds.boxes, truth, labels)
+    detections = study_detections(preds)
+    metrics["detection"] = detection_metrics([detections[i] for i in imaged], [truth[i] for i in imaged], labels)
+    for key in ("map_50", "map_50_95", "froc_mean"):
+        metrics[key] = metrics["detection"][key]
+    return metrics
 
 
 def true_boxes_normalised(studies: list[Study], labels: list[str]) -> list[list[tuple[int, list[float]]]]:
@@ -166,18 +210,31 @@ def score_predictions(
                 unimodal, preds.targets, labels, threshold=threshold
             )["auroc_macro"]
     if preds.boxes is not None:
-        metrics["localization"] = localization_metrics(preds.boxes, true_boxes_normalised(preds.studies, labels))
+        metrics["localization"] = localization_scores(preds, labels)
     if preds.generated is not None:
-        from medmodal.labeling import default_labeler
-
-        generation = generation_metrics(preds.references, preds.generated)
-        efficacy = clinical_efficacy(
-            preds.references, preds.generated, default_labeler(), findings=None, uncertain_as=uncertain_as
-        )
-        generation.update({k: v for k, v in efficacy.items() if k != "per_label"})
-        generation["ce_per_label"] = efficacy.get("per_label", {})
-        metrics["generation"] = generation
+        generation = generation_scores(preds, uncertain_as)
+        if generation is not None:
+            metrics["generation"] = generation
     return metrics
+
+
+def generation_scores(preds: SplitPredictions, uncertain_as: str) -> dict[str, Any] | None:
+    """Text and clinical-efficacy metrics over the studies that have a reference report; None
+    (logged) when none has one, so a model trained with a decoder still evaluates on such data."""
+    from medmodal.labeling import default_labeler
+
+    keep = [i for i, ref in enumerate(preds.references) if tokenize(ref)]
+    if not keep:
+        log.warning("generation not scored: no study of this split has reference text in its target fields")
+        return None
+    references = [preds.references[i] for i in keep]
+    generated = [preds.generated[i] for i in keep]
+    generation = generation_metrics(references, generated)
+    efficacy = clinical_efficacy(references, generated, default_labeler(), findings=None, uncertain_as=uncertain_as)
+    generation.update({k: v for k, v in efficacy.items() if k != "per_label"})
+    generation["ce_per_label"] = efficacy.get("per_label", {})
+    generation["n_without_reference"] = len(preds.references) - len(keep)
+    return generation
 
 
 def write_predictions(preds: SplitPredictions, labels: list[str], path: Path) -> None:
@@ -195,6 +252,11 @@ def write_predictions(preds: SplitPredictions, labels: list[str], path: Path) ->
             }
             if preds.boxes is not None:
                 row["boxes"] = dict(zip(labels, np.round(preds.boxes[i], 5).tolist()))
+            if preds.detections is not None:
+                row["detections"] = [
+                    {"label": labels[c], "box": np.round(box, 5).tolist(), "score": round(score, 5)}
+                    for c, box, score in preds.detections[i]
+                ]
             if preds.generated is not None:
                 row["generated"] = preds.generated[i]
             row["reference"] = preds.references[i]
@@ -250,6 +312,9 @@ HEADLINE = (
     ("classification", "ece"),
     ("localization", "iou_mean"),
     ("localization", "hit_at_0_5"),
+    ("localization", "map_50"),
+    ("localization", "map_50_95"),
+    ("localization", "froc_mean"),
     ("generation", "bleu_4"),
     ("generation", "rouge_l"),
     ("generation", "cider"),

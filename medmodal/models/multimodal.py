@@ -7,7 +7,8 @@
     text ids [B,L]  --text encoder---> TextFeatures  --(placeholder if missing)--+      |
                                                                                         v
         classification head -> logits [B,C]            (late fusion: the fusion's own logits)
-        localization head (grid, fused) -> boxes [B,C,4], heatmaps [B,C,h,w]
+        localization head (grid, fused, image) -> centre heatmaps, sizes, offsets [B,*,H/8,W/8]
+            -> top box per finding [B,C,4]; ``localizer.detect``: scored boxes [B,K] (peaks + NMS)
         report decoder (fused as context, memory regions) -> caption logits / generate()
         auxiliary unimodal heads: image vector -> image_logits, text vector -> text_logits
 
@@ -202,9 +203,9 @@ class MultimodalModel(nn.Module):
         image, text, image_present, text_present = self.encode(batch, modality_dropout=self.training)
         vector, fusion_output = self.fuse(image, text)
         logits = self.classification_logits(vector, fusion_output)
-        boxes = heatmaps = None
+        localization = None
         if self.localizer is not None:
-            boxes, heatmaps = self.localizer(image.grid, vector)
+            localization = self.localizer(image.grid, vector, batch["image"])
         caption_logits = None
         if self.decoder is not None and batch.get("target_ids") is not None:
             memory, memory_mask = self.decoder_memory(image, text)
@@ -213,8 +214,9 @@ class MultimodalModel(nn.Module):
             logits=logits,
             image_logits=self.image_aux_head(image.vector) if self.image_aux_head is not None else None,
             text_logits=self.text_aux_head(text.vector) if self.text_aux_head is not None else None,
-            boxes=boxes,
-            box_heatmaps=heatmaps,
+            boxes=localization.boxes if localization is not None else None,
+            box_heatmaps=localization.heatmaps if localization is not None else None,
+            localization=localization,
             caption_logits=caption_logits,
             word_attention=text.attention if text is not None else None,
             fusion=fusion_output,

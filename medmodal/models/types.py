@@ -55,6 +55,37 @@ class FusionOutput:
 
 
 @dataclass
+class LocalizationOutput:
+    """Dense outputs of the localization head (CenterNet style) on its h x w map.
+
+    boxes:     [B, C, 4] the box at each finding's highest heatmap cell, normalised xyxy.
+    scores:    [B, C] sigmoid of that cell's heatmap logit.
+    heatmaps:  [B, C, h, w] centre logits per finding.
+    log_sizes: [B, 2, h, w] log of the box width and height, in cells, at every cell.
+    offsets:   [B, 2, h, w] the box centre's position inside the cell, in [0, 1] (x, y).
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    heatmaps: Tensor
+    log_sizes: Tensor
+    offsets: Tensor
+
+
+@dataclass
+class Detections:
+    """Several scored boxes per study, best first, padded to K.
+
+    boxes:  [B, K, 4] normalised xyxy; scores: [B, K] in [0, 1]; labels: [B, K] finding index,
+    -1 at padding.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+
+
+@dataclass
 class ModelOutput:
     """Everything a :class:`~medmodal.models.multimodal.MultimodalModel` forward returns.
 
@@ -62,9 +93,10 @@ class ModelOutput:
                     built without a classification head, ``heads.classification: false``).
     image_logits:   [B, C] logits of the auxiliary image-only head (None if no image branch).
     text_logits:    [B, C] logits of the auxiliary text-only head (None if no text branch).
-    boxes:          [B, C, 4] one box per finding class, normalised (x0, y0, x1, y1) in [0, 1];
-                    None without a localization head.
-    box_heatmaps:   [B, C, h, w] per-class spatial logits behind the boxes, or None.
+    boxes:          [B, C, 4] one box per finding class (the best-scored one), normalised
+                    (x0, y0, x1, y1) in [0, 1]; None without a localization head.
+    box_heatmaps:   [B, C, h, w] per-class centre logits behind the boxes, or None.
+    localization:   the localization head's dense outputs (:class:`LocalizationOutput`), or None.
     caption_logits: [B, T-1, V] next-token logits under teacher forcing, or None.
     word_attention: [B, L] word attention of the text encoder, or None.
     fusion:         the fusion layer's output (gates, attention maps in ``extras``).
@@ -86,6 +118,7 @@ class ModelOutput:
     text_logits: Tensor | None = None
     boxes: Tensor | None = None
     box_heatmaps: Tensor | None = None
+    localization: LocalizationOutput | None = None
     caption_logits: Tensor | None = None
     word_attention: Tensor | None = None
     fusion: FusionOutput | None = None

@@ -85,7 +85,8 @@ class InferenceGraph(nn.Module):
         logits = model.classification_logits(vector, fusion_output)  # includes the calibration
         boxes = heatmaps = None
         if model.localizer is not None:
-            boxes, heatmaps = model.localizer(image.grid, vector)
+            localization = model.localizer(image.grid, vector, batch["image"])
+            boxes, heatmaps = localization.boxes, localization.heatmaps
         return {
             "logits": logits,
             "probabilities": torch.sigmoid(logits) if logits is not None else None,

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from medmodal.config import TrainConfig
 from medmodal.models.contrastive import info_nce_loss
-from medmodal.models.types import ModelOutput
+from medmodal.models.types import LocalizationOutput, ModelOutput
 
 
 def paired_giou(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
@@ -38,6 +38,73 @@ def paired_giou(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
     return iou - (hull - union) / (hull + eps)
 
 
+def gaussian_radius(height: Tensor, width: Tensor, min_overlap: float = 0.7) -> Tensor:
+    """CenterNet's radius (in cells) of the disc of centre shifts that keep a box of this
+    ``height`` x ``width`` (cells) at IoU >= ``min_overlap`` with itself (the smallest of the three
+    cases of CornerNet's ``gaussian_radius``); any shape -> same shape."""
+    a1, b1 = 1.0, height + width
+    c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + torch.sqrt(b1**2 - 4 * a1 * c1)) / 2
+    a2, b2 = 4.0, 2 * (height + width)
+    c2 = (1 - min_overlap) * width * height
+    r2 = (b2 + torch.sqrt(b2**2 - 4 * a2 * c2)) / 2
+    a3, b3 = 4 * min_overlap, -2 * min_overlap * (height + width)
+    c3 = (min_overlap - 1) * width * height
+    r3 = (b3 + torch.sqrt(b3**2 - 4 * a3 * c3)) / 2
+    return torch.minimum(torch.minimum(r1, r2), r3)
+
+
+@dataclass
+class CentreTargets:
+    """Training targets of the dense localization head on its h x w map.
+
+    heatmap: [B, C, h, w] in [0, 1], 1 exactly at each box's centre cell (max over overlapping boxes).
+    cells:   [B, M, 2] long (column, row) of each box's centre cell.
+    offsets: [B, M, 2] the centre's position inside that cell, in [0, 1).
+    valid:   [B, M] bool, a real box (label >= 0).
+    """
+
+    heatmap: Tensor
+    cells: Tensor
+    offsets: Tensor
+    valid: Tensor
+
+
+def centre_targets(box_list: Tensor, box_labels: Tensor, num_labels: int, height: int, width: int) -> CentreTargets:
+    """CenterNet targets from every box of each study: box_list [B, M, 4] normalised xyxy,
+    box_labels [B, M] (-1 = padding) -> :class:`CentreTargets` for an ``height`` x ``width`` map.
+
+    Each box puts a Gaussian on its class's map, centred on the cell holding its centre, with
+    sigma = (2 r + 1) / 6 for r = :func:`gaussian_radius` of its size in cells (at least 0).
+    """
+    valid = box_labels >= 0
+    size = torch.tensor([width, height], dtype=box_list.dtype, device=box_list.device)
+    centre = (box_list[..., :2] + box_list[..., 2:]) / 2 * size  # [B, M, 2] in cells
+    cells = torch.minimum(centre.floor(), size - 1).clamp(min=0)
+    wh = (box_list[..., 2:] - box_list[..., :2]) * size
+    sigma = (2 * gaussian_radius(wh[..., 1], wh[..., 0]).clamp(min=0).floor() + 1) / 6  # [B, M]
+    xs = torch.arange(width, dtype=box_list.dtype, device=box_list.device)
+    ys = torch.arange(height, dtype=box_list.dtype, device=box_list.device)
+    dx2 = (xs[None, None, :] - cells[..., 0:1]) ** 2  # [B, M, w]
+    dy2 = (ys[None, None, :] - cells[..., 1:2]) ** 2  # [B, M, h]
+    blobs = torch.exp(-(dy2[..., :, None] + dx2[..., None, :]) / (2 * sigma[..., None, None] ** 2))
+    blobs = blobs * valid[..., None, None]  # [B, M, h, w]
+    onehot = F.one_hot(box_labels.clamp(min=0), num_labels).to(blobs.dtype) * valid[..., None]  # [B, M, C]
+    heatmap = (blobs[:, :, None] * onehot[..., None, None]).amax(dim=1)  # [B, C, h, w]
+    return CentreTargets(heatmap=heatmap, cells=cells.long(), offsets=centre - cells, valid=valid)
+
+
+def centre_focal_loss(logits: Tensor, target: Tensor, mask: Tensor, alpha: float = 2.0, beta: float = 4.0) -> Tensor:
+    """CenterNet's penalty-reduced focal loss, summed over the maps kept by ``mask`` [B, C] and divided
+    by their number of centres (at least one). logits, target: [B, C, h, w]."""
+    keep = mask[..., None, None].to(logits.dtype)
+    positive = (target >= 1.0).to(logits.dtype) * keep
+    prob = torch.sigmoid(logits)
+    pos = -F.logsigmoid(logits) * (1 - prob) ** alpha * positive
+    neg = -F.logsigmoid(-logits) * prob**alpha * (1 - target) ** beta * (keep - positive)
+    return (pos.sum() + neg.sum()) / positive.sum().clamp(min=1.0)
+
+
 @dataclass
 class LossParts:
     total: Tensor
@@ -50,7 +117,10 @@ class MultitaskLoss(nn.Module):
     - classification: BCE with ``pos_weight`` (class imbalance) or sigmoid focal loss (MONAI);
     - auxiliary: the same loss on the unimodal heads' logits, only on samples that
       have that modality (counters modality competition: each encoder must learn alone);
-    - localization: L1 + (1 - GIoU) on boxes of findings present (``box_mask``);
+    - localization (dense CenterNet head): penalty-reduced focal loss on the centre heatmaps
+      (``centre_focal_loss``; a finding labelled present without a box is left out of its map)
+      + L1 on the centre offsets + (1 - GIoU) of the box read at each true centre, over every
+      box of the studies whose image the model saw (``box_list`` / ``box_labels``);
     - generation: token cross-entropy under teacher forcing, padding ignored;
     - alignment (coordinated models only): symmetric InfoNCE between each study's image and
       report embeddings, over the pairs the model saw.
@@ -79,12 +149,26 @@ class MultitaskLoss(nn.Module):
             return logits.sum() * 0.0
         return per_sample[keep].mean()
 
-    def localization_loss(self, boxes: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        """boxes, target: [B, C, 4] normalised xyxy; mask: [B, C] bool (finding present with a box)."""
-        if not mask.any():
-            return boxes.sum() * 0.0
-        pred, true = boxes[mask], target[mask]
-        return F.l1_loss(pred, true) + (1.0 - paired_giou(pred, true)).mean()
+    def localization_loss(self, out: LocalizationOutput, batch: dict, image_seen: Tensor) -> Tensor:
+        """Dense localization loss (class docstring). image_seen: [B] bool."""
+        from medmodal.models.heads import decode_boxes
+
+        _, c, h, w = out.heatmaps.shape
+        labels = batch["box_labels"].masked_fill(~image_seen[:, None], -1)
+        targets = centre_targets(batch["box_list"].to(out.heatmaps.dtype), labels, c, h, w)
+        has_box = F.one_hot(labels.clamp(min=0), c).bool() & targets.valid[..., None]  # [B, M, C]
+        unboxed_positive = (batch["labels"] > 0) & ~has_box.any(dim=1)
+        heat = centre_focal_loss(out.heatmaps, targets.heatmap, image_seen[:, None] & ~unboxed_positive)
+        if not targets.valid.any():
+            return heat + out.offsets.sum() * 0.0 + out.log_sizes.sum() * 0.0
+        rows, slots = torch.nonzero(targets.valid, as_tuple=True)
+        col, row = targets.cells[rows, slots, 0], targets.cells[rows, slots, 1]
+        offsets = out.offsets[rows, :, row, col]  # [K, 2]
+        dense = decode_boxes(out.offsets, out.log_sizes)  # [B, h, w, 4]
+        pred = dense[rows, row, col]
+        true = batch["box_list"][rows, slots].to(pred.dtype)
+        offset = F.l1_loss(offsets, targets.offsets[rows, slots])
+        return heat + offset + (1.0 - paired_giou(pred, true)).mean()
 
     def generation_loss(self, caption_logits: Tensor, target_ids: Tensor) -> Tensor:
         """caption_logits: [B, T-1, V] predicting target_ids[:, 1:]; target_ids: [B, T]."""
@@ -113,9 +197,8 @@ class MultitaskLoss(nn.Module):
         if aux and w.auxiliary > 0:
             parts["auxiliary"] = torch.stack(aux).mean()
             total = total + w.auxiliary * parts["auxiliary"]
-        if out.boxes is not None and w.localization > 0:
-            mask = batch["box_mask"] & image_seen[:, None]
-            parts["localization"] = self.localization_loss(out.boxes, batch["boxes"], mask)
+        if out.localization is not None and w.localization > 0:
+            parts["localization"] = self.localization_loss(out.localization, batch, image_seen)
             total = total + w.localization * parts["localization"]
         if out.caption_logits is not None and w.generation > 0:
             parts["generation"] = self.generation_loss(out.caption_logits, batch["target_ids"])

@@ -30,6 +30,7 @@ from medmodal.data.manifest import Manifest, read_manifest
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
 from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
+from medmodal.training.data_defaults import heads_for_data
 from medmodal.training.domain_adaptation import site_names, split_target_sites, with_unlabeled
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
@@ -252,6 +253,7 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     if force and run.root.exists():
         _clear_run(run)
     manifest = read_dataset(data, config)
+    config = heads_for_data(config, manifest.split("train"))  # no target text / no boxes: no such head
     resume = resume_checkpoint(run)  # refuses a checkpoint that would unpickle code
     _check_same_config(run, config, resume)
     finished = finished_result(run)

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
-from medmodal.models.heads import ClassificationHead, LocalizationHead, soft_argmax_2d
+from medmodal.models.heads import ClassificationHead, LocalizationHead, decode_boxes
+from medmodal.models.types import LocalizationOutput
 
 from .helpers import assert_all_params_get_grad
 
@@ -12,56 +14,99 @@ def test_classification_head_linear_and_mlp():
     assert head(torch.randn(4, 8)).shape == (4, 3)
 
 
-def test_boxes_are_valid_normalised_xyxy():
-    head = LocalizationHead(grid_dim=6, context_dim=5, num_labels=3, hidden_dim=8).train()
-    grid, context = torch.randn(4, 6, 5, 7) * 30, torch.randn(4, 5) * 30  # extreme inputs too
-    boxes, heatmaps = head(grid, context)
-    assert boxes.shape == (4, 3, 4) and heatmaps.shape == (4, 3, 5, 7)
-    assert torch.isfinite(boxes).all()
-    assert ((boxes >= 0) & (boxes <= 1)).all()
+def _head(**kw) -> LocalizationHead:
+    return LocalizationHead(grid_dim=6, context_dim=5, num_labels=3, hidden_dim=8, **kw)
+
+
+def test_dense_maps_at_stride_8_and_valid_top_boxes():
+    head = _head().train()
+    grid, context = torch.randn(4, 6, 4, 4) * 30, torch.randn(4, 5) * 30  # extreme inputs too
+    out = head(grid, context, torch.randn(4, 1, 64, 64) * 30)
+    assert out.heatmaps.shape == (4, 3, 8, 8)  # 64 px / stride 8, whatever the grid's size
+    assert out.log_sizes.shape == out.offsets.shape == (4, 2, 8, 8)
+    assert out.boxes.shape == (4, 3, 4) and out.scores.shape == (4, 3)
+    boxes = out.boxes
+    assert torch.isfinite(boxes).all() and ((boxes >= 0) & (boxes <= 1)).all()
     assert (boxes[..., 0] <= boxes[..., 2]).all() and (boxes[..., 1] <= boxes[..., 3]).all()
+    assert ((out.offsets >= 0) & (out.offsets <= 1)).all()
 
 
-def test_gradient_reaches_grid_context_and_every_parameter():
-    head = LocalizationHead(grid_dim=6, context_dim=5, num_labels=3, hidden_dim=8)
-    grid, context = torch.randn(2, 6, 4, 4, requires_grad=True), torch.randn(2, 5, requires_grad=True)
-    boxes, heatmaps = head(grid, context)
-    ((boxes * torch.randn_like(boxes)).sum() + heatmaps.square().mean()).backward()
+def test_stride_must_be_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        _head(stride=6)
+
+
+def test_gradient_reaches_grid_context_image_and_every_parameter():
+    head = _head()
+    torch.nn.init.normal_(head.film.weight)  # FiLM starts as the identity: no gradient to the context yet
+    grid = torch.randn(2, 6, 4, 4, requires_grad=True)
+    context = torch.randn(2, 5, requires_grad=True)
+    image = torch.randn(2, 1, 32, 32, requires_grad=True)
+    out = head(grid, context, image)
+    (out.heatmaps.square().mean() + out.log_sizes.mean() + out.offsets.mean()).backward()
     assert_all_params_get_grad(head)
-    assert grid.grad.abs().sum() > 0 and context.grad.abs().sum() > 0
+    for x in (grid, context, image):
+        assert x.grad.abs().sum() > 0
 
 
-def test_soft_argmax_finds_a_constructed_peak():
-    height, width = 4, 6
-    for row, col in [(0, 0), (1, 3), (3, 5)]:
-        heatmap = torch.zeros(1, 1, height, width)
-        heatmap[0, 0, row, col] = 40.0
-        x, y = soft_argmax_2d(heatmap)[0, 0]
-        assert abs(x - (col + 0.5) / width) < 1e-4 and abs(y - (row + 0.5) / height) < 1e-4
-    # A flat heatmap gives the image centre; two equal peaks their midpoint.
-    assert torch.allclose(soft_argmax_2d(torch.zeros(1, 1, height, width)), torch.tensor([[[0.5, 0.5]]]))
-    two = torch.zeros(1, 1, height, width)
-    two[0, 0, 1, 0] = two[0, 0, 1, 4] = 40.0
-    assert torch.allclose(
-        soft_argmax_2d(two), torch.tensor([[[(0.5 + 4.5) / 2 / width, 1.5 / height]]]), atol=1e-4
-    )
+def test_decode_boxes_reads_centre_from_cell_and_offset_and_size_from_log_cells():
+    offsets = torch.zeros(1, 2, 4, 4)
+    log_sizes = torch.full((1, 2, 4, 4), -30.0)  # clamped to the smallest size
+    offsets[0, :, 2, 1] = torch.tensor([0.5, 0.25])  # cell row 2, column 1
+    log_sizes[0, :, 2, 1] = torch.log(torch.tensor([2.0, 1.0]))  # 2 cells wide, 1 tall
+    box = decode_boxes(offsets, log_sizes)[0, 2, 1]
+    # centre x = (1 + 0.5) / 4, y = (2 + 0.25) / 4; half sizes 1 / 4 and 0.5 / 4
+    assert torch.allclose(box, torch.tensor([0.125, 0.4375, 0.625, 0.6875]))
 
 
-def test_box_centre_moves_to_where_the_grid_lights_up():
-    """With the heatmap wired to grid channel 0, the box centre follows a spike in that channel."""
-    head = LocalizationHead(grid_dim=2, context_dim=3, num_labels=2, hidden_dim=4).eval()
-    with torch.no_grad():
-        head.grid_proj.weight.zero_()
-        head.grid_proj.bias.zero_()
-        head.grid_proj.weight[0, 0] = 1.0  # hidden channel 0 = grid channel 0
-        head.heatmap.weight.zero_()
-        head.heatmap.bias.zero_()
-        head.heatmap.weight[:, 0] = 30.0  # every class looks at hidden channel 0
-    for row, col in [(0, 1), (2, 4), (4, 0)]:
-        grid = torch.zeros(1, 2, 5, 5)
-        grid[0, 0, row, col] = 1.0
-        boxes, _ = head(grid, torch.randn(1, 3))
-        centre_x = (boxes[0, :, 0] + boxes[0, :, 2]) / 2
-        centre_y = (boxes[0, :, 1] + boxes[0, :, 3]) / 2
-        # The box may be clipped at the border, so compare cells rather than exact centres.
-        assert ((centre_x * 5).floor() == col).all() and ((centre_y * 5).floor() == row).all()
+def _output_with_peaks(peaks: list[tuple[int, int, int, float]], size: int = 8) -> LocalizationOutput:
+    """One study; (class, row, col, logit) peaks on otherwise very low heatmaps, 1-cell boxes."""
+    heat = torch.full((1, 3, size, size), -20.0)
+    for c, r, col, logit in peaks:
+        heat[0, c, r, col] = logit
+    offsets = torch.full((1, 2, size, size), 0.5)
+    log_sizes = torch.zeros(1, 2, size, size)
+    return LocalizationOutput(boxes=torch.zeros(1, 3, 4), scores=torch.zeros(1, 3), heatmaps=heat,
+                              log_sizes=log_sizes, offsets=offsets)  # fmt: skip
+
+
+def test_detect_gives_several_scored_boxes_per_finding_best_first_and_pads():
+    head = _head(max_detections=5)
+    out = _output_with_peaks([(0, 1, 1, 3.0), (0, 5, 6, 1.0), (2, 3, 3, 2.0)])
+    det = head.detect(out)
+    assert det.boxes.shape == (1, 5, 4) and det.labels.shape == det.scores.shape == (1, 5)
+    assert det.labels[0].tolist() == [0, 2, 0, -1, -1]  # two nodules, one other finding
+    assert torch.allclose(det.scores[0, :3], torch.sigmoid(torch.tensor([3.0, 2.0, 1.0])))
+    assert torch.allclose(det.boxes[0, 0], torch.tensor([1.0, 1.0, 2.0, 2.0]) / 8)
+    assert (det.scores[0, 3:] == 0).all()
+
+
+def test_detect_suppresses_overlapping_boxes_of_one_finding_only():
+    head = _head(max_detections=10, nms_iou=0.3)
+    out = _output_with_peaks([(0, 2, 2, 3.0), (0, 2, 4, 2.0), (1, 2, 4, 2.5)])
+    out.log_sizes[:] = torch.log(torch.tensor(4.0))  # 4-cell boxes: peaks 2 cells apart overlap (IoU 1/3)
+    det = head.detect(out)
+    kept = [(int(c), round(float(s), 3)) for c, s in zip(det.labels[0], det.scores[0]) if c >= 0]
+    # class 0's weaker box overlaps its stronger one and goes; class 1's identical box stays
+    assert kept == [(0, round(float(torch.sigmoid(torch.tensor(3.0))), 3)),
+                    (1, round(float(torch.sigmoid(torch.tensor(2.5))), 3))]  # fmt: skip
+
+
+def test_detect_drops_low_scores_and_non_peaks():
+    head = _head(max_detections=10, min_score=0.1)
+    out = _output_with_peaks([(0, 4, 4, 2.0), (0, 4, 5, 1.0), (1, 0, 0, -3.0)])
+    det = head.detect(out)
+    # (4, 5) is next to the stronger (4, 4): not a 3x3 peak; class 1 scores sigmoid(-3) < 0.1
+    assert det.labels[0].tolist().count(-1) == 9 and int(det.labels[0, 0]) == 0
+
+
+def test_top_box_per_finding_is_the_box_at_its_highest_cell():
+    head = _head().eval()
+    grid, context, image = torch.randn(2, 6, 4, 4), torch.randn(2, 5), torch.randn(2, 1, 64, 64)
+    out = head(grid, context, image)
+    dense = decode_boxes(out.offsets, out.log_sizes)  # [B, h, w, 4]
+    for b in range(2):
+        for c in range(3):
+            cell = int(out.heatmaps[b, c].flatten().argmax())
+            assert torch.allclose(out.boxes[b, c], dense[b].reshape(-1, 4)[cell])
+            assert torch.isclose(out.scores[b, c], torch.sigmoid(out.heatmaps[b, c].max()))

@@ -48,7 +48,7 @@ def test_both_modalities_with_each_fusion(fusion):
     assert out.logits.shape == (4, NUM_LABELS)
     assert out.image_logits.shape == out.text_logits.shape == (4, NUM_LABELS)
     assert out.boxes.shape == (4, NUM_LABELS, 4)
-    assert out.box_heatmaps.shape == (4, NUM_LABELS, 2, 2)  # 32 px at stride 16
+    assert out.box_heatmaps.shape == (4, NUM_LABELS, 4, 4)  # 32 px at the localization head's stride 8
     assert out.caption_logits.shape == (4, 9, VOCAB)
     assert out.word_attention.shape == (4, 8)
     assert out.fusion is not None and out.fusion.vector.shape == (4, model.fused_dim)
@@ -56,7 +56,7 @@ def test_both_modalities_with_each_fusion(fusion):
     if fusion == "late":
         assert out.logits is out.fusion.logits and model.classifier is None
     # Every part learns from the joint loss.
-    loss = out.logits.sum() + out.boxes.sum() + out.caption_logits.logsumexp(-1).sum()
+    loss = out.logits.sum() + out.boxes.sum() + out.box_heatmaps.sum() + out.caption_logits.logsumexp(-1).sum()
     loss = loss + out.image_logits.sum() + out.text_logits.sum()
     loss.backward()
     first_conv = model.image_encoder.body[0][0]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from medmodal.config import TrainConfig
-from medmodal.models.types import ModelOutput
+from medmodal.models.types import LocalizationOutput, ModelOutput
 from medmodal.training.losses import MultitaskLoss, paired_giou, positive_weights
 
 
@@ -73,14 +73,19 @@ def test_auxiliary_losses_ignore_samples_without_that_modality():
 def test_modality_dropout_hidden_image_is_not_trained_by_aux_or_boxes():
     loss = MultitaskLoss(TrainConfig(class_imbalance="none"), num_labels=3, pad_id=0)
     batch = _batch()
-    batch["box_mask"][:] = True
+    batch["box_list"] = torch.tensor([[[0.1, 0.1, 0.5, 0.5]]]).repeat(4, 1, 1)
+    batch["box_labels"] = torch.zeros(4, 1, dtype=torch.long)
     image_logits = torch.zeros(4, 3, requires_grad=True)
-    boxes = torch.full((4, 3, 4), 0.3).requires_grad_()
+    maps = [torch.zeros(4, k, 8, 8, requires_grad=True) for k in (3, 2, 2)]
+    localization = LocalizationOutput(boxes=torch.zeros(4, 3, 4), scores=torch.zeros(4, 3), heatmaps=maps[0],
+                                      log_sizes=maps[1], offsets=maps[2] + 0.5)  # fmt: skip
     seen = torch.tensor([True, False, True, False])
-    out = ModelOutput(logits=torch.zeros(4, 3), image_logits=image_logits, boxes=boxes, image_present=seen)
+    out = ModelOutput(logits=torch.zeros(4, 3), image_logits=image_logits, localization=localization,
+                      image_present=seen)  # fmt: skip
     loss(out, batch).total.backward()
-    assert image_logits.grad[~seen].abs().sum() == 0 and boxes.grad[~seen].abs().sum() == 0
-    assert image_logits.grad[seen].abs().sum() > 0 and boxes.grad[seen].abs().sum() > 0
+    assert image_logits.grad[~seen].abs().sum() == 0 and image_logits.grad[seen].abs().sum() > 0
+    for tensor in maps:
+        assert tensor.grad[~seen].abs().sum() == 0 and tensor.grad[seen].abs().sum() > 0
 
 
 def test_generation_loss_ignores_padding_and_is_log_vocab_for_uniform_logits():

@@ -119,3 +119,202 @@ def localization_metrics(
         "iou_mean_macro": mean_or_none([v["iou_mean"] for v in per_label.values()]),
         "per_label": per_label,
     }
+
+
+# --------------------------------------------------------------------------- detection
+FROC_FP_RATES = (0.5, 1.0, 2.0)
+COCO_MAX_DETECTIONS = 100
+
+
+def _checked_true_boxes(
+    true_boxes: Sequence[Sequence[tuple[int, Sequence[float]]]], c: int
+) -> list[list[tuple[int, np.ndarray]]]:
+    """``true_boxes`` validated: per study a list of (class index, float box [4])."""
+    checked = []
+    for i, study in enumerate(true_boxes):
+        rows = []
+        for k, item in enumerate(study):
+            try:
+                label, box = item
+                box = np.asarray(box, dtype=np.float64).reshape(4)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"true_boxes[{i}][{k}]: expected (class_index, (x0, y0, x1, y1)), got {item!r}"
+                ) from None
+            if not 0 <= int(label) < c:
+                raise ValueError(f"true_boxes[{i}][{k}]: class index {label} outside 0..{c - 1}")
+            if not np.isfinite(box).all() or box[2] < box[0] or box[3] < box[1]:
+                raise ValueError(f"true_boxes[{i}][{k}]: invalid box {box.tolist()} (need x0 <= x1, y0 <= y1)")
+            rows.append((int(label), box))
+        checked.append(rows)
+    return checked
+
+
+def _checked_detections(
+    detections: Sequence[Sequence[tuple[int, Sequence[float], float]]], c: int
+) -> list[list[tuple[int, np.ndarray, float]]]:
+    """``detections`` validated: per study a list of (class index, float box [4], score)."""
+    checked = []
+    for i, study in enumerate(detections):
+        rows = []
+        for k, item in enumerate(study):
+            try:
+                label, box, score = item
+                box = np.asarray(box, dtype=np.float64).reshape(4)
+                score = float(score)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"detections[{i}][{k}]: expected (class_index, (x0, y0, x1, y1), score), got {item!r}"
+                ) from None
+            if not 0 <= int(label) < c:
+                raise ValueError(f"detections[{i}][{k}]: class index {label} outside 0..{c - 1}")
+            if not (np.isfinite(box).all() and np.isfinite(score)):
+                raise ValueError(f"detections[{i}][{k}]: NaN or inf in box or score")
+            rows.append((int(label), box, score))
+        checked.append(rows)
+    return checked
+
+
+def _xywh(box: np.ndarray) -> list[float]:
+    """xyxy -> COCO's (x, y, width, height); a negative width or height becomes 0."""
+    return [float(box[0]), float(box[1]), float(max(box[2] - box[0], 0.0)), float(max(box[3] - box[1], 0.0))]
+
+
+def _coco_eval(truth: list, dets: list, categories: list[int]) -> Any:
+    """pycocotools ``COCOeval`` (bbox) run and accumulated over all studies; its printing silenced."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    annotations = [
+        {"id": k + 1, "image_id": i, "category_id": label, "bbox": _xywh(box), "iscrowd": 0,
+         "area": _xywh(box)[2] * _xywh(box)[3]}
+        for k, (i, label, box) in enumerate((i, label, box) for i, study in enumerate(truth) for label, box in study)
+    ]  # fmt: skip
+    results = [
+        {"image_id": i, "category_id": label, "bbox": _xywh(box), "score": score}
+        for i, study in enumerate(dets) for label, box, score in study if label in categories
+    ]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {
+            "images": [{"id": i} for i in range(len(truth))],
+            "categories": [{"id": label} for label in categories],
+            "annotations": annotations,
+        }
+        gt.createIndex()
+        dt = gt.loadRes(results) if results else None
+        if dt is None:
+            return None
+        coco_eval = COCOeval(gt, dt, "bbox")
+        coco_eval.params.imgIds = list(range(len(truth)))
+        coco_eval.params.catIds = categories
+        coco_eval.params.maxDets = [1, 10, COCO_MAX_DETECTIONS]
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    return coco_eval
+
+
+def _average_precision(precision: np.ndarray) -> float:
+    """COCO's mean over the defined (> -1) entries of a precision slice; 0.0 if none is defined."""
+    defined = precision[precision > -1]
+    return float(defined.mean()) if defined.size else 0.0
+
+
+def froc_sensitivities(
+    tp_scores: Sequence[float], fp_scores: Sequence[float], num_targets: int, num_images: int, fp_rates: Sequence[float]
+) -> dict[str, float]:
+    """FROC read at ``fp_rates``: for each rate, the highest sensitivity (true positives / ``num_targets``)
+    among the score thresholds whose false positives per image (``/ num_images``) stay at or below it.
+
+    Written out rather than MONAI's ``compute_froc_curve_data``, which skips the lowest score
+    threshold (all detections scored alike -> sensitivity 0).
+    """
+    tp, fp = np.sort(np.asarray(tp_scores, float)), np.sort(np.asarray(fp_scores, float))
+    thresholds = np.unique(np.concatenate([tp, fp]))
+    found = len(tp) - np.searchsorted(tp, thresholds, side="left")  # detections scored >= threshold
+    false = len(fp) - np.searchsorted(fp, thresholds, side="left")
+    sensitivity = np.concatenate([[0.0], found / max(num_targets, 1)])
+    fp_per_image = np.concatenate([[0.0], false / max(num_images, 1)])
+    return {f"{rate:g}": float(sensitivity[fp_per_image <= rate].max()) for rate in fp_rates}
+
+
+def _froc(coco_eval: Any, num_images: int, fp_rates: Sequence[float]) -> dict[str, float]:
+    """:func:`froc_sensitivities` of the detections as COCOeval matched them at IoU 0.5 (greedy by
+    score, per finding and image), pooled over findings."""
+    tp, fp, targets = [], [], 0
+    all_area = coco_eval.params.areaRng[0]
+    for entry in coco_eval.evalImgs:
+        if entry is None or entry["aRng"] != all_area:
+            continue
+        targets += int((np.asarray(entry["gtIgnore"]) == 0).sum())
+        matched = np.asarray(entry["dtMatches"])[0] > 0  # IoU threshold 0.5 is the first
+        ignored = np.asarray(entry["dtIgnore"])[0].astype(bool)
+        scores = np.asarray(entry["dtScores"])
+        tp.extend(scores[matched & ~ignored].tolist())
+        fp.extend(scores[~matched & ~ignored].tolist())
+    return froc_sensitivities(tp, fp, targets, num_images, fp_rates)
+
+
+def detection_metrics(
+    detections: Sequence[Sequence[tuple[int, Sequence[float], float]]],
+    true_boxes: Sequence[Sequence[tuple[int, Sequence[float]]]],
+    label_names: Sequence[str],
+    fp_rates: Sequence[float] = FROC_FP_RATES,
+) -> dict[str, Any]:
+    """COCO mAP and FROC of scored detections against every true box, over the findings that have boxes.
+
+    Args:
+        detections: ``N`` lists (one per image) of ``(class_index, (x0, y0, x1, y1), score)``,
+            any number per finding (at most 100 per image count, COCO's ``maxDets``).
+        true_boxes: ``N`` lists of ``(class_index, (x0, y0, x1, y1))``, same coordinates.
+        label_names: the ``C`` finding names.
+        fp_rates: false positives per image at which FROC sensitivity is read.
+
+    Only findings with at least one true box are scored ("boxed findings"); detections of
+    other findings are left out. AP comes from pycocotools' ``COCOeval`` (bbox, 101-point
+    interpolated precision, area range "all", 100 detections per image): ``map_50`` at IoU 0.5,
+    ``map_50_95`` averaged over IoU 0.50:0.05:0.95, both the mean over the scored findings.
+    FROC: sensitivity (share of true boxes matched at IoU >= 0.5) at each ``fp_rates`` number of
+    false positives per image, pooled over findings (:func:`froc_sensitivities`).
+
+    Returns:
+        ``{"map_50", "map_50_95", "froc": {"0.5": ..., "1": ..., "2": ...}, "froc_mean",
+        "n_images", "n_boxes", "per_label": {name: {"ap_50", "ap_50_95", "n_boxes"}}}``;
+        ``map_*`` / ``froc*`` are ``None`` when no study has a true box.
+    """
+    names = list(label_names)
+    if len(detections) != len(true_boxes):
+        raise ValueError(f"detections has {len(detections)} studies, true_boxes {len(true_boxes)}")
+    truth = _checked_true_boxes(true_boxes, len(names))
+    dets = _checked_detections(detections, len(names))
+    counts = np.bincount([label for study in truth for label, _ in study], minlength=len(names))
+    categories = [c for c in range(len(names)) if counts[c] > 0]
+    result: dict[str, Any] = {"n_images": len(truth), "n_boxes": int(counts.sum())}
+    if not categories:
+        return {**result, "map_50": None, "map_50_95": None, "froc": None, "froc_mean": None, "per_label": {}}
+    coco_eval = _coco_eval(truth, dets, categories)
+    if coco_eval is None:  # no detection of a scored finding at all
+        precision = np.zeros((10, 101, len(categories), 1, 1))
+        froc = {f"{rate:g}": 0.0 for rate in fp_rates}
+    else:
+        precision = coco_eval.eval["precision"][:, :, :, 0:1, -1:]  # area "all", 100 detections
+        froc = _froc(coco_eval, len(truth), fp_rates)
+    per_label = {
+        names[c]: {
+            "ap_50": _average_precision(precision[0, :, k]),
+            "ap_50_95": _average_precision(precision[:, :, k]),
+            "n_boxes": int(counts[c]),
+        }
+        for k, c in enumerate(categories)
+    }
+    return {
+        **result,
+        "map_50": _average_precision(precision[0]),
+        "map_50_95": _average_precision(precision),
+        "froc": froc,
+        "froc_mean": float(np.mean(list(froc.values()))),
+        "per_label": per_label,
+    }

@@ -1,0 +1,126 @@
+"""The dense (CenterNet) localization targets and loss of medmodal.training.losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medmodal.config import TrainConfig
+from medmodal.models.heads import decode_boxes
+from medmodal.models.types import LocalizationOutput, ModelOutput
+from medmodal.training.losses import MultitaskLoss, centre_focal_loss, centre_targets, gaussian_radius
+
+
+def test_gaussian_radius_matches_the_centernet_reference_and_grows_with_size():
+    # CenterNet's gaussian_radius((8, 8), 0.7) = 2.186 (its third case), (2, 2) -> 0.546
+    assert float(gaussian_radius(torch.tensor(8.0), torch.tensor(8.0))) == pytest.approx(2.1865, abs=1e-3)
+    assert float(gaussian_radius(torch.tensor(2.0), torch.tensor(2.0))) == pytest.approx(0.5466, abs=1e-3)
+    sizes = torch.tensor([1.0, 3.0, 10.0, 30.0])
+    assert (gaussian_radius(sizes, sizes).diff() > 0).all()
+
+
+def test_centre_targets_peak_at_each_box_centre_on_its_class_map():
+    box_list = torch.tensor([[[0.10, 0.10, 0.30, 0.30], [0.55, 0.60, 0.95, 0.90], [0, 0, 0, 0]]])
+    box_labels = torch.tensor([[2, 0, -1]])
+    t = centre_targets(box_list, box_labels, num_labels=3, height=8, width=8)
+    assert t.heatmap.shape == (1, 3, 8, 8)
+    # box 0: centre (0.2, 0.2) * 8 = (1.6, 1.6) -> cell (1, 1), offset (0.6, 0.6); on class 2's map
+    assert t.cells[0, 0].tolist() == [1, 1] and torch.allclose(t.offsets[0, 0], torch.tensor([0.6, 0.6]))
+    assert t.heatmap[0, 2, 1, 1] == 1.0 and t.heatmap[0, 0, 1, 1] < 1.0
+    # box 1: centre (0.75, 0.75) * 8 = (6, 6) -> cell (6, 6) on class 0's map; class 1 has no box
+    assert t.heatmap[0, 0, 6, 6] == 1.0
+    assert t.heatmap[0, 1].max() == 0.0
+    assert t.valid.tolist() == [[True, True, False]]
+    assert int((t.heatmap == 1.0).sum()) == 2  # exactly one centre per box
+
+
+def test_focal_loss_is_lower_for_a_heatmap_that_matches_the_target():
+    target = torch.zeros(1, 1, 8, 8)
+    target[0, 0, 3, 4] = 1.0
+    good = torch.full((1, 1, 8, 8), -8.0)
+    good[0, 0, 3, 4] = 8.0
+    bad = torch.full((1, 1, 8, 8), -8.0)
+    bad[0, 0, 6, 1] = 8.0
+    keep = torch.ones(1, 1, dtype=torch.bool)
+    assert centre_focal_loss(good, target, keep) < 0.01 < centre_focal_loss(bad, target, keep)
+    # a map left out by the mask contributes nothing
+    assert centre_focal_loss(bad, target, ~keep) == 0.0
+
+
+def _output(b=2, c=3, h=8, w=8, requires_grad=True) -> LocalizationOutput:
+    heat = torch.full((b, c, h, w), -4.6).requires_grad_(requires_grad)
+    log_sizes = torch.zeros(b, 2, h, w).requires_grad_(requires_grad)
+    offsets = torch.full((b, 2, h, w), 0.5).requires_grad_(requires_grad)
+    return LocalizationOutput(boxes=torch.zeros(b, c, 4), scores=torch.zeros(b, c), heatmaps=heat,
+                              log_sizes=log_sizes, offsets=offsets)  # fmt: skip
+
+
+def _batch(labels, box_list, box_labels):
+    b = len(labels)
+    return {
+        "labels": torch.tensor(labels, dtype=torch.float32),
+        "has_image": torch.ones(b, dtype=torch.bool),
+        "has_text": torch.ones(b, dtype=torch.bool),
+        "box_list": torch.tensor(box_list, dtype=torch.float32),
+        "box_labels": torch.tensor(box_labels),
+    }
+
+
+def test_a_present_finding_without_a_box_is_left_out_of_its_heatmap():
+    loss = MultitaskLoss(TrainConfig(), num_labels=3, pad_id=0)
+    # study 0: class 0 boxed; class 1 labelled present but unboxed. study 1: nothing.
+    batch = _batch([[1, 1, 0], [0, 0, 0]], [[[0.1, 0.1, 0.3, 0.3]], [[0, 0, 0, 0]]], [[0], [-1]])
+    out = _output()
+    loss.localization_loss(out, batch, torch.ones(2, dtype=torch.bool)).backward()
+    grad = out.heatmaps.grad
+    assert grad[0, 1].abs().sum() == 0  # unboxed positive: no signal either way
+    assert grad[0, 0].abs().sum() > 0 and grad[0, 2].abs().sum() > 0 and grad[1].abs().sum() > 0
+
+
+def test_box_regression_is_trained_only_at_true_centres_and_fits_the_box():
+    loss = MultitaskLoss(TrainConfig(), num_labels=3, pad_id=0)
+    batch = _batch([[1, 0, 0]], [[[0.40, 0.40, 0.60, 0.70]]], [[0]])
+    heat = torch.full((1, 3, 8, 8), -4.6, requires_grad=True)
+    log_sizes = torch.zeros(1, 2, 8, 8, requires_grad=True)
+    raw_offsets = torch.zeros(1, 2, 8, 8, requires_grad=True)
+    optimiser = torch.optim.Adam([heat, log_sizes, raw_offsets], lr=0.1)
+    for _ in range(150):
+        optimiser.zero_grad()
+        out = LocalizationOutput(boxes=torch.zeros(1, 3, 4), scores=torch.zeros(1, 3), heatmaps=heat,
+                                 log_sizes=log_sizes, offsets=torch.sigmoid(raw_offsets))  # fmt: skip
+        loss.localization_loss(out, batch, torch.ones(1, dtype=torch.bool)).backward()
+        optimiser.step()
+    # centre (0.5, 0.55) * 8 = (4, 4.4) -> cell column 4, row 4
+    assert log_sizes.grad.abs().sum(dim=1)[0].nonzero().tolist() == [[4, 4]]
+    box = decode_boxes(torch.sigmoid(raw_offsets), log_sizes)[0, 4, 4]
+    assert torch.allclose(box, torch.tensor([0.40, 0.40, 0.60, 0.70]), atol=0.02)
+    assert int(heat[0, 0].flatten().argmax()) == 4 * 8 + 4
+
+
+def test_no_box_in_the_batch_still_gives_a_finite_loss_with_a_graph():
+    loss = MultitaskLoss(TrainConfig(), num_labels=3, pad_id=0)
+    batch = _batch([[0, 0, 0], [0, 1, 0]], [[[0, 0, 0, 0]], [[0, 0, 0, 0]]], [[-1], [-1]])
+    out = _output()
+    value = loss.localization_loss(out, batch, torch.ones(2, dtype=torch.bool))
+    assert torch.isfinite(value)
+    value.backward()  # the negatives still train the heatmaps
+    assert out.heatmaps.grad.abs().sum() > 0
+
+
+def test_multitask_loss_reports_the_localization_part():
+    loss = MultitaskLoss(TrainConfig(), num_labels=3, pad_id=0)
+    batch = _batch([[1, 0, 0], [0, 0, 1]], [[[0.1, 0.1, 0.3, 0.3]], [[0.5, 0.5, 0.9, 0.8]]], [[0], [2]])
+    out = ModelOutput(logits=torch.zeros(2, 3), localization=_output())
+    parts = loss(out, batch).parts
+    assert set(parts) == {"classification", "localization"}
+    assert parts["localization"] > 0
+
+
+@pytest.mark.parametrize("weight", [0.0])
+def test_zero_weight_leaves_localization_out(weight):
+    cfg = TrainConfig()
+    cfg.loss_weights.localization = weight
+    loss = MultitaskLoss(cfg, num_labels=3, pad_id=0)
+    batch = _batch([[1, 0, 0]], [[[0.1, 0.1, 0.3, 0.3]]], [[0]])
+    out = ModelOutput(logits=torch.zeros(1, 3), localization=_output(b=1))
+    assert "localization" not in loss(out, batch).parts
