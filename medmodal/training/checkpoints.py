@@ -59,6 +59,7 @@ def module_from_checkpoint(cls: type[ModuleT], path: str | Path, map_location: s
     hparams = state.get("hyper_parameters")
     if not isinstance(hparams, Mapping):
         raise UnreadableFileError(f"{path}: the checkpoint has no hyper_parameters to rebuild a {cls.__name__} from")
+    hparams = without_pretrained_paths(hparams)
     weights = state["state_dict"]
     with torch.device("meta"):
         layout = _build(cls, hparams, path)
@@ -66,6 +67,23 @@ def module_from_checkpoint(cls: type[ModuleT], path: str | Path, map_location: s
     module = _build(cls, hparams, path)
     module.load_state_dict(weights, strict=True)
     return module.to(map_location)
+
+
+def without_pretrained_paths(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """``hparams`` with every model part's ``pretrained_path`` cleared.
+
+    The checkpoint holds all the weights, so a part's initial weights file is not needed
+    (and is usually absent on the machine a run folder was sent to); nor is a file read on a
+    checkpoint's say-so.
+    """
+    config = hparams.get("config")
+    if not isinstance(config, Mapping) or not isinstance(config.get("model"), Mapping):
+        return dict(hparams)
+    model = {
+        name: {**part, "pretrained_path": None} if isinstance(part, Mapping) and "pretrained_path" in part else part
+        for name, part in config["model"].items()
+    }
+    return {**hparams, "config": {**config, "model": model}}
 
 
 def _build(cls: type[ModuleT], hparams: Mapping[str, Any], path: str | Path) -> ModuleT:

@@ -124,6 +124,19 @@ def test_hyper_parameters_of_a_huge_model_are_refused_before_building_it(run_cop
         module_from_checkpoint(MultimodalModule, best)
 
 
+def test_a_shared_run_loads_without_the_initial_weights_files_it_was_trained_from(run_copy, tmp_path):
+    """A part's ``pretrained_path`` (weights before training) is neither needed nor read: the
+    checkpoint holds every weight, and the file is not on the machine the run was sent to."""
+    best = run_copy / "checkpoints" / "best.ckpt"
+    state = load_torch_file(best)
+    state["hyper_parameters"]["config"]["model"]["image_encoder"]["pretrained_path"] = str(tmp_path / "absent.pt")
+    torch.save(state, best)
+    trained = load_trained(run_copy)
+    assert trained.model.image_encoder is not None
+    for name, value in trained.model.state_dict().items():
+        assert torch.equal(value, state["state_dict"][f"model.{name}"]), name
+
+
 def test_a_checkpoint_from_another_run_folder_is_refused(run_copy, tmp_path):
     labels = json.loads((run_copy / "labels.json").read_text())
     labels["labels"] = labels["labels"][:-1]
