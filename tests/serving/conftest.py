@@ -1,4 +1,4 @@
-"""A tiny trained run shared by the serving tests (synthetic data, one epoch, 32 px)."""
+"""A tiny trained run shared by the serving tests (synthetic data, one epoch, 64 px)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,11 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
-    """A run with every head (classification, localization, generation) so all outputs are exercised."""
+    """A run with every head (classification, localization, generation) so all outputs are exercised.
+
+    64 px with the default image encoder: its 4 x 4 read-out pools the stride-16 grid (4 x 4 here),
+    which the ONNX export handles; a 2 x 2 grid (32 px) it cannot export.
+    """
     from medmodal.config import Config, apply_overrides
     from medmodal.training.trainer import train
 
@@ -30,7 +34,7 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     config = apply_overrides(Config(), {
-        "data.image_size": 32, "model.embed_dim": 32, "train.epochs": 1, "train.progress_bar": False,
+        "data.image_size": 64, "model.embed_dim": 32, "train.epochs": 1, "train.progress_bar": False,
         "train.batch_size": 16, "data.max_target_tokens": 24, "evaluate.max_generate_tokens": 12,
         "evaluate.beam_size": 1,
     })

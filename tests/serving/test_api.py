@@ -79,7 +79,7 @@ def test_health_and_model_describe_the_run(client, predictor):
     assert health["status"] == "ok" and health["labels"] == len(predictor.labels)
     info = client.get("/v1/model").json()
     assert info["labels"] == predictor.labels
-    assert info["config"]["data"]["image_size"] == 32
+    assert info["config"]["data"]["image_size"] == 64
     assert info["training_data"]["rows_kept"] == 80
     assert "file" not in info["training_data"]  # no server paths
     assert info["metrics"] is None  # not evaluated

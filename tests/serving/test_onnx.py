@@ -35,7 +35,7 @@ def test_dynamic_batch_size(exported, tiny_run):
     session = OnnxSession(exported.path)
     for batch in (1, 3):
         feed = {
-            "image": np.zeros((batch, 1, 32, 32), np.float32), "has_image": np.ones(batch, bool),
+            "image": np.zeros((batch, 1, 64, 64), np.float32), "has_image": np.ones(batch, bool),
             "text_ids": np.full((batch, 48), 5, np.int64), "text_mask": np.ones((batch, 48), bool),
             "has_text": np.ones(batch, bool),
         }
