@@ -181,6 +181,10 @@ class ImageFolder:
             self._index = index
         return self._index
 
+    def all_images(self) -> list[Path]:
+        """Every image file under the root, sorted."""
+        return sorted(set(self._names().values()))
+
     def by_name(self, name: str) -> Path | None:
         """The image called ``name`` (with or without its suffix) anywhere under the root."""
         return self._names().get(name) if name else None

@@ -121,6 +121,15 @@ FORMATS: dict[str, ImportFormat] = {
             "folder with PADCHEST_chest_x_ray_images_labels_160K*.csv[.gz] or the table", "padchest", "import_padchest",
         ),
         ImportFormat(
+            "folder", "your own data: a folder of DICOM / PNG / JPEG images + a CSV of reports (+ labels)",
+            "folder of images (searched recursively)", "folder", "import_folder",
+            (Option("--reports", "reports", "CSV, one row per study: id, report (or indication / findings / "
+                    "impression), optional image, patient_id, split, site, view, labels"),
+             Option("--labels", "labels", "label table from `medmodal label-reports` (id + one column per finding)"),
+             Option("--id-column", "id_column", "the id column of --reports (default: id)"),
+             UNCERTAIN, COPY, STRICT, CHECK),
+        ),
+        ImportFormat(
             "vqa-rad", "VQA-RAD: question JSON + image folder -> manifest + qa.jsonl",
             "VQA_RAD Dataset Public.json (or trainset.json / testset.json)", "vqa_rad", "import_vqa_rad",
             (Option("--images", "images_dir", "folder with the VQA-RAD images", required=True),

@@ -15,7 +15,7 @@ from .real_tables import write_image
 
 def test_every_format_resolves_to_a_function_with_its_options():
     assert available() == ["openi", "iu-xray", "nih", "chexpert", "mimic-cxr", "vindr-cxr", "rsna-pneumonia",
-                           "siim-pneumothorax", "padchest", "vqa-rad"]  # fmt: skip
+                           "siim-pneumothorax", "padchest", "folder", "vqa-rad"]  # fmt: skip
     for fmt in FORMATS.values():
         parameters = inspect.signature(fmt.load()).parameters
         assert {o.keyword for o in fmt.options} <= set(parameters), fmt.name
