@@ -11,6 +11,7 @@ TINY_PARTS = {
     "image_encoder": TINY_CNN,
     "text_encoder": {"name": "bilstm_attention", "kwargs": {"embed_dim": 16}},
     "decoder": {"name": "lstm", "kwargs": {"attn_dim": 16}},
+    "fusion": {"name": "gated"},
 }
 
 
