@@ -1,18 +1,21 @@
 """Validate the report labeler on real reports: agreement with the Open-i (Indiana) MeSH tags.
 
-For every Open-i report with MeSH indexing, the labeler (:func:`default_labeler`) reads
-the report's ``findings`` and ``impression`` and its output is compared, per finding,
-with the report's MeSH *major* terms mapped to findings by
-:data:`medmodal.data.importers.openi.MESH_LABELS` (and the MeSH term ``normal`` to the
-labeler's ``normal`` flag). Reports indexed ``No Indexing`` are left out (not annotated).
+For every Open-i report with MeSH indexing, the labeler reads the report's ``findings`` and
+``impression`` and its output is compared, per finding, with the report's MeSH *major* terms
+mapped to findings by :data:`medmodal.data.importers.openi.MESH_LABELS` plus
+:data:`QUALIFIED_MESH` (and the MeSH term ``normal`` to the labeler's ``normal`` flag).
+Reports indexed ``No Indexing`` are left out (not annotated).
+
+Protocol: reports are split once, by a fixed hash of the report id (:func:`report_half`), into
+a development half (error analysis, ``list_errors``) and a held-out half (scored only).
 
 The MeSH tags are not a perfect reference either: they were assigned by human indexers
-from the same text, with their own conventions (e.g. "Airspace Disease" is mapped to
-``opacity`` while the labeler calls "airspace disease" consolidation). Disagreement
-therefore mixes labeler errors and differences of convention; the per-finding counts
-let one look at both.
+from the same text, with their own conventions (e.g. the labeler's ``fibrosis`` includes
+"scarring", indexed ``Cicatrix``). Disagreement therefore mixes labeler errors and
+differences of convention; the per-finding counts let one look at both.
 
-Command: ``medmodal validate-labeler`` (``docs/labeler.md`` has the measured table).
+Command: ``medmodal validate-labeler [--half dev|heldout|all]`` (``docs/labeler.md`` has the
+measured tables).
 """
 
 from __future__ import annotations
