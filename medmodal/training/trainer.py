@@ -27,6 +27,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from medmodal.config import Config, ConfigError, TrainConfig
 from medmodal.data.dataset import StudyDataset, make_dataloader
 from medmodal.data.manifest import Manifest, read_manifest
+from medmodal.data.prepared import is_prepared
+from medmodal.data.prepared_manifest import PreparedStudyDataset, is_prepared_studies
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
 from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
@@ -46,6 +48,10 @@ class RunConflictError(RuntimeError):
 
 def read_dataset(data: str | Path, config: Config, labels: list[str] | None = None) -> Manifest:
     """Read and validate the manifest of ``data`` (a folder or a manifest file) with the config's policies."""
+    if is_prepared(data):  # `medmodal prepare` output (docs/prepare.md): studies from the shards' JSON
+        from medmodal.data.prepared_manifest import read_prepared_manifest
+
+        return read_prepared_manifest(data, labels if labels is not None else config.data.labels, config.data.image_size)
     path = Path(data)
     if path.is_dir() and (path / config.data.manifest).exists():
         path = path / config.data.manifest
@@ -64,7 +70,8 @@ def read_dataset(data: str | Path, config: Config, labels: list[str] | None = No
 def build_dataset(studies: list[Study], tokenizer: ReportTokenizer, labels: list[str], config: Config, train: bool) -> StudyDataset:
     """The torch dataset of ``studies`` as the config describes it."""
     d = config.data
-    return StudyDataset(
+    dataset_class = PreparedStudyDataset if is_prepared_studies(studies) else StudyDataset  # images from shards
+    return dataset_class(
         studies,
         tokenizer,
         labels,
@@ -247,6 +254,10 @@ def lightning_trainer(t: TrainConfig, root: Path, *, strategy: Any, callbacks: l
 
 def train(data: str | Path, config: Config, out: str | Path, *, force: bool = False) -> TrainResult:
     """Train a model on ``data`` into the run folder ``out``; resumes from ``last.ckpt`` if present."""
+    if is_prepared(data):  # streamed from the shards, never all studies in memory (docs/prepare.md)
+        from medmodal.training.prepared_training import train_prepared
+
+        return train_prepared(str(data), config, out, force=force)
     start = time.time()
     quiet_lightning()
     run = RunDir.at(out)

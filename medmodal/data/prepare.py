@@ -1,0 +1,334 @@
+"""``medmodal prepare DATA OUT``: validate, decode, resize each study once into WebDataset shards.
+
+Two streaming passes over the manifest (:func:`~medmodal.data.manifest_stream.stream_manifest`),
+so memory does not grow with the cells of the whole file:
+
+1. **scan**: rows validated chunk by chunk (bad rows named and logged as found), each
+   distinct image file decode-checked once; kept: per study its row, patient key and given
+   split (what the patient-level split needs), label and summary counts.
+2. **write**: the same rows again; each kept study gets the split
+   :func:`~medmodal.data.splits.patient_splits` assigns (the same as the raw path with the
+   same ``split_fractions`` / ``split_seed``), its image is decoded and resized exactly as
+   :meth:`StudyDataset.stored_image` does (uint8 ``[S, S]``; a file repeated across rows is
+   decoded once, a small LRU cache) and it is appended to its split's current shard.
+
+Then the tokenizer is learnt from the training shards' text (``data.text_fields`` +
+``data.target_fields``, ``data.min_token_freq``) and ``prepared.json`` is written last.
+The format is described in :mod:`medmodal.data.prepared` and docs/prepare.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from medmodal.config import Config
+from medmodal.data.manifest import ManifestError, find_manifest_file
+from medmodal.data.manifest_stream import DEFAULT_CHUNK_ROWS, stream_manifest
+from medmodal.data.prepared import (
+    TOKENIZER_NAME,
+    PreparedDataError,
+    join,
+    npy_bytes,
+    open_binary,
+    read_index,
+    shard_samples,
+    study_record,
+    write_index,
+)
+from medmodal.data.splits import patient_key, patient_splits
+from medmodal.data.types import SPLITS, RowProblem, Study
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STUDIES_PER_SHARD = 5000
+MAX_PROBLEMS_IN_INDEX = 10_000
+DECODED_CACHE_FILES = 256
+
+
+class _Slim(NamedTuple):
+    """What the patient-level split needs of a study (duck-types :class:`Study` for :mod:`splits`)."""
+
+    id: str
+    patient_id: str | None
+    split: str | None
+
+
+@dataclass
+class PrepareResult:
+    out: str
+    studies: dict[str, int]
+    shards: dict[str, int]
+    rows_read: int
+    problems: list[RowProblem] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Scan:
+    rows: list[int] = field(default_factory=list)
+    slim: list[_Slim] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+    rows_read: int = 0
+    left_out_by_view: int = 0
+    labels_outside_set: dict[str, int] = field(default_factory=dict)
+    label_counts: Counter = field(default_factory=Counter)
+    sites: Counter = field(default_factory=Counter)
+    missing_image: int = 0
+    missing_text: int = 0
+    with_boxes: int = 0
+    splits_assigned: int = 0
+
+
+def prepare(data: str | Path, out: str, config: Config | None = None, *,
+            studies_per_shard: int = DEFAULT_STUDIES_PER_SHARD, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+            progress: bool = False) -> PrepareResult:  # fmt: skip
+    """Prepare the manifest of ``data`` into ``out`` (a local folder or an fsspec URL).
+
+    Reading settings come from ``config.data`` (labels, image_size, views, on_bad_row,
+    check_images, allow_outside_paths, split_fractions, split_seed, text/target fields,
+    min_token_freq, manifest name).
+
+    Raises:
+        ManifestError: unreadable manifest, bad rows with ``on_bad_row="error"``, no usable row.
+        PreparedDataError: ``out`` already holds a prepared index.
+    """
+    start = time.time()
+    config = config or Config()
+    d = config.data
+    out = str(out)
+    _refuse_existing(out)
+    manifest = _manifest_file(data, d.manifest)
+    stream_args = {"labels": d.labels, "check_images": d.check_images, "allow_outside_paths": d.allow_outside_paths,
+                       "views": d.views, "chunk_rows": chunk_rows}  # fmt: skip
+    scan = _scan(manifest, stream_args)
+    if scan.problems and d.on_bad_row == "error":
+        raise ManifestError(_problem_text(manifest, scan.problems, "bad row(s) (on_bad_row='error')"), scan.problems)
+    if not scan.rows:
+        raise ManifestError(_problem_text(manifest, scan.problems, "row(s) read, none usable"), scan.problems)
+    label_names = list(d.labels) if d.labels is not None else sorted(scan.label_counts)
+    split_of_row = _split_of_row(scan, d.split_fractions, d.split_seed)
+    patients = len({patient_key(s) for s in scan.slim})
+    scan.slim = []  # not needed past this point
+    if _make_folder(out):
+        logger.info("writing prepared shards to %s", out)
+    writers = _ShardWriters(out, studies_per_shard)
+    label_counts_by_split: dict[str, Counter] = {name: Counter() for name in SPLITS}
+    try:
+        for study in _kept_studies(manifest, stream_args, split_of_row):
+            stored = _decoded(study, d.image_size)
+            writers.add(study, stored)
+            label_counts_by_split[study.split].update(study.labels)
+            if progress and writers.written % 10_000 == 0:
+                logger.info("prepared %d of %d studies", writers.written, len(split_of_row))
+    finally:
+        writers.close()
+    if writers.written != len(scan.rows):
+        raise ManifestError(f"{manifest}: {len(scan.rows)} usable rows on the first pass, {writers.written} on the "
+                            "second; was the manifest or an image changed while preparing?")  # fmt: skip
+    tokenizer_settings = _write_tokenizer(out, writers, config)
+    summary = _summary(manifest, scan, label_names, writers, label_counts_by_split, patients)
+    write_index(out, {
+        "image_size": d.image_size,
+        "label_names": label_names,
+        "splits": {name: {"studies": writers.counts[name], "shards": writers.names[name]} for name in SPLITS},
+        "summary": summary,
+        "problems": [_problem_dict(p) for p in scan.problems[:MAX_PROBLEMS_IN_INDEX]],
+        "settings": {"source": str(manifest), "labels": d.labels, "views": d.views, "check_images": d.check_images,
+                     "allow_outside_paths": d.allow_outside_paths, "split_fractions": list(d.split_fractions),
+                     "split_seed": d.split_seed, "on_bad_row": d.on_bad_row},
+        "tokenizer": tokenizer_settings,
+    })  # fmt: skip
+    result = PrepareResult(out, dict(writers.counts), {k: len(v) for k, v in writers.names.items()},
+                           scan.rows_read, scan.problems, time.time() - start)  # fmt: skip
+    logger.info("prepared %s: %s studies (%s) in %.1f s", out, sum(result.studies.values()),
+                ", ".join(f"{k} {v}" for k, v in result.studies.items()), result.seconds)  # fmt: skip
+    return result
+
+
+# ------------------------------------------------------------------------ passes
+def _manifest_file(data: str | Path, manifest_name: str) -> Path:
+    path = Path(data)
+    if path.is_dir() and (path / manifest_name).exists():
+        path = path / manifest_name
+    return find_manifest_file(path)
+
+
+def _refuse_existing(out: str) -> None:
+    try:
+        read_index(out)
+    except Exception:  # noqa: BLE001 - no readable index there: nothing to overwrite
+        return
+    raise PreparedDataError(f"{out} already holds prepared data; choose another OUT or delete it")
+
+
+def _make_folder(out: str) -> bool:
+    if "://" in out:
+        return True
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return True
+
+
+def _scan(manifest: Path, stream_args: dict[str, Any]) -> _Scan:
+    scan = _Scan()
+    for chunk in stream_manifest(manifest, labels_outside_set=scan.labels_outside_set, **stream_args):
+        scan.problems += chunk.problems
+        scan.rows_read += chunk.rows_read
+        scan.left_out_by_view += chunk.left_out_by_view
+        for s in chunk.studies:
+            scan.rows.append(s.row)
+            scan.slim.append(_Slim(s.id, s.patient_id, s.split))
+            scan.label_counts.update(s.labels)
+            scan.sites[s.site or ""] += 1
+            scan.missing_image += s.image is None
+            scan.missing_text += not any(s.sections.values())
+            scan.with_boxes += bool(s.boxes)
+            scan.splits_assigned += not s.split
+    return scan
+
+
+def _split_of_row(scan: _Scan, fractions, seed: int) -> dict[int, str]:
+    """Row number -> split, as :func:`read_manifest` assigns them (patient-level, seeded)."""
+    return dict(zip(scan.rows, patient_splits(scan.slim, tuple(fractions), seed)))
+
+
+def _kept_studies(manifest: Path, stream_args: dict[str, Any], split_of_row: dict[int, str]) -> Iterator[Study]:
+    """The studies kept by the scan, read again, each with its assigned split."""
+    for chunk in stream_manifest(manifest, **stream_args):
+        for study in chunk.studies:
+            split = split_of_row.get(study.row)
+            if split is not None:
+                study.split = split
+                yield study
+
+
+_decoded_cache: OrderedDict = OrderedDict()
+
+
+def _decoded(study: Study, size: int):
+    """``(uint8 [1, S, S], (H, W))`` as the raw path stores it, or None; a repeated file is decoded once."""
+    if study.image is None:
+        return None
+    key = (str(study.image), size)
+    if key in _decoded_cache:
+        _decoded_cache.move_to_end(key)
+        return _decoded_cache[key]
+    decoder = _decoders.get(size)
+    if decoder is None:
+        from medmodal.config import DataConfig
+        from medmodal.data.dataset import StudyDataset
+
+        decoder = _decoders[size] = StudyDataset.from_config([], None, [], DataConfig(image_size=size, cache_images=False))
+    decoder.studies = [study]
+    decoder._failed = set()
+    stored = decoder.stored_image(0)  # the raw path's own decode + resize + uint8 step
+    _decoded_cache[key] = stored
+    if len(_decoded_cache) > DECODED_CACHE_FILES:
+        _decoded_cache.popitem(last=False)
+    return stored
+
+
+_decoders: dict[int, Any] = {}
+
+
+class _ShardWriters:
+    """One open WebDataset ``TarWriter`` per split; a new shard every ``per_shard`` studies."""
+
+    def __init__(self, out: str, per_shard: int):
+        self.out, self.per_shard = out, per_shard
+        self.counts = {name: 0 for name in SPLITS}
+        self.names: dict[str, list[str]] = {name: [] for name in SPLITS}
+        self.open: dict[str, Any] = {}
+        self.written = 0
+
+    def add(self, study: Study, stored) -> None:
+        import webdataset as wds
+
+        split = study.split
+        if split not in self.open or self.counts[split] % self.per_shard == 0:
+            self._close(split)
+            name = f"{split}-{len(self.names[split]):06d}.tar"
+            handle = open_binary(join(self.out, name), "wb")
+            self.open[split] = (handle, wds.TarWriter(handle, encoder=False))
+            self.names[split].append(name)
+        sample = {"__key__": f"{self.written:09d}"}
+        hw = None
+        if stored is not None:
+            pixels, hw = stored
+            sample["image.npy"] = npy_bytes(pixels.numpy()[0])
+        sample["json"] = _json_bytes(study_record(study, hw))
+        self.open[split][1].write(sample)
+        self.counts[split] += 1
+        self.written += 1
+
+    def _close(self, split: str) -> None:
+        if split in self.open:
+            handle, writer = self.open.pop(split)
+            writer.close()
+            handle.close()
+
+    def close(self) -> None:
+        for split in list(self.open):
+            self._close(split)
+
+    def shard_urls(self, split: str) -> list[str]:
+        return [join(self.out, name) for name in self.names[split]]
+
+
+def _json_bytes(record: dict) -> bytes:
+    import json
+
+    return json.dumps(record, ensure_ascii=False).encode()
+
+
+def _write_tokenizer(out: str, writers: _ShardWriters, config: Config) -> dict[str, Any]:
+    """Learn the vocabulary from the training shards (streamed) and save it as ``tokenizer.json``."""
+    from medmodal.data.tokenizer import ReportTokenizer
+
+    d = config.data
+    fields = list(dict.fromkeys([*d.text_fields, *d.target_fields]))
+    texts = (study.sections.get(f, "") for url in writers.shard_urls("train")
+             for study, _ in shard_samples(url, d.image_size) for f in fields if study.sections.get(f))  # fmt: skip
+    tokenizer = ReportTokenizer.train(texts, min_freq=d.min_token_freq)
+    with open_binary(join(out, TOKENIZER_NAME), "wb") as handle:
+        handle.write(tokenizer._tokenizer.to_str().encode())
+    return {"file": TOKENIZER_NAME, "fields": fields, "min_freq": d.min_token_freq, "vocab_size": tokenizer.vocab_size}
+
+
+def _summary(manifest: Path, scan: _Scan, label_names: list[str], writers: _ShardWriters,
+             label_counts_by_split: dict[str, Counter], patients: int) -> dict[str, Any]:  # fmt: skip
+    """The keys of :meth:`Manifest.summary`, plus the label counts of each split."""
+    return {
+        "file": str(manifest),
+        "rows_read": scan.rows_read,
+        "rows_kept": len(scan.rows),
+        "rows_skipped": len({p.row for p in scan.problems}),
+        "problems_by_field": dict(Counter(p.field for p in scan.problems)),
+        "missing_image": scan.missing_image,
+        "missing_text": scan.missing_text,
+        "with_boxes": scan.with_boxes,
+        "label_counts": {name: scan.label_counts.get(name, 0) for name in label_names},
+        "labels_outside_set": dict(scan.labels_outside_set),
+        "split_counts": dict(writers.counts),
+        "splits_assigned": scan.splits_assigned,
+        "sites": dict(scan.sites),
+        "patients": patients,
+        "left_out_by_view": scan.left_out_by_view,
+        "label_counts_by_split": {k: {n: v.get(n, 0) for n in label_names} for k, v in label_counts_by_split.items()},
+    }
+
+
+def _problem_dict(problem: RowProblem) -> dict[str, Any]:
+    return {"file": problem.file, "row": problem.row, "field": problem.field, "message": problem.message,
+            "study_id": problem.study_id}  # fmt: skip
+
+
+def _problem_text(file: Path, problems: list[RowProblem], what: str) -> str:
+    from medmodal.data.manifest import _problem_report
+
+    return _problem_report(file, sorted(problems, key=lambda p: p.row), what)

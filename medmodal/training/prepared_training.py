@@ -1,0 +1,208 @@
+"""Training and loading from prepared data (``medmodal prepare``): shards streamed, nothing decoded.
+
+:func:`train_prepared` is what :func:`medmodal.training.trainer.train` runs when ``data`` is a
+prepared folder: the same Lightning set-up (checkpoints, resume, config check, logs, run
+files), with the training and validation splits streamed from WebDataset shards
+(:class:`~medmodal.data.prepared.PreparedStudies`), so memory does not grow with the number of
+studies. Label prevalence and BCE ``pos_weight`` come from the index's per-split label counts.
+
+Not available on prepared data (refused with a message): ``data.train_fraction < 1`` and
+``train.domain_adaptation`` (both choose studies by their content before training).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from medmodal.config import Config, ConfigError
+from medmodal.data.dataset import collate, seed_worker
+from medmodal.data.prepared import (
+    TOKENIZER_NAME,
+    PreparedDataError,
+    PreparedIndex,
+    PreparedStudies,
+    item_builder,
+    join,
+    open_binary,
+    read_index,
+    shard_samples,
+)
+from medmodal.data.tokenizer import ReportTokenizer
+from medmodal.training.run import RunDir, write_config_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+class PreparedEpoch(L.Callback):
+    """Tells the streamed training split which epoch it is (its shuffling is seeded by it)."""
+
+    def __init__(self, dataset: PreparedStudies) -> None:
+        self.dataset = dataset
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.dataset.set_epoch(trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.dataset.set_epoch(trainer.current_epoch)
+
+
+def check_prepared_config(index: PreparedIndex, config: Config) -> None:
+    """Refuse settings the prepared data cannot honour, naming the setting and both values."""
+    d = config.data
+    if d.image_size != index.image_size:
+        raise ConfigError(f"data.image_size is {d.image_size}, but {index.root} was prepared at {index.image_size} px; "
+                          f"use --image-size {index.image_size} or prepare again")  # fmt: skip
+    if d.labels is not None and list(d.labels) != index.label_names:
+        raise ConfigError(f"data.labels {d.labels} differ from the labels {index.label_names} of {index.root}; "
+                          "prepare again with these labels")  # fmt: skip
+    if d.train_fraction < 1:
+        raise ConfigError("data.train_fraction < 1 is not available on prepared data; prepare a subset instead")
+    if config.train.domain_adaptation.method != "none":
+        raise ConfigError("train.domain_adaptation is not available on prepared data; train on the raw manifest")
+
+
+def prepared_tokenizer(index: PreparedIndex, run: RunDir | None, config: Config) -> ReportTokenizer:
+    """The run's own tokenizer (resume), else ``data.tokenizer_path``, else the prepared one when it was
+    learnt with this config's fields and ``min_token_freq``, else one learnt from the streamed training text."""
+    from tokenizers import Tokenizer
+
+    if run is not None and run.tokenizer.exists():
+        return ReportTokenizer.load(run.tokenizer)
+    if config.data.tokenizer_path:
+        path = Path(config.data.tokenizer_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"data.tokenizer_path: tokenizer file not found: {path}")
+        return ReportTokenizer.load(path)
+    d = config.data
+    fields = list(dict.fromkeys([*d.text_fields, *d.target_fields]))
+    settings = index.tokenizer
+    if settings.get("fields") == fields and settings.get("min_freq") == d.min_token_freq:
+        url = join(index.root, TOKENIZER_NAME)
+        try:
+            with open_binary(url) as handle:
+                return ReportTokenizer(Tokenizer.from_str(handle.read(64 * 1024 * 1024).decode()))
+        except Exception as err:  # noqa: BLE001 - tokenizers raises a plain Exception on bad JSON
+            raise PreparedDataError(f"{url}: not a readable tokenizer ({err})") from None
+    texts = (s.sections.get(f, "") for url in index.shard_urls("train")
+             for s, _ in shard_samples(url, index.image_size) for f in fields if s.sections.get(f))  # fmt: skip
+    return ReportTokenizer.train(texts, min_freq=d.min_token_freq)
+
+
+def prepared_loader(index: PreparedIndex, split: str, tokenizer: ReportTokenizer, config: Config, *,
+                    train: bool, batch_size: int | None = None) -> DataLoader:  # fmt: skip
+    """A DataLoader of batch dicts streamed from one split (shuffled and augmented when ``train``)."""
+    t = config.train
+    dataset = PreparedStudies(
+        index, split, item_builder(tokenizer, index.label_names, config.data, train=train, seed=t.seed),
+        shuffle=train, seed=t.seed,
+    )
+    return DataLoader(dataset, batch_size=batch_size or t.batch_size, num_workers=config.data.num_workers,
+                      collate_fn=collate, worker_init_fn=seed_worker)  # fmt: skip
+
+
+def positive_weights_from_counts(positives: list[int], n: int, max_weight: float = 50.0) -> list[float]:
+    """:func:`medmodal.training.losses.positive_weights` computed from per-label positive counts and N
+    (negatives / positives, clipped to [1, max_weight]; no positive -> max_weight), without the [N, C] matrix."""
+    pos = torch.tensor(positives, dtype=torch.float32)
+    neg = n - pos
+    weight = torch.where(pos > 0, neg / pos.clamp(min=1), torch.full_like(pos, max_weight))
+    return weight.clamp(min=1.0, max=max_weight).tolist()
+
+
+def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = False):
+    """Train on prepared data into the run folder ``out`` (see :func:`medmodal.training.trainer.train`)."""
+    from medmodal.training import trainer as tr
+    from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
+    from medmodal.training.module import MultimodalModule
+    from medmodal.training.reproducibility import EpochSeeding
+
+    start = time.time()
+    tr.quiet_lightning()
+    # the shards are divided over ranks and workers by split_by_node / split_by_worker (no duplicates)
+    warnings.filterwarnings("ignore", message=r".*IterableDataset. has .__len__. defined.*")
+    index = read_index(data)
+    check_prepared_config(index, config)
+    run = RunDir.at(out)
+    if force and run.root.exists():
+        tr._clear_run(run)
+    resume = resume_checkpoint(run)
+    tr._check_same_config(run, config, resume)
+    finished = tr.finished_result(run)
+    if finished is not None:
+        log.info("%s already finished training (%s); nothing to do", run.root, run.done.name)
+        return finished
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    for split in ("train", "val"):
+        if not index.splits[split].studies:
+            raise ValueError(f"{index.root}: no {split} studies (split {split!r} is empty)")
+    labels = index.label_names
+    tokenizer = prepared_tokenizer(index, run, config)
+    n_train = index.splits["train"].studies
+    positives = [index.label_counts("train").get(name, 0) for name in labels]
+    _write_run_files(run, config, tokenizer, labels, positives, n_train, index, data)
+    module = MultimodalModule(
+        config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size, num_labels=len(labels),
+        pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+        pos_weight=positive_weights_from_counts(positives, n_train), site_names=None,
+    )  # fmt: skip
+    t = config.train
+    train_loader = prepared_loader(index, "train", tokenizer, config, train=True)
+    val_loader = prepared_loader(index, "val", tokenizer, config, train=False)
+    checkpoint, last_checkpoint = run_checkpoints(run, t.monitor, "max")
+    callbacks: list = [checkpoint, last_checkpoint, EpochSeeding(t.seed), PreparedEpoch(train_loader.dataset)]
+    if t.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=t.early_stopping_patience))
+    resume_from = resume[0] if resume is not None else None
+    version = tr._log_version(run, resumed=resume_from is not None)
+    trainer = tr.lightning_trainer(
+        t, run.root, strategy=tr._strategy(t.strategy), callbacks=callbacks,
+        loggers=[CSVLogger(save_dir=run.logs, name="", version=f"csv{version}"),
+                 TensorBoardLogger(save_dir=run.logs, name="", version=f"tensorboard{version}", default_hp_metric=False)],
+    )  # fmt: skip
+    if resume is not None:
+        tr._record_resume(run, resume_from, resume[1].get("epoch"))
+        del resume
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
+    best = checkpoint.best_model_score
+    result = tr.TrainResult(run=run, best_score=float(best) if best is not None else None,
+                            epochs_run=trainer.current_epoch, seconds=time.time() - start)  # fmt: skip
+    if trainer.is_global_zero:
+        resumes = len(tr.read_resumes(run))
+        write_json_atomic(run.done, {
+            "best_checkpoint": str(checkpoint.best_model_path), "monitor": t.monitor, "best_score": result.best_score,
+            "epochs_run": result.epochs_run, "seconds": round(result.seconds, 1), "resumed": resumes > 0,
+            "resumes": resumes, "prepared": True,
+        })  # fmt: skip
+    return result
+
+
+def _write_run_files(run: RunDir, config: Config, tokenizer: ReportTokenizer, labels: list[str],
+                     positives: list[int], n_train: int, index: PreparedIndex, data: Any) -> None:  # fmt: skip
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from medmodal.training.trainer import save_tokenizer_atomic
+
+    if rank_zero_only.rank != 0:
+        return
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_config_atomic(config, run.config)
+    if not run.tokenizer.exists():
+        save_tokenizer_atomic(tokenizer, run.tokenizer)
+    prevalence = [p / n_train if n_train else 0.0 for p in positives]
+    write_json_atomic(run.labels, {"labels": labels, "train_prevalence": dict(zip(labels, prevalence))})
+    summary = {k: v for k, v in index.summary.items() if k != "label_counts_by_split"}
+    summary["data"] = str(data) if "://" in str(data) else str(Path(data).resolve())
+    summary["prepared"] = True
+    summary["problems"] = [f"{p.get('file')}: row {p.get('row')}, field '{p.get('field')}': {p.get('message')}"
+                           for p in index.problems if isinstance(p, dict)]  # fmt: skip
+    write_json_atomic(run.data_summary, summary)
