@@ -169,3 +169,14 @@ def test_the_real_64px_radiographs(tmp_path):
     normal = set(labels.loc[labels["Finding Labels"] == "No Finding", "image_index"].str[:-4])
     assert {s.id for s in result.manifest.studies if not s.labels} == normal
     json.dumps(summary, default=str)
+
+
+def test_manifest_written_into_the_release_folder_needs_no_outside_paths(tmp_path):
+    src = _tiny_release(tmp_path, "a.png,Mass,0,1,50,M,PA\nb.png,No Finding,0,2,50,F,PA\n")
+    for name in ("a.png", "b.png"):
+        write_image(src / "images_001" / "images" / name)
+    result = import_nih(src, src)
+    assert result.summary()["images_outside_out"] == 0
+    from medmodal.data.manifest import read_manifest
+
+    assert len(read_manifest(src, on_bad_row="error")) == 2  # the reader's default refuses outside paths
