@@ -226,3 +226,33 @@ def test_configuration_errors_name_the_field():
         build_baselines(config(**{"baseline.report": "template_report"}))
     with pytest.raises(ConfigError, match="name at least one"):
         build_baselines(Config())
+
+
+@pytest.mark.parametrize("name, settings", [
+    ("pixel_logreg", {"size": 8}),
+    ("linear_probe", {"c_grid": [1.0], "size": 32}),
+    ("nearest_report", {"by": "image", "size": 8}),
+    ("nearest_report", {"by": "text"}),
+])
+def test_state_round_trip_gives_the_same_predictions(tiny_data, name, settings):
+    from conftest import tiny_config
+
+    from medmodal.models.baselines.storage import load_arrays, save_arrays
+    from medmodal.training.trainer import read_dataset
+
+    config = tiny_config()
+    manifest = read_dataset(tiny_data, config)
+    train, val, test = (BaselineData.from_config(manifest.split(s), manifest.label_names, config) for s in ("train", "val", "test"))
+    model = create("baseline", name, seed=3, **settings)
+    model.fit(train, val)
+    meta, arrays = model.state()
+    save_arrays(tiny_data.parent / f"{name}.npz", arrays)
+    restored = create("baseline", name, seed=99, **settings)  # another seed: everything comes from the state
+    restored.load_state(json.loads(json.dumps(meta)), load_arrays(tiny_data.parent / f"{name}.npz"), len(train.labels))
+    before, after = model.predict(test), restored.predict(test)
+    if name == "nearest_report":
+        assert before == after and all(r in model.reports for r in after)
+    else:
+        assert np.allclose(before, after)
+        hidden = restored.predict(test, hide={"image": np.ones(len(test), dtype=bool)})
+        assert np.allclose(hidden, hidden[0])  # no image: the training prevalence for every study
