@@ -20,6 +20,10 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
             raise ValueError(f"--models: {unknown} are not models of the grid ({', '.join(grid.models)})")
         loso = grid.leave_one_site_out.model_copy(update={"models": [m for m in grid.leave_one_site_out.models if m in wanted]})
         grid = grid.model_copy(update={"models": {m: grid.models[m] for m in wanted}, "leave_one_site_out": loso})
+    executor = {k: v for k, v in {"name": args.executor, "address": args.address, "cpus_per_cell": args.cpus_per_cell,
+                                  "gpus_per_cell": args.gpus_per_cell}.items() if v is not None}
+    if executor:
+        grid = grid.model_copy(update={"executor": grid.executor.model_copy(update=executor)})
     from medmodal.evaluation.benchmark import grid_from_dict
 
     grid = grid_from_dict(grid.model_dump(mode="json"), "the grid with command-line changes", base_dir)
@@ -71,6 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="benchmark folder (resumed if it exists)")
     p.add_argument("--seeds", help="comma-separated seeds, replacing the grid's")
     p.add_argument("--models", help="comma-separated subset of the grid's models")
+    p.add_argument("--executor", choices=["serial", "ray"],
+                   help="run the cells one after the other here (serial, the default) or as Ray tasks "
+                        "(needs medmodal[distributed]; docs/distributed.md)")
+    p.add_argument("--address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray")
+    p.add_argument("--cpus-per-cell", type=float, help="CPUs one cell's Ray task holds (grid key executor.cpus_per_cell)")
+    p.add_argument("--gpus-per-cell", type=float, help="GPUs one cell's Ray task holds (grid key executor.gpus_per_cell)")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser(

@@ -51,6 +51,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medmodal.config import Config, ConfigError, apply_overrides, load_config
+from medmodal.evaluation.executors import ExecutorSettings, run_cells
 from medmodal.training.run import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class GridConfig(_Strict):
     models: dict[str, dict[str, Any]]
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     leave_one_site_out: SiteSettings = Field(default_factory=SiteSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)  # serial or Ray (executors.py)
 
     @field_validator("seeds")
     @classmethod
@@ -379,10 +381,7 @@ def run_benchmark(
     cells = plan_cells(grid, data, out, base_dir)
     result = BenchmarkResult(out=out, cells=cells)
     conditions = condition_names(grid.evaluation)
-    for i, cell in enumerate(cells, 1):
-        if run_cell(cell, out, conditions, grid.evaluation, progress=progress):
-            result.cells_run.append(cell.id)
-            log.info("[%d/%d] %s done (%.0f s so far)", i, len(cells), cell.id, time.time() - start)
+    result.cells_run = run_cells(cells, out, conditions, grid.evaluation, grid.executor, run_cell, progress=progress)
     from medmodal.evaluation.benchmark_results import write_results
 
     write_results(out, grid, cells, conditions, data)
