@@ -19,7 +19,7 @@ def cmd_baseline(args: argparse.Namespace) -> None:
         overrides["baseline.kwargs"] = {**load_config(args.config).baseline.kwargs, **_settings(args.set)}
     config = apply_overrides(load_config(args.config), overrides)
     result = fit_baseline(args.data, config, args.out, force=args.force)
-    chosen = {slot: {k: v for k, v in info.items() if k in ("C", "thresholds")} for slot, info in result.info.items()}
+    chosen = {slot: _chosen(info) for slot, info in result.info.items()}
     print(f"fitted {result.run.root} in {result.seconds:.1f} s; chosen on the validation split: {json.dumps(chosen)}")
     if args.no_evaluate:
         return
@@ -28,6 +28,13 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     metrics = evaluate_run(result.run.root, args.data, split="test")
     print(format_metrics_table(metrics))
     print(f"metrics written to {Path(result.run.root) / 'metrics.json'}")
+
+
+def _chosen(info: dict) -> dict:
+    """What was chosen on the validation split (C, thresholds), also inside a composite's parts."""
+    out = {k: v for k, v in info.items() if k in ("C", "thresholds")}
+    out.update({k: _chosen(v) for k, v in info.items() if isinstance(v, dict) and "C" in v})
+    return out
 
 
 def _settings(items: list[str]) -> dict[str, dict]:
