@@ -19,7 +19,10 @@ The format is described in :mod:`medmodal.data.prepared` and docs/prepare.md.
 
 from __future__ import annotations
 
+import json
 import logging
+import tarfile
+import tempfile
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
@@ -37,7 +40,7 @@ from medmodal.data.prepared import (
     npy_bytes,
     open_binary,
     read_index,
-    shard_samples,
+    record_study,
     study_record,
     write_index,
 )
@@ -105,34 +108,25 @@ def prepare(data: str | Path, out: str, config: Config | None = None, *,
     _refuse_existing(out)
     manifest = _manifest_file(data, d.manifest)
     stream_args = {"labels": d.labels, "check_images": d.check_images, "allow_outside_paths": d.allow_outside_paths,
-                       "views": d.views, "chunk_rows": chunk_rows}  # fmt: skip
-    scan = _scan(manifest, stream_args)
-    if scan.problems and d.on_bad_row == "error":
-        raise ManifestError(_problem_text(manifest, scan.problems, "bad row(s) (on_bad_row='error')"), scan.problems)
-    if not scan.rows:
-        raise ManifestError(_problem_text(manifest, scan.problems, "row(s) read, none usable"), scan.problems)
-    label_names = list(d.labels) if d.labels is not None else sorted(scan.label_counts)
-    split_of_row = _split_of_row(scan, d.split_fractions, d.split_seed)
-    patients = len({patient_key(s) for s in scan.slim})
-    scan.slim = []  # not needed past this point
-    if _make_folder(out):
+                   "views": d.views, "chunk_rows": chunk_rows}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="medmodal-prepare-") as tmp:
+        spill, texts = Path(tmp) / "studies.jsonl", Path(tmp) / "train_texts.jsonl"
+        scan = _scan(manifest, stream_args, spill)
+        if scan.problems and d.on_bad_row == "error":
+            raise ManifestError(_problem_text(manifest, scan.problems, "bad row(s) (on_bad_row='error')"), scan.problems)
+        if not scan.rows:
+            raise ManifestError(_problem_text(manifest, scan.problems, "row(s) read, none usable"), scan.problems)
+        label_names = list(d.labels) if d.labels is not None else sorted(scan.label_counts)
+        splits = patient_splits(scan.slim, tuple(d.split_fractions), d.split_seed)  # as read_manifest assigns them
+        patients = len({patient_key(s) for s in scan.slim})
+        scan.slim = []  # not needed past this point
+        _make_folder(out)
         logger.info("writing prepared shards to %s", out)
-    writers = _ShardWriters(out, studies_per_shard)
-    label_counts_by_split: dict[str, Counter] = {name: Counter() for name in SPLITS}
-    try:
-        for study in _kept_studies(manifest, stream_args, split_of_row):
-            stored = _decoded(study, d.image_size)
-            writers.add(study, stored)
-            label_counts_by_split[study.split].update(study.labels)
-            if progress and writers.written % 10_000 == 0:
-                logger.info("prepared %d of %d studies", writers.written, len(split_of_row))
-    finally:
-        writers.close()
-    if writers.written != len(scan.rows):
-        raise ManifestError(f"{manifest}: {len(scan.rows)} usable rows on the first pass, {writers.written} on the "
-                            "second; was the manifest or an image changed while preparing?")  # fmt: skip
-    tokenizer_settings = _write_tokenizer(out, writers, config)
-    summary = _summary(manifest, scan, label_names, writers, label_counts_by_split, patients)
+        writers, counts = _write_shards(spill, splits, out, studies_per_shard, config, texts, progress)
+        tokenizer_settings = _write_tokenizer(out, texts, config)
+    summary = _summary(manifest, scan, label_names, writers, counts["labels"], patients)
+    summary["sections_by_split"] = {k: dict(v) for k, v in counts["sections"].items()}
+    summary["boxes_by_split"] = {k: counts["boxes"][k] for k in SPLITS}
     write_index(out, {
         "image_size": d.image_size,
         "label_names": label_names,
@@ -174,37 +168,65 @@ def _make_folder(out: str) -> bool:
     return True
 
 
-def _scan(manifest: Path, stream_args: dict[str, Any]) -> _Scan:
+def _scan(manifest: Path, stream_args: dict[str, Any], spill: Path) -> _Scan:
+    """Pass 1: validate the manifest chunk by chunk; each kept study is spilled to ``spill`` (JSON Lines)."""
     scan = _Scan()
-    for chunk in stream_manifest(manifest, labels_outside_set=scan.labels_outside_set, **stream_args):
-        scan.problems += chunk.problems
-        scan.rows_read += chunk.rows_read
-        scan.left_out_by_view += chunk.left_out_by_view
-        for s in chunk.studies:
-            scan.rows.append(s.row)
-            scan.slim.append(_Slim(s.id, s.patient_id, s.split))
-            scan.label_counts.update(s.labels)
-            scan.sites[s.site or ""] += 1
-            scan.missing_image += s.image is None
-            scan.missing_text += not any(s.sections.values())
-            scan.with_boxes += bool(s.boxes)
-            scan.splits_assigned += not s.split
+    with open(spill, "w", encoding="utf-8") as handle:
+        for chunk in stream_manifest(manifest, labels_outside_set=scan.labels_outside_set, **stream_args):
+            scan.problems += chunk.problems
+            scan.rows_read += chunk.rows_read
+            scan.left_out_by_view += chunk.left_out_by_view
+            for s in chunk.studies:
+                scan.rows.append(s.row)
+                scan.slim.append(_Slim(s.id, s.patient_id, s.split))
+                scan.label_counts.update(s.labels)
+                scan.sites[s.site or ""] += 1
+                scan.missing_image += s.image is None
+                scan.missing_text += not any(s.sections.values())
+                scan.with_boxes += bool(s.boxes)
+                scan.splits_assigned += not s.split
+                record = study_record(s, None)
+                record["image_path"] = str(s.image) if s.image is not None else None
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return scan
 
 
-def _split_of_row(scan: _Scan, fractions, seed: int) -> dict[int, str]:
-    """Row number -> split, as :func:`read_manifest` assigns them (patient-level, seeded)."""
-    return dict(zip(scan.rows, patient_splits(scan.slim, tuple(fractions), seed)))
+def _spilled_studies(spill: Path, splits: list[str]) -> Iterator[Study]:
+    """The studies of pass 1, in order, each with its assigned split."""
+    with open(spill, encoding="utf-8") as handle:
+        for line, split in zip(handle, splits):
+            record = json.loads(line)
+            record["split"] = split
+            study, _ = record_study(record, str(spill))
+            study.image = Path(record["image_path"]) if record["image_path"] else None
+            yield study
 
 
-def _kept_studies(manifest: Path, stream_args: dict[str, Any], split_of_row: dict[int, str]) -> Iterator[Study]:
-    """The studies kept by the scan, read again, each with its assigned split."""
-    for chunk in stream_manifest(manifest, **stream_args):
-        for study in chunk.studies:
-            split = split_of_row.get(study.row)
-            if split is not None:
-                study.split = split
-                yield study
+def _write_shards(spill: Path, splits: list[str], out: str, per_shard: int, config: Config, texts: Path,
+                  progress: bool) -> tuple[_ShardWriters, dict[str, Any]]:  # fmt: skip
+    """Pass 2: decode, resize and write each study to its split's shard; training text to ``texts``."""
+    d = config.data
+    fields = _tokenizer_fields(config)
+    writers = _ShardWriters(out, per_shard)
+    counts: dict[str, Any] = {"labels": {n: Counter() for n in SPLITS}, "sections": {n: Counter() for n in SPLITS},
+                              "boxes": Counter()}  # fmt: skip
+    try:
+        with open(texts, "w", encoding="utf-8") as text_handle:
+            for study in _spilled_studies(spill, splits):
+                stored = _decoded(study, d.image_size)
+                writers.add(study, stored)
+                counts["labels"][study.split].update(study.labels)
+                counts["sections"][study.split].update(k for k, v in study.sections.items() if v.strip())
+                counts["boxes"][study.split] += bool(study.boxes and stored is not None)
+                if study.split == "train":
+                    for f in fields:
+                        if study.sections.get(f):
+                            text_handle.write(json.dumps(study.sections[f], ensure_ascii=False) + "\n")
+                if progress and writers.written % 50_000 == 0:
+                    logger.info("prepared %d of %d studies", writers.written, len(splits))
+    finally:
+        writers.close()
+    return writers, counts
 
 
 _decoded_cache: OrderedDict = OrderedDict()
@@ -254,7 +276,9 @@ class _ShardWriters:
             self._close(split)
             name = f"{split}-{len(self.names[split]):06d}.tar"
             handle = open_binary(join(self.out, name), "wb")
-            self.open[split] = (handle, wds.TarWriter(handle, encoder=False))
+            writer = wds.TarWriter(handle, encoder=False, mtime=0)  # fixed mtime: reproducible shards
+            writer.tarstream.format = tarfile.USTAR_FORMAT  # plain headers (TarWriter leaves tarfile's PAX default)
+            self.open[split] = (handle, writer)
             self.names[split].append(name)
         sample = {"__key__": f"{self.written:09d}"}
         hw = None
@@ -281,23 +305,24 @@ class _ShardWriters:
 
 
 def _json_bytes(record: dict) -> bytes:
-    import json
-
     return json.dumps(record, ensure_ascii=False).encode()
 
 
-def _write_tokenizer(out: str, writers: _ShardWriters, config: Config) -> dict[str, Any]:
-    """Learn the vocabulary from the training shards (streamed) and save it as ``tokenizer.json``."""
+def _tokenizer_fields(config: Config) -> list[str]:
+    return list(dict.fromkeys([*config.data.text_fields, *config.data.target_fields]))
+
+
+def _write_tokenizer(out: str, texts: Path, config: Config) -> dict[str, Any]:
+    """Learn the vocabulary from the training text written in pass 2 and save it as ``tokenizer.json``."""
     from medmodal.data.tokenizer import ReportTokenizer
 
     d = config.data
-    fields = list(dict.fromkeys([*d.text_fields, *d.target_fields]))
-    texts = (study.sections.get(f, "") for url in writers.shard_urls("train")
-             for study, _ in shard_samples(url, d.image_size) for f in fields if study.sections.get(f))  # fmt: skip
-    tokenizer = ReportTokenizer.train(texts, min_freq=d.min_token_freq)
+    with open(texts, encoding="utf-8") as handle:
+        tokenizer = ReportTokenizer.train((json.loads(line) for line in handle), min_freq=d.min_token_freq)
     with open_binary(join(out, TOKENIZER_NAME), "wb") as handle:
         handle.write(tokenizer._tokenizer.to_str().encode())
-    return {"file": TOKENIZER_NAME, "fields": fields, "min_freq": d.min_token_freq, "vocab_size": tokenizer.vocab_size}
+    return {"file": TOKENIZER_NAME, "fields": _tokenizer_fields(config), "min_freq": d.min_token_freq,
+            "vocab_size": tokenizer.vocab_size}  # fmt: skip
 
 
 def _summary(manifest: Path, scan: _Scan, label_names: list[str], writers: _ShardWriters,

@@ -119,6 +119,21 @@ def positive_weights_from_counts(positives: list[int], n: int, max_weight: float
     return weight.clamp(min=1.0, max=max_weight).tolist()
 
 
+def heads_for_prepared_data(config: Config, index: PreparedIndex) -> Config:
+    """:func:`~medmodal.training.data_defaults.heads_for_data` from the index's training-split counts
+    (studies with each report section, studies with an image and a box)."""
+    from medmodal.data.types import Box, Study
+    from medmodal.training.data_defaults import heads_for_data
+
+    sections = index.summary.get("sections_by_split", {}).get("train", {})
+    with_boxes = index.summary.get("boxes_by_split", {}).get("train", 0)
+    # one stand-in study per property the training split has: heads_for_data asks only "is there any"
+    stand_ins = [Study(id=f"has-{name}", row=0, sections={name: "text"}) for name, n in sections.items() if n]
+    if with_boxes:
+        stand_ins.append(Study(id="has-box", row=0, image=Path(str(index.root)), boxes=[Box("box", (0, 0, 1, 1))]))
+    return heads_for_data(config, stand_ins)
+
+
 def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = False):
     """Train on prepared data into the run folder ``out`` (see :func:`medmodal.training.trainer.train`)."""
     from medmodal.training import trainer as tr
@@ -132,6 +147,7 @@ def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = 
     warnings.filterwarnings("ignore", message=r".*IterableDataset. has .__len__. defined.*")
     index = read_index(data)
     check_prepared_config(index, config)
+    config = heads_for_prepared_data(config, index)  # no target text / no boxes: no such head
     run = RunDir.at(out)
     if force and run.root.exists():
         tr._clear_run(run)

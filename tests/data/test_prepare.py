@@ -250,3 +250,18 @@ def test_prepare_to_and_read_from_an_object_store_url(tiny_data):
     assert len(manifest.studies) == 120
     dataset = PreparedStudyDataset(manifest.split("val"), _tokenizer(manifest), manifest.label_names, image_size=64)
     assert dataset[0]["image"].shape == (1, 64, 64)
+
+
+def test_heads_follow_the_prepared_training_split(prepared, tmp_path):
+    """No target text / no boxes in the training split: no decoder / no localization head (as on raw data)."""
+    import dataclasses
+
+    from medmodal.training.prepared_training import heads_for_prepared_data
+
+    index = read_index(prepared)
+    assert heads_for_prepared_data(tiny_config(), index).model.heads.generation is True
+    assert heads_for_prepared_data(tiny_config(), index).model.heads.localization is True
+    bare = dataclasses.replace(index, summary={**index.summary, "sections_by_split": {"train": {"indication": 5}},
+                                               "boxes_by_split": {"train": 0}})  # fmt: skip
+    heads = heads_for_prepared_data(tiny_config(), bare).model.heads
+    assert heads.generation is False and heads.localization is False
