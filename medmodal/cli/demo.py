@@ -43,6 +43,7 @@ COLUMNS = (
     ("classification", "f1_macro", "F1 (macro)"),
     ("localization", "iou_mean", "IoU (mean)"),
     ("localization", "hit_at_0_5", "hit@0.5"),
+    ("localization", "map_50", "mAP@0.5"),
     ("generation", "bleu_4", "BLEU-4"),
     ("generation", "rouge_l", "ROUGE-L"),
     ("generation", "cider", "CIDEr"),
