@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from medmodal.cli.main import main
 from medmodal.data.importers.folder import import_folder
 
@@ -52,6 +54,7 @@ def test_without_reports_every_image_is_a_study(tmp_path):
     assert result.summary()["images_outside_out"] == 0
 
 
+@pytest.mark.slow  # loads the medspaCy labeller (~20 s on a shared CPU)
 def test_labels_from_label_reports_and_the_commands(tmp_path, capsys):
     """The README's bring-your-own-data commands, up to the manifest."""
     dicoms, reports = _site(tmp_path)
