@@ -65,6 +65,9 @@ class DataConfig(_Section):
     split_seed: int = 0
     num_workers: int = Field(0, ge=0)
     cache_images: bool = True
+    # Decode-once on-disk cache of resized images for raw manifests (medmodal/data/image_cache.py),
+    # shared safely by processes; None = off. `medmodal prepare` is the other way to decode once.
+    image_cache_dir: str | None = None
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     # Share of the training split used (label-efficiency / transfer experiments): a seeded
     # (split_seed) subset of the training studies; smaller fractions are subsets of larger ones.

@@ -76,6 +76,7 @@ from monai.transforms import (
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from medmodal.config import AugmentConfig, DataConfig
+from medmodal.data.image_cache import DecodedImageCache
 from medmodal.data.images import ImageReadError, read_image
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Box, Study
@@ -279,6 +280,7 @@ class StudyDataset(Dataset):
         train: bool = False,
         seed: int = 0,
         max_boxes: int = MAX_BOXES,
+        image_cache_dir: str | None = None,
     ):
         """
         Args:
@@ -293,6 +295,7 @@ class StudyDataset(Dataset):
             train: training-time behaviour (augmentation).
             seed: seed of the augmentation (workers reseed, see :func:`make_dataloader`).
             max_boxes: M, rows of ``box_list`` (a study with more keeps its largest boxes).
+            image_cache_dir: decode-once on-disk cache shared by processes (:mod:`medmodal.data.image_cache`).
         """
         if max_target_tokens < 2:
             raise ValueError("max_target_tokens must leave room for [BOS] and [EOS]")
@@ -312,6 +315,7 @@ class StudyDataset(Dataset):
         self.augmentation = ImageAugmentation(augment, seed=seed) if use_augment else None
         self._cache: dict[int, tuple[torch.Tensor, tuple[int, int]]] = {}
         self._failed: set[int] = set()
+        self._disk_cache = DecodedImageCache(image_cache_dir) if image_cache_dir else None
 
     @classmethod
     def from_config(
@@ -338,6 +342,7 @@ class StudyDataset(Dataset):
             cache_images=config.cache_images,
             train=train,
             seed=seed,
+            image_cache_dir=config.image_cache_dir,
         )
 
     def __len__(self) -> int:
@@ -408,14 +413,18 @@ class StudyDataset(Dataset):
         study = self.studies[index]
         if study.image is None or index in self._failed:
             return None
-        try:
-            decoded = read_image(study.image, reduce_to=self.image_size)
-        except ImageReadError as err:
-            self._failed.add(index)
-            logger.warning("study %s: image not used (zero image, has_image=False): %s", study.id, err)
-            return None
-        pixels = (resize_image(decoded.pixels, self.image_size) * 255.0).round_().to(torch.uint8)
-        entry = (pixels, (int(decoded.size[0]), int(decoded.size[1])))  # full-scale size: boxes refer to it
+        entry = self._disk_cache.get(study.image, self.image_size) if self._disk_cache is not None else None
+        if entry is None:
+            try:
+                decoded = read_image(study.image, reduce_to=self.image_size)
+            except ImageReadError as err:
+                self._failed.add(index)
+                logger.warning("study %s: image not used (zero image, has_image=False): %s", study.id, err)
+                return None
+            pixels = (resize_image(decoded.pixels, self.image_size) * 255.0).round_().to(torch.uint8)
+            entry = (pixels, (int(decoded.size[0]), int(decoded.size[1])))  # full-scale size: boxes refer to it
+            if self._disk_cache is not None:
+                self._disk_cache.put(study.image, self.image_size, entry)
         if self.cache_images:
             self._cache[index] = entry
         return entry

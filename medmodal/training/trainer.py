@@ -84,6 +84,7 @@ def build_dataset(studies: list[Study], tokenizer: ReportTokenizer, labels: list
         cache_images=d.cache_images,
         train=train,
         seed=config.train.seed,
+        image_cache_dir=d.image_cache_dir,
     )
 
 
