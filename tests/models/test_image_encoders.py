@@ -113,3 +113,22 @@ def test_coord_cnn_is_small_cnn_with_position_defaults():
     assert encoder.coord_channels
     assert encoder.vector_proj[-1].in_features == 32 * 4 * 4
     assert not build("coord_cnn", coord_channels=False, readout="mean").coord_channels
+
+
+def test_pixel_pathway_adds_a_linear_map_of_the_downsampled_image():
+    encoder = build("small_cnn", pixel_pathway=8).eval()
+    image = torch.randn(2, 1, SIZE, SIZE)
+    with_wide = encoder(image).vector
+    encoder.pixel_proj[-1].weight.data.zero_()
+    encoder.pixel_proj[-1].bias.data.zero_()
+    without = encoder(image).vector
+    assert not torch.allclose(with_wide, without)
+    assert encoder.pixel_proj[-1].in_features == 64
+    # What it adds is linear in the (standardised) pooled pixels: doubling the image's deviation
+    # from the running mean (0 at init) doubles the wide term.
+    encoder = build("small_cnn", pixel_pathway=8).eval()
+    wide = encoder.pixel_proj
+    bias = wide[-1].bias
+    assert torch.allclose(wide(2 * image) - bias, 2 * (wide(image) - bias), atol=1e-5)
+    with pytest.raises(ValueError, match="pixel_pathway"):
+        build("small_cnn", pixel_pathway=-1)

@@ -66,6 +66,10 @@ class SmallCNN(FeatureMapEncoder):
         readout_grid: side of the pooled map of the ``"flatten"`` read-out.
         coord_channels: append normalised x and y coordinate channels to the input
             (CoordConv, Liu et al. 2018), so the convolutions can tell left from right and apex from base.
+        pixel_pathway: side s of a "wide" linear pathway (wide & deep, Cheng et al. 2016): the
+            image average-pooled to s x s, standardised per pixel (BatchNorm1d), linearly mapped
+            and added to the vector; 0 = off. It holds what logistic regression on
+            downsampled pixels sees, so the CNN only has to learn what that misses.
     """
 
     def __init__(
@@ -80,10 +84,23 @@ class SmallCNN(FeatureMapEncoder):
         readout: str = "mean",
         readout_grid: int = 4,
         coord_channels: bool = False,
+        pixel_pathway: int = 0,
     ) -> None:
         super().__init__()
         if not widths:
             raise ValueError("small_cnn needs at least one stage width")
+        if pixel_pathway < 0:
+            raise ValueError(f"pixel_pathway must be >= 0, got {pixel_pathway}")
+        self.pixel_pathway = pixel_pathway
+        self.pixel_proj = None
+        if pixel_pathway:
+            self.pixel_proj = nn.Sequential(
+                nn.AdaptiveAvgPool2d(pixel_pathway),
+                nn.Flatten(1),
+                nn.BatchNorm1d(in_channels * pixel_pathway**2),
+                nn.Dropout(dropout),
+                nn.Linear(in_channels * pixel_pathway**2, out_dim),
+            )
         self.coord_channels = coord_channels
         self.body = small_cnn_body(in_channels + (2 if coord_channels else 0), stem_width, widths)
         self.build_readouts(widths[-1], out_dim, grid_dim, dropout, readout, readout_grid)
@@ -93,11 +110,15 @@ class SmallCNN(FeatureMapEncoder):
 
     def forward(self, image: Tensor) -> ImageFeatures:
         """image [B, in_channels, H, W] -> ImageFeatures(vector [B, out_dim], grid [B, grid_dim, h, w])."""
+        wide = self.pixel_proj(image) if self.pixel_proj is not None else None
         if self.coord_channels:
             image = with_coordinate_channels(image)
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        return super().forward(image)
+        features = super().forward(image)
+        if wide is not None:
+            features.vector = features.vector + wide
+        return features
 
 
 def with_coordinate_channels(image: Tensor) -> Tensor:
