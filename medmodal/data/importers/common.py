@@ -156,7 +156,8 @@ class ImageFolder:
     for tables that name images without their folder (NIH: ``00000001_000.png``
     spread over ``images_001/images/`` ... ``images_012/images/``).
     ``relative`` joins a table's relative path under the root, refusing
-    absolute paths and ``..`` so that no cell reaches outside it.
+    absolute paths and ``..`` so that no cell reaches outside it; files reached through a
+    symlink that leads out of the root are not found either way.
     With ``copy``, referenced images are copied into ``OUT/images/`` (same
     relative layout) and the manifest points at the copies.
     """
@@ -167,6 +168,7 @@ class ImageFolder:
             raise FileNotFoundError(f"image folder not found: {self.root}")
         self.out_dir = out_dir
         self.copy = copy
+        self._real_root = Path(os.path.realpath(self.root))
         self._index: dict[str, Path] | None = None
 
     def _names(self) -> dict[str, Path]:
@@ -174,8 +176,8 @@ class ImageFolder:
             index: dict[str, Path] = {}
             for dirpath, _dirs, files in os.walk(self.root):
                 for name in files:
-                    if name.lower().endswith(IMAGE_SUFFIXES):
-                        path = Path(dirpath) / name
+                    path = Path(dirpath) / name
+                    if name.lower().endswith(IMAGE_SUFFIXES) and self._inside(path):
                         index.setdefault(name, path)
                         index.setdefault(Path(name).stem, path)
             self._index = index
@@ -195,7 +197,11 @@ class ImageFolder:
         if not parts or parts[0] == "/" or ".." in parts or re.match(r"^[A-Za-z]:", relative):
             return None
         path = self.root.joinpath(*parts)
-        return path if path.is_file() else None
+        return path if path.is_file() and self._inside(path) else None
+
+    def _inside(self, path: Path) -> bool:
+        """False for a symlink (file or folder on the way) that leads out of the root."""
+        return Path(os.path.realpath(path)).is_relative_to(self._real_root)
 
     def cell(self, path: Path) -> str:
         """The manifest ``image`` cell of ``path``: relative to the manifest, after copying if asked."""

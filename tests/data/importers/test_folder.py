@@ -7,6 +7,7 @@ import json
 import pytest
 
 from medmodal.cli.main import main
+from medmodal.data.importers.common import ImportFormatError
 from medmodal.data.importers.folder import import_folder
 
 from ..fixtures import copy_pydicom_file
@@ -80,3 +81,16 @@ def test_image_column_cannot_leave_the_folder(tmp_path):
     result = import_folder(dicoms, tmp_path / "out", reports=tmp_path / "r.csv")
     assert [(p.row, p.field) for p in result.problems] == [(2, "image")]
     assert [s.id for s in result.manifest.studies] == ["b"]
+
+
+def test_symlinks_leading_out_are_not_followed(tmp_path):
+    outside = write_image(tmp_path / "elsewhere" / "secret.png")
+    folder = tmp_path / "images"
+    write_image(folder / "ok.png")
+    (folder / "secret.png").symlink_to(outside)
+    (folder / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    result = import_folder(folder, tmp_path / "out", copy_images=True)
+    assert [s.id for s in result.manifest.studies] == ["ok"]
+    (tmp_path / "r.csv").write_text("id,image,report\na,linked/secret.png,x\n")
+    with pytest.raises(ImportFormatError, match=r"row 2 \(id a\), field 'image': no file 'linked/secret.png'"):
+        import_folder(folder, tmp_path / "o2", reports=tmp_path / "r.csv")
