@@ -117,10 +117,24 @@ class MultimodalModule(L.LightningModule):
         self.log("val/auroc_macro", self.val_auroc.compute(), prog_bar=True)
         self.val_auroc.reset()
 
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser groups: the localization head at ``lr * train.localization_lr_scale`` (a dense head
+        trained from scratch), everything else at ``lr``."""
+        cfg = self.config.train
+        head = self.model.localizer
+        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+        rest = [p for p in self.parameters() if id(p) not in head_ids]
+        groups = [{"params": rest, "lr": cfg.lr}]
+        if head_ids:
+            groups.append({"params": list(head.parameters()), "lr": cfg.lr * cfg.localization_lr_scale})
+        return groups
+
     def configure_optimizers(self):
         cfg = self.config.train
-        optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        groups = self.parameter_groups()
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=max(1, int(self.trainer.estimated_stepping_batches)), pct_start=0.15
+            optimizer, max_lr=[g["lr"] for g in groups],
+            total_steps=max(1, int(self.trainer.estimated_stepping_batches)), pct_start=0.15,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
