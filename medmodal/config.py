@@ -113,11 +113,11 @@ class ModelConfig(_Section):
     """The multimodal model: encoders, fusion, heads (arXiv 2405.17459 built from parts)."""
 
     modalities: Literal["image", "text", "both"] = "both"
-    # Defaults chosen on the demo data's validation split (docs/diagnosis.md): an image encoder
-    # that keeps position, a bag of uni+bigrams for short texts, fusion by summed logits.
+    # Image encoder chosen on the demo data's validation split (docs/diagnosis.md): one that keeps
+    # position. ngram_bag / stacked were not better than bilstm_attention / gated there.
     image_encoder: PartConfig = Field(default_factory=lambda: PartConfig(name="coord_cnn"))
-    text_encoder: PartConfig = Field(default_factory=lambda: PartConfig(name="ngram_bag"))
-    fusion: PartConfig = Field(default_factory=lambda: PartConfig(name="stacked"))
+    text_encoder: PartConfig = Field(default_factory=lambda: PartConfig(name="bilstm_attention"))
+    fusion: PartConfig = Field(default_factory=lambda: PartConfig(name="gated"))
     decoder: PartConfig = Field(default_factory=lambda: PartConfig(name="lstm"))
     embed_dim: int = Field(256, ge=8, le=4096)  # width of encoder outputs and the fused vector
     heads: HeadsConfig = Field(default_factory=HeadsConfig)

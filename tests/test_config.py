@@ -7,7 +7,7 @@ from medmodal.config import Config, ConfigError, apply_overrides, config_from_di
 
 def test_defaults_validate_and_round_trip(tmp_path):
     config = Config()
-    assert config.model.fusion.name == "stacked"
+    assert config.model.fusion.name == "gated"
     assert config.data.text_fields == ["indication"]
     path = tmp_path / "c.yaml"
     save_config(config, path)
