@@ -128,3 +128,36 @@ def test_executor_settings_are_validated():
     with pytest.raises(ConfigError, match="executor.cpus_per_cell"):
         grid_from_dict({**GRID, "executor": {"name": "ray", "cpus_per_cell": 0}})
     assert grid_from_dict({**GRID, "executor": {"name": "ray", "gpus_per_cell": 1}}).executor.gpus_per_cell == 1
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_command_line_flags_choose_the_executor(tmp_path, monkeypatch):
+    """``medmodal benchmark --executor ray --address ... --gpus-per-cell`` override the grid's executor keys."""
+    import yaml
+
+    from medmodal.cli.main import build_parser
+
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({**GRID, "executor": {"cpus_per_cell": 3}}))
+    seen = {}
+
+    def capture(data, grid, out, **kwargs):
+        seen["executor"] = grid.executor
+        raise _Stop
+
+    monkeypatch.setattr(benchmark, "run_benchmark", capture)
+    args = build_parser().parse_args(["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "b"),
+                                      "--config", str(grid_file), "--executor", "ray", "--address", "ray://head:10001",
+                                      "--gpus-per-cell", "0.5"])
+    with pytest.raises(_Stop):
+        args.func(args)
+    assert seen["executor"] == ExecutorSettings(name="ray", address="ray://head:10001", cpus_per_cell=3, gpus_per_cell=0.5)
+
+    args = build_parser().parse_args(["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "b"),
+                                      "--config", str(grid_file)])
+    with pytest.raises(_Stop):
+        args.func(args)
+    assert seen["executor"] == ExecutorSettings(cpus_per_cell=3)  # the grid's keys, serial by default
