@@ -138,3 +138,17 @@ class ProjectionHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class SafeBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` that normalises a training batch of one sample with the running statistics
+    (as in eval mode, without updating them) instead of failing: a batch may hold a single image
+    when the others lack one."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [B, C] -> [B, C]."""
+        if self.training and x.shape[0] < 2:
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)

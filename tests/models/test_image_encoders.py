@@ -112,7 +112,9 @@ def test_coord_cnn_is_small_cnn_with_position_defaults():
     encoder = build("coord_cnn")
     assert encoder.coord_channels
     assert encoder.vector_proj[-1].in_features == 32 * 4 * 4
-    assert not build("coord_cnn", coord_channels=False, readout="mean").coord_channels
+    assert encoder.pixel_proj[-1].in_features == 32 * 32
+    plain = build("coord_cnn", coord_channels=False, readout="mean", pixel_pathway=0)
+    assert not plain.coord_channels and plain.pixel_proj is None
 
 
 def test_pixel_pathway_adds_a_linear_map_of_the_downsampled_image():
@@ -132,3 +134,10 @@ def test_pixel_pathway_adds_a_linear_map_of_the_downsampled_image():
     assert torch.allclose(wide(2 * image) - bias, 2 * (wide(image) - bias), atol=1e-5)
     with pytest.raises(ValueError, match="pixel_pathway"):
         build("small_cnn", pixel_pathway=-1)
+
+
+def test_pixel_pathway_trains_on_a_batch_of_one_image():
+    """A training batch may hold a single image (the others lacking one); BatchNorm must not fail."""
+    encoder = build("coord_cnn").train()
+    features = encoder(torch.randn(1, 1, SIZE, SIZE))
+    assert torch.isfinite(features.vector).all()

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from medmodal.models.image_encoders.base import FeatureMapEncoder
+from medmodal.models.layers import SafeBatchNorm1d
 from medmodal.models.registry import register
 from medmodal.models.types import ImageFeatures
 
@@ -97,7 +98,7 @@ class SmallCNN(FeatureMapEncoder):
             self.pixel_proj = nn.Sequential(
                 nn.AdaptiveAvgPool2d(pixel_pathway),
                 nn.Flatten(1),
-                nn.BatchNorm1d(in_channels * pixel_pathway**2),
+                SafeBatchNorm1d(in_channels * pixel_pathway**2),
                 nn.Dropout(dropout),
                 nn.Linear(in_channels * pixel_pathway**2, out_dim),
             )
@@ -133,11 +134,11 @@ def with_coordinate_channels(image: Tensor) -> Tensor:
 
 @register("image_encoder", "coord_cnn")
 class CoordCNN(SmallCNN):
-    """``small_cnn`` that keeps *where* things are: CoordConv input channels and the flatten read-out
-    (the pooled ``readout_grid`` x ``readout_grid`` map, flattened). The default image encoder:
-    on the demo data the global-average read-out of ``small_cnn`` loses to logistic regression on
-    32 x 32 pixels, because position is part of a finding (docs/diagnosis.md). Same arguments
-    as :class:`SmallCNN`, other defaults."""
+    """``small_cnn`` that keeps *where* things are: CoordConv input channels, the flatten read-out
+    (the pooled ``readout_grid`` x ``readout_grid`` map, flattened) and a wide linear pathway on the
+    image pooled to 32 x 32. The default image encoder: on the demo data the global-average
+    read-out of ``small_cnn`` loses to logistic regression on 32 x 32 pixels, because position is
+    part of a finding (docs/diagnosis.md). Same arguments as :class:`SmallCNN`, other defaults."""
 
     def __init__(
         self,
@@ -146,8 +147,15 @@ class CoordCNN(SmallCNN):
         readout: str = "flatten",
         readout_grid: int = 4,
         coord_channels: bool = True,
+        pixel_pathway: int = 32,
         **kwargs,
     ) -> None:
         super().__init__(
-            in_channels, out_dim, readout=readout, readout_grid=readout_grid, coord_channels=coord_channels, **kwargs
+            in_channels,
+            out_dim,
+            readout=readout,
+            readout_grid=readout_grid,
+            coord_channels=coord_channels,
+            pixel_pathway=pixel_pathway,
+            **kwargs,
         )
