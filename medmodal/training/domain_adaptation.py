@@ -87,7 +87,8 @@ def with_unlabeled(labeled: Dataset, unlabeled: Dataset) -> Dataset:
 def labeled_rows(out: ModelOutput, batch: dict) -> tuple[ModelOutput, dict]:
     """``out`` and ``batch`` restricted to the rows whose ``batch["labeled"]`` is True.
 
-    Every tensor with the batch as first dimension is indexed; without a ``labeled`` key,
+    Every tensor with the batch as first dimension is indexed (also inside nested output
+    records such as the localization head's); without a ``labeled`` key,
     or with all rows labeled, the inputs are returned as they are.
     """
     keep = batch.get("labeled")
@@ -101,6 +102,8 @@ def labeled_rows(out: ModelOutput, batch: dict) -> tuple[ModelOutput, dict]:
             return value[keep]
         if isinstance(value, list) and len(value) == size:
             return [v for v, k in zip(value, keep.tolist()) if k]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. LocalizationOutput
+            return dataclasses.replace(value, **{f.name: rows(getattr(value, f.name)) for f in dataclasses.fields(value)})
         return value
 
     fields = {f.name: rows(getattr(out, f.name)) for f in dataclasses.fields(out) if f.name != "fusion"}
