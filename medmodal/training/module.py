@@ -6,7 +6,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from torchmetrics.classification import MultilabelAUROC
+from torchmetrics import Metric
+from torchmetrics.classification import BinaryAUROC, MultilabelAUROC
 from torchmetrics.utilities import dim_zero_cat
 
 from medmodal.config import Config
@@ -37,6 +38,27 @@ class DefinedMacroAUROC(MultilabelAUROC):
         return per_label[defined].mean()
 
 
+class DefinedBinaryAUROC(BinaryAUROC):
+    """The single-label case of :class:`DefinedMacroAUROC` (torchmetrics' multilabel AUROC
+    needs at least two labels): NaN unless the targets contain both classes."""
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """preds, target: [B, 1] (or [B])."""
+        super().update(preds.reshape(-1), target.reshape(-1))
+
+    def compute(self) -> torch.Tensor:
+        target = dim_zero_cat(self.target)
+        positives = int((target == 1).sum())
+        if positives == 0 or positives == target.numel():
+            return torch.tensor(float("nan"))
+        return super().compute()
+
+
+def defined_macro_auroc(num_labels: int) -> Metric:
+    """Validation AUROC for ``num_labels`` findings (one label: binary AUROC)."""
+    return DefinedBinaryAUROC(thresholds=None) if num_labels == 1 else DefinedMacroAUROC(num_labels)
+
+
 class MultimodalModule(L.LightningModule):
     """Trains a :class:`~medmodal.models.multimodal.MultimodalModel` on batch dicts.
 
@@ -63,7 +85,7 @@ class MultimodalModule(L.LightningModule):
             self.config.model, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id
         )
         self.loss = MultitaskLoss(self.config.train, num_labels, pad_id, pos_weight)
-        self.val_auroc = DefinedMacroAUROC(num_labels)
+        self.val_auroc = defined_macro_auroc(num_labels)
         # DANN site adversary (train.domain_adaptation.method: dann), else None; training only.
         self.domain = build_domain_adversary(self.config.train.domain_adaptation, self.model.fused_dim, site_names)
 
