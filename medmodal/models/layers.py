@@ -152,3 +152,30 @@ class SafeBatchNorm1d(nn.BatchNorm1d):
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
         return super().forward(x)
+
+
+def adaptive_pool_weights(size_in: int, size_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[size_out, size_in] averaging weights of PyTorch's adaptive average pooling along one axis
+    (bin i covers floor(i * n / m) .. ceil((i + 1) * n / m))."""
+    rows = []
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(size_in)])
+    return torch.tensor(rows, dtype=dtype, device=device)  # a constant in an exported graph
+
+
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` that also exports to ONNX when the input side is not a multiple
+    of the output side (the TorchScript exporter refuses that case): there the pooling is written
+    as two small averaging matrices, which gives the same numbers."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [B, C, H, W] -> [B, C, out_h, out_w] (``output_size`` an int or a pair of ints)."""
+        size = self.output_size
+        out_h, out_w = (size, size) if isinstance(size, int) else size
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        if height % out_h == 0 and width % out_w == 0:
+            return super().forward(x)
+        rows = adaptive_pool_weights(height, out_h, x.dtype, x.device)
+        cols = adaptive_pool_weights(width, out_w, x.dtype, x.device)
+        return torch.matmul(torch.matmul(rows, x), cols.t())  # [i, h] @ [B, C, h, w] @ [w, j]

@@ -18,6 +18,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from medmodal.models.layers import AdaptiveAvgPool2d
 from medmodal.models.types import ImageFeatures
 
 
@@ -53,7 +54,7 @@ class FeatureMapEncoder(nn.Module):
             nn.Identity() if self.grid_dim == body_channels else nn.Conv2d(body_channels, self.grid_dim, 1)
         )
         side = 1 if readout == "mean" else readout_grid
-        self.pool = nn.AdaptiveAvgPool2d(side)
+        self.pool = AdaptiveAvgPool2d(side)  # also exports to ONNX at any image size
         self.vector_proj = nn.Sequential(
             nn.Flatten(1), nn.Dropout(dropout), nn.Linear(body_channels * side * side, out_dim)
         )

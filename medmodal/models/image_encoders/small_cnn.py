@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from medmodal.models.image_encoders.base import FeatureMapEncoder
-from medmodal.models.layers import SafeBatchNorm1d
+from medmodal.models.layers import AdaptiveAvgPool2d, SafeBatchNorm1d
 from medmodal.models.registry import register
 from medmodal.models.types import ImageFeatures
 
@@ -96,7 +96,7 @@ class SmallCNN(FeatureMapEncoder):
         self.pixel_proj = None
         if pixel_pathway:
             self.pixel_proj = nn.Sequential(
-                nn.AdaptiveAvgPool2d(pixel_pathway),
+                AdaptiveAvgPool2d(pixel_pathway),  # exports to ONNX at any image size
                 nn.Flatten(1),
                 SafeBatchNorm1d(in_channels * pixel_pathway**2),
                 nn.Dropout(dropout),
@@ -125,11 +125,17 @@ class SmallCNN(FeatureMapEncoder):
 def with_coordinate_channels(image: Tensor) -> Tensor:
     """image [B, C, H, W] -> [B, C + 2, H, W]: x then y coordinates, each in [-1, 1]."""
     b, _, h, w = image.shape
-    ys = torch.linspace(-1.0, 1.0, h, device=image.device, dtype=image.dtype)
-    xs = torch.linspace(-1.0, 1.0, w, device=image.device, dtype=image.dtype)
+    ys, xs = _unit_range(h, image), _unit_range(w, image)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     coords = torch.stack([grid_x, grid_y]).expand(b, 2, h, w)
     return torch.cat([image, coords], dim=1)
+
+
+def _unit_range(n: int, like: Tensor) -> Tensor:
+    """n evenly spaced values from -1 to 1 (``torch.linspace``'s values) in ``like``'s dtype; written
+    with ``arange`` because the ONNX exporter turns ``linspace`` into a float64 tensor."""
+    steps = torch.arange(n, device=like.device).to(like.dtype)
+    return steps * (2.0 / max(n - 1, 1)) - 1.0
 
 
 @register("image_encoder", "coord_cnn")
