@@ -1,18 +1,20 @@
 """``medmodal prepare DATA OUT``: validate, decode, resize each study once into WebDataset shards.
 
-Two streaming passes over the manifest (:func:`~medmodal.data.manifest_stream.stream_manifest`),
-so memory does not grow with the cells of the whole file:
+One streaming pass over the manifest (:func:`~medmodal.data.manifest_stream.stream_manifest`),
+then one over a temporary spill file, so memory does not grow with the cells of the whole file:
 
 1. **scan**: rows validated chunk by chunk (bad rows named and logged as found), each
-   distinct image file decode-checked once; kept: per study its row, patient key and given
-   split (what the patient-level split needs), label and summary counts.
-2. **write**: the same rows again; each kept study gets the split
+   distinct image file decode-checked once; each kept study is written to a temporary JSON
+   Lines file; kept in memory per study: its row, id, patient and given split (what the
+   patient-level split needs), label and summary counts.
+2. **write**: the spilled studies are read back; each gets the split
    :func:`~medmodal.data.splits.patient_splits` assigns (the same as the raw path with the
    same ``split_fractions`` / ``split_seed``), its image is decoded and resized exactly as
    :meth:`StudyDataset.stored_image` does (uint8 ``[S, S]``; a file repeated across rows is
-   decoded once, a small LRU cache) and it is appended to its split's current shard.
+   decoded once, a small LRU cache) and it is appended to its split's current shard; the
+   training text goes to a second temporary file.
 
-Then the tokenizer is learnt from the training shards' text (``data.text_fields`` +
+Then the tokenizer is learnt from that training text (``data.text_fields`` +
 ``data.target_fields``, ``data.min_token_freq``) and ``prepared.json`` is written last.
 The format is described in :mod:`medmodal.data.prepared` and docs/prepare.md.
 """
