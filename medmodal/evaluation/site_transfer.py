@@ -74,9 +74,9 @@ def site_transfer(
         report["variants"][name] = {"auroc_macro": interval.as_dict(), "train_seconds": round(result.seconds, 1)}
     report["n_test_studies"] = int(targets.shape[0])
     if "plain" in probs:
-        for name in probs:
+        for name, variant_probs in probs.items():
             if name != "plain":
-                diff = stats.paired_bootstrap(probs[name], probs["plain"], targets, "auroc_macro", n_resamples=n_resamples)
+                diff = stats.paired_bootstrap(variant_probs, probs["plain"], targets, "auroc_macro", n_resamples=n_resamples)
                 report["variants"][name]["minus_plain"] = diff.as_dict()
     (out / "site_transfer.json").write_text(json.dumps(report, indent=2))
     return report

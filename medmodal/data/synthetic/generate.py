@@ -114,7 +114,7 @@ def generate_dataset(
 def assign_image_formats(studies: list[StudyLatent], dicom_fraction: float, seed: int) -> list[StudyLatent]:
     """Mark ``round(dicom_fraction * n)`` random studies as DICOM (30% of those MONOCHROME1)."""
     rng = np.random.default_rng([seed, 3])
-    n_dicom = int(round(dicom_fraction * len(studies)))
+    n_dicom = round(dicom_fraction * len(studies))
     chosen = set(rng.permutation(len(studies))[:n_dicom].tolist())
     out = []
     for index, study in enumerate(studies):

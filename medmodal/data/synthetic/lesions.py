@@ -138,7 +138,7 @@ def sample_nodule(rng, subtle, severity, anatomy, ctr):
     radius = by_severity(subtle, severity, (0.018, 0.028), (0.032, 0.065))
     side = random_side(rng, 0.55)
     m, v = _point_in_lung(rng, anatomy, ctr, side, margin=radius + 0.03, avoid_hilum=0.12)
-    grade = f"{max(4, int(round(2 * radius * MM_PER_UNIT)))} mm"
+    grade = f"{max(4, round(2 * radius * MM_PER_UNIT))} mm"
     return side, grade, {"u": round(SIDE_SIGN[side] * m, 4), "v": round(v, 4), "radius": round(radius, 4)}
 
 
