@@ -866,24 +866,25 @@ def _check_images_and_boxes(studies: list[Study], file: Path) -> list[RowProblem
     logger.info("checking %d images of %s", len(paths), file)
     with ThreadPoolExecutor(max_workers=min(IMAGE_CHECK_THREADS, len(paths))) as pool:
         outcomes = dict(zip(paths, pool.map(_size_or_error, paths)))
-    problems = []
-    for study in studies:
-        if study.image is None:
-            continue
-        outcome = outcomes[study.image]
-        if isinstance(outcome, ImageReadError):
-            problems.append(RowProblem(str(file), study.row, "image", outcome.reason, study.id))
-            continue
-        height, width = outcome
-        for index, box in enumerate(study.boxes):
-            _, _, x1, y1 = box.box
-            if x1 > width + BOX_TOLERANCE_PX or y1 > height + BOX_TOLERANCE_PX:
-                problems.append(RowProblem(
-                    str(file), study.row, "boxes",
-                    f"box {index} {list(box.box)} extends beyond the image ({width} x {height} pixels)",
-                    study.id,
-                ))  # fmt: skip
-    return problems
+    return [p for s in studies if s.image is not None for p in study_image_problems(s, outcomes[s.image], file)]
+
+
+def study_image_problems(
+    study: Study, outcome: tuple[int, int] | ImageReadError, file: Path
+) -> list[RowProblem]:
+    """The problems of one study given its image check (``(height, width)`` or the read error):
+    the unreadable image, or each box that extends beyond the image."""
+    if isinstance(outcome, ImageReadError):
+        return [RowProblem(str(file), study.row, "image", outcome.reason, study.id)]
+    height, width = outcome
+    return [
+        RowProblem(
+            str(file), study.row, "boxes",
+            f"box {index} {list(box.box)} extends beyond the image ({width} x {height} pixels)", study.id,
+        )
+        for index, box in enumerate(study.boxes)
+        if box.box[2] > width + BOX_TOLERANCE_PX or box.box[3] > height + BOX_TOLERANCE_PX
+    ]  # fmt: skip
 
 
 def _size_or_error(path: Path) -> tuple[int, int] | ImageReadError:

@@ -32,7 +32,6 @@ import pandas as pd
 from medmodal.data.images import ImageReadError
 from medmodal.data.manifest import (
     _TOO_DEEP,
-    BOX_TOLERANCE_PX,
     ManifestError,
     _canonical_column_names,
     _plain,
@@ -41,6 +40,7 @@ from medmodal.data.manifest import (
     _size_or_error,
     _Table,
     find_manifest_file,
+    study_image_problems,
     view_matcher,
 )
 from medmodal.data.types import RowProblem, Study
@@ -245,17 +245,7 @@ def _image_problems(studies: list[Study], file: Path, outcomes: dict) -> list[Ro
         outcome = outcomes.get(study.image)
         if outcome is None:
             outcome = outcomes[study.image] = _size_or_error(study.image)
-        if isinstance(outcome, ImageReadError):
-            problems.append(RowProblem(str(file), study.row, "image", outcome.reason, study.id))
-            continue
-        height, width = outcome
-        for index, box in enumerate(study.boxes):
-            _, _, x1, y1 = box.box
-            if x1 > width + BOX_TOLERANCE_PX or y1 > height + BOX_TOLERANCE_PX:
-                problems.append(RowProblem(
-                    str(file), study.row, "boxes",
-                    f"box {index} {list(box.box)} extends beyond the image ({width} x {height} pixels)", study.id,
-                ))  # fmt: skip
+        problems.extend(study_image_problems(study, outcome, file))
     return problems
 
 
