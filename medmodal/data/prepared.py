@@ -282,18 +282,10 @@ def shard_samples(url: str, image_size: int) -> Iterator[tuple[Study, tuple[torc
 
     The stored image is ``(uint8 [1, S, S], (H, W))`` as :meth:`StudyDataset.stored_image` returns it.
     """
-    limits = {"json": MAX_JSON_MEMBER_BYTES, "image.npy": image_size * image_size + NPY_HEADER_BYTES}
     current_key, members = None, {}
     try:
         with open_binary(url) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
-            for info in tar:
-                where = f"{url}: member {info.name[:120]!r}"
-                match = MEMBER_PATTERN.match(info.name)
-                if not info.isreg() or match is None:
-                    raise PreparedDataError(f"{where}: not a member of a prepared shard")
-                key, kind = match.groups()
-                if info.size > limits[kind]:
-                    raise PreparedDataError(f"{where}: {info.size:,} bytes, more than the limit of {limits[kind]:,}")
+            for info, key, kind, where in checked_members(tar, url, image_size):
                 if key != current_key:
                     if current_key is not None:
                         yield _sample(url, current_key, members, image_size)
@@ -301,13 +293,28 @@ def shard_samples(url: str, image_size: int) -> Iterator[tuple[Study, tuple[torc
                 if kind in members:
                     raise PreparedDataError(f"{where}: appears twice")
                 members[kind] = tar.extractfile(info).read()
-                tar.members = []  # streaming: keep no member list
     except tarfile.TarError as err:
         raise PreparedDataError(f"{url}: not a readable tar shard ({err})") from None
     except OSError as err:
         raise PreparedDataError(f"{url}: cannot read shard ({err})") from None
     if current_key is not None:
         yield _sample(url, current_key, members, image_size)
+
+
+def checked_members(tar: tarfile.TarFile, url: str, image_size: int) -> Iterator[tuple[tarfile.TarInfo, str, str, str]]:
+    """(member, study key, kind, where) for each member of a shard, after checking that it is a regular
+    file named like a prepared member and within its size limit; keeps no member list (streaming)."""
+    limits = {"json": MAX_JSON_MEMBER_BYTES, "image.npy": image_size * image_size + NPY_HEADER_BYTES}
+    for info in tar:
+        where = f"{url}: member {info.name[:120]!r}"
+        match = MEMBER_PATTERN.match(info.name)
+        if not info.isreg() or match is None:
+            raise PreparedDataError(f"{where}: not a member of a prepared shard")
+        key, kind = match.groups()
+        if info.size > limits[kind]:
+            raise PreparedDataError(f"{where}: {info.size:,} bytes, more than the limit of {limits[kind]:,}")
+        yield info, key, kind, where
+        tar.members = []
 
 
 def _sample(url: str, key: str, members: dict[str, bytes], size: int):

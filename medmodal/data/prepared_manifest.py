@@ -21,11 +21,9 @@ from pathlib import Path
 from medmodal.data.dataset import StudyDataset
 from medmodal.data.manifest import Manifest
 from medmodal.data.prepared import (
-    MAX_JSON_MEMBER_BYTES,
-    MEMBER_PATTERN,
-    NPY_HEADER_BYTES,
     PreparedDataError,
     PreparedIndex,
+    checked_members,
     decode_pixels,
     open_binary,
     read_index,
@@ -77,19 +75,11 @@ def read_prepared_manifest(root: str | Path, labels: list[str] | None = None, im
 
 def _shard_studies(url: str, image_size: int) -> Iterator[PreparedStudy]:
     """The studies of one shard; the image members are located (offset, size), not read."""
-    limits = {"json": MAX_JSON_MEMBER_BYTES, "image.npy": image_size * image_size + NPY_HEADER_BYTES}
     pending: dict[str, tuple] = {}
     order: list[str] = []
     try:
         with open_binary(url) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
-            for info in tar:
-                where = f"{url}: member {info.name[:120]!r}"
-                match = MEMBER_PATTERN.match(info.name)
-                if not info.isreg() or match is None:
-                    raise PreparedDataError(f"{where}: not a member of a prepared shard")
-                key, kind = match.groups()
-                if info.size > limits[kind]:
-                    raise PreparedDataError(f"{where}: {info.size:,} bytes, more than the limit of {limits[kind]:,}")
+            for info, key, kind, where in checked_members(tar, url, image_size):
                 entry = pending.setdefault(key, [None, None])
                 if key not in order:
                     order.append(key)
@@ -102,7 +92,6 @@ def _shard_studies(url: str, image_size: int) -> Iterator[PreparedStudy]:
                         raise PreparedDataError(f"{where}: not valid JSON ({err})") from None
                 else:
                     entry[1] = (url, info.offset_data, info.size)
-                tar.members = []
     except tarfile.TarError as err:
         raise PreparedDataError(f"{url}: not a readable tar shard ({err})") from None
     except OSError as err:
