@@ -38,7 +38,7 @@ from medmodal.data.prepared import (
     shard_samples,
 )
 from medmodal.data.tokenizer import ReportTokenizer
-from medmodal.training.run import RunDir, write_config_atomic, write_json_atomic
+from medmodal.training.run import RunDir, saved_tokenizer, write_config_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +76,9 @@ def prepared_tokenizer(index: PreparedIndex, run: RunDir | None, config: Config)
     learnt with this config's fields and ``min_token_freq``, else one learnt from the streamed training text."""
     from tokenizers import Tokenizer
 
-    if run is not None and run.tokenizer.exists():
-        return ReportTokenizer.load(run.tokenizer)
-    if config.data.tokenizer_path:
-        path = Path(config.data.tokenizer_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"data.tokenizer_path: tokenizer file not found: {path}")
-        return ReportTokenizer.load(path)
+    saved = saved_tokenizer(run, config)
+    if saved is not None:
+        return saved
     d = config.data
     fields = list(dict.fromkeys([*d.text_fields, *d.target_fields]))
     settings = index.tokenizer

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from medmodal.config import Config, load_config, save_config
+from medmodal.data.tokenizer import ReportTokenizer
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -151,3 +152,16 @@ class RunDir:
 
     def load_labels(self) -> list[str]:
         return json.loads(self.labels.read_text())["labels"]
+
+
+def saved_tokenizer(run: RunDir | None, config: Config) -> ReportTokenizer | None:
+    """The run's own tokenizer (a resumed run), else the file named by ``data.tokenizer_path``, else None
+    (the caller learns one from its training text)."""
+    if run is not None and run.tokenizer.exists():
+        return ReportTokenizer.load(run.tokenizer)
+    if config.data.tokenizer_path:
+        path = Path(config.data.tokenizer_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"data.tokenizer_path: tokenizer file not found: {path}")
+        return ReportTokenizer.load(path)
+    return None

@@ -37,7 +37,7 @@ from medmodal.training.domain_adaptation import site_names, split_target_sites, 
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
 from medmodal.training.reproducibility import EpochSeeding, epoch_seeded_loader
-from medmodal.training.run import RunDir, write_config_atomic, write_json_atomic
+from medmodal.training.run import RunDir, saved_tokenizer, write_config_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +113,9 @@ def training_subset(studies: list[Study], fraction: float, seed: int) -> list[St
 
 def load_or_train_tokenizer(run: RunDir, train_studies: list[Study], config: Config) -> ReportTokenizer:
     """The run's own tokenizer (resume), else ``data.tokenizer_path``, else one learnt from ``train_studies``."""
-    if run.tokenizer.exists():
-        return ReportTokenizer.load(run.tokenizer)
-    if config.data.tokenizer_path:
-        path = Path(config.data.tokenizer_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"data.tokenizer_path: tokenizer file not found: {path}")
-        return ReportTokenizer.load(path)
+    saved = saved_tokenizer(run, config)
+    if saved is not None:
+        return saved
     return ReportTokenizer.train(vocabulary_texts(train_studies, config), min_freq=config.data.min_token_freq)
 
 
