@@ -43,9 +43,9 @@ def interval(per_study_stat, n: int, resamples: int) -> tuple[float, float]:
 
 def box_stats(run: dict, resamples: int) -> dict:
     from medmodal.config import load_config
+    from medmodal.data.pipeline import read_dataset
     from medmodal.evaluation.evaluate import true_boxes_normalised
     from medmodal.evaluation.metrics import localization_metrics
-    from medmodal.training.trainer import read_dataset
 
     config = load_config(run["config"])
     by_id = {s.id: s for s in read_dataset(run["data"], config, labels=run["labels"]).split("test")}

@@ -47,8 +47,8 @@ def train_run(data: Path, config: Path, out: Path, devices: int) -> dict:
 
 def ddp_scaling(work: Path, n: int, image_size: int, batch_size: int, epochs: int) -> dict:
     from medmodal.config import Config, apply_overrides, save_config
+    from medmodal.data.pipeline import read_dataset
     from medmodal.data.synthetic import generate_dataset
-    from medmodal.training.trainer import read_dataset
 
     data = work / "ddp_data"
     generate_dataset(data, n=n, seed=0, image_size=image_size)

@@ -16,6 +16,7 @@ import json
 
 import numpy as np
 
+from medmodal.data.pipeline import read_dataset
 from medmodal.evaluation.evaluate import (
     SplitPredictions,
     localization_scores,
@@ -23,7 +24,6 @@ from medmodal.evaluation.evaluate import (
     true_boxes_normalised,
 )
 from medmodal.training.loading import load_trained
-from medmodal.training.trainer import read_dataset
 
 
 def mean_training_boxes(studies, labels: list[str]) -> np.ndarray:

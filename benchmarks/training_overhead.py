@@ -33,13 +33,13 @@ import torch
 def build(n: int, image_size: int, batch_size: int, workdir: Path, num_workers: int):
     """Synthetic data -> (module, training loader, pre-built batches, config) as ``medmodal train`` builds them."""
     from medmodal.config import Config, apply_overrides
+    from medmodal.data.pipeline import build_dataset, label_matrix, read_dataset, vocabulary_texts
     from medmodal.data.synthetic import generate_dataset
     from medmodal.data.tokenizer import ReportTokenizer
     from medmodal.training.data_defaults import heads_for_data
     from medmodal.training.losses import positive_weights
     from medmodal.training.module import MultimodalModule
     from medmodal.training.reproducibility import epoch_seeded_loader
-    from medmodal.training.trainer import build_dataset, label_matrix, read_dataset, vocabulary_texts
 
     data = workdir / "data"
     generate_dataset(data, n=n, seed=0, image_size=image_size)

@@ -275,7 +275,7 @@ def write_site_manifests(data: Path, config: Config, folder: Path, sites: list[s
     The split of every study is the one the toolkit assigns with ``config.data`` (so the
     other sites keep exactly their train / val / test); images become absolute paths.
     """
-    from medmodal.training.trainer import read_dataset
+    from medmodal.data.pipeline import read_dataset
 
     manifest = read_dataset(data, config)
     present = sorted({s.site for s in manifest.studies if s.site})
@@ -439,10 +439,10 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
     Arrays: ``ids`` [N], ``sites`` [N], ``labels`` [C], ``targets`` [N, C] and
     ``probs__<condition>`` [N, C] per condition.
     """
+    from medmodal.data.pipeline import read_dataset
     from medmodal.evaluation.evaluate import predict_split
     from medmodal.training.baselines import is_baseline_run
     from medmodal.training.loading import load_trained
-    from medmodal.training.trainer import read_dataset
 
     if is_baseline_run(run_dir):
         evaluate_baseline_cell(cell, run_dir, path, conditions, seed)
@@ -469,9 +469,9 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
 
 def evaluate_baseline_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], seed: int) -> None:
     """:func:`evaluate_cell` for a baseline run: the same arrays, the same hidden studies per condition."""
+    from medmodal.data.pipeline import read_dataset
     from medmodal.evaluation.evaluate_baseline import predict_baseline_split
     from medmodal.training.baselines import load_baseline
-    from medmodal.training.trainer import read_dataset
 
     fitted = load_baseline(run_dir)
     studies = read_dataset(cell.data, fitted.config, labels=fitted.labels).split("test")

@@ -257,8 +257,8 @@ def reliability(cells_info, settings) -> dict[str, Any]:
 # -------------------------------------------------------------------- writing
 def write_results(out: Path, grid, cells, conditions: list[str], data: Path) -> dict[str, Any]:
     """Write results.csv / results.json / summary.json and the plots; return the summary."""
+    from medmodal.data.pipeline import read_dataset
     from medmodal.evaluation import plots
-    from medmodal.training.trainer import read_dataset
 
     settings = grid.evaluation
     cells_info = [_cell_info(out, c) for c in cells]

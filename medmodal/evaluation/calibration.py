@@ -156,8 +156,8 @@ def calibrate_run(run_dir: str | Path, data: str | Path, *, fit_split: str = "va
 
     if thresholds not in ("none", "best_f1"):
         raise ValueError(f"thresholds must be 'none' or 'best_f1', not {thresholds!r}")
+    from medmodal.data.pipeline import read_dataset
     from medmodal.training.loading import load_trained
-    from medmodal.training.trainer import read_dataset
 
     trained = load_trained(run_dir, apply_calibration=False)
     dataset = read_dataset(data, trained.config, labels=trained.labels)

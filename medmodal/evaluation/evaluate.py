@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from medmodal.data.dataset import make_dataloader
 from medmodal.data.images import image_size
+from medmodal.data.pipeline import build_dataset, read_dataset
 from medmodal.data.types import Study
 from medmodal.evaluation.metrics import (
     classification_metrics,
@@ -32,7 +33,6 @@ from medmodal.evaluation.metrics.localization import detection_metrics
 from medmodal.models.types import Detections
 from medmodal.training.loading import TrainedRun, load_trained
 from medmodal.training.run import write_json_atomic
-from medmodal.training.trainer import build_dataset, read_dataset
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ def predict_baseline_split(
 
 def evaluate_baseline_run(run_dir: str | Path, data: str | Path | None = None, *, split: str = "test") -> dict[str, Any]:
     """Score the baseline run on ``split`` of ``data`` (default: the data it was fitted on); write and return metrics."""
-    from medmodal.training.trainer import read_dataset
+    from medmodal.data.pipeline import read_dataset
 
     fitted = load_baseline(run_dir)
     cfg = fitted.config

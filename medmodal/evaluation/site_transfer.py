@@ -35,7 +35,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def target_test_studies(data: str | Path, config: Config, labels: list[str], site: str) -> list:
     """The held-out site's ``val`` and ``test`` studies (never seen with labels in training)."""
-    from medmodal.training.trainer import read_dataset
+    from medmodal.data.pipeline import read_dataset
 
     manifest = read_dataset(data, config, labels)
     studies = [s for s in manifest.studies if s.site == site and s.split in ("val", "test")]

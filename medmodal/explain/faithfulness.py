@@ -153,9 +153,9 @@ def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "tes
                          image_method: str = "gradcam") -> dict[str, Any]:
     """All the measures of the module docstring for a trained run on a synthetic dataset."""
     from medmodal.data.dataset import make_dataloader
+    from medmodal.data.pipeline import build_dataset, read_dataset
     from medmodal.explain.text import explain_text, resolve_method
     from medmodal.training.loading import load_trained
-    from medmodal.training.trainer import build_dataset, read_dataset
 
     trained = load_trained(run)
     model, labels, cfg = trained.model, trained.labels, trained.config

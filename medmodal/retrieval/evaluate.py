@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from medmodal.data.pipeline import label_matrix, read_dataset
 from medmodal.data.types import Study
 from medmodal.evaluation.metrics import classification_metrics
 from medmodal.retrieval.embed import embed_studies
@@ -20,7 +21,6 @@ from medmodal.retrieval.metrics import DEFAULT_KS, cross_modal_retrieval_metrics
 from medmodal.retrieval.zero_shot import build_prompts, prompt_embeddings, zero_shot_probabilities
 from medmodal.training.pretrain import PretrainedRun, load_pretrained_run
 from medmodal.training.run import RunDir, write_json_atomic
-from medmodal.training.trainer import label_matrix, read_dataset
 
 
 def update_metrics_file(run: RunDir, section: str, values: dict[str, Any]) -> dict[str, Any]:

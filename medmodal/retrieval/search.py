@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from medmodal.data.pipeline import read_dataset
 from medmodal.data.types import Study
 from medmodal.retrieval.embed import StudyEmbeddings, embed_image_file, embed_studies, embed_texts
 from medmodal.retrieval.index import IndexKind, VectorIndex
 from medmodal.training.pretrain import PretrainedRun
 from medmodal.training.run import write_json_atomic
-from medmodal.training.trainer import read_dataset
 
 log = logging.getLogger(__name__)
 

@@ -182,7 +182,7 @@ def parity_batch(trained: TrainedRun, n: int) -> dict[str, Tensor]:
     """Up to ``n`` preprocessed validation studies (rows alternately with image or text hidden)."""
     from torch.utils.data import default_collate
 
-    from medmodal.training.trainer import build_dataset, read_dataset
+    from medmodal.data.pipeline import build_dataset, read_dataset
 
     cfg = trained.config
     studies = []

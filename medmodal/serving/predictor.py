@@ -14,11 +14,11 @@ import torch
 from torch.utils.data import default_collate
 
 from medmodal.data.images import image_size
+from medmodal.data.pipeline import build_dataset
 from medmodal.data.reports import split_report_sections
 from medmodal.data.types import Study
 from medmodal.explain.modality import conflicts_for_prediction
 from medmodal.training.loading import TrainedRun, load_trained
-from medmodal.training.trainer import build_dataset
 
 
 def study_from_inputs(image: str | Path | None, text: str | dict[str, str] | None, text_fields: list[str]) -> Study:

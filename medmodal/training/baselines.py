@@ -103,7 +103,7 @@ class FitResult:
 
 def fit_baseline(data: str | Path, config: Config, out: str | Path, *, force: bool = False) -> FitResult:
     """Fit the baselines of ``config.baseline`` on ``data`` into the run folder ``out``."""
-    from medmodal.training.trainer import read_dataset, training_subset
+    from medmodal.data.pipeline import read_dataset, training_subset
 
     start = time.time()
     run = RunDir.at(out)

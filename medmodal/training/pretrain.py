@@ -34,6 +34,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from medmodal.config import Config, apply_overrides
 from medmodal.data.dataset import StudyDataset, make_dataloader
+from medmodal.data.pipeline import build_dataset, label_matrix, read_dataset
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
 from medmodal.models.contrastive import ContrastiveLoss, ContrastiveModel, create_contrastive_model
@@ -42,12 +43,9 @@ from medmodal.training.reproducibility import EpochSeeding, epoch_seeded_loader
 from medmodal.training.run import RunDir, write_config_atomic, write_json_atomic
 from medmodal.training.trainer import (
     RunConflictError,
-    build_dataset,
-    label_matrix,
     lightning_trainer,
     load_or_train_tokenizer,
     quiet_lightning,
-    read_dataset,
     save_tokenizer_atomic,
 )
 

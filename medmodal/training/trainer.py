@@ -25,12 +25,18 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from medmodal.config import Config, ConfigError, TrainConfig
-from medmodal.data.dataset import StudyDataset, make_dataloader
-from medmodal.data.manifest import Manifest, read_manifest
+from medmodal.data.dataset import make_dataloader
+from medmodal.data.pipeline import (
+    build_dataset,
+    label_matrix,
+    read_dataset,
+    training_subset,
+    vocabulary_texts,
+)
 from medmodal.data.prepared import is_prepared
-from medmodal.data.prepared_manifest import PreparedStudyDataset, is_prepared_studies
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
+from medmodal.errors import RunError
 from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
 from medmodal.training.data_defaults import heads_for_data
 from medmodal.training.domain_adaptation import site_names, split_target_sites, with_unlabeled
@@ -42,73 +48,8 @@ from medmodal.training.run import RunDir, saved_tokenizer, write_config_atomic, 
 log = logging.getLogger(__name__)
 
 
-class RunConflictError(RuntimeError):
+class RunConflictError(RunError, RuntimeError):
     """The output folder holds a run with a different configuration."""
-
-
-def read_dataset(data: str | Path, config: Config, labels: list[str] | None = None) -> Manifest:
-    """Read and validate the manifest of ``data`` (a folder or a manifest file) with the config's policies."""
-    if is_prepared(data):  # `medmodal prepare` output (docs/prepare.md): studies from the shards' JSON
-        from medmodal.data.prepared_manifest import read_prepared_manifest
-
-        return read_prepared_manifest(data, labels if labels is not None else config.data.labels, config.data.image_size)
-    path = Path(data)
-    if path.is_dir() and (path / config.data.manifest).exists():
-        path = path / config.data.manifest
-    return read_manifest(
-        path,
-        labels=labels if labels is not None else config.data.labels,
-        on_bad_row=config.data.on_bad_row,
-        check_images=config.data.check_images,
-        allow_outside_paths=config.data.allow_outside_paths,
-        views=config.data.views,
-        split_fractions=config.data.split_fractions,
-        split_seed=config.data.split_seed,
-    )
-
-
-def build_dataset(studies: list[Study], tokenizer: ReportTokenizer, labels: list[str], config: Config, train: bool) -> StudyDataset:
-    """The torch dataset of ``studies`` as the config describes it."""
-    d = config.data
-    dataset_class = PreparedStudyDataset if is_prepared_studies(studies) else StudyDataset  # images from shards
-    return dataset_class(
-        studies,
-        tokenizer,
-        labels,
-        image_size=d.image_size,
-        text_fields=d.text_fields,
-        target_fields=d.target_fields,
-        max_text_tokens=d.max_text_tokens,
-        max_target_tokens=d.max_target_tokens,
-        augment=d.augment if train else None,
-        cache_images=d.cache_images,
-        train=train,
-        seed=config.train.seed,
-        image_cache_dir=d.image_cache_dir,
-    )
-
-
-def vocabulary_texts(studies: list[Study], config: Config) -> list[str]:
-    """The texts the vocabulary is learnt from: input and target fields of the training studies."""
-    fields = list(dict.fromkeys([*config.data.text_fields, *config.data.target_fields]))
-    return [s.sections.get(f, "") for s in studies for f in fields if s.sections.get(f)]
-
-
-def training_subset(studies: list[Study], fraction: float, seed: int) -> list[Study]:
-    """A seeded share of the training studies (``data.train_fraction``), in manifest order.
-
-    ``ceil(fraction * N)`` studies (at least one) chosen by one seeded permutation, so with the
-    same seed a smaller fraction is a subset of a larger one; ``fraction == 1`` keeps all.
-    """
-    if fraction >= 1.0 or not studies:
-        return list(studies)
-    import math
-
-    import numpy as np
-
-    keep = max(1, math.ceil(fraction * len(studies)))
-    chosen = np.random.default_rng(seed).permutation(len(studies))[:keep]
-    return [studies[i] for i in sorted(chosen.tolist())]
 
 
 def load_or_train_tokenizer(run: RunDir, train_studies: list[Study], config: Config) -> ReportTokenizer:
@@ -117,17 +58,6 @@ def load_or_train_tokenizer(run: RunDir, train_studies: list[Study], config: Con
     if saved is not None:
         return saved
     return ReportTokenizer.train(vocabulary_texts(train_studies, config), min_freq=config.data.min_token_freq)
-
-
-def label_matrix(studies: list[Study], labels: list[str]) -> torch.Tensor:
-    """[N, C] multi-hot matrix of ``studies``' labels."""
-    index = {name: i for i, name in enumerate(labels)}
-    matrix = torch.zeros(len(studies), len(labels))
-    for row, study in enumerate(studies):
-        for name in study.labels:
-            if name in index:
-                matrix[row, index[name]] = 1.0
-    return matrix
 
 
 @dataclass

@@ -46,9 +46,9 @@ def transfer_config(config: Config, pretrained_run: str | Path, arm: str, fracti
 
 def test_auroc(run_dir: Path, data: str | Path) -> dict[str, Any]:
     """Classification metrics of a trained run on the test split (no report generation)."""
+    from medmodal.data.pipeline import read_dataset
     from medmodal.evaluation.evaluate import predict_split
     from medmodal.training.loading import load_trained
-    from medmodal.training.trainer import read_dataset
 
     trained = load_trained(run_dir)
     studies = read_dataset(data, trained.config, labels=trained.labels).split("test")
@@ -90,7 +90,7 @@ def run_transfer(
 
 def _train_count(config: Config, data: str | Path) -> int:
     """How many training studies ``data.train_fraction`` keeps."""
-    from medmodal.training.trainer import read_dataset, training_subset
+    from medmodal.data.pipeline import read_dataset, training_subset
 
     studies = read_dataset(data, config).split("train")
     return len(training_subset(studies, config.data.train_fraction, config.data.split_seed))

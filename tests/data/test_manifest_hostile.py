@@ -18,7 +18,7 @@ from pydicom.uid import JPEGBaseline8Bit
 from medmodal.config import Config
 from medmodal.data import manifest as manifest_module
 from medmodal.data.manifest import MAX_TEXT_CHARS, ManifestError, read_manifest
-from medmodal.training.trainer import read_dataset
+from medmodal.data.pipeline import read_dataset
 
 from .fixtures import gradient, truncate, write_csv, write_jsonl, write_png
 from .hostile_files import gray_dicom, jpeg_bytes, png_claiming, with_jpeg_size

@@ -8,7 +8,7 @@ import pytest
 
 from medmodal.config import Config, ConfigError, load_config
 from medmodal.data.manifest import normalize_view, read_manifest, view_matcher
-from medmodal.training.trainer import read_dataset
+from medmodal.data.pipeline import read_dataset
 
 from .fixtures import row, write_csv
 

@@ -14,6 +14,7 @@ from conftest import tiny_config
 
 from medmodal.data.manifest import read_manifest
 from medmodal.data.manifest_stream import stream_manifest
+from medmodal.data.pipeline import build_dataset, read_dataset
 from medmodal.data.prepare import prepare
 from medmodal.data.prepared import (
     PreparedDataError,
@@ -25,7 +26,6 @@ from medmodal.data.prepared import (
 )
 from medmodal.data.prepared_manifest import PreparedStudyDataset, read_prepared_manifest
 from medmodal.data.tokenizer import ReportTokenizer
-from medmodal.training.trainer import build_dataset, read_dataset
 
 from .fixtures import row, write_csv, write_png
 

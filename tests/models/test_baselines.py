@@ -155,9 +155,9 @@ def fused_run(tiny_data, tmp_path_factory):
 
 
 def test_fit_writes_a_pickle_free_run_that_reloads_to_the_same_predictions(fused_run, tiny_data):
+    from medmodal.data.pipeline import read_dataset
     from medmodal.evaluation.evaluate_baseline import predict_baseline_split
     from medmodal.training.baselines import load_baseline
-    from medmodal.training.trainer import read_dataset
 
     root = fused_run.run.root
     assert {"config.yaml", "labels.json", "data_summary.json", "baseline.json", "baseline.npz", "training_done.json"} <= {
@@ -237,8 +237,8 @@ def test_configuration_errors_name_the_field():
 def test_state_round_trip_gives_the_same_predictions(tiny_data, name, settings):
     from conftest import tiny_config
 
+    from medmodal.data.pipeline import read_dataset
     from medmodal.models.baselines.storage import load_arrays, save_arrays
-    from medmodal.training.trainer import read_dataset
 
     config = tiny_config()
     manifest = read_dataset(tiny_data, config)

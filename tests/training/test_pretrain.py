@@ -1,4 +1,4 @@
-"""Label-fraction subsets, and a tiny pretrain -> encoders -> search -> retrieval / zero-shot run."""
+"""A tiny pretrain -> encoders -> search -> retrieval / zero-shot run."""
 
 from __future__ import annotations
 
@@ -7,25 +7,6 @@ import json
 import pytest
 import torch
 from conftest import tiny_config  # tests/conftest.py (rootdir on sys.path under pytest)
-
-from medmodal.data.types import Study
-from medmodal.training.trainer import training_subset
-
-
-def _studies(n):
-    return [Study(id=f"s{i}", patient_id=f"p{i}", row=i) for i in range(n)]
-
-
-def test_training_subset_is_seeded_nested_and_sized():
-    studies = _studies(50)
-    ten, quarter = training_subset(studies, 0.1, seed=3), training_subset(studies, 0.25, seed=3)
-    assert len(ten) == 5 and len(quarter) == 13  # ceil
-    assert {s.id for s in ten} <= {s.id for s in quarter}
-    assert [s.id for s in ten] == [s.id for s in training_subset(studies, 0.1, seed=3)]
-    assert [s.id for s in ten] != [s.id for s in training_subset(studies, 0.1, seed=4)]
-    assert training_subset(studies, 1.0, seed=3) == studies
-    assert len(training_subset(studies[:3], 0.01, seed=0)) == 1
-
 
 PRETRAIN_OVERRIDES = {"model.embed_dim": 16, "pretrain.projection_dim": 16, "pretrain.local_loss_weight": 0.5,
                       "train.epochs": 1, "pretrain.max_text_tokens": 48}  # fmt: skip

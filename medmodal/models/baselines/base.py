@@ -1,7 +1,7 @@
 """What the baselines share: their view of a split, the base class, the one-vs-rest logistic regression.
 
 A baseline sees a split as :class:`BaselineData` (the studies of a manifest split, read
-with the same :func:`~medmodal.training.trainer.read_dataset` as deep runs): input text,
+with the same :func:`~medmodal.data.pipeline.read_dataset` as deep runs): input text,
 downsampled images, multi-hot targets, true boxes and reference reports, each computed
 once and cached.
 
@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from medmodal.config import ConfigError
+from medmodal.data.pipeline import label_matrix
 from medmodal.data.types import Study
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,6 @@ class BaselineData:
 
     def targets(self) -> np.ndarray:
         """int [N, C] multi-hot labels."""
-        from medmodal.training.trainer import label_matrix
-
         return label_matrix(self.studies, self.labels).numpy().astype(np.int64)
 
     def true_boxes(self) -> list[list[tuple[int, list[float]]]]:

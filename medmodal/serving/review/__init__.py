@@ -61,7 +61,7 @@ class ReviewService:
 
     def __init__(self, predictor: Predictor, data: str | Path, *, split: str, ratings_url: str | Path,
                  worker: Any, model_name: str):
-        from medmodal.training.trainer import read_dataset
+        from medmodal.data.pipeline import read_dataset
 
         self.predictor = predictor
         self.worker = worker

@@ -1,0 +1,93 @@
+"""The data as a :class:`~medmodal.config.Config` describes it.
+
+Read a data folder with the config's policies, take the seeded training share, the label
+matrix, the texts the vocabulary is learnt from, and the torch dataset of a list of studies.
+Shared by training, evaluation, baselines, retrieval, explanation and serving, so that every
+command reads, splits and labels the data the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medmodal.config import Config
+from medmodal.data.dataset import StudyDataset
+from medmodal.data.manifest import Manifest, read_manifest
+from medmodal.data.prepared import is_prepared
+from medmodal.data.prepared_manifest import PreparedStudyDataset, is_prepared_studies, read_prepared_manifest
+from medmodal.data.tokenizer import ReportTokenizer
+from medmodal.data.types import Study
+
+
+def read_dataset(data: str | Path, config: Config, labels: list[str] | None = None) -> Manifest:
+    """Read and validate the manifest of ``data`` (a folder or a manifest file) with the config's policies."""
+    if is_prepared(data):  # `medmodal prepare` output (docs/prepare.md): studies from the shards' JSON
+        return read_prepared_manifest(data, labels if labels is not None else config.data.labels, config.data.image_size)
+    path = Path(data)
+    if path.is_dir() and (path / config.data.manifest).exists():
+        path = path / config.data.manifest
+    return read_manifest(
+        path,
+        labels=labels if labels is not None else config.data.labels,
+        on_bad_row=config.data.on_bad_row,
+        check_images=config.data.check_images,
+        allow_outside_paths=config.data.allow_outside_paths,
+        views=config.data.views,
+        split_fractions=config.data.split_fractions,
+        split_seed=config.data.split_seed,
+    )
+
+
+def build_dataset(studies: list[Study], tokenizer: ReportTokenizer, labels: list[str], config: Config, train: bool) -> StudyDataset:
+    """The torch dataset of ``studies`` as the config describes it."""
+    d = config.data
+    dataset_class = PreparedStudyDataset if is_prepared_studies(studies) else StudyDataset  # images from shards
+    return dataset_class(
+        studies,
+        tokenizer,
+        labels,
+        image_size=d.image_size,
+        text_fields=d.text_fields,
+        target_fields=d.target_fields,
+        max_text_tokens=d.max_text_tokens,
+        max_target_tokens=d.max_target_tokens,
+        augment=d.augment if train else None,
+        cache_images=d.cache_images,
+        train=train,
+        seed=config.train.seed,
+        image_cache_dir=d.image_cache_dir,
+    )
+
+
+def vocabulary_texts(studies: list[Study], config: Config) -> list[str]:
+    """The texts the vocabulary is learnt from: input and target fields of the training studies."""
+    fields = list(dict.fromkeys([*config.data.text_fields, *config.data.target_fields]))
+    return [s.sections.get(f, "") for s in studies for f in fields if s.sections.get(f)]
+
+
+def training_subset(studies: list[Study], fraction: float, seed: int) -> list[Study]:
+    """A seeded share of the training studies (``data.train_fraction``), in manifest order.
+
+    ``ceil(fraction * N)`` studies (at least one) chosen by one seeded permutation, so with the
+    same seed a smaller fraction is a subset of a larger one; ``fraction == 1`` keeps all.
+    """
+    if fraction >= 1.0 or not studies:
+        return list(studies)
+    keep = max(1, math.ceil(fraction * len(studies)))
+    chosen = np.random.default_rng(seed).permutation(len(studies))[:keep]
+    return [studies[i] for i in sorted(chosen.tolist())]
+
+
+def label_matrix(studies: list[Study], labels: list[str]) -> torch.Tensor:
+    """[N, C] multi-hot matrix of ``studies``' labels."""
+    index = {name: i for i, name in enumerate(labels)}
+    matrix = torch.zeros(len(studies), len(labels))
+    for row, study in enumerate(studies):
+        for name in study.labels:
+            if name in index:
+                matrix[row, index[name]] = 1.0
+    return matrix
