@@ -13,13 +13,17 @@ model download). Used for the clinical-efficacy metrics of generated reports
 Importing this package is cheap; spaCy and medspaCy load when a labeler is built.
 """
 
-from medmodal.labeling.labeler import (
-    LABELS,
+from medmodal.labeling.context_rules import (
     LATERALITY_RULES,
     PROJECT_CONTEXT_RULES,
     REMOVED_DEFAULT_RULES,
-    STATUSES,
+    ContextRuleError,
     ContextRuleSpec,
+    load_context_rules,
+)
+from medmodal.labeling.labeler import (
+    LABELS,
+    STATUSES,
     Mention,
     ReportLabeler,
     aggregate,
@@ -45,6 +49,7 @@ __all__ = [
     "PROJECT_CONTEXT_RULES",
     "REMOVED_DEFAULT_RULES",
     "STATUSES",
+    "ContextRuleError",
     "ContextRuleSpec",
     "FindingSpec",
     "Mention",
@@ -56,6 +61,7 @@ __all__ = [
     "default_labeler",
     "expand_phrase",
     "label_reports_file",
+    "load_context_rules",
     "load_vocabulary",
     "to_binary",
     "vocabulary_from_dict",

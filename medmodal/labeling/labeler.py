@@ -14,8 +14,8 @@ Pipeline (a blank spaCy English pipeline, nothing downloaded)::
   longest, so "airspace opacity" is consolidation and not also "opacity".
 - **ConText** (medspaCy; Harkema et al., J Biomed Inform 2009): medspaCy's
   default English rules, minus a few that are wrong for radiology, plus the
-  project rules of :data:`PROJECT_CONTEXT_RULES` and the laterality rules of
-  :data:`LATERALITY_RULES` (each listed with the reason it was added).
+  project rules of ``context_rules.yaml`` and the laterality rules, each with
+  the reason it was added (:mod:`medmodal.labeling.context_rules`).
 
 Status of one mention (:class:`Mention`):
 
@@ -61,6 +61,21 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from medmodal.labeling.context_rules import (
+    BILATERAL,
+    HYPOTHETICAL,
+    LATERALITY_RULES,
+    LEFT,
+    NEGATED,
+    POSSIBLE,
+    PROBABLE,
+    PROJECT_CONTEXT_RULES,
+    REMOVED_DEFAULT_RULES,
+    RIGHT,
+    SIDE_WORDS,
+    ContextRuleSpec,
+    to_context_rules,
+)
 from medmodal.labeling.vocabulary import NORMAL, Vocabulary, load_vocabulary
 
 if TYPE_CHECKING:  # spaCy / medspaCy are imported lazily (medspaCy takes seconds to import)
@@ -76,477 +91,6 @@ STATUSES: tuple[str, ...] = ("positive", "negative", "uncertain")
 LABELS: tuple[str, ...] = ("positive", "negative", "uncertain", "absent")
 # CheXpert aggregation order over the mentions of one finding in one report.
 _PRECEDENCE = {"positive": 3, "uncertain": 2, "negative": 1}
-
-NEGATED = "NEGATED_EXISTENCE"
-POSSIBLE = "POSSIBLE_EXISTENCE"
-# Our category for high-likelihood hedges ("probable", "likely", "most suggestive of", "favored"),
-# which medspaCy folds into POSSIBLE_EXISTENCE; see ReportLabeler(probable_as=...).
-PROBABLE = "PROBABLE_EXISTENCE"
-HYPOTHETICAL = "HYPOTHETICAL"
-LEFT, RIGHT, BILATERAL = "LEFT", "RIGHT", "BILATERAL"
-_SIDE_WORDS = {
-    "left": LEFT,
-    "right": RIGHT,
-    "bilateral": BILATERAL,
-    "bilaterally": BILATERAL,
-    "both": BILATERAL,
-    "bibasilar": BILATERAL,
-    "bibasal": BILATERAL,
-    "biapical": BILATERAL,
-}
-
-
-# ----------------------------------------------------------------------------- rules
-@dataclass(frozen=True)
-class ContextRuleSpec:
-    """A ConText modifier rule (arguments of ``medspacy.context.ConTextRule``) and why it exists."""
-
-    literal: str
-    category: str
-    direction: str
-    pattern: list[dict[str, Any]] | None = None
-    max_scope: int | None = None
-    max_targets: int | None = None
-    terminated_by: tuple[str, ...] = ()
-    why: str = ""
-
-
-_BE = ["is", "are", "was", "were"]
-_CHANGE = ["change", "changes", "increase", "decrease", "worsening", "progression", "improvement"]
-# adverbs between a negation and its verb; "xxxx" is Open-i's de-identification token, which
-# replaced words such as "definitely" / "clearly" in many sentences.
-_DEFINITELY = ["well", "definitely", "clearly", "entirely", "completely", "totally", "confidently", "xxxx"]
-_SEEN = [
-    "seen", "identified", "visualized", "visualised", "visible", "present", "demonstrated",
-    "appreciated", "evident", "noted", "detected", "apparent", "shown", "observed",
-]  # fmt: skip
-
-# Default medspaCy rules dropped, because they are wrong for radiology reports.
-# literal of the default rule -> why it is replaced.
-REMOVED_DEFAULT_RULES: dict[str, str] = {
-    "evaluate for": "default NEGATED: 'evaluate for pneumonia' is a question, not a negative (-> HYPOTHETICAL)",
-    "to exclude": "default NEGATED: 'to exclude pneumothorax' is a question (-> HYPOTHETICAL)",
-    "test for": "default NEGATED: a request to look for it (-> HYPOTHETICAL)",
-    "checked for": "default NEGATED: a request to look for it (-> HYPOTHETICAL)",
-    "possible": "default POSSIBLE pattern also covers 'probably' / 'likely'; re-added below for 'poss' / "
-    "'possible' only, the high-likelihood words becoming PROBABLE_EXISTENCE",
-    ": no": "default BACKWARD NEGATED ('Fever: no'); it wins over 'no' in 'IMPRESSION: No effusion' (longest "
-    "match) and, looking backward, left the effusion positive",
-}
-
-# Rules medspaCy's defaults miss. The ``why`` of each names a sentence that the
-# defaults alone got wrong; tests/labeling/test_labeler.py checks each of them.
-PROJECT_CONTEXT_RULES: tuple[ContextRuleSpec, ...] = (
-    # ---- negation after the finding (the default "not" only looks forward)
-    ContextRuleSpec(
-        "is not seen",
-        NEGATED,
-        "BACKWARD",
-        [
-            {"LOWER": {"IN": _BE}, "OP": "?"},
-            {"LOWER": {"IN": ["not", "n't"]}},
-            {"LOWER": "been", "OP": "?"},
-            {"LOWER": {"IN": _DEFINITELY}, "OP": "?"},
-            {"TEXT": "-", "OP": "?"},
-            {"LOWER": {"IN": _SEEN}},
-        ],
-        why="'Pneumothorax is not seen / not identified': default 'not' is FORWARD only, so it stayed positive; "
-        "'the nodule is not well-seen / not definitely seen on today's study' (Open-i dev half)",
-    ),
-    ContextRuleSpec(
-        "is no longer seen",
-        NEGATED,
-        "BACKWARD",
-        [{"LOWER": {"IN": _BE}, "OP": "?"}, {"LOWER": "no"}, {"LOWER": "longer"}, {"LOWER": {"IN": _SEEN}}],
-        why="'The nodule is no longer visualized': only 'no longer present' is a default",
-    ),
-    ContextRuleSpec(
-        "is absent",
-        NEGATED,
-        "BACKWARD",
-        [{"LOWER": {"IN": _BE}}, {"LOWER": "absent"}],
-        why="'Edema is absent' stayed positive",
-    ),
-    ContextRuleSpec(
-        "has resolved",
-        NEGATED,
-        "BACKWARD",
-        [
-            {"LOWER": {"IN": ["has", "have", "had", *_BE]}},
-            {"LOWER": {"IN": ["since", "now"]}, "OP": "?"},
-            {"LOWER": {"IN": ["resolved", "cleared", "disappeared"]}},
-        ],
-        why="'The effusion has resolved': the default 'resolved' is FORWARD ('resolved effusion') only",
-    ),
-    ContextRuleSpec(
-        "clear of",
-        NEGATED,
-        "FORWARD",
-        [{"LOWER": {"IN": ["clear", "free"]}}, {"LOWER": "of"}],
-        why="'Lungs are clear of airspace disease' / 'free of effusion' stayed positive",
-    ),
-    ContextRuleSpec(
-        "clear",
-        NEGATED,
-        "FORWARD",
-        [{"LOWER": "clear"}],
-        max_scope=1,
-        why="'Lungs are expanded and clear airspace disease' (Open-i dev half, 'of' dropped): only the "
-        "finding right after 'clear' ('Left lung clear, right consolidation' keeps the consolidation)",
-    ),
-    ContextRuleSpec(
-        "resolution of",
-        NEGATED,
-        "FORWARD",
-        [
-            {"LOWER": "interval", "OP": "?"},
-            {"LOWER": {"IN": ["resolution", "clearing", "disappearance"]}},
-            {"LOWER": "of"},
-        ],
-        why="'Interval resolution of the effusion' stayed positive",
-    ),
-    # ---- uncertainty
-    ContextRuleSpec(
-        "cannot exclude",
-        POSSIBLE,
-        "FORWARD",
-        [
-            {"LOWER": {"IN": ["can", "could"]}},
-            {"LOWER": {"IN": ["not", "n't"]}},
-            {"LOWER": {"IN": ["exclude", "rule"]}},
-            {"LOWER": "out", "OP": "?"},
-        ],
-        why="'Cannot exclude pneumonia' came out NEGATED: spaCy splits 'cannot' and the default 'not' matched",
-    ),
-    ContextRuleSpec(
-        "cannot be excluded",
-        POSSIBLE,
-        "BACKWARD",
-        [
-            {"LOWER": {"IN": ["can", "could", "may", *_BE]}, "OP": "?"},
-            {"LOWER": {"IN": ["not", "n't"]}},
-            {"LOWER": "be", "OP": "?"},
-            {"LOWER": {"IN": _DEFINITELY}, "OP": "?"},
-            {"LOWER": {"IN": ["excluded", "ruled"]}},
-            {"LOWER": "out", "OP": "?"},
-        ],
-        why="'Pneumonia cannot be excluded / is not excluded / is not entirely excluded' stayed positive",
-    ),
-    ContextRuleSpec(
-        "difficult to exclude",
-        POSSIBLE,
-        "FORWARD",
-        [
-            {"LOWER": {"IN": ["difficult", "hard", "impossible"]}},
-            {"LOWER": "to"},
-            {"LOWER": {"IN": ["exclude", "rule"]}},
-            {"LOWER": "out", "OP": "?"},
-        ],
-        why="same family as 'cannot exclude'",
-    ),
-    ContextRuleSpec(
-        "difficult to entirely exclude",
-        POSSIBLE,
-        "BACKWARD",
-        [
-            {"LOWER": {"IN": ["difficult", "hard", "impossible"]}},
-            {"LOWER": "to"},
-            {"LOWER": {"IN": _DEFINITELY}, "OP": "?"},
-            {"LOWER": {"IN": ["exclude", "rule"]}},
-            {"LOWER": "out", "OP": "?"},
-        ],
-        why="'... pulmonary edema difficult to entirely exclude' (Open-i dev half): the finding comes first",
-    ),
-    ContextRuleSpec(
-        "may represent",
-        POSSIBLE,
-        "FORWARD",
-        [
-            {"LOWER": {"IN": ["may", "might", "could", "can"]}},
-            {"LOWER": "also", "OP": "?"},
-            {"LOWER": {"IN": ["represent", "reflect", "indicate", "be", "suggest", "relate", "include"]}},
-            {"LOWER": {"IN": ["secondary", "due", "related"]}, "OP": "?"},
-            {"LOWER": "to", "OP": "?"},
-        ],
-        why="'This may represent atelectasis' / 'could be edema' stayed positive (only 'may be' is a default); "
-        "'may be secondary to edema', 'could include interstitial edema' (Open-i dev half)",
-    ),
-    ContextRuleSpec(
-        "may be present",
-        POSSIBLE,
-        "BACKWARD",
-        [
-            {"LOWER": {"IN": ["may", "might", "could"]}},
-            {"LOWER": "also", "OP": "?"},
-            {"LOWER": "be"},
-            {"LOWER": {"IN": ["present", "seen", "noted"]}},
-        ],
-        why="'A small effusion may be present': the default 'may be' looks forward only",
-    ),
-    ContextRuleSpec(
-        "is suspected",
-        POSSIBLE,
-        "BACKWARD",
-        [
-            {"LOWER": {"IN": _BE}},
-            {"LOWER": "also", "OP": "?"},
-            {"LOWER": {"IN": ["suspected", "questioned", "possible", "questionable"]}},
-        ],
-        why="'Pneumonia is suspected' stayed positive; 'aspiration or edema are also possible' (Open-i dev half)",
-    ),
-    ContextRuleSpec(
-        "suspected",
-        POSSIBLE,
-        "BIDIRECTIONAL",
-        [{"LOWER": "suspected"}],
-        why="'Suspected hilar mass' and 'small bilateral pleural effusions suspected' (Open-i dev half)",
-    ),
-    ContextRuleSpec(
-        "questionable",
-        POSSIBLE,
-        "FORWARD",
-        [
-            {
-                "LOWER": {
-                    "IN": [
-                        "questionable",
-                        "equivocal",
-                        "indeterminate",
-                        "presumed",
-                        "presumably",
-                        "possibly",
-                        "suggests",
-                        "suggest",
-                        "suggesting",
-                    ]
-                }
-            }
-        ],
-        why="'Questionable nodule', 'possibly ...': not in the defaults (which have 'possible', 'probably', "
-        "'likely'). Not 'borderline': 'borderline heart size' grades a measurement at its threshold, and the "
-        "Open-i indexers code it as cardiomegaly (MeSH Cardiomegaly/borderline)",
-    ),
-    ContextRuleSpec(
-        "possible",
-        POSSIBLE,
-        "FORWARD",
-        [{"LOWER": {"IN": ["poss", "possible"]}}],
-        why="medspaCy's default 'possible' without its 'probably' / 'likely' (now PROBABLE_EXISTENCE)",
-    ),
-    ContextRuleSpec(
-        "probable",
-        PROBABLE,
-        "FORWARD",
-        [{"LOWER": "most", "OP": "?"}, {"LOWER": {"IN": ["probable", "probably", "likely", "favored", "favor"]}}],
-        why="high-likelihood hedges (Panicek & Hricak, Radiology 2016): the Open-i indexers code "
-        "'probable small effusions', 'favored to represent atelectasis' as the finding (dev half)",
-    ),
-    ContextRuleSpec(
-        "most suggestive of",
-        PROBABLE,
-        "FORWARD",
-        [
-            {"LOWER": "most"},
-            {"LOWER": {"IN": ["suggestive", "consistent", "compatible", "indicative"]}},
-            {"LOWER": {"IN": ["of", "with"]}},
-        ],
-        why="'Opacities most suggestive of pulmonary edema' (Open-i dev half): longer than the default "
-        "POSSIBLE 'suggestive of', so it wins",
-    ),
-    ContextRuleSpec(
-        "is likely",
-        PROBABLE,
-        "BACKWARD",
-        [{"LOWER": {"IN": _BE}}, {"LOWER": {"IN": ["likely", "probable"]}}],
-        why="'Atelectasis is likely': the finding comes first",
-    ),
-    ContextRuleSpec(
-        "question of",
-        POSSIBLE,
-        "FORWARD",
-        [{"LOWER": {"IN": ["question", "suspicion", "concern"]}}, {"LOWER": {"IN": ["of", "for"]}, "OP": "?"}],
-        why="'Question of a small nodule', 'concern for pneumonia'; 'Question edema or atypical infection?', "
-        "'question small right pleural effusion' (Open-i dev half)",
-    ),
-    ContextRuleSpec(
-        "differential includes",
-        POSSIBLE,
-        "FORWARD",
-        [
-            {"LOWER": "differential"},
-            {"LOWER": {"IN": ["diagnosis", "diagnoses", "considerations", "consideration"]}, "OP": "?"},
-            {"LOWER": {"IN": ["would", "may", "could"]}, "OP": "?"},
-            {"LOWER": {"IN": ["includes", "include", "including", "of", ":"]}},
-        ],
-        why="a differential diagnosis lists possibilities ('differential considerations include', Open-i dev half)",
-    ),
-    ContextRuleSpec(
-        "versus",
-        POSSIBLE,
-        "BIDIRECTIONAL",
-        [{"LOWER": {"IN": ["versus", "vs", "vs."]}}],
-        max_scope=4,
-        why="'Atelectasis versus pneumonia': both alternatives are uncertain",
-    ),
-    # ---- questions (indications), replacing the NEGATED defaults removed above
-    ContextRuleSpec(
-        "evaluate for",
-        HYPOTHETICAL,
-        "FORWARD",
-        [
-            {
-                "LOWER": {
-                    "IN": [
-                        "evaluate",
-                        "evaluation",
-                        "eval",
-                        "assess",
-                        "assessment",
-                        "check",
-                        "checked",
-                        "test",
-                    ]
-                }
-            },
-            {"LOWER": {"IN": ["for", "of"]}},
-        ],
-        why="'Evaluate for pneumonia' asks a question (medspaCy's default says NEGATED)",
-    ),
-    ContextRuleSpec(
-        "to exclude",
-        HYPOTHETICAL,
-        "FORWARD",
-        [{"LOWER": "to"}, {"LOWER": {"IN": ["exclude", "evaluate", "assess"]}}],
-        why="'To exclude pneumothorax' asks a question (medspaCy's default says NEGATED)",
-    ),
-    ContextRuleSpec(
-        "could obscure",
-        HYPOTHETICAL,
-        "FORWARD",
-        [
-            {"LOWER": {"IN": ["could", "may", "might", "can"]}},
-            {"LOWER": {"IN": ["obscure", "hide", "mask", "conceal"]}},
-        ],
-        why="'Bony overlap could obscure a small pulmonary nodule' (Open-i dev half) names no finding",
-    ),
-    # ---- pseudo-modifiers: longer phrases that contain a cue but are not one
-    ContextRuleSpec(
-        "no change",
-        "PSEUDO",
-        "PSEUDO",
-        [
-            {"LOWER": {"IN": ["no", "without"]}},
-            {"LOWER": {"IN": ["significant", "appreciable", "substantial"]}, "OP": "?"},
-            {"LOWER": "interval", "OP": "?"},
-            {"LOWER": {"IN": _CHANGE}},
-        ],
-        why="'No change in the cardiomegaly' describes a present finding; the default 'no' negated it",
-    ),
-    ContextRuleSpec(
-        "to suggest",
-        "PSEUDO",
-        "PSEUDO",
-        [{"LOWER": "to"}, {"LOWER": {"IN": ["suggest", "indicate"]}}],
-        why="'No focal opacity to suggest pneumonia' (frequent in Open-i): 'suggest' must not turn the "
-        "negated pneumonia uncertain",
-    ),
-    # ---- clause boundaries
-    ContextRuleSpec(
-        ";",
-        "CONJ",
-        "TERMINATE",
-        [{"TEXT": ";"}],
-        why="'No pneumothorax; small effusion': a semicolon ends a clause (sentencizer does not split there)",
-    ),
-    ContextRuleSpec(
-        "there is",
-        "CONJ",
-        "TERMINATE",
-        [{"LOWER": "there"}, {"LOWER": {"IN": ["is", "are", "has", "have", "was", "were"]}}],
-        why="'No pneumothorax and there is a small effusion' negated the effusion",
-    ),
-    ContextRuleSpec(
-        "whereas",
-        "CONJ",
-        "TERMINATE",
-        [{"LOWER": {"IN": ["whereas", "while"]}}],
-        why="contrast conjunctions missing from the default 'but' list",
-    ),
-)
-
-# Laterality is not part of medspaCy; these are ConText rules with our own
-# categories. LEFT / RIGHT modify the one nearest finding within 4 tokens
-# (max_targets=1: "left effusion and right pneumothorax"); prepositional forms
-# ("effusion on the left") look backward only; BILATERAL modifies every finding in
-# its (4-token) scope. Each side ends the scope of the others.
-_PREP = ["in", "on", "at", "of", "within", "involving", "along", "over", "overlying", "from", "to"]
-LATERALITY_RULES: tuple[ContextRuleSpec, ...] = tuple(
-    spec
-    for side, words in ((LEFT, ["left"]), (RIGHT, ["right"]))
-    for spec in (
-        ContextRuleSpec(
-            side.lower(),
-            side,
-            "BIDIRECTIONAL",
-            [{"LOWER": {"IN": words}}],
-            max_scope=4,
-            max_targets=1,
-            terminated_by=tuple({LEFT, RIGHT, BILATERAL} - {side}),
-            why=f"'{words[0]} pleural effusion', '{words[0]} lower lobe opacity'",
-        ),
-        ContextRuleSpec(
-            f"on the {side.lower()}",
-            side,
-            "BACKWARD",
-            [{"LOWER": {"IN": _PREP}}, {"LOWER": "the", "OP": "?"}, {"LOWER": {"IN": words}}],
-            max_scope=5,
-            max_targets=1,
-            terminated_by=tuple({LEFT, RIGHT, BILATERAL} - {side}),
-            why=f"'effusion on the {words[0]}', 'opacity in the {words[0]} lower lobe'",
-        ),
-    )
-) + (
-    ContextRuleSpec(
-        "bilateral",
-        BILATERAL,
-        "BIDIRECTIONAL",
-        [{"LOWER": {"IN": [w for w, s in _SIDE_WORDS.items() if s == BILATERAL]}}],
-        max_scope=4,
-        terminated_by=(LEFT, RIGHT),
-        why="'bilateral effusions', 'bibasilar atelectasis', 'opacities in both lungs'",
-    ),
-    ContextRuleSpec(
-        "left greater than right",
-        BILATERAL,
-        "BIDIRECTIONAL",
-        [
-            {"LOWER": {"IN": ["left", "right"]}},
-            {"LOWER": {"IN": ["greater", "more", "larger", "worse", "bigger", "less", "smaller", ">", "<"]}},
-            {"LOWER": "than", "OP": "?"},
-            {"LOWER": {"IN": ["left", "right"]}},
-        ],
-        max_scope=4,
-        terminated_by=(LEFT, RIGHT),
-        why="'effusions, left greater than right' names both sides; as single words the nearer side won",
-    ),
-)
-
-
-def _to_context_rules(specs: Iterable[ContextRuleSpec]) -> list[Any]:
-    from medspacy.context import ConTextRule
-
-    return [
-        ConTextRule(
-            s.literal,
-            s.category,
-            pattern=s.pattern,
-            direction=s.direction,
-            max_scope=s.max_scope,
-            max_targets=s.max_targets,
-            terminated_by=set(s.terminated_by) or None,
-        )
-        for s in specs
-    ]
 
 
 # ----------------------------------------------------------------------------- records
@@ -588,7 +132,7 @@ def _status(categories: set[str], source: str, probable_as: Status = "uncertain"
 
 def _laterality(categories: set[str], span: Span) -> Laterality | None:
     sides = {c for c in categories if c in (LEFT, RIGHT, BILATERAL)}
-    sides |= {_SIDE_WORDS[t.lower_] for t in span if t.lower_ in _SIDE_WORDS}
+    sides |= {SIDE_WORDS[t.lower_] for t in span if t.lower_ in SIDE_WORDS}
     if BILATERAL in sides or {LEFT, RIGHT} <= sides:
         return "bilateral"
     if LEFT in sides:
@@ -672,7 +216,7 @@ def build_pipeline(vocabulary: Vocabulary, extra_context_rules: Sequence[Context
         if r.literal not in REMOVED_DEFAULT_RULES
     ]
     context.add(defaults)
-    context.add(_to_context_rules([*PROJECT_CONTEXT_RULES, *LATERALITY_RULES, *extra_context_rules]))
+    context.add(to_context_rules([*PROJECT_CONTEXT_RULES, *LATERALITY_RULES, *extra_context_rules]))
     return nlp
 
 
