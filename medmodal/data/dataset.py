@@ -77,7 +77,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from medmodal.config import AugmentConfig, DataConfig
 from medmodal.data.image_cache import DecodedImageCache
-from medmodal.data.images import ImageReadError, read_image
+from medmodal.data.images import DecodedImage, ImageReadError, read_image
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Box, Study
 
@@ -109,6 +109,13 @@ def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     resized = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return resized[0].clamp_(0.0, 1.0)
+
+
+def stored_entry(decoded: DecodedImage, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A decoded image as a dataset keeps it: (uint8 ``[1, size, size]`` resized pixels, full-scale
+    ``(H, W)``, which boxes refer to)."""
+    pixels = (resize_image(decoded.pixels, size) * 255.0).round_().to(torch.uint8)
+    return pixels, (int(decoded.size[0]), int(decoded.size[1]))
 
 
 def box_list(
@@ -421,13 +428,17 @@ class StudyDataset(Dataset):
                 self._failed.add(index)
                 logger.warning("study %s: image not used (zero image, has_image=False): %s", study.id, err)
                 return None
-            pixels = (resize_image(decoded.pixels, self.image_size) * 255.0).round_().to(torch.uint8)
-            entry = (pixels, (int(decoded.size[0]), int(decoded.size[1])))  # full-scale size: boxes refer to it
+            entry = stored_entry(decoded, self.image_size)
             if self._disk_cache is not None:
                 self._disk_cache.put(study.image, self.image_size, entry)
         if self.cache_images:
             self._cache[index] = entry
         return entry
+
+    def preload(self, index: int, decoded: DecodedImage) -> None:
+        """Use ``decoded`` as study ``index``'s image (an image decoded from memory: array, PIL
+        image, DICOM dataset), resized and stored exactly as a file's image would be."""
+        self._cache[index] = stored_entry(decoded, self.image_size)
 
     def set_random_state(self, seed: int) -> None:
         """Reseed the augmentation (called in each DataLoader worker by :func:`seed_worker`)."""

@@ -80,6 +80,7 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGTransferSyntaxes
 
 from medmodal.data.codestreams import frame_header
+from medmodal.errors import DataError
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -102,7 +103,7 @@ class _NoDecoderTracebacks(logging.Filter):
 logging.getLogger("pydicom.pixels.decoders.base").addFilter(_NoDecoderTracebacks())
 
 
-class ImageReadError(Exception):
+class ImageReadError(DataError):
     """An image file that cannot be read; ``path`` names the file, ``reason`` says why."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -172,6 +173,86 @@ def read_image(
     if decoded.pixels.ndim != 2 or decoded.pixels.size == 0:
         raise ImageReadError(path, f"decoded to an array of shape {decoded.pixels.shape}, expected [H, W]")
     return decoded
+
+
+ImageSource = str | os.PathLike | np.ndarray | Image.Image | pydicom.Dataset
+
+
+def decode_image(
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_to: int | None = None
+) -> DecodedImage:
+    """:func:`read_image` for a file path, or the same rules for an image already in memory.
+
+    * ``pydicom.Dataset``: the checks of a DICOM file (pixel data present, Rows x Columns within
+      ``max_pixels``, decoder and first-frame header of compressed data), then its LUTs.
+    * Pillow image: the pixel budget, EXIF orientation and intensity rules of a PNG / JPEG file;
+      an image Pillow opened from a file of another format than PNG / JPEG / TIFF is refused.
+    * numpy array ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA): the
+      values of an image file with those pixels: ``uint8`` as an 8-bit PNG (``/ 255``, colour to
+      luma); a 2-D array of another integer or float type min-max scaled like a 16-bit PNG or float
+      TIFF.
+
+    So an array, the Pillow image made from it and a PNG written from it decode to the same pixels.
+
+    Raises:
+        ImageReadError: as :func:`read_image`; for in-memory input the "path" is a description.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        return read_image(source, max_pixels=max_pixels, reduce_to=reduce_to)
+    if isinstance(source, pydicom.Dataset):
+        name = str(getattr(source, "filename", None) or "<DICOM dataset>")
+        return _decoded_in_memory(name, lambda: _dicom_from_memory(name, source, max_pixels))
+    if isinstance(source, Image.Image):
+        return _decoded_in_memory("<PIL image>", lambda: _pil_from_memory(source, max_pixels, reduce_to))
+    if isinstance(source, np.ndarray):
+        return _decoded_in_memory("<array>", lambda: _array_from_memory(source, max_pixels))
+    raise TypeError(f"an image is a path, numpy array, PIL image or pydicom Dataset, not {type(source).__name__}")
+
+
+def _decoded_in_memory(name: str, decode) -> DecodedImage:
+    """``decode()`` with decoder failures as :class:`ImageReadError` and the ``[H, W]`` check of files."""
+    try:
+        decoded = decode()
+    except ImageReadError:
+        raise
+    except Exception as err:
+        raise ImageReadError(name, _describe(err)) from err
+    if decoded.pixels.ndim != 2 or decoded.pixels.size == 0:
+        raise ImageReadError(name, f"decoded to an array of shape {decoded.pixels.shape}, expected [H, W]")
+    return decoded
+
+
+def _dicom_from_memory(name: str, ds: pydicom.Dataset, max_pixels: int) -> DecodedImage:
+    _check_dicom_dataset(name, ds, max_pixels)
+    pixels = _dicom_to_unit(ds)
+    return DecodedImage(pixels, pixels.shape[:2])
+
+
+def _pil_from_memory(img: Image.Image, max_pixels: int, reduce_to: int | None) -> DecodedImage:
+    if img.format is not None and img.format not in PIL_FORMATS:
+        raise ImageReadError("<PIL image>", f"format {img.format} is not read (only {', '.join(PIL_FORMATS)})")
+    width, height = img.size
+    check_pixel_budget("<PIL image>", height, width, max_pixels)
+    return _decode_pil("<PIL image>", img, reduce_to)
+
+
+def _array_from_memory(array: np.ndarray, max_pixels: int) -> DecodedImage:
+    name = "<array>"
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageReadError(name, f"shape {array.shape}: expected [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]")
+    check_pixel_budget(name, array.shape[0], array.shape[1], max_pixels)
+    if array.dtype == np.uint8:  # through Pillow, so the luma of colour arrays is that of an RGB PNG
+        return DecodedImage(_pil_to_unit_gray(name, Image.fromarray(np.ascontiguousarray(array))), array.shape[:2])
+    if array.ndim == 3:
+        raise ImageReadError(name, f"a colour array must be uint8, not {array.dtype}")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ImageReadError(name, f"unsupported pixel type {array.dtype}")
+    values = np.asarray(array, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ImageReadError(name, "the array holds NaN or infinite values")
+    return DecodedImage(_min_max_scale(values), array.shape[:2])
 
 
 def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -283,13 +364,18 @@ def _displayed_size(img: Image.Image) -> tuple[int, int]:
 
 def _load_pil(path: Path, max_pixels: int, reduce_to: int | None = None) -> DecodedImage:
     with _open_pil(path, max_pixels) as img:
-        size = _displayed_size(img)
-        orientation = _orientation(img)
-        if reduce_to and img.format == "JPEG":
-            img.draft("L", (reduce_to, reduce_to))  # DCT scaling: sides stay >= reduce_to
-        img.load()
-        upright = img.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else img
-        return DecodedImage(_pil_to_unit_gray(path, upright), size)
+        return _decode_pil(path, img, reduce_to)
+
+
+def _decode_pil(name: str | os.PathLike, img: Image.Image, reduce_to: int | None) -> DecodedImage:
+    """An opened (size-checked) Pillow image -> upright unit-gray pixels and the displayed size."""
+    size = _displayed_size(img)
+    orientation = _orientation(img)
+    if reduce_to and img.format == "JPEG":  # a no-op once the image is loaded
+        img.draft("L", (reduce_to, reduce_to))  # DCT scaling: sides stay >= reduce_to
+    img.load()
+    upright = img.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else img
+    return DecodedImage(_pil_to_unit_gray(name, upright), size)
 
 
 def _pil_to_unit_gray(path: Path, img: Image.Image) -> np.ndarray:
@@ -352,6 +438,12 @@ def _check_inflated_size(path: Path, start: int, limit: int) -> None:
 def _checked_dicom(path: Path, max_pixels: int) -> tuple[pydicom.Dataset, int, int]:
     """The dataset, Rows and Columns, once pixel data, size, decoder and first frame are checked."""
     ds = _read_dicom(path, max_pixels)
+    rows, columns = _check_dicom_dataset(path, ds, max_pixels)
+    return ds, rows, columns
+
+
+def _check_dicom_dataset(path: str | os.PathLike, ds: pydicom.Dataset, max_pixels: int) -> tuple[int, int]:
+    """Rows and Columns of a parsed dataset, once pixel data, size, decoder and first frame are checked."""
     keyword = _pixel_keyword(ds)
     if keyword is None:
         raise ImageReadError(path, "DICOM file has no pixel data")
@@ -367,7 +459,7 @@ def _checked_dicom(path: Path, max_pixels: int) -> tuple[pydicom.Dataset, int, i
         actual = len(ds.PixelData)
         if actual < expected:
             raise ImageReadError(path, f"pixel data truncated: {actual} of {expected} bytes")
-    return ds, rows, columns
+    return rows, columns
 
 
 def _check_compressed_frame(
@@ -405,6 +497,11 @@ def _check_compressed_frame(
 
 def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:
     ds, _, _ = _checked_dicom(path, max_pixels)
+    return _dicom_to_unit(ds)
+
+
+def _dicom_to_unit(ds: pydicom.Dataset) -> np.ndarray:
+    """A checked dataset's first frame -> float32 ``[H, W]`` in [0, 1] (rules in the module docstring)."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     arr = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
