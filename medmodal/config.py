@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medmodal.data.types import SECTION_FIELDS
+from medmodal.errors import ConfigError
 
 
 class ConfigError(ValueError):

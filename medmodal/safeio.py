@@ -22,12 +22,10 @@ from typing import Any
 
 import torch
 
-
-class UnsafeFileError(ValueError):
-    """A file that would need arbitrary unpickling (it could run code); refused."""
+from medmodal.errors import RunError, UnsafeFileError
 
 
-class UnreadableFileError(ValueError):
+class UnreadableFileError(RunError, ValueError):
     """A torch file that cannot be read: truncated, empty, or not a torch file."""
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from medmodal.errors import UsageError
+
 
 def cmd_baseline(args: argparse.Namespace) -> None:
     from medmodal.config import apply_overrides, load_config
@@ -44,7 +46,7 @@ def _settings(items: list[str]) -> dict[str, dict]:
         key, sep, raw = item.partition("=")
         name, dot, field = key.partition(".")
         if not sep or not dot or not name or not field:
-            raise ValueError(f"--set {item!r}: expected NAME.KEY=VALUE, e.g. tfidf_logreg.ngram_max=1")
+            raise UsageError(f"--set {item!r}: expected NAME.KEY=VALUE, e.g. tfidf_logreg.ngram_max=1")
         try:
             value = json.loads(raw)
         except ValueError:

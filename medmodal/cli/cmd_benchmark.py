@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from medmodal.errors import UsageError
+
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
     from medmodal.evaluation.benchmark import load_grid, run_benchmark
@@ -17,7 +19,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
         wanted = args.models.split(",")
         unknown = [m for m in wanted if m not in grid.models]
         if unknown:
-            raise ValueError(f"--models: {unknown} are not models of the grid ({', '.join(grid.models)})")
+            raise UsageError(f"--models: {unknown} are not models of the grid ({', '.join(grid.models)})")
         loso = grid.leave_one_site_out.model_copy(update={"models": [m for m in grid.leave_one_site_out.models if m in wanted]})
         grid = grid.model_copy(update={"models": {m: grid.models[m] for m in wanted}, "leave_one_site_out": loso})
     executor = {k: v for k, v in {"name": args.executor, "address": args.address, "cpus_per_cell": args.cpus_per_cell,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from medmodal.errors import UsageError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,7 +33,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got '{pair}'")
+            raise UsageError(f"--set expects KEY=VALUE, got '{pair}'")
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
 

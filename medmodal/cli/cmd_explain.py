@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from medmodal.errors import InputNotFoundError, UsageError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="explain one study: Grad-CAM, word weights, modality contributions, HTML page")
@@ -37,9 +39,9 @@ def run_explain(args: argparse.Namespace) -> None:
     from medmodal.serving.predictor import Predictor
 
     if args.image is None and not args.text:
-        raise ValueError("give --image, --text, or both")
+        raise UsageError("give --image, --text, or both")
     if args.image is not None and not Path(args.image).exists():
-        raise FileNotFoundError(f"image not found: {args.image}")
+        raise InputNotFoundError(f"image not found: {args.image}")
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     case = explain_study(Predictor.from_run(args.run), args.image, args.text, args.out, labels=labels,
                          text_method=args.text_method, image_method=args.image_method)

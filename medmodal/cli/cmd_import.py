@@ -11,6 +11,7 @@ import argparse
 import json
 
 from medmodal.data.importers.registry import FORMATS, ImportFormat, get_format
+from medmodal.errors import UsageError
 
 ALIASES = {"import-openi": "openi", "import-vqa-rad": "vqa-rad"}
 
@@ -18,7 +19,7 @@ ALIASES = {"import-openi": "openi", "import-vqa-rad": "vqa-rad"}
 def cmd_import(args: argparse.Namespace) -> None:
     if args.list or not args.import_format:
         if not args.list:
-            raise ValueError("name a FORMAT (medmodal import FORMAT SRC OUT); formats: " + ", ".join(FORMATS))
+            raise UsageError("name a FORMAT (medmodal import FORMAT SRC OUT); formats: " + ", ".join(FORMATS))
         print(format_list())
         return
     fmt = get_format(args.import_format)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from medmodal.errors import UsageError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="decode + resize every study once into WebDataset shards that train/evaluate read")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
         "data.views": [v.strip() for v in args.views.split(",")] if args.views else None,
     })  # fmt: skip
     if args.studies_per_shard < 1 or args.chunk_rows < 1:
-        raise SystemExit("--studies-per-shard and --chunk-rows must be >= 1")
+        raise UsageError("--studies-per-shard and --chunk-rows must be >= 1")
     result = prepare(args.data, args.out, config, studies_per_shard=args.studies_per_shard,
                      chunk_rows=args.chunk_rows, progress=True)  # fmt: skip
     skipped = len({p.row for p in result.problems})

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from medmodal.errors import UsageError
+
 
 def _config(args: argparse.Namespace):
     from medmodal.config import apply_overrides, load_config
@@ -33,7 +35,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from medmodal.training.pretrain import load_pretrained_run
 
     if (args.image is None) == (args.text is None):
-        raise ValueError("give exactly one of --image or --text")
+        raise UsageError("give exactly one of --image or --text")
     run = load_pretrained_run(args.run)
     search = StudySearch.for_dataset(run, args.data or run.data, kind=args.index)
     if args.image is not None:

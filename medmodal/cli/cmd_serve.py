@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 
+from medmodal.errors import InputNotFoundError, UsageError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a trained run over HTTP (predict API, case-review page)")
@@ -71,11 +73,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
-            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
+            raise UsageError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
         try:
             validate_api_key(api_key)
         except ValueError as err:
-            raise ValueError(f"--api-key-env {args.api_key_env}: {err}") from None
+            raise UsageError(f"--api-key-env {args.api_key_env}: {err}") from None
     require_api_key_for(args.host, api_key)
     hosts = allowed_hosts(args.host, args.allowed_host)
     if args.threads:
@@ -127,5 +129,5 @@ def _existing_db(db: str) -> str:
     from pathlib import Path
 
     if "://" not in db and not Path(db).is_file():
-        raise FileNotFoundError(f"{db}: no ratings database there")
+        raise InputNotFoundError(f"{db}: no ratings database there")
     return db

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from medmodal.errors import MedmodalError, UsageError
+
 log = logging.getLogger("medmodal")
 
 
@@ -91,7 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from medmodal.serving.predictor import Predictor
 
     if args.image is None and args.text is None:
-        raise ValueError("give --image, --text, or both")
+        raise UsageError("give --image, --text, or both")
     result = Predictor.from_run(args.run).predict(args.image, args.text, beam_size=args.beam_size)
     text = json.dumps(result, indent=2)
     if args.out:
@@ -240,14 +242,44 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # a clean message for user errors; --debug for the traceback
-        from medmodal.errors import USER_ERRORS
-
-        if args.debug or not isinstance(err, USER_ERRORS):
+    except Exception as err:  # a clean message for user errors; a bug (or --debug) keeps its traceback
+        if args.debug or not is_user_error(err, args):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_message(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+# a missing or unusable file or folder (each an OSError with ``filename``)
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def is_user_error(err: BaseException, args: argparse.Namespace) -> bool:
+    """A :class:`MedmodalError`, or an OS error about a path the user typed on the command line."""
+    if isinstance(err, MedmodalError):
+        return True
+    return isinstance(err, PATH_ERRORS) and _about_user_path(err, args)
+
+
+def user_message(err: BaseException) -> str:
+    """The message shown for a user error: ``PATH: reason`` for an OS error about a path."""
+    if isinstance(err, OSError) and not isinstance(err, MedmodalError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
+
+
+def _about_user_path(err: OSError, args: argparse.Namespace) -> bool:
+    names = [name for name in (err.filename, err.filename2) if isinstance(name, (str, os.PathLike))]
+    named = {os.path.normpath(os.fspath(name)) for name in names}
+    return bool(named & _user_paths(args))
+
+
+def _user_paths(args: argparse.Namespace) -> set[str]:
+    """Every string argument of the command line (flags and positionals), as a normalised path."""
+    values: list = []
+    for value in vars(args).values():
+        values.extend(value if isinstance(value, (list, tuple)) else [value])
+    return {os.path.normpath(value) for value in values if isinstance(value, str) and value}
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from medmodal.data.dataset import StudyDataset
 from medmodal.data.types import SECTION_FIELDS, SPLITS, Box, Study
+from medmodal.errors import DataError
 
 FORMAT = "medmodal-prepared"
 VERSION = 1
@@ -61,7 +62,7 @@ MAX_NAME_CHARS = 256
 DEFAULT_SHUFFLE_BUFFER = 1000
 
 
-class PreparedDataError(ValueError):
+class PreparedDataError(DataError, ValueError):
     """A prepared folder, index or shard that cannot be used (the message names the file and member)."""
 
 

@@ -33,12 +33,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from medmodal.data.types import SPLITS, RowProblem
+from medmodal.errors import DataError
 
 QA_FILE = "qa.jsonl"
 ANSWER_TYPES = ("closed", "open")
 
 
-class QAFileError(ValueError):
+class QAFileError(DataError, ValueError):
     """A QA file that cannot be used; ``problems`` lists each bad record."""
 
     def __init__(self, message: str, problems: list[RowProblem] | None = None):

@@ -47,6 +47,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from medmodal.errors import ConfigError
+
 VOCABULARY_DIR = Path(__file__).parent / "vocabularies"
 DEFAULT_VOCABULARY = "chest_xray"
 NORMAL = "normal"  # the reserved name of the report-level normality flag
@@ -58,7 +60,7 @@ TokenPattern = list[dict[str, Any]]
 RuleKind = Literal["finding", "negative", "normal"]
 
 
-class VocabularyError(ValueError):
+class VocabularyError(ConfigError):
     """A vocabulary that does not validate; the message names the file and each bad key."""
 
 

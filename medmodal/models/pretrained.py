@@ -24,6 +24,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from medmodal.errors import RunError
 from medmodal.safeio import UnreadableFileError, UnsafeFileError, load_torch_file
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ CHECKPOINT_KEYS = ("state_dict", "model")
 _MAX_PREFIX_DEPTH = 4
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(RunError, ValueError):
     """A weights file that cannot be loaded into the module."""
 
 

@@ -38,6 +38,8 @@ from typing import Any
 from PIL import Image
 
 from medmodal.data.images import PIL_FORMATS, ImageReadError, check_image, load_image
+from medmodal.errors import ConfigError, UnsafeFileError
+from medmodal.safeio import UnreadableFileError
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 # Host header values always accepted (DNS-rebinding guard): the loopback names and addresses.
@@ -97,7 +99,7 @@ class ServingLimits:
         for name in ("max_request_bytes", "max_image_pixels", "max_image_side", "max_text_chars", "max_pending",
                      "body_timeout_s", "head_timeout_s", "keep_alive_s", "max_connections"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"serving limit {name} must be positive")
+                raise ConfigError(f"serving limit {name} must be positive")
 
 
 # ------------------------------------------------------------------ network
@@ -114,7 +116,7 @@ def is_loopback(host: str) -> bool:
 def require_api_key_for(host: str, api_key: str | None) -> None:
     """Refuse to bind beyond loopback without an API key."""
     if not is_loopback(host) and not api_key:
-        raise ValueError(
+        raise ConfigError(
             f"serving on {host} (reachable from other machines) needs an API key: set one with "
             "--api-key-env VAR (the name of an environment variable holding the key)"
         )
@@ -128,16 +130,16 @@ def validate_api_key(key: str) -> None:
     such a key could never match).
     """
     if not isinstance(key, str) or not key:
-        raise ValueError("the API key is empty")
+        raise ConfigError("the API key is empty")
     if sum(not ch.isspace() for ch in key) < MIN_API_KEY_CHARS:
-        raise ValueError(
+        raise ConfigError(
             f"the API key is too short: use at least {MIN_API_KEY_CHARS} non-space characters "
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     if key != key.strip():
-        raise ValueError("the API key starts or ends with whitespace (HTTP strips it; the key could never match)")
+        raise ConfigError("the API key starts or ends with whitespace (HTTP strips it; the key could never match)")
     if any(not (32 <= ord(ch) < 127) for ch in key):
-        raise ValueError("the API key must be printable ASCII (it travels in an HTTP header)")
+        raise ConfigError("the API key must be printable ASCII (it travels in an HTTP header)")
 
 
 def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
@@ -152,7 +154,7 @@ def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
     bind = bind_host.strip().lower()
     extra = [name.strip().lower() for name in extra if name.strip()]
     if bind in WILDCARD_BINDS and not extra:
-        raise ValueError(
+        raise ConfigError(
             f"serving on {bind_host or 'all interfaces'} needs the host names clients will use: "
             "--allowed-host NAME (repeatable), e.g. --allowed-host xray.example.org"
         )
@@ -162,7 +164,7 @@ def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
             names.append(f"[{bind}]")
     for name in extra:
         if "*" in name[1:] or (name.startswith("*") and not name.startswith("*.")) or name == "*":
-            raise ValueError(f"--allowed-host {name!r}: wildcards only as '*.example.org'")
+            raise ConfigError(f"--allowed-host {name!r}: wildcards only as '*.example.org'")
         names.append(name)
     return list(dict.fromkeys(names))
 
@@ -324,10 +326,10 @@ def check_onnx_file(path: str | Path) -> None:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:
-        raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__})") from err
+        raise UnreadableFileError(f"{path}: not a readable ONNX model ({type(err).__name__})") from err
     for tensor in _onnx_tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
-            raise ValueError(
+            raise UnsafeFileError(
                 f"{path}: tensor '{tensor.name[:80]}' is stored as external data (a separate file); "
                 "medmodal exports keep all weights inside the .onnx file, so this file is refused "
                 "(re-export it with `medmodal export RUN --onnx OUT.onnx`)"

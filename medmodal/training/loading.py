@@ -65,7 +65,7 @@ def load_trained(
     if calibrated:
         scaling = PlattScaling.load(calibration_path)
         if scaling.labels != labels:
-            raise ValueError(f"{calibration_path}: labels {scaling.labels} differ from the run's {labels}; rerun medmodal calibrate")
+            raise UnreadableFileError(f"{calibration_path}: labels {scaling.labels} differ from the run's {labels}; rerun medmodal calibrate")
         model.set_calibration(scaling.scale, scaling.bias)
         thresholds = scaling.thresholds
     return TrainedRun(

@@ -28,6 +28,7 @@ import pandas as pd
 from medmodal.data.images import ImageReadError, image_size
 from medmodal.data.manifest import CONTRACT_COLUMNS, Manifest, read_manifest
 from medmodal.data.types import RowProblem
+from medmodal.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ MAX_LISTED_PROBLEMS = 20
 MAX_CELL_CHARS = 100_000  # a longer cell in a label / list column is refused, not parsed
 
 
-class ImportFormatError(ValueError):
+class ImportFormatError(DataError, ValueError):
     """A source that cannot be imported; ``problems`` names each bad row (file, row, field)."""
 
     def __init__(self, message: str, problems: Sequence[RowProblem] = ()):

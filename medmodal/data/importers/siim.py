@@ -38,6 +38,7 @@ from medmodal.data.importers.common import (
     write_import,
 )
 from medmodal.data.types import RowProblem
+from medmodal.errors import DataError
 
 FORMAT = "siim-pneumothorax"
 TABLES = ("train-rle.csv", "siim-pneumothorax-train-rle.csv*", "*rle*.csv*")
@@ -46,7 +47,7 @@ RELEASE_SIZE = 1024
 NO_REGION = "-1"
 
 
-class RLEError(ValueError):
+class RLEError(DataError, ValueError):
     """A run-length code that cannot be decoded on the given grid."""
 
 

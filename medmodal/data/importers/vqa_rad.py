@@ -45,6 +45,7 @@ import pandas as pd
 from medmodal.data.manifest import Manifest, read_manifest
 from medmodal.data.qa import QA_FILE, QARecord, normalize_answer, write_qa
 from medmodal.data.types import RowProblem
+from medmodal.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ ANSWER_TYPES = {"CLOSED": "closed", "OPEN": "open"}
 MANIFEST_COLUMNS = ("id", "image", "organ")
 
 
-class VQARadFormatError(ValueError):
+class VQARadFormatError(DataError, ValueError):
     """The VQA-RAD JSON is not in the expected format; ``problems`` lists each bad record."""
 
     def __init__(self, message: str, problems: list[RowProblem] | None = None):

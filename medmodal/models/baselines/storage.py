@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from medmodal.errors import RunError
+
 FORMAT = 1
 MAX_JSON_BYTES = 512 * 2**20
 MAX_ARRAY_BYTES = 2 * 2**30
 MAX_TOTAL_BYTES = 4 * 2**30
 
 
-class BaselineStateError(ValueError):
+class BaselineStateError(RunError, ValueError):
     """A stored baseline that cannot be read safely (corrupt, too large, or not one of ours)."""
 
 
