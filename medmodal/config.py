@@ -21,10 +21,6 @@ from medmodal.data.types import SECTION_FIELDS
 from medmodal.errors import ConfigError
 
 
-class ConfigError(ValueError):
-    """A configuration that does not validate; the message names each bad field."""
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
