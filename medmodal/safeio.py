@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from medmodal.errors import RunError, UnsafeFileError
+from medmodal.errors import InputNotFoundError, RunError, UnsafeFileError
 
 
 class UnreadableFileError(RunError, ValueError):
@@ -43,7 +43,7 @@ def load_torch_file(path: str | Path, what: str = "torch file") -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise InputNotFoundError(f"{what} not found: {path}")
     check_archive(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

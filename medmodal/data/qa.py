@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from medmodal.data.types import SPLITS, RowProblem
-from medmodal.errors import DataError
+from medmodal.errors import DataError, InputNotFoundError
 
 QA_FILE = "qa.jsonl"
 ANSWER_TYPES = ("closed", "open")
@@ -94,7 +94,7 @@ def read_qa(path: str | os.PathLike) -> list[QARecord]:
     if file.is_dir():
         file = file / QA_FILE
     if not file.is_file():
-        raise FileNotFoundError(f"QA file not found: {file}")
+        raise InputNotFoundError(f"QA file not found: {file}")
     records, problems = [], []
     with open(file, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):

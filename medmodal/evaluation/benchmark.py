@@ -51,6 +51,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medmodal.config import Config, ConfigError, apply_overrides, load_config
+from medmodal.errors import InputNotFoundError
 from medmodal.evaluation.executors import ExecutorSettings, run_cells
 from medmodal.training.run import write_json_atomic
 
@@ -375,7 +376,7 @@ def run_benchmark(
         grid, base_dir = load_grid(grid)
     data, out = Path(data).resolve(), Path(out).resolve()
     if not data.exists():
-        raise FileNotFoundError(f"dataset not found: {data}")
+        raise InputNotFoundError(f"dataset not found: {data}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.yaml").write_text(yaml.safe_dump(grid.model_dump(mode="json"), sort_keys=False))
     cells = plan_cells(grid, data, out, base_dir)

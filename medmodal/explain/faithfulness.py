@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medmodal.errors import InputNotFoundError
 from medmodal.explain.image import image_saliency
 from medmodal.explain.modality import with_modalities
 
@@ -130,7 +131,7 @@ def read_ground_truth(data: str | Path) -> dict[str, dict]:
     """``ground_truth.jsonl`` of a synthetic dataset: id -> record."""
     path = Path(data) / "ground_truth.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: faithfulness needs the synthetic data's ground truth (medmodal synth)")
+        raise InputNotFoundError(f"{path}: faithfulness needs the synthetic data's ground truth (medmodal synth)")
     return {r["id"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
 
 

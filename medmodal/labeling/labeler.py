@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from medmodal.errors import InputNotFoundError
 from medmodal.labeling.context_rules import (
     BILATERAL,
     HYPOTHETICAL,
@@ -433,7 +434,7 @@ def label_reports_file(
         raise ValueError(f"style must be 'status' or 'chexpert', got {style!r}")
     path = Path(manifest_or_csv)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise InputNotFoundError(f"{path}: no such file or folder")
     path = find_manifest_file(path) if path.is_dir() else path
     names = [fields] if isinstance(fields, str) else list(fields or DEFAULT_FIELDS)
     names = [f.strip().lower() for f in names]

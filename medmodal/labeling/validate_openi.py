@@ -36,6 +36,7 @@ from medmodal.data.importers.openi import (
     mesh_labels,
     parse_openi_report,
 )
+from medmodal.errors import InputNotFoundError
 
 # Findings that both the MeSH mapping and the shipped labeler vocabulary name, plus "normal".
 DEFAULT_FINDINGS = (
@@ -72,12 +73,12 @@ def load_openi_reports(source: str | Path | None = None) -> list[OpenIReport]:
     """Every report of the Open-i archive (default: :func:`find_openi_reports`)."""
     path = Path(source) if source is not None else find_openi_reports()
     if path is None:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             "Open-i reports not found: run `make setup` (puts them in .cache/openi/), "
             "set MEDMODAL_OPENI_REPORTS, or pass --source"
         )
     if not path.exists():
-        raise FileNotFoundError(f"Open-i reports not found: {path}")
+        raise InputNotFoundError(f"Open-i reports not found: {path}")
     return [parse_openi_report(xml, name) for name, xml in iter_openi_xml(path)]
 
 

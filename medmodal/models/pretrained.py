@@ -24,7 +24,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from medmodal.errors import RunError
+from medmodal.errors import InputNotFoundError, RunError
 from medmodal.safeio import UnreadableFileError, UnsafeFileError, load_torch_file
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def load_pretrained(module: nn.Module, path: str | Path) -> LoadReport:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {path}")
+        raise InputNotFoundError(f"pretrained weights not found: {path}")
     file_state = extract_state_dict(read_weights_file(path), str(path))
     target = module.state_dict()
     strip, add = best_prefix_pair(list(file_state), list(target))

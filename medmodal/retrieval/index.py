@@ -28,6 +28,8 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from medmodal.errors import InputNotFoundError
+
 IndexKind = Literal["flat", "ivf", "hnsw"]
 KINDS = ("flat", "ivf", "hnsw")
 _MIN_POINTS_PER_CELL = 39  # faiss k-means wants at least 39 training points per centroid
@@ -171,7 +173,7 @@ class VectorIndex:
         path = Path(path)
         meta_path = Path(f"{path}.json")
         if not vectors_path(path).is_file() or not meta_path.is_file():
-            raise FileNotFoundError(f"vector index not found: {path} (needs {vectors_path(path).name} and {meta_path.name})")
+            raise InputNotFoundError(f"vector index not found: {path} (needs {vectors_path(path).name} and {meta_path.name})")
         meta = read_meta(meta_path)
         vectors = read_vectors(vectors_path(path), meta["dim"])
         index = cls(meta["dim"], meta["kind"], **meta["params"])

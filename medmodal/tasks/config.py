@@ -35,7 +35,8 @@ class TaskTrainConfig(_Section):
 
 
 def _check_part(part: PartConfig, kind: str, where: str) -> None:
-    from medmodal.models import registry
+    from medmodal.errors import InputNotFoundError
+from medmodal.models import registry
 
     known = registry.available(kind)
     if part.name not in known:
@@ -125,7 +126,7 @@ def load_task_config(cls: type[C], path: str | Path | None) -> C:
         return cls()
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise InputNotFoundError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

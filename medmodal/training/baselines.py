@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from medmodal.config import Config, ConfigError, save_config
+from medmodal.errors import RunNotFoundError
 from medmodal.models.baselines.base import Baseline, BaselineData, ClassifierBaseline
 from medmodal.models.baselines.storage import load_arrays, load_json, save_arrays, save_json
 from medmodal.training.run import RunDir, write_json_atomic
@@ -171,10 +172,10 @@ def load_baseline(run_dir: str | Path) -> BaselineRun:
     """Read a fitted baseline run folder (JSON + arrays, no pickle; shapes checked against the labels)."""
     run = RunDir.at(run_dir)
     if not is_baseline_run(run.root):
-        raise FileNotFoundError(f"{run.root} is not a baseline run folder (missing {STATE_JSON})")
+        raise RunNotFoundError(f"{run.root} is not a baseline run folder (missing {STATE_JSON})")
     for needed in (run.config, run.labels, run.root / STATE_ARRAYS):
         if not needed.exists():
-            raise FileNotFoundError(f"{run.root} is not a complete baseline run (missing {needed.name})")
+            raise RunNotFoundError(f"{run.root} is not a complete baseline run (missing {needed.name})")
     config = run.load_config()
     labels = run.load_labels()
     parts = build_baselines(config)

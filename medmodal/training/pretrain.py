@@ -37,6 +37,7 @@ from medmodal.data.dataset import StudyDataset, make_dataloader
 from medmodal.data.pipeline import build_dataset, label_matrix, read_dataset
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
+from medmodal.errors import RunNotFoundError
 from medmodal.models.contrastive import ContrastiveLoss, ContrastiveModel, create_contrastive_model
 from medmodal.training.checkpoints import module_from_checkpoint, resume_checkpoint, run_checkpoints
 from medmodal.training.reproducibility import EpochSeeding, epoch_seeded_loader
@@ -290,7 +291,7 @@ def load_pretrained_run(run_dir: str | Path, device: str | torch.device = "cpu")
     run = RunDir.at(run_dir)
     run.require_trained()
     if not (run.root / DONE_FILE).exists() and not (run.root / "encoders").is_dir():
-        raise FileNotFoundError(
+        raise RunNotFoundError(
             f"{run.root} is not a contrastive pretraining run (no {DONE_FILE}); create one with `medmodal pretrain`"
         )
     module = module_from_checkpoint(ContrastiveModule, run.model_checkpoint(), map_location=device)

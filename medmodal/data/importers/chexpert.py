@@ -39,6 +39,7 @@ from medmodal.data.importers.common import (
     write_import,
 )
 from medmodal.data.types import RowProblem
+from medmodal.errors import InputNotFoundError
 
 FORMAT = "chexpert"
 OBSERVATIONS = (
@@ -122,10 +123,10 @@ def _tables(source: Path) -> list[tuple[Path, str]]:
     if source.is_file():
         return [(source, _table_split(source.name))]
     if not source.is_dir():
-        raise FileNotFoundError(f"{source}: not found")
+        raise InputNotFoundError(f"{source}: not found")
     found = sorted(p for p in source.iterdir() if p.name.endswith((".csv", ".csv.gz")) and _table_split(p.name) is not None)
     if not found:
-        raise FileNotFoundError(f"{source}: no CheXpert table (train.csv / valid.csv / test.csv)")
+        raise InputNotFoundError(f"{source}: no CheXpert table (train.csv / valid.csv / test.csv)")
     return [(p, _table_split(p.name)) for p in found]
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 from medmodal.data.images import ImageReadError, image_size
 from medmodal.data.manifest import CONTRACT_COLUMNS, Manifest, read_manifest
 from medmodal.data.types import RowProblem
-from medmodal.errors import DataError
+from medmodal.errors import DataError, InputNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +115,12 @@ def find_table(source: Path, patterns: Sequence[str], what: str) -> Path:
     if source.is_file():
         return source
     if not source.is_dir():
-        raise FileNotFoundError(f"{source}: not found")
+        raise InputNotFoundError(f"{source}: not found")
     for pattern in patterns:
         found = sorted(source.glob(pattern))
         if found:
             return found[-1]
-    raise FileNotFoundError(f"{source}: no {what} here (looked for {', '.join(patterns)})")
+    raise InputNotFoundError(f"{source}: no {what} here (looked for {', '.join(patterns)})")
 
 
 def number(cell: str, file: str, row: int, field_name: str, problems: list[RowProblem], study: str = "") -> float | None:
@@ -166,7 +166,7 @@ class ImageFolder:
     def __init__(self, root: str | os.PathLike, out_dir: Path, *, copy: bool = False):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.root}")
+            raise InputNotFoundError(f"image folder not found: {self.root}")
         self.out_dir = out_dir
         self.copy = copy
         self._real_root = Path(os.path.realpath(self.root))

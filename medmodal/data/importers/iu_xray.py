@@ -30,6 +30,7 @@ from pathlib import Path
 from medmodal.data.importers.common import ImageFolder, ImportFormatError, ImportResult, write_import
 from medmodal.data.importers.openi import iter_openi_xml, parse_openi_report
 from medmodal.data.types import RowProblem
+from medmodal.errors import InputNotFoundError
 
 FORMAT = "iu-xray"
 ANNOTATION = "annotation.json"
@@ -76,7 +77,7 @@ def import_iu_xray(
 def _read_annotation(path: Path) -> list[tuple[str, int, object]]:
     """``(split key, 1-based record number in that list, record)`` for every record."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation.json not found")
+        raise InputNotFoundError(f"{path}: annotation.json not found")
     if path.stat().st_size > MAX_ANNOTATION_BYTES:
         raise ImportFormatError(f"{path}: larger than {MAX_ANNOTATION_BYTES // 2**20} MiB")
     try:

@@ -36,6 +36,7 @@ from medmodal.data.importers.common import (
     write_import,
 )
 from medmodal.data.types import RowProblem
+from medmodal.errors import InputNotFoundError
 
 FORMAT = "mimic-cxr"
 METADATA = ("mimic-cxr-2.0.0-metadata.csv", "mimic-cxr-2.0.0-metadata.csv.gz", "*metadata.csv*")
@@ -66,7 +67,7 @@ def import_mimic_cxr(
     """
     source, out = Path(source), Path(out_dir)
     if not source.is_dir():
-        raise FileNotFoundError(f"{source}: not a MIMIC-CXR-JPG folder")
+        raise InputNotFoundError(f"{source}: not a MIMIC-CXR-JPG folder")
     image_folder = ImageFolder(images if images is not None else source, out, copy=copy_images)
     reports_root = Path(reports) if reports is not None else source
     problems: list[RowProblem] = []

@@ -55,6 +55,7 @@ import pandas as pd
 
 from medmodal.data.manifest import Manifest, read_manifest
 from medmodal.data.reports import normalize_whitespace
+from medmodal.errors import InputNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def iter_openi_xml(source: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
         with open(source, "rb") as archive:
             yield from _iter_tar_xml(archive)
     else:
-        raise FileNotFoundError(f"Open-i reports not found: {source}")
+        raise InputNotFoundError(f"Open-i reports not found: {source}")
 
 
 def _iter_tar_xml(fileobj: io.IOBase) -> Iterator[tuple[str, bytes]]:
@@ -328,7 +329,7 @@ class _ImageIndex:
 
     def __init__(self, images_dir: Path, manifest_dir: Path):
         if not images_dir.is_dir():
-            raise FileNotFoundError(f"images folder not found: {images_dir}")
+            raise InputNotFoundError(f"images folder not found: {images_dir}")
         self.images_dir = images_dir
         self.manifest_dir = manifest_dir
         self.names = {p.name for p in images_dir.iterdir()}

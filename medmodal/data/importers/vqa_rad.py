@@ -45,7 +45,7 @@ import pandas as pd
 from medmodal.data.manifest import Manifest, read_manifest
 from medmodal.data.qa import QA_FILE, QARecord, normalize_answer, write_qa
 from medmodal.data.types import RowProblem
-from medmodal.errors import DataError
+from medmodal.errors import DataError, InputNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def import_vqa_rad(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise FileNotFoundError(f"VQA-RAD image folder not found: {images_dir}")
+        raise InputNotFoundError(f"VQA-RAD image folder not found: {images_dir}")
     records = read_vqa_rad_json(source)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +175,7 @@ def import_vqa_rad(
                        len(missing), images_dir, ", ".join(missing[:5]))
     kept = [r for r in records if str(r["image_name"]).strip() in present]
     if not kept:
-        raise FileNotFoundError(f"none of the {len(records)} questions' images is in {images_dir}")
+        raise InputNotFoundError(f"none of the {len(records)} questions' images is in {images_dir}")
 
     val_images = _validation_images(sorted(present), val_fraction, seed)
     qa = []

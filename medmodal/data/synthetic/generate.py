@@ -29,6 +29,7 @@ from medmodal.data.synthetic.writers import (
     write_manifest,
     write_mask,
 )
+from medmodal.errors import OutputExistsError
 
 GENERATOR = "medmodal.data.synthetic"
 OUTPUT_FILES = ("manifest.csv", "ground_truth.jsonl", "labels.json", "summary.json", QA_FILE)
@@ -162,9 +163,9 @@ def _prepare_output(root: Path, overwrite: bool, masks: bool) -> None:
     """Create the output folders; refuse a non-empty folder unless it is a previous synthetic data set."""
     if root.exists() and any(root.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{root} is not empty; pass overwrite=True to replace a previous synthetic data set")
+            raise OutputExistsError(f"{root} is not empty; pass overwrite=True to replace a previous synthetic data set")
         if not _is_synthetic_dataset(root):
-            raise FileExistsError(f"{root} is not empty and holds no synthetic data set ({GENERATOR}); not touching it")
+            raise OutputExistsError(f"{root} is not empty and holds no synthetic data set ({GENERATOR}); not touching it")
         for name in OUTPUT_DIRS:
             shutil.rmtree(root / name, ignore_errors=True)
         for name in OUTPUT_FILES:
