@@ -2,7 +2,10 @@
 
 Inputs go through the same :class:`~medmodal.data.dataset.StudyDataset` as
 training, so preprocessing (image decoding incl. DICOM, resizing, tokenisation)
-is one code path.
+is one code path. The image may be a file path, a numpy array, a Pillow image or a
+pydicom ``Dataset``: in-memory images are decoded by :func:`medmodal.data.images.decode_image`
+(the rules, pixel budget and DICOM checks of files) and resized and stored by the dataset as
+a file's image would be, so an array, the Pillow image of it and a PNG of it predict alike.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from medmodal.data.images import image_size
+from medmodal.data.images import DecodedImage, ImageReadError, ImageSource, decode_image, image_size
 from medmodal.data.pipeline import build_dataset
 from medmodal.data.reports import split_report_sections
 from medmodal.data.types import Study
@@ -21,8 +24,14 @@ from medmodal.explain.modality import conflicts_for_prediction
 from medmodal.training.loading import TrainedRun, load_trained
 
 
-def study_from_inputs(image: str | Path | None, text: str | dict[str, str] | None, text_fields: list[str]) -> Study:
-    """A one-off :class:`Study` from an image path and/or report text.
+def is_image_path(image: object) -> bool:
+    """A path (str or ``os.PathLike``) rather than an image in memory."""
+    return isinstance(image, (str, Path)) or hasattr(image, "__fspath__")
+
+
+def study_from_inputs(image: ImageSource | None, text: str | dict[str, str] | None, text_fields: list[str]) -> Study:
+    """A one-off :class:`Study` from an image and/or report text (an in-memory image is not
+    kept in the study: give it to :meth:`Predictor.batch_for` decoded).
 
     ``text`` may be a dict of sections, a report with section headers (split into
     sections), or plain text, which is taken as the model's (first) input field.
@@ -34,7 +43,8 @@ def study_from_inputs(image: str | Path | None, text: str | dict[str, str] | Non
         parsed = split_report_sections(text)
         has_headers = any(parsed.get(f) for f in text_fields) and parsed.get("findings", "") != text.strip()
         sections = {k: v for k, v in parsed.items() if v} if has_headers else {text_fields[0]: text.strip()}
-    return Study(id="input", row=0, image=Path(image).resolve() if image else None, sections=sections)
+    path = Path(image).resolve() if image is not None and is_image_path(image) else None
+    return Study(id="input", row=0, image=path, sections=sections)
 
 
 class Predictor:
@@ -51,28 +61,54 @@ class Predictor:
     def labels(self) -> list[str]:
         return self.trained.labels
 
-    def batch_for(self, study: Study) -> dict:
-        """The collated one-study batch the model takes (same preprocessing as training)."""
+    def batch_for(self, study: Study, decoded: DecodedImage | None = None) -> dict:
+        """The collated one-study batch the model takes (same preprocessing as training); ``decoded``:
+        the study's image decoded from memory (:meth:`decode`), else the study's image file is read."""
         dataset = build_dataset([study], self.trained.tokenizer, self.labels, self.trained.config, train=False)
+        if decoded is not None:
+            dataset.preload(0, decoded)
         batch = default_collate([dataset[0]])
         device = next(self.trained.model.parameters()).device
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "target_ids"}
 
+    def decode(self, image: ImageSource | None) -> DecodedImage | None:
+        """An in-memory image (array, PIL image, DICOM dataset) decoded; None for a path or no image.
+
+        Raises:
+            ValueError: the image cannot be decoded (the reason given).
+        """
+        if image is None or is_image_path(image):
+            return None
+        try:
+            return decode_image(image, reduce_to=self.trained.config.data.image_size)
+        except ImageReadError as err:
+            raise ValueError(str(err)) from err
+
+    def batch(self, image: ImageSource | None = None, text: str | dict[str, str] | None = None) -> dict:
+        """The collated one-study batch of an image (any :data:`ImageSource`) and / or report text."""
+        return self.batch_for(study_from_inputs(image, text, self.trained.config.data.text_fields), self.decode(image))
+
     @torch.no_grad()
     def predict(
         self,
-        image: str | Path | None = None,
+        image: ImageSource | None = None,
         text: str | dict[str, str] | None = None,
         *,
         beam_size: int | None = None,
         threshold: float | None = None,
     ) -> dict[str, Any]:
-        """Label probabilities, boxes (pixels of the input image), generated report and word attention."""
+        """Label probabilities, boxes (pixels of the input image), generated report and word attention.
+
+        ``image``: a file path (PNG / JPEG / TIFF / DICOM), a numpy array ``[H, W]`` / ``[H, W, 3]``,
+        a Pillow image or a pydicom ``Dataset`` (see the module docstring); ``text``: a report (split
+        into sections by its headers), plain text for the model's first input field, or a dict of sections.
+        """
         cfg = self.trained.config
         if image is None and not text:
             raise ValueError("give an image, a text, or both")
         study = study_from_inputs(image, text, cfg.data.text_fields)
-        batch = self.batch_for(study)
+        decoded = self.decode(image)
+        batch = self.batch_for(study, decoded)
         if image is not None and not bool(batch["has_image"][0]):
             raise ValueError(f"{image}: the image could not be read")
         out = self.trained.model(batch)
@@ -95,8 +131,9 @@ class Predictor:
         # Conflict flag (medmodal.explain.modality): image-only vs text-only view disagree strongly.
         # The conflict flag compares the uncalibrated unimodal heads at the single config threshold.
         result.update(conflicts_for_prediction(self.trained, batch, out, cfg.evaluate.threshold if threshold is None else threshold))
-        if out.boxes is not None and study.image is not None:
-            result["boxes"] = self._boxes_in_pixels(out.boxes[0], probs, study.image, result["predicted"])
+        if out.boxes is not None and image is not None:
+            size = decoded.size if decoded is not None else image_size(study.image)
+            result["boxes"] = self._boxes_in_pixels(out.boxes[0], probs, size, result["predicted"])
         if cfg.model.heads.generation:
             gen = self.trained.model.generate(batch, max_len=cfg.evaluate.max_generate_tokens,
                                               beam_size=beam_size or cfg.evaluate.beam_size)
@@ -105,8 +142,9 @@ class Predictor:
             result["word_attention"] = self._word_attention(batch, out.word_attention[0])
         return result
 
-    def _boxes_in_pixels(self, boxes: torch.Tensor, probs: list[float], image: Path, predicted: list[str]) -> list[dict]:
-        height, width = image_size(image)
+    def _boxes_in_pixels(self, boxes: torch.Tensor, probs: list[float], size: tuple[int, int], predicted: list[str]) -> list[dict]:
+        """Boxes [C, 4] (normalised xyxy) of the predicted labels in pixels of an image of ``size`` (H, W)."""
+        height, width = size
         scale = torch.tensor([width, height, width, height], dtype=boxes.dtype)
         rows = []
         for i, name in enumerate(self.labels):
