@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medmodal.config import ConfigError, PartConfig
 from medmodal.data.types import SECTION_FIELDS
+from medmodal.errors import InputNotFoundError
 
 
 class _Section(BaseModel):
@@ -35,8 +36,7 @@ class TaskTrainConfig(_Section):
 
 
 def _check_part(part: PartConfig, kind: str, where: str) -> None:
-    from medmodal.errors import InputNotFoundError
-from medmodal.models import registry
+    from medmodal.models import registry
 
     known = registry.available(kind)
     if part.name not in known:
