@@ -7,9 +7,10 @@ demo: setup
 	.venv/bin/medmodal demo --out runs/demo
 
 test: setup
-	@# the optional Ray extra (tests/evaluation/test_executors.py); kept out of `make demo` (a ~80 MB wheel)
-	@.venv/bin/python -c "import ray" 2>/dev/null || { .venv/bin/python -m pip install -q --disable-pip-version-check \
-		-c constraints/cpu.txt -e ".[distributed]" 2>&1 | grep -v "is ignored: it is neither" || true; }
+	@# the optional Ray extra (tests/evaluation/test_executors.py) and the peers extra (transformers, for
+	@# tests/models/test_transchex_peer.py); kept out of `make demo` (a ~80 MB wheel)
+	@.venv/bin/python -c "import ray, transformers" 2>/dev/null || { .venv/bin/python -m pip install -q --disable-pip-version-check \
+		-c constraints/cpu.txt -e ".[distributed,peers]" 2>&1 | grep -v "is ignored: it is neither" || true; }
 	.venv/bin/python -m pytest -q
 
 lint: setup

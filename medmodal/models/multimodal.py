@@ -395,5 +395,10 @@ def build_part(kind: str, part: PartConfig, wired: dict[str, Any], defaults: dic
         raise ValueError(f"{kind} '{part.name}': kwargs {clash} are set by the model factory; remove them")
     module = registry.create(kind, part.name, **wired, **{**defaults, **part.kwargs})
     if part.pretrained_path:
-        load_pretrained(module, part.pretrained_path)
+        # a part whose weights file has its own layout (a BERT file for models/peers/transchex.py) loads it itself
+        loader = getattr(module, "load_local_weights", None)
+        if loader is not None:
+            loader(part.pretrained_path)
+        else:
+            load_pretrained(module, part.pretrained_path)
     return module

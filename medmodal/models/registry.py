@@ -55,7 +55,7 @@ def create(kind: str, name: str, **kwargs):
 
 def _import_builtin_parts(kind: str | None = None) -> None:
     # Importing the family packages runs their @register decorators.
-    from medmodal.models import decoders, fusion, image_encoders, text_encoders  # noqa: F401
+    from medmodal.models import decoders, fusion, image_encoders, peers, text_encoders  # noqa: F401
 
     if kind == "baseline":  # scikit-learn baselines: imported only when asked for
         from medmodal.models import baselines  # noqa: F401
