@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medmodal.data.types import SECTION_FIELDS
 from medmodal.errors import ConfigError
+from medmodal.runs import write_text_atomic
 
 
 class _Section(BaseModel):
@@ -342,6 +343,21 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     return config_from_dict(data, "command-line overrides")
 
 
+def config_yaml(config: Config) -> str:
+    """The fully resolved config as YAML text (what the run actually used)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
 def save_config(config: Config, path: str | Path) -> None:
     """Write the fully resolved config as YAML (what the run actually used)."""
-    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    Path(path).write_text(config_yaml(config))
+
+
+def write_config_atomic(config: Config, path: Path) -> bool:
+    """Write ``config`` as YAML atomically, and only if the file's text would change;
+    returns whether it was written."""
+    text = config_yaml(config)
+    if path.is_file() and path.read_bytes() == text.encode():
+        return False
+    write_text_atomic(path, text)
+    return True

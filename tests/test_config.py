@@ -2,7 +2,15 @@
 
 import pytest
 
-from medmodal.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, save_config
+from medmodal.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    save_config,
+    write_config_atomic,
+)
 
 
 def test_defaults_validate_and_round_trip(tmp_path):
@@ -57,3 +65,14 @@ def test_overrides_apply_validate_and_ignore_none():
 def test_split_fractions_must_sum_to_one():
     with pytest.raises(ConfigError, match="data.split_fractions"):
         config_from_dict({"data": {"split_fractions": [0.5, 0.2, 0.2]}})
+
+
+def test_config_is_written_atomically_and_only_when_changed(tmp_path):
+    path = tmp_path / "config.yaml"
+    config = Config()
+    assert write_config_atomic(config, path) is True
+    assert load_config(path) == config
+    mtime = path.stat().st_mtime_ns
+    assert write_config_atomic(config, path) is False and path.stat().st_mtime_ns == mtime
+    assert write_config_atomic(apply_overrides(config, {"train.lr": 0.5}), path) is True
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from medmodal.config import Config, apply_overrides
-from medmodal.training.run import write_json_atomic
+from medmodal.runs import write_json_atomic
 
 log = logging.getLogger(__name__)
 

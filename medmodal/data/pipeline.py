@@ -1,7 +1,8 @@
 """The data as a :class:`~medmodal.config.Config` describes it.
 
 Read a data folder with the config's policies, take the seeded training share, the label
-matrix, the texts the vocabulary is learnt from, and the torch dataset of a list of studies.
+matrix, the run's tokenizer (or one learnt from the training text), and the torch dataset
+of a list of studies.
 Shared by training, evaluation, baselines, retrieval, explanation and serving, so that every
 command reads, splits and labels the data the same way.
 """
@@ -21,6 +22,8 @@ from medmodal.data.prepared import is_prepared
 from medmodal.data.prepared_manifest import PreparedStudyDataset, is_prepared_studies, read_prepared_manifest
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
+from medmodal.errors import InputNotFoundError
+from medmodal.runs import RunDir
 
 
 def read_dataset(data: str | Path, config: Config, labels: list[str] | None = None) -> Manifest:
@@ -67,6 +70,27 @@ def vocabulary_texts(studies: list[Study], config: Config) -> list[str]:
     """The texts the vocabulary is learnt from: input and target fields of the training studies."""
     fields = list(dict.fromkeys([*config.data.text_fields, *config.data.target_fields]))
     return [s.sections.get(f, "") for s in studies for f in fields if s.sections.get(f)]
+
+
+def saved_tokenizer(run: RunDir | None, config: Config) -> ReportTokenizer | None:
+    """The run's own tokenizer (a resumed run), else the file named by ``data.tokenizer_path``, else None
+    (the caller learns one from its training text)."""
+    if run is not None and run.tokenizer.exists():
+        return ReportTokenizer.load(run.tokenizer)
+    if config.data.tokenizer_path:
+        path = Path(config.data.tokenizer_path)
+        if not path.is_file():
+            raise InputNotFoundError(f"data.tokenizer_path: tokenizer file not found: {path}")
+        return ReportTokenizer.load(path)
+    return None
+
+
+def load_or_train_tokenizer(run: RunDir, train_studies: list[Study], config: Config) -> ReportTokenizer:
+    """The run's own tokenizer (resume), else ``data.tokenizer_path``, else one learnt from ``train_studies``."""
+    saved = saved_tokenizer(run, config)
+    if saved is not None:
+        return saved
+    return ReportTokenizer.train(vocabulary_texts(train_studies, config), min_freq=config.data.min_token_freq)
 
 
 def training_subset(studies: list[Study], fraction: float, seed: int) -> list[Study]:

@@ -68,9 +68,16 @@ class ReportTokenizer:
         return cls(Tokenizer.from_file(str(path)))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer as one JSON file (HF ``tokenizers`` format)."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._tokenizer.save(str(path))
+        """Write the tokenizer as one JSON file (HF ``tokenizers`` format), through a temporary
+        file and a rename: an interrupted save never leaves half a vocabulary."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            self._tokenizer.save(str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, text: str, max_len: int, add_bos_eos: bool = False) -> list[int]:

@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medmodal.config import Config, ConfigError, apply_overrides, load_config
 from medmodal.errors import InputNotFoundError
 from medmodal.evaluation.executors import ExecutorSettings, run_cells
-from medmodal.training.run import write_json_atomic
+from medmodal.runs import write_json_atomic
 
 log = logging.getLogger(__name__)
 

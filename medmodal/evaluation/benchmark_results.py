@@ -25,7 +25,7 @@ import pandas as pd
 
 from medmodal.evaluation import stats
 from medmodal.evaluation.metrics import classification_metrics, expected_calibration_error, reliability_curve
-from medmodal.training.run import write_json_atomic
+from medmodal.runs import write_json_atomic
 
 CI_METRICS = ("auroc_macro", "f1_macro")  # per-row intervals (each costs a bootstrap)
 SUMMARY_CI_METRICS = ("auroc_macro", "auroc_micro", "f1_macro", "accuracy")  # seed-averaged, condition full

@@ -57,7 +57,7 @@ class PlattScaling:
         return 1.0 / (1.0 + np.exp(-(z * np.asarray(self.scale) + np.asarray(self.bias))))
 
     def save(self, path: str | Path) -> None:
-        from medmodal.training.run import write_json_atomic
+        from medmodal.runs import write_json_atomic
 
         write_json_atomic(Path(path), asdict(self))
 

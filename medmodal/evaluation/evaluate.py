@@ -31,8 +31,8 @@ from medmodal.evaluation.metrics import (
 )
 from medmodal.evaluation.metrics.localization import detection_metrics
 from medmodal.models.types import Detections
+from medmodal.runs import write_json_atomic
 from medmodal.training.loading import TrainedRun, load_trained
-from medmodal.training.run import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from medmodal.evaluation.evaluate import (
     write_predictions,
 )
 from medmodal.models.baselines.base import BaselineData
+from medmodal.runs import write_json_atomic
 from medmodal.training.baselines import BaselineRun, load_baseline
-from medmodal.training.run import write_json_atomic
 
 
 def predict_baseline_split(

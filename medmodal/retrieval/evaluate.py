@@ -19,8 +19,8 @@ from medmodal.evaluation.metrics import classification_metrics
 from medmodal.retrieval.embed import embed_studies
 from medmodal.retrieval.metrics import DEFAULT_KS, cross_modal_retrieval_metrics, hub_penalty
 from medmodal.retrieval.zero_shot import build_prompts, prompt_embeddings, zero_shot_probabilities
+from medmodal.runs import RunDir, write_json_atomic
 from medmodal.training.pretrain import PretrainedRun, load_pretrained_run
-from medmodal.training.run import RunDir, write_json_atomic
 
 
 def update_metrics_file(run: RunDir, section: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from medmodal.data.pipeline import read_dataset
 from medmodal.data.types import Study
 from medmodal.retrieval.embed import StudyEmbeddings, embed_image_file, embed_studies, embed_texts
 from medmodal.retrieval.index import IndexKind, VectorIndex
+from medmodal.runs import write_json_atomic
 from medmodal.training.pretrain import PretrainedRun
-from medmodal.training.run import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from medmodal.data.manifest import Manifest, find_manifest_file, read_manifest
+from medmodal.runs import write_json_atomic
 from medmodal.tasks.config import TaskTrainConfig
-from medmodal.training.run import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import RowProblem, Study
 from medmodal.models import registry
 from medmodal.models.pretrained import load_pretrained
+from medmodal.runs import write_json_atomic
 from medmodal.tasks.common import FitResult, TaskDir, fit, merge_metrics, read_task_manifest, seeded_generator
 from medmodal.tasks.config import SegmentationConfig, load_task_config, save_task_config
-from medmodal.training.run import write_json_atomic
 
 log = logging.getLogger(__name__)
 

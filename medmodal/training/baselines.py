@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from medmodal.config import Config, ConfigError, save_config
+from medmodal.config import Config, ConfigError, load_config, save_config
 from medmodal.errors import RunNotFoundError
 from medmodal.models.baselines.base import Baseline, BaselineData, ClassifierBaseline
 from medmodal.models.baselines.storage import load_arrays, load_json, save_arrays, save_json
-from medmodal.training.run import RunDir, write_json_atomic
+from medmodal.runs import RunDir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _check_folder(run: RunDir, config: Config, force: bool) -> None:
     if run.config.exists():
         if not is_baseline_run(run.root) and run.model_checkpoint().exists():
             raise ConfigError(f"{run.root} holds a deep training run; use another --out")
-        if run.load_config() != config:
+        if load_config(run.config) != config:
             raise ConfigError(f"{run.root} already holds a run with a different configuration; "
                               "use another --out, or --force to start over")
 
@@ -176,7 +176,7 @@ def load_baseline(run_dir: str | Path) -> BaselineRun:
     for needed in (run.config, run.labels, run.root / STATE_ARRAYS):
         if not needed.exists():
             raise RunNotFoundError(f"{run.root} is not a complete baseline run (missing {needed.name})")
-    config = run.load_config()
+    config = load_config(run.config)
     labels = run.load_labels()
     parts = build_baselines(config)
     stored = load_json(run.root / STATE_JSON).get("parts", {})

@@ -27,8 +27,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from medmodal.runs import RunDir
 from medmodal.safeio import UnreadableFileError, load_torch_file
-from medmodal.training.run import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import torch
 from medmodal.config import Config
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.models.multimodal import MultimodalModel
+from medmodal.runs import RunDir
 from medmodal.safeio import UnreadableFileError
 from medmodal.training.checkpoints import module_from_checkpoint
 from medmodal.training.module import MultimodalModule
-from medmodal.training.run import RunDir
 
 
 @dataclass
@@ -41,7 +41,7 @@ def load_trained(
     *,
     apply_calibration: bool = True,
 ) -> TrainedRun:
-    """Read ``run_dir`` (see :mod:`medmodal.training.run`) and rebuild its model from the best checkpoint.
+    """Read ``run_dir`` (see :mod:`medmodal.runs`) and rebuild its model from the best checkpoint.
 
     With ``apply_calibration`` (default) a ``RUN/calibration.json`` written by ``medmodal
     calibrate`` is applied to the model's classification logits.

@@ -24,8 +24,9 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from medmodal.config import Config, ConfigError
+from medmodal.config import Config, ConfigError, write_config_atomic
 from medmodal.data.dataset import collate, seed_worker
+from medmodal.data.pipeline import saved_tokenizer
 from medmodal.data.prepared import (
     TOKENIZER_NAME,
     PreparedDataError,
@@ -38,7 +39,7 @@ from medmodal.data.prepared import (
     shard_samples,
 )
 from medmodal.data.tokenizer import ReportTokenizer
-from medmodal.training.run import RunDir, saved_tokenizer, write_config_atomic, write_json_atomic
+from medmodal.runs import RunDir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +203,12 @@ def _write_run_files(run: RunDir, config: Config, tokenizer: ReportTokenizer, la
                      positives: list[int], n_train: int, index: PreparedIndex, data: Any) -> None:  # fmt: skip
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    from medmodal.training.trainer import save_tokenizer_atomic
-
     if rank_zero_only.rank != 0:
         return
     run.root.mkdir(parents=True, exist_ok=True)
     write_config_atomic(config, run.config)
     if not run.tokenizer.exists():
-        save_tokenizer_atomic(tokenizer, run.tokenizer)
+        tokenizer.save(run.tokenizer)
     prevalence = [p / n_train if n_train else 0.0 for p in positives]
     write_json_atomic(run.labels, {"labels": labels, "train_prevalence": dict(zip(labels, prevalence))})
     summary = {k: v for k, v in index.summary.items() if k != "label_counts_by_split"}

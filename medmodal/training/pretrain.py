@@ -1,6 +1,6 @@
 """``medmodal pretrain``: contrastive image-report pretraining into a run folder.
 
-The run folder has the layout of a training run (:mod:`medmodal.training.run`) plus::
+The run folder has the layout of a training run (:mod:`medmodal.runs`) plus::
 
     RUN/
       encoders/image_encoder.pt   state_dict of the pretrained image encoder
@@ -32,22 +32,20 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from medmodal.config import Config, apply_overrides
+from medmodal.config import Config, apply_overrides, load_config, write_config_atomic
 from medmodal.data.dataset import StudyDataset, make_dataloader
-from medmodal.data.pipeline import build_dataset, label_matrix, read_dataset
+from medmodal.data.pipeline import build_dataset, label_matrix, load_or_train_tokenizer, read_dataset
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
 from medmodal.errors import RunNotFoundError
 from medmodal.models.contrastive import ContrastiveLoss, ContrastiveModel, create_contrastive_model
+from medmodal.runs import RunDir, write_json_atomic
 from medmodal.training.checkpoints import module_from_checkpoint, resume_checkpoint, run_checkpoints
 from medmodal.training.reproducibility import EpochSeeding, epoch_seeded_loader
-from medmodal.training.run import RunDir, write_config_atomic, write_json_atomic
 from medmodal.training.trainer import (
     RunConflictError,
     lightning_trainer,
-    load_or_train_tokenizer,
     quiet_lightning,
-    save_tokenizer_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -245,7 +243,7 @@ def _check_resumable(run: RunDir, config: Config) -> None:
     if not run.config.exists():
         return
     ignore = {"epochs", "devices", "num_nodes", "accelerator", "strategy", "progress_bar"}
-    old, new = run.load_config().model_dump(), config.model_dump()
+    old, new = load_config(run.config).model_dump(), config.model_dump()
     for dump in (old, new):
         for key in ignore:
             dump["train"].pop(key, None)
@@ -259,7 +257,7 @@ def _write_run_files(run: RunDir, config: Config, tokenizer: ReportTokenizer, la
     run.root.mkdir(parents=True, exist_ok=True)
     write_config_atomic(config, run.config)  # atomic, and untouched when unchanged
     if not run.tokenizer.exists():
-        save_tokenizer_atomic(tokenizer, run.tokenizer)
+        tokenizer.save(run.tokenizer)
     prevalence = label_matrix(train_studies, labels).mean(dim=0).tolist() if train_studies else [0.0] * len(labels)
     write_json_atomic(run.labels, {"labels": labels, "train_prevalence": dict(zip(labels, prevalence))})
     summary = manifest.summary()

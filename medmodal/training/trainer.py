@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,40 +23,30 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from medmodal.config import Config, ConfigError, TrainConfig
+from medmodal.config import Config, ConfigError, TrainConfig, load_config, write_config_atomic
 from medmodal.data.dataset import make_dataloader
 from medmodal.data.pipeline import (
     build_dataset,
     label_matrix,
+    load_or_train_tokenizer,
     read_dataset,
     training_subset,
-    vocabulary_texts,
 )
 from medmodal.data.prepared import is_prepared
-from medmodal.data.tokenizer import ReportTokenizer
-from medmodal.data.types import Study
 from medmodal.errors import RunError
+from medmodal.runs import RunDir, write_json_atomic
 from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
 from medmodal.training.data_defaults import heads_for_data
 from medmodal.training.domain_adaptation import site_names, split_target_sites, with_unlabeled
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
 from medmodal.training.reproducibility import EpochSeeding, epoch_seeded_loader
-from medmodal.training.run import RunDir, saved_tokenizer, write_config_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
 class RunConflictError(RunError, RuntimeError):
     """The output folder holds a run with a different configuration."""
-
-
-def load_or_train_tokenizer(run: RunDir, train_studies: list[Study], config: Config) -> ReportTokenizer:
-    """The run's own tokenizer (resume), else ``data.tokenizer_path``, else one learnt from ``train_studies``."""
-    saved = saved_tokenizer(run, config)
-    if saved is not None:
-        return saved
-    return ReportTokenizer.train(vocabulary_texts(train_studies, config), min_freq=config.data.min_token_freq)
 
 
 @dataclass
@@ -92,7 +81,7 @@ def _check_same_config(run: RunDir, config: Config, resume: tuple[Path, dict] | 
     problem, unreadable = None, False
     if run.config.exists():
         try:
-            if same_run_config(run.load_config(), config):
+            if same_run_config(load_config(run.config), config):
                 return
             problem = f"{run.config} differs from the given configuration"
         except ConfigError as err:
@@ -294,23 +283,13 @@ def _write_run_files(run, config, tokenizer, labels, train_labels, manifest, dat
     run.root.mkdir(parents=True, exist_ok=True)
     write_config_atomic(config, run.config)  # atomic, and untouched when unchanged
     if not run.tokenizer.exists():
-        save_tokenizer_atomic(tokenizer, run.tokenizer)
+        tokenizer.save(run.tokenizer)
     prevalence = (train_labels.mean(dim=0) if len(train_labels) else torch.zeros(len(labels))).tolist()
     write_json_atomic(run.labels, {"labels": labels, "train_prevalence": dict(zip(labels, prevalence))})
     summary = manifest.summary()
     summary["data"] = str(Path(data).resolve())
     summary["problems"] = [str(p) for p in manifest.problems]
     write_json_atomic(run.data_summary, summary)
-
-
-def save_tokenizer_atomic(tokenizer: ReportTokenizer, path: Path) -> None:
-    """``tokenizer.save`` through a temporary file and a rename (never half a vocabulary)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tokenizer.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _strategy(name: str):

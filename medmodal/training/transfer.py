@@ -19,8 +19,8 @@ from typing import Any
 
 from medmodal.config import Config, apply_overrides
 from medmodal.evaluation.metrics import classification_metrics
+from medmodal.runs import write_json_atomic
 from medmodal.training.pretrain import encoder_paths, load_pretrained_run
-from medmodal.training.run import write_json_atomic
 
 ARMS = ("random", "pretrained")
 

@@ -84,6 +84,7 @@ def test_save_load_round_trip(tok, tmp_path):
     path = tmp_path / "sub" / "tokenizer.json"
     tok.save(path)
     json.loads(path.read_text())  # one JSON file
+    assert list(path.parent.iterdir()) == [path]  # written through a temporary file, none left behind
     loaded = ReportTokenizer.load(path)
     assert loaded.vocab_size == tok.vocab_size
     for text in REPORTS:

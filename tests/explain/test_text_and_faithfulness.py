@@ -79,9 +79,9 @@ def test_case_page_is_self_contained(tmp_path):
     from medmodal.config import Config, apply_overrides
     from medmodal.data.tokenizer import ReportTokenizer
     from medmodal.explain.case import explain_study
+    from medmodal.runs import RunDir
     from medmodal.serving.predictor import Predictor
     from medmodal.training.loading import TrainedRun
-    from medmodal.training.run import RunDir
 
     tokenizer = ReportTokenizer.train(["fever and productive cough .", "chest trauma ."] * 2, min_freq=1)
     model = tiny_model(vocab=tokenizer.vocab_size)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medmodal.config import Config, apply_overrides
+from medmodal.config import Config, apply_overrides, load_config
 from medmodal.data.types import Box, Study
 from medmodal.training.data_defaults import heads_for_data
 
@@ -57,7 +57,7 @@ def test_train_then_evaluate_on_data_without_reports_or_boxes(tiny_data, tmp_pat
     from conftest import tiny_config
 
     from medmodal.evaluation.evaluate import evaluate_run
-    from medmodal.training.run import RunDir
+    from medmodal.runs import RunDir
     from medmodal.training.trainer import train
 
     data = tmp_path / "data"
@@ -68,7 +68,7 @@ def test_train_then_evaluate_on_data_without_reports_or_boxes(tiny_data, tmp_pat
 
     run = tmp_path / "run"
     train(data, tiny_config(**{"train.epochs": 1}), run)
-    saved = RunDir.at(run).load_config()
+    saved = load_config(RunDir.at(run).config)
     assert not saved.model.heads.generation and not saved.model.heads.localization
     metrics = evaluate_run(run, data, split="test", progress=False)
     assert 0.0 <= metrics["classification"]["auroc_macro"] <= 1.0

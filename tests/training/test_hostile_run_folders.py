@@ -23,7 +23,6 @@ from medmodal.safeio import UnreadableFileError, UnsafeFileError, load_torch_fil
 from medmodal.training.checkpoints import module_from_checkpoint
 from medmodal.training.loading import load_trained
 from medmodal.training.module import MultimodalModule
-from medmodal.training.run import write_config_atomic
 from medmodal.training.trainer import train
 
 
@@ -216,16 +215,6 @@ def test_another_config_is_still_refused_when_config_yaml_is_damaged(run_copy, t
     _truncate(run_copy / "config.yaml")
     with pytest.raises(RunConflictError, match="different configuration"):
         train(tiny_data, tiny_config(**{"train.lr": 0.123}), run_copy)
-
-
-def test_config_is_written_atomically_and_only_when_changed(tmp_path):
-    path = tmp_path / "config.yaml"
-    config = tiny_config()
-    assert write_config_atomic(config, path) is True
-    mtime = path.stat().st_mtime_ns
-    assert write_config_atomic(config, path) is False and path.stat().st_mtime_ns == mtime
-    assert write_config_atomic(tiny_config(**{"train.lr": 0.5}), path) is True
-    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
 def test_rerunning_a_finished_training_keeps_its_record(run_copy, tiny_data):

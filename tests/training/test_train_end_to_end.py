@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from medmodal.training.run import RunDir
+from medmodal.runs import RunDir
 
 REQUIRED_METRICS = [
     "classification.auroc_macro", "classification.f1_macro", "classification.accuracy",

@@ -81,7 +81,7 @@ def _header(fh, where: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def save_json(path: Path, data: dict[str, Any]) -> None:
-    from medmodal.training.run import write_json_atomic
+    from medmodal.runs import write_json_atomic
 
     write_json_atomic(path, {"format": FORMAT, **data})
 

@@ -1,4 +1,8 @@
-"""The run folder: what a training run writes, and how later commands read it back.
+"""Run folders and atomic file writes: what a training run writes, and how later commands read it back.
+
+The lowest layer but :mod:`medmodal.errors`: it imports nothing else from medmodal, so every
+layer may write its files with :func:`write_json_atomic` / :func:`write_text_atomic` and name
+the files of a run with :class:`RunDir`.
 
 ::
 
@@ -26,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medmodal.config import Config, load_config, save_config
-from medmodal.data.tokenizer import ReportTokenizer
+from medmodal.errors import RunNotFoundError
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -48,28 +51,9 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_config_atomic(config: Config, path: Path) -> bool:
-    """Write ``config`` as YAML (:func:`medmodal.config.save_config`) atomically, and only if the
-    file's text would change; returns whether it was written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_config(config, tmp)
-        if path.is_file() and path.read_bytes() == Path(tmp).read_bytes():
-            Path(tmp).unlink()
-            return False
-        os.replace(tmp, path)
-        return True
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
+    """numpy / torch scalars and arrays as Python numbers and lists; paths as strings."""
+    if hasattr(value, "tolist"):  # a 0-d array or a numpy scalar gives a plain number
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
@@ -136,32 +120,17 @@ class RunDir:
     def require_trained(self) -> None:
         """Raise a clear error unless this folder holds a finished training run."""
         if not self.root.is_dir():
-            raise FileNotFoundError(f"run folder not found: {self.root}")
+            raise RunNotFoundError(f"run folder not found: {self.root}")
         for needed in (self.config, self.tokenizer, self.labels):
             if not needed.exists():
-                raise FileNotFoundError(f"{self.root} is not a medmodal run folder (missing {needed.name})")
+                raise RunNotFoundError(f"{self.root} is not a medmodal run folder (missing {needed.name})")
         if not self.model_checkpoint().exists():
-            raise FileNotFoundError(f"{self.root} has no checkpoint yet: train it first (medmodal train ... --out {self.root})")
+            raise RunNotFoundError(f"{self.root} has no checkpoint yet: train it first (medmodal train ... --out {self.root})")
 
     def model_checkpoint(self) -> Path:
         """The checkpoint inference uses: the best one, else the last one."""
         return self.best_checkpoint if self.best_checkpoint.exists() else self.last_checkpoint
 
-    def load_config(self) -> Config:
-        return load_config(self.config)
-
     def load_labels(self) -> list[str]:
         return json.loads(self.labels.read_text())["labels"]
 
-
-def saved_tokenizer(run: RunDir | None, config: Config) -> ReportTokenizer | None:
-    """The run's own tokenizer (a resumed run), else the file named by ``data.tokenizer_path``, else None
-    (the caller learns one from its training text)."""
-    if run is not None and run.tokenizer.exists():
-        return ReportTokenizer.load(run.tokenizer)
-    if config.data.tokenizer_path:
-        path = Path(config.data.tokenizer_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"data.tokenizer_path: tokenizer file not found: {path}")
-        return ReportTokenizer.load(path)
-    return None
