@@ -1,0 +1,54 @@
+"""Named model configurations (``medmodal.create_model("tiny", labels=...)``, ``medmodal.list_models()``).
+
+A preset is a set of dotted config overrides (``{"model.embed_dim": 32}``) applied to the
+default :class:`~medmodal.config.Config`, so it can be trained and evaluated like any config
+file. ``default`` is the configuration ``medmodal train`` uses without ``--config``; ``tiny``
+is for notebooks, examples and tests (64 px, narrow parts, one epoch); the others change one
+part of the default model and keep everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medmodal.config import Config, ConfigError, apply_overrides
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiny": {
+        "data.image_size": 64,
+        "data.max_text_tokens": 24,
+        "data.max_target_tokens": 24,
+        "model.embed_dim": 32,
+        "train.epochs": 1,
+        "train.batch_size": 16,
+        "train.progress_bar": False,
+        "evaluate.beam_size": 1,
+        "evaluate.max_generate_tokens": 12,
+    },
+    "image_only": {"model.modalities": "image"},
+    "text_only": {"model.modalities": "text"},
+    "coordinated": {"model.representation": "coordinated"},
+    "late_fusion": {"model.fusion.name": "late"},
+    "cross_attention": {"model.fusion.name": "cross_attention"},
+    "transformer_text": {"model.text_encoder.name": "transformer"},
+    "resnet18": {"model.image_encoder.name": "resnet18"},
+    "densenet121": {"model.image_encoder.name": "densenet121"},
+    "efficientnet_b0": {"model.image_encoder.name": "efficientnet_b0"},
+}
+
+
+def preset_names() -> list[str]:
+    """The presets' names, sorted."""
+    return sorted(PRESETS)
+
+
+def preset_config(name: str, base: Config | None = None) -> Config:
+    """``base`` (default: ``Config()``) with the overrides of preset ``name``.
+
+    Raises:
+        ConfigError: unknown preset (the message lists the known ones).
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; presets: {', '.join(preset_names())}")
+    return apply_overrides(base if base is not None else Config(), PRESETS[name])
