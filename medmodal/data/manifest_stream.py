@@ -4,7 +4,7 @@
 holds every cell and every :class:`Study` at once. :func:`stream_manifest` reads
 ``chunk_rows`` rows at a time (pandas ``read_csv(chunksize=...)``, JSON Lines line by
 line, pyarrow ``ParquetFile.iter_batches``), validates them with the same row rules
-(:class:`medmodal.data.manifest._RowValidator`: same checks, same messages, same row
+(:class:`medmodal.data.manifest_rows.RowValidator`: same checks, same messages, same row
 numbers) and yields one :class:`ManifestChunk` per chunk, so problems are reported
 (and logged) as they are found.
 
@@ -30,19 +30,10 @@ import numpy as np
 import pandas as pd
 
 from medmodal.data.images import ImageReadError
-from medmodal.data.manifest import (
-    _TOO_DEEP,
-    ManifestError,
-    _canonical_column_names,
-    _plain,
-    _read_table,
-    _RowValidator,
-    _size_or_error,
-    _Table,
-    find_manifest_file,
-    study_image_problems,
-    view_matcher,
-)
+from medmodal.data.manifest import find_manifest_file
+from medmodal.data.manifest_contract import IMAGE_CHECK_THREADS, TOO_DEEP, ManifestError, view_matcher
+from medmodal.data.manifest_rows import RowValidator, size_or_error, study_image_problems
+from medmodal.data.manifest_tables import Table, canonical_column_names, plain, read_table
 from medmodal.data.types import RowProblem, Study
 
 logger = logging.getLogger(__name__)
@@ -94,7 +85,7 @@ def stream_manifest(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     file = find_manifest_file(path)
-    validator = _RowValidator(file, configured_labels=labels, allow_outside_paths=allow_outside_paths)
+    validator = RowValidator(file, configured_labels=labels, allow_outside_paths=allow_outside_paths)
     wanted = view_matcher(views) if views is not None else None
     image_checks: dict[Path, tuple[int, int] | ImageReadError] = {}
     for table in _tables(file, chunk_rows):
@@ -122,7 +113,7 @@ def stream_manifest(
 
 
 # ------------------------------------------------------------------ chunked tables
-def _tables(file: Path, chunk_rows: int) -> Iterator[_Table]:
+def _tables(file: Path, chunk_rows: int) -> Iterator[Table]:
     suffix = file.suffix.lower()
     try:
         if suffix == ".csv":
@@ -139,14 +130,14 @@ def _tables(file: Path, chunk_rows: int) -> Iterator[_Table]:
         raise ManifestError(f"{file}: cannot read manifest: {' '.join(str(err).splitlines())}") from err
 
 
-def _checked(table: _Table, file: Path) -> _Table:
-    table.columns = _canonical_column_names(table.columns)
+def _checked(table: Table, file: Path) -> Table:
+    table.columns = canonical_column_names(table.columns)
     if "id" not in table.columns and table.row_numbers:
         raise ManifestError(f"{file}: no 'id' column (columns found: {', '.join(table.columns) or 'none'})")
     return table
 
 
-def _csv_tables(file: Path, chunk_rows: int) -> Iterator[_Table]:
+def _csv_tables(file: Path, chunk_rows: int) -> Iterator[Table]:
     yielded = False
     try:
         reader = pd.read_csv(file, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig",
@@ -159,27 +150,27 @@ def _csv_tables(file: Path, chunk_rows: int) -> Iterator[_Table]:
                 row_numbers = (frame.index.to_numpy()[nonempty] + 2).tolist()  # header = row 1
                 frame = frame[nonempty]
                 yielded = True
-                yield _checked(_Table({str(c): frame[c].tolist() for c in frame.columns}, row_numbers), file)
+                yield _checked(Table({str(c): frame[c].tolist() for c in frame.columns}, row_numbers), file)
     except pd.errors.ParserError as err:
         if yielded:  # rows already streamed: name the first unparsable place instead of restarting
             raise ManifestError(f"{file}: cannot read manifest past the rows already read: "
                                 f"{' '.join(str(err).split())}") from err  # fmt: skip
         logger.warning("%s: not parsable in chunks (%s); reading it record by record",
                        file, " ".join(str(err).split()))  # fmt: skip
-        table = _read_table(file)  # names each bad line; holds the whole file
+        table = read_table(file)  # names each bad line; holds the whole file
         yield from _split_table(table, chunk_rows)
     except pd.errors.EmptyDataError as err:
         raise ManifestError(f"{file}: cannot read manifest: empty file") from err
 
 
-def _split_table(table: _Table, chunk_rows: int) -> Iterator[_Table]:
-    yield _Table({}, [], table.problems)
+def _split_table(table: Table, chunk_rows: int) -> Iterator[Table]:
+    yield Table({}, [], table.problems)
     for start in range(0, len(table.row_numbers), chunk_rows):
         stop = start + chunk_rows
-        yield _Table({k: v[start:stop] for k, v in table.columns.items()}, table.row_numbers[start:stop])
+        yield Table({k: v[start:stop] for k, v in table.columns.items()}, table.row_numbers[start:stop])
 
 
-def _jsonl_tables(file: Path, chunk_rows: int) -> Iterator[_Table]:
+def _jsonl_tables(file: Path, chunk_rows: int) -> Iterator[Table]:
     records: list[dict[str, Any]] = []
     row_numbers: list[int] = []
     problems: list[RowProblem] = []
@@ -195,7 +186,7 @@ def _jsonl_tables(file: Path, chunk_rows: int) -> Iterator[_Table]:
             except json.JSONDecodeError as err:
                 problem = f"not valid JSON: {err.msg}"
             except RecursionError:
-                problem = _TOO_DEEP
+                problem = TOO_DEEP
             if problem:
                 problems.append(RowProblem(str(file), line_number, "(line)", problem))
             else:
@@ -208,20 +199,20 @@ def _jsonl_tables(file: Path, chunk_rows: int) -> Iterator[_Table]:
         yield _checked(_records_table(records, row_numbers, problems), file)
 
 
-def _records_table(records: list[dict], row_numbers: list[int], problems: list[RowProblem]) -> _Table:
+def _records_table(records: list[dict], row_numbers: list[int], problems: list[RowProblem]) -> Table:
     names = list(dict.fromkeys(key for record in records for key in record))
-    columns = {name: [_plain(record.get(name)) for record in records] for name in names}
-    return _Table(columns, row_numbers, problems)
+    columns = {name: [plain(record.get(name)) for record in records] for name in names}
+    return Table(columns, row_numbers, problems)
 
 
-def _parquet_tables(file: Path, chunk_rows: int) -> Iterator[_Table]:
+def _parquet_tables(file: Path, chunk_rows: int) -> Iterator[Table]:
     import pyarrow.parquet as pq
 
     first_row = 1
     for batch in pq.ParquetFile(file).iter_batches(batch_size=chunk_rows):
         frame = batch.to_pandas()
-        columns = {str(c): [_plain(v) for v in frame[c].tolist()] for c in frame.columns}
-        yield _checked(_Table(columns, list(range(first_row, first_row + len(frame)))), file)
+        columns = {str(c): [plain(v) for v in frame[c].tolist()] for c in frame.columns}
+        yield _checked(Table(columns, list(range(first_row, first_row + len(frame)))), file)
         first_row += len(frame)
 
 
@@ -230,21 +221,20 @@ def _image_problems(studies: list[Study], file: Path, outcomes: dict) -> list[Ro
     """Decode-check each image not checked before (threaded), and boxes against its size."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from medmodal.data.manifest import IMAGE_CHECK_THREADS
 
     new = sorted({s.image for s in studies if s.image is not None and s.image not in outcomes})
     if len(outcomes) + len(new) > MAX_REMEMBERED_IMAGE_CHECKS:
         outcomes.clear()  # bounded memory; a file seen again later is checked again
     if new:
         with ThreadPoolExecutor(max_workers=min(IMAGE_CHECK_THREADS, len(new))) as pool:
-            outcomes.update(zip(new, pool.map(_size_or_error, new)))
+            outcomes.update(zip(new, pool.map(size_or_error, new)))
     problems = []
     for study in studies:
         if study.image is None:
             continue
         outcome = outcomes.get(study.image)
         if outcome is None:
-            outcome = outcomes[study.image] = _size_or_error(study.image)
+            outcome = outcomes[study.image] = size_or_error(study.image)
         problems.extend(study_image_problems(study, outcome, file))
     return problems
 

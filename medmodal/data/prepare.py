@@ -356,6 +356,6 @@ def _problem_dict(problem: RowProblem) -> dict[str, Any]:
 
 
 def _problem_text(file: Path, problems: list[RowProblem], what: str) -> str:
-    from medmodal.data.manifest import _problem_report
+    from medmodal.data.manifest_report import problem_report
 
-    return _problem_report(file, sorted(problems, key=lambda p: p.row), what)
+    return problem_report(file, sorted(problems, key=lambda p: p.row), what)

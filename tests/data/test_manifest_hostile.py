@@ -16,8 +16,9 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import JPEGBaseline8Bit
 
 from medmodal.config import Config
-from medmodal.data import manifest as manifest_module
-from medmodal.data.manifest import MAX_TEXT_CHARS, ManifestError, read_manifest
+from medmodal.data import manifest_rows
+from medmodal.data.manifest import ManifestError, read_manifest
+from medmodal.data.manifest_contract import MAX_TEXT_CHARS
 from medmodal.data.pipeline import read_dataset
 
 from .fixtures import gradient, truncate, write_csv, write_jsonl, write_png
@@ -150,8 +151,8 @@ def test_fuzz_csv_every_bad_row_named_good_rows_kept(hostile_csv, caplog, monkey
     path, expected, good = hostile_csv
     assert sum(len(v) for v in expected.values()) >= 30
     opened = []
-    check = manifest_module.check_image
-    monkeypatch.setattr(manifest_module, "check_image", lambda p, **kw: (opened.append(p), check(p, **kw))[1])
+    check = manifest_rows.check_image
+    monkeypatch.setattr(manifest_rows, "check_image", lambda p, **kw: (opened.append(p), check(p, **kw))[1])
     caplog.set_level(logging.DEBUG)
 
     manifest = read_manifest(path)
@@ -250,7 +251,7 @@ def test_paths_outside_the_data_folder_are_refused_unless_allowed(tmp_path, monk
         os.symlink(target, data / "link.png")
     write_csv(data, [cells("out", image=image), cells("ok")])
     seen = []
-    monkeypatch.setattr(manifest_module, "check_image", lambda p, **kw: seen.append(p) or (40, 60))
+    monkeypatch.setattr(manifest_rows, "check_image", lambda p, **kw: seen.append(p) or (40, 60))
 
     manifest = read_manifest(data)
     assert [s.id for s in manifest.studies] == ["ok"] and seen == []

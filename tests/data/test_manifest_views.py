@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from medmodal.config import Config, ConfigError, load_config
-from medmodal.data.manifest import normalize_view, read_manifest, view_matcher
+from medmodal.data.manifest import read_manifest
+from medmodal.data.manifest_contract import normalize_view, view_matcher
 from medmodal.data.pipeline import read_dataset
 
 from .fixtures import row, write_csv

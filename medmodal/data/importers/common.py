@@ -26,7 +26,8 @@ from typing import Any
 import pandas as pd
 
 from medmodal.data.images import ImageReadError, image_size
-from medmodal.data.manifest import CONTRACT_COLUMNS, Manifest, read_manifest
+from medmodal.data.manifest import Manifest, read_manifest
+from medmodal.data.manifest_contract import CONTRACT_COLUMNS
 from medmodal.data.types import RowProblem
 from medmodal.errors import DataError, InputNotFoundError
 
