@@ -79,6 +79,15 @@ class ReportTokenizer:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def to_json(self) -> str:
+        """The tokenizer as JSON text (the content :meth:`save` writes; stored in checkpoints)."""
+        return self._tokenizer.to_str()
+
+    @classmethod
+    def from_json(cls, text: str) -> ReportTokenizer:
+        """The tokenizer of :meth:`to_json` text (its special tokens checked)."""
+        return cls(Tokenizer.from_str(text))
+
     # ------------------------------------------------------------------ encoding
     def encode(self, text: str, max_len: int, add_bos_eos: bool = False) -> list[int]:
         """Token ids of ``text``, at most ``max_len`` of them (no padding).

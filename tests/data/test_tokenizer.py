@@ -112,3 +112,11 @@ def test_vocab_size_covers_every_id_even_with_special_tokens_in_training_text():
     tok = ReportTokenizer.train(["a b c [SEP] d e"], min_freq=1)
     ids = tok.encode("a b c d e", max_len=10)
     assert max(ids) < tok.vocab_size
+
+
+def test_json_text_round_trip_matches_the_saved_file(tmp_path):
+    tok = ReportTokenizer.train(["small left effusion", "no effusion"], min_freq=1)
+    again = ReportTokenizer.from_json(tok.to_json())
+    assert again.encode("small right effusion", max_len=8) == tok.encode("small right effusion", max_len=8)
+    tok.save(tmp_path / "tokenizer.json")
+    assert json.loads(tok.to_json()) == json.loads((tmp_path / "tokenizer.json").read_text())
