@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from medmodal.data.prepared import (
 )
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.runs import RunDir, write_json_atomic
+from medmodal.training.artifacts import ModelArtifacts, StoreArtifacts
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +133,7 @@ def heads_for_prepared_data(config: Config, index: PreparedIndex) -> Config:
     return heads_for_data(config, stand_ins)
 
 
-def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = False):
+def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = False, callbacks: Sequence[L.Callback] = ()):
     """Train on prepared data into the run folder ``out`` (see :func:`medmodal.training.trainer.train`)."""
     from medmodal.training import trainer as tr
     from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
@@ -172,7 +174,8 @@ def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = 
     train_loader = prepared_loader(index, "train", tokenizer, config, train=True)
     val_loader = prepared_loader(index, "val", tokenizer, config, train=False)
     checkpoint, last_checkpoint = run_checkpoints(run, t.monitor, "max")
-    callbacks: list = [checkpoint, last_checkpoint, EpochSeeding(t.seed), PreparedEpoch(train_loader.dataset)]
+    callbacks = [checkpoint, last_checkpoint, EpochSeeding(t.seed), PreparedEpoch(train_loader.dataset),
+                 StoreArtifacts(ModelArtifacts(labels, tokenizer)), *callbacks]  # fmt: skip
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=t.early_stopping_patience))
     resume_from = resume[0] if resume is not None else None

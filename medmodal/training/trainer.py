@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from medmodal.data.pipeline import (
 from medmodal.data.prepared import is_prepared
 from medmodal.errors import RunError
 from medmodal.runs import RunDir, write_json_atomic
+from medmodal.training.artifacts import ModelArtifacts, StoreArtifacts
 from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
 from medmodal.training.data_defaults import heads_for_data
 from medmodal.training.domain_adaptation import site_names, split_target_sites, with_unlabeled
@@ -168,12 +170,14 @@ def lightning_trainer(t: TrainConfig, root: Path, *, strategy: Any, callbacks: l
     )
 
 
-def train(data: str | Path, config: Config, out: str | Path, *, force: bool = False) -> TrainResult:
-    """Train a model on ``data`` into the run folder ``out``; resumes from ``last.ckpt`` if present."""
+def train(data: str | Path, config: Config, out: str | Path, *, force: bool = False,
+          callbacks: Sequence[L.Callback] = ()) -> TrainResult:  # fmt: skip
+    """Train a model on ``data`` into the run folder ``out``; resumes from ``last.ckpt`` if present.
+    ``callbacks``: further Lightning callbacks (the Python API's ``medmodal.train``)."""
     if is_prepared(data):  # streamed from the shards, never all studies in memory (docs/prepare.md)
         from medmodal.training.prepared_training import train_prepared
 
-        return train_prepared(str(data), config, out, force=force)
+        return train_prepared(str(data), config, out, force=force, callbacks=callbacks)
     start = time.time()
     quiet_lightning()
     run = RunDir.at(out)
@@ -224,7 +228,9 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         batch_size=t.batch_size, shuffle=False, num_workers=config.data.num_workers, seed=t.seed,
     )
     checkpoint, last_checkpoint = run_checkpoints(run, t.monitor, "max")
-    callbacks: list = [checkpoint, last_checkpoint, EpochSeeding(t.seed)]
+    # labels and vocabulary stored in every checkpoint (medmodal.training.artifacts)
+    callbacks = [checkpoint, last_checkpoint, EpochSeeding(t.seed), StoreArtifacts(ModelArtifacts(labels, tokenizer)),
+                 *callbacks]  # fmt: skip
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=t.early_stopping_patience))
     resume_from = resume[0] if resume is not None else None
