@@ -10,6 +10,7 @@ a file's image would be, so an array, the Pillow image of it and a PNG of it pre
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from medmodal.data.pipeline import build_dataset
 from medmodal.data.reports import split_report_sections
 from medmodal.data.types import Study
 from medmodal.explain.modality import conflicts_for_prediction
+from medmodal.training.artifacts import ARTIFACTS_KEY, ModelArtifacts
+from medmodal.training.checkpoints import read_checkpoint
 from medmodal.training.loading import TrainedRun, load_trained
 
 
@@ -55,11 +58,37 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
+        """The predictor of a run folder (best checkpoint, ``calibration.json`` applied) or of a
+        checkpoint file alone (written by ``medmodal train`` or :meth:`save`)."""
         return cls(load_trained(run_dir, device=device))
 
     @property
     def labels(self) -> list[str]:
         return self.trained.labels
+
+    def save(self, path: str | Path) -> Path:
+        """Write one checkpoint file that predicts on its own (``medmodal.load(path)``): the weights
+        with the calibration in effect (persistent buffers), the label names, the tokenizer and the
+        decision thresholds, as plain data (loads with ``weights_only=True``). The hyper-parameters
+        come from the checkpoint this predictor was loaded from, which must still be readable.
+        Optimizer and loop states are left out. Written through a temporary file and a rename."""
+        source = read_checkpoint(self.trained.checkpoint)
+        weights = {k: v for k, v in source["state_dict"].items() if not k.startswith("model.")}
+        weights.update({f"model.{k}": v.detach().cpu() for k, v in self.trained.model.state_dict().items()})
+        artifacts = ModelArtifacts(labels=self.labels, tokenizer=self.trained.tokenizer,
+                                   thresholds=self.trained.thresholds, calibrated=self.trained.calibrated)  # fmt: skip
+        state = {key: source[key] for key in ("hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
+                 if key in source}  # fmt: skip
+        state.update({"state_dict": weights, ARTIFACTS_KEY: artifacts.to_checkpoint()})
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
 
     def batch_for(self, study: Study, decoded: DecodedImage | None = None) -> dict:
         """The collated one-study batch the model takes (same preprocessing as training); ``decoded``:

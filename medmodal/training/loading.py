@@ -12,7 +12,8 @@ from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.runs import RunDir
 from medmodal.safeio import UnreadableFileError
-from medmodal.training.checkpoints import module_from_checkpoint
+from medmodal.training.artifacts import ModelArtifacts
+from medmodal.training.checkpoints import module_from_checkpoint, read_checkpoint
 from medmodal.training.module import MultimodalModule
 
 
@@ -48,7 +49,11 @@ def load_trained(
 
     The checkpoint is read with ``weights_only=True`` (:mod:`medmodal.training.checkpoints`):
     one whose pickle would run code is refused with :class:`~medmodal.safeio.UnsafeFileError`.
+
+    ``run_dir`` may also be a checkpoint file alone (:func:`load_checkpoint_file`).
     """
+    if Path(run_dir).is_file() and checkpoint is None:
+        return load_checkpoint_file(run_dir, device)
     from medmodal.evaluation.calibration import CALIBRATION_FILE, PlattScaling
 
     run = RunDir.at(run_dir)
@@ -92,3 +97,26 @@ def _check_matches_run(module: MultimodalModule, checkpoint: Path, labels: list[
             f"{checkpoint}: the model's vocabulary has {hparams['vocab_size']} tokens, "
             f"the run's tokenizer.json {tokenizer.vocab_size}"
         )
+
+
+def load_checkpoint_file(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
+    """A checkpoint file on its own: labels, tokenizer and calibration thresholds from the data
+    stored in it (:mod:`medmodal.training.artifacts`), the calibration from its weights.
+    ``TrainedRun.run`` is the checkpoint's folder.
+
+    Raises:
+        UnreadableFileError: a checkpoint written before medmodal stored these (load its run folder),
+            or one whose stored labels / vocabulary do not fit its model.
+    """
+    path = Path(path)
+    artifacts = ModelArtifacts.from_checkpoint(read_checkpoint(path), path)
+    if artifacts is None:
+        raise UnreadableFileError(
+            f"{path}: holds no label names and tokenizer (written before checkpoints carried them); "
+            "load its run folder instead"
+        )
+    module = module_from_checkpoint(MultimodalModule, path, map_location=device)  # never unpickles code
+    _check_matches_run(module, path, artifacts.labels, artifacts.tokenizer)
+    return TrainedRun(run=RunDir.at(path.parent), config=module.config, labels=artifacts.labels,
+                      tokenizer=artifacts.tokenizer, model=module.model.to(device).eval(), checkpoint=path,
+                      calibrated=artifacts.calibrated, thresholds=artifacts.thresholds)  # fmt: skip
