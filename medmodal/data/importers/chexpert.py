@@ -27,16 +27,18 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack
 
 from medmodal.data.importers.common import (
     ImageFolder,
     ImportFormatError,
+    ImportJob,
     ImportResult,
+    TableOptions,
+    folder_of,
     label_name,
     read_table,
     records,
-    write_import,
 )
 from medmodal.data.types import RowProblem
 from medmodal.errors import InputNotFoundError
@@ -85,11 +87,8 @@ def import_chexpert(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    images: str | os.PathLike | None = None,
-    copy_images: bool = False,
     uncertain: UncertainPolicy = "negative",
-    strict: bool = False,
-    check_images: bool = False,
+    **options: Unpack[TableOptions],
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from CheXpert tables (see the module docstring).
 
@@ -99,10 +98,9 @@ def import_chexpert(
             holding the release folder (the paths start with ``CheXpert-v1.0[-small]/``).
             A path is also tried without its first folder, so the release folder itself works.
     """
-    source, out = Path(source), Path(out_dir)
+    source = Path(source)
     tables = _tables(source)
-    folder = source if source.is_dir() else source.parent
-    image_folder = ImageFolder(images if images is not None else folder.parent, out, copy=copy_images)
+    job = ImportJob.start(FORMAT, out_dir, folder_of(source).parent, **options)
     problems: list[RowProblem] = []
     studies: dict[str, dict] = {}
     source_rows = 0
@@ -113,10 +111,9 @@ def import_chexpert(
             raise ImportFormatError(f"{table_path}: none of the CheXpert observation columns {list(OBSERVATIONS)}")
         source_rows += len(table)
         for rec in records(table):
-            _add_view(rec, str(table_path), split, columns, uncertain, image_folder, studies, problems)
-    rows = [_manifest_row(study, image_folder) for study in studies.values()]
-    return write_import(FORMAT, rows, out, source_rows=source_rows, problems=problems, strict=strict,
-                        check_images=check_images, notes={"uncertain_policy": uncertain})  # fmt: skip
+            _add_view(rec, str(table_path), split, columns, uncertain, job.images, studies, problems)
+    rows = [_manifest_row(study, job.images) for study in studies.values()]
+    return job.finish(rows, source_rows=source_rows, problems=problems, notes={"uncertain_policy": uncertain})
 
 
 def _tables(source: Path) -> list[tuple[Path, str]]:

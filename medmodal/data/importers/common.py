@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypedDict
 
 import pandas as pd
 
@@ -292,6 +292,56 @@ def write_import(
         manifest=manifest,
         notes=notes,
     )
+
+
+class TableOptions(TypedDict, total=False):
+    """The keywords every table-driven format takes (``registry.TABLE_OPTIONS`` on the command line)."""
+
+    images: str | os.PathLike | None  # folder with the images (default: the format's own place)
+    copy_images: bool  # copy into OUT/images instead of referencing in place
+    strict: bool  # any bad source row raises ImportFormatError
+    check_images: bool  # decode every image when the manifest is read back
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """One import's output folder, image lookup and strictness: how every format starts and ends."""
+
+    format: str
+    out: Path
+    images: ImageFolder
+    strict: bool = False
+    check_images: bool = False
+
+    @classmethod
+    def start(
+        cls,
+        format_name: str,
+        out_dir: str | os.PathLike,
+        default_images: Path,
+        *,
+        images: str | os.PathLike | None = None,
+        copy_images: bool = False,
+        strict: bool = False,
+        check_images: bool = False,
+    ) -> ImportJob:
+        """Images are looked up under ``images``, else under ``default_images``."""
+        out = Path(out_dir)
+        folder = ImageFolder(images if images is not None else default_images, out, copy=copy_images)
+        return cls(format_name, out, folder, strict, check_images)
+
+    def finish(
+        self, rows: list[dict[str, Any]], *, source_rows: int, problems: list[RowProblem],
+        notes: dict[str, Any] | None = None,
+    ) -> ImportResult:
+        """Write the manifest (:func:`write_import`) with this job's strictness and image checks."""
+        return write_import(self.format, rows, self.out, source_rows=source_rows, problems=problems,
+                            strict=self.strict, check_images=self.check_images, notes=notes)  # fmt: skip
+
+
+def folder_of(source: Path) -> Path:
+    """The folder of a source given as a folder or as a file in it."""
+    return source if source.is_dir() else source.parent
 
 
 def images_outside(rows: Iterable[dict[str, Any]], out_dir: Path) -> int:

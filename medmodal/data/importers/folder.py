@@ -29,18 +29,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack
 
 import pydicom
 
 from medmodal.data.images import is_dicom
 from medmodal.data.importers.common import (
     ImageFolder,
+    ImportJob,
     ImportResult,
+    TableOptions,
     label_name,
     read_table,
     records,
-    write_import,
 )
 from medmodal.data.types import RowProblem
 
@@ -60,13 +61,12 @@ def import_folder(
     labels: str | os.PathLike | None = None,
     id_column: str = "id",
     uncertain: Literal["negative", "positive"] = "negative",
-    copy_images: bool = False,
-    strict: bool = False,
-    check_images: bool = False,
+    **options: Unpack[TableOptions],
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from an image folder and a report CSV (see the module docstring)."""
-    source, out = Path(source), Path(out_dir)
-    images = ImageFolder(source, out, copy=copy_images)
+    source = Path(source)
+    job = ImportJob.start(FORMAT, out_dir, source, **options)
+    images = job.images
     problems: list[RowProblem] = []
     if reports is None:
         rows = [{"id": path.stem, "image": str(path)} for path in images.all_images()]
@@ -81,8 +81,7 @@ def import_folder(
         if path is not None:
             _fill_from_dicom(row, path)
             row["image"] = images.cell(path)
-    return write_import(FORMAT, rows, out, source_rows=source_rows, problems=problems, strict=strict,
-                        check_images=check_images)  # fmt: skip
+    return job.finish(rows, source_rows=source_rows, problems=problems)
 
 
 def _report_rows(path: Path, id_column: str, images: ImageFolder, problems: list[RowProblem]) -> tuple[list[dict], int]:

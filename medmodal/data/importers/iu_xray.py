@@ -26,8 +26,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Unpack
 
-from medmodal.data.importers.common import ImageFolder, ImportFormatError, ImportResult, write_import
+from medmodal.data.importers.common import (
+    ImageFolder,
+    ImportFormatError,
+    ImportJob,
+    ImportResult,
+    TableOptions,
+)
 from medmodal.data.importers.openi import iter_openi_xml, parse_openi_report
 from medmodal.data.types import RowProblem
 from medmodal.errors import InputNotFoundError
@@ -42,11 +49,8 @@ def import_iu_xray(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    images: str | os.PathLike | None = None,
-    copy_images: bool = False,
     openi_reports: str | os.PathLike | None = None,
-    strict: bool = False,
-    check_images: bool = False,
+    **options: Unpack[TableOptions],
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from ``annotation.json`` (see the module docstring).
 
@@ -55,23 +59,22 @@ def import_iu_xray(
         images: the folder the ``image_path`` entries are relative to (default: ``images/`` next to the JSON).
         openi_reports: Open-i report XMLs to take MeSH labels from (optional).
     """
-    source, out = Path(source), Path(out_dir)
+    source = Path(source)
     annotation = source / ANNOTATION if source.is_dir() else source
     records = _read_annotation(annotation)
-    image_folder = ImageFolder(images if images is not None else annotation.parent / "images", out, copy=copy_images)
+    job = ImportJob.start(FORMAT, out_dir, annotation.parent / "images", **options)
     labels = _openi_labels(openi_reports) if openi_reports is not None else None
     problems: list[RowProblem] = []
     rows, seen = [], set()
     for split_key, number, record in records:
-        row = _row(record, (str(annotation), number, split_key), image_folder, seen, problems)
+        row = _row(record, (str(annotation), number, split_key), job.images, seen, problems)
         if row is not None:
             row["labels"] = ";".join(labels.get(row["patient_id"], [])) if labels is not None else ""
             rows.append(row)
     notes = {"labels_from": "Open-i MeSH" if labels is not None else "none (run medmodal label-reports)"}
     if labels is not None:
         notes["studies_without_openi_report"] = sum(1 for r in rows if r["patient_id"] not in labels)
-    return write_import(FORMAT, rows, out, source_rows=len(records), problems=problems, strict=strict,
-                        check_images=check_images, notes=notes)  # fmt: skip
+    return job.finish(rows, source_rows=len(records), problems=problems, notes=notes)
 
 
 def _read_annotation(path: Path) -> list[tuple[str, int, object]]:

@@ -25,15 +25,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Unpack
 
 from medmodal.data.importers.chexpert import OBSERVATIONS, UncertainPolicy, observation_labels
 from medmodal.data.importers.common import (
     ImageFolder,
+    ImportJob,
     ImportResult,
+    TableOptions,
     find_table,
     read_table,
     records,
-    write_import,
 )
 from medmodal.data.types import RowProblem
 from medmodal.errors import InputNotFoundError
@@ -51,12 +53,9 @@ def import_mimic_cxr(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    images: str | os.PathLike | None = None,
     reports: str | os.PathLike | None = None,
-    copy_images: bool = False,
     uncertain: UncertainPolicy = "negative",
-    strict: bool = False,
-    check_images: bool = False,
+    **options: Unpack[TableOptions],
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from a MIMIC-CXR-JPG folder (see the module docstring).
 
@@ -65,10 +64,10 @@ def import_mimic_cxr(
         images: the folder holding ``files/`` (default: ``source``).
         reports: the folder holding the reports' ``files/`` (default: ``source``; absent reports = no text).
     """
-    source, out = Path(source), Path(out_dir)
+    source = Path(source)
     if not source.is_dir():
         raise InputNotFoundError(f"{source}: not a MIMIC-CXR-JPG folder")
-    image_folder = ImageFolder(images if images is not None else source, out, copy=copy_images)
+    job = ImportJob.start(FORMAT, out_dir, source, **options)
     reports_root = Path(reports) if reports is not None else source
     problems: list[RowProblem] = []
     studies, source_rows = _studies(find_table(source, METADATA, "metadata table"), problems)
@@ -79,15 +78,14 @@ def import_mimic_cxr(
         report = _report(reports_root, study["subject"], study_id)
         with_report += bool(report)
         labels, uncertain_labels = label_rows.get(study_id, ([], []))
-        image, view = _first_image(study, image_folder)
+        image, view = _first_image(study, job.images)
         rows.append({"id": f"s{study_id}", "patient_id": f"p{study['subject']}", "image": image,
                      "report": report, "labels": ";".join(labels), "split": split_rows.get(study_id, ""),
                      "uncertain": ";".join(uncertain_labels), "view": view,
                      "image_ids": ";".join(d for d, _ in study["images"])})  # fmt: skip
     notes = {"uncertain_policy": uncertain, "studies_with_report": with_report,
              "studies_without_labeller_row": sum(1 for s in studies if s not in label_rows)}  # fmt: skip
-    return write_import(FORMAT, rows, out, source_rows=source_rows, problems=problems, strict=strict,
-                        check_images=check_images, notes=notes)  # fmt: skip
+    return job.finish(rows, source_rows=source_rows, problems=problems, notes=notes)
 
 
 def _studies(path: Path, problems: list[RowProblem]) -> tuple[dict[str, dict], int]:

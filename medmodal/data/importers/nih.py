@@ -32,20 +32,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack
 
 from medmodal.data.importers.common import (
-    ImageFolder,
+    ImportJob,
     ImportResult,
+    TableOptions,
     boxes_cell,
     find_table,
+    folder_of,
     label_name,
     number,
     read_table,
     records,
     split_from_folders,
     stored_size,
-    write_import,
 )
 from medmodal.data.splits import patient_splits
 from medmodal.data.types import RowProblem, Study
@@ -76,14 +77,11 @@ def import_nih(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    images: str | os.PathLike | None = None,
-    copy_images: bool = False,
     splits: SplitPolicy = "official",
     val_fraction: float = 0.1,
     seed: int = 0,
     any_finding: str | None = None,
-    strict: bool = False,
-    check_images: bool = False,
+    **options: Unpack[TableOptions],
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from the NIH tables and images (see the module docstring).
 
@@ -98,36 +96,35 @@ def import_nih(
         strict: raise on any bad source row instead of leaving it out.
         check_images: decode-check every image when reading the manifest back.
     """
-    source, out = Path(source), Path(out_dir)
-    folder = source if source.is_dir() else source.parent
+    source = Path(source)
+    folder = folder_of(source)
     table_path = find_table(source, DATA_ENTRY, "NIH Data_Entry_2017 table")
     problems: list[RowProblem] = []
     entries = read_entries(table_path, problems)
     boxes = read_boxes(_optional(folder, BBOX_LIST), entries, problems) if source.is_dir() else {}
-    image_folder = ImageFolder(images if images is not None else folder, out, copy=copy_images)
+    job = ImportJob.start(FORMAT, out_dir, folder, **options)
     split_of = _official_splits(folder, entries, val_fraction, seed) if splits == "official" else {}
     extra_label = label_name(any_finding) if any_finding else ""
     if extra_label in {label_name(n) for n in NIH_FINDINGS}:
         raise ValueError(f"any_finding {any_finding!r} is one of the NIH findings; choose another name")
     rows = []
     for entry in entries.values():
-        path = image_folder.by_name(entry.image_index)
+        path = job.images.by_name(entry.image_index)
         labels = entry.labels + [extra_label] if extra_label and entry.labels else entry.labels
         split = split_of.get(entry.image_index, "")
         if splits == "folders" and path is not None:
-            split = split_from_folders(path.relative_to(image_folder.root))
+            split = split_from_folders(path.relative_to(job.images.root))
         rows.append({
             "id": Path(entry.image_index).stem,
             "patient_id": entry.patient_id,
-            "image": image_folder.cell(path) if path is not None else "",
+            "image": job.images.cell(path) if path is not None else "",
             "labels": ";".join(labels),
             "boxes": _scaled_boxes(boxes.get(entry.image_index, []), path),
             "split": split,
             **entry.extra,
         })  # fmt: skip
     notes = {"split_policy": splits if (splits != "official" or split_of) else "none (no split lists found)"}
-    return write_import(FORMAT, rows, out, source_rows=len(entries) + len(problems), problems=problems,
-                        strict=strict, check_images=check_images, notes=notes)  # fmt: skip
+    return job.finish(rows, source_rows=len(entries) + len(problems), problems=problems, notes=notes)
 
 
 def read_entries(path: Path, problems: list[RowProblem]) -> dict[str, _Entry]:

@@ -28,16 +28,18 @@ from __future__ import annotations
 import ast
 import os
 from pathlib import Path
+from typing import Unpack
 
 from medmodal.data.importers.common import (
     MAX_CELL_CHARS,
-    ImageFolder,
+    ImportJob,
     ImportResult,
+    TableOptions,
     find_table,
+    folder_of,
     label_name,
     read_table,
     records,
-    write_import,
 )
 from medmodal.data.types import RowProblem
 
@@ -66,19 +68,13 @@ def parse_label_list(cell: str) -> list[str]:
 
 
 def import_padchest(
-    source: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    images: str | os.PathLike | None = None,
-    copy_images: bool = False,
-    strict: bool = False,
-    check_images: bool = False,
+    source: str | os.PathLike, out_dir: str | os.PathLike, **options: Unpack[TableOptions]
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from the PadChest table and images (see the module docstring)."""
-    source, out = Path(source), Path(out_dir)
+    source = Path(source)
     table_path = find_table(source, TABLES, "PadChest label table")
-    folder = source if source.is_dir() else source.parent
-    image_folder = ImageFolder(images if images is not None else folder, out, copy=copy_images)
+    folder = folder_of(source)
+    job = ImportJob.start(FORMAT, out_dir, folder, **options)
     table = read_table(table_path, ["ImageID", "PatientID", "Labels"])
     problems: list[RowProblem] = []
     rows, seen = [], {}
@@ -96,11 +92,10 @@ def import_padchest(
             problems.append(RowProblem(file, row, "Labels", str(err), image))
             continue
         seen[image] = row
-        path = image_folder.relative(f"{rec.get('ImageDir', '')}/{image}") or image_folder.by_name(image)
+        path = job.images.relative(f"{rec.get('ImageDir', '')}/{image}") or job.images.by_name(image)
         labels = sorted({label_name(n) for n in names if n.lower() != NO_FINDING} - {""})
-        rows.append({"id": Path(image).stem, "patient_id": rec["PatientID"], "image": image_folder.cell(path) if path else "",
+        rows.append({"id": Path(image).stem, "patient_id": rec["PatientID"], "image": job.images.cell(path) if path else "",
                      "findings": rec.get("Report", ""), "labels": ";".join(labels),
                      "report_language": "es", "study_id": rec.get("StudyID", ""), "view": rec.get("Projection", ""),
                      "label_method": rec.get("MethodLabel", ""), "localizations": ";".join(localizations)})  # fmt: skip
-    return write_import(FORMAT, rows, out, source_rows=len(table), problems=problems, strict=strict,
-                        check_images=check_images)  # fmt: skip
+    return job.finish(rows, source_rows=len(table), problems=problems)

@@ -9,7 +9,9 @@ one module plus one entry). Modules are imported only when their format is run.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,17 @@ class ImportFormat:
         if unknown:
             raise ValueError(f"format {self.name!r} has no option(s) {unknown}; its options: {sorted(known)}")
         return self.load()(source, out_dir, **{k: v for k, v in options.items() if v is not None})
+
+
+def accepted_keywords(function: Callable[..., Any]) -> set[str]:
+    """The keywords ``function`` takes: its named parameters plus the keys of a ``**options: Unpack[TypedDict]``."""
+    parameters = inspect.signature(function).parameters
+    names = {n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    for name, hint in typing.get_type_hints(function, include_extras=True).items():
+        if parameters.get(name) is not None and parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            (options,) = typing.get_args(hint)  # Unpack[TableOptions] -> TableOptions
+            names |= set(typing.get_type_hints(options))
+    return names
 
 
 FORMATS: dict[str, ImportFormat] = {

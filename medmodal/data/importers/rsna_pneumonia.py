@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Unpack
 
 from medmodal.data.importers.common import (
-    ImageFolder,
+    ImportJob,
     ImportResult,
+    TableOptions,
     boxes_cell,
     find_table,
+    folder_of,
     number,
     read_table,
     records,
     stored_size,
-    write_import,
 )
 from medmodal.data.types import RowProblem
 
@@ -42,31 +44,24 @@ RELEASE_SIZE = 1024
 
 
 def import_rsna_pneumonia(
-    source: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    images: str | os.PathLike | None = None,
-    copy_images: bool = False,
-    strict: bool = False,
-    check_images: bool = False,
+    source: str | os.PathLike, out_dir: str | os.PathLike, **options: Unpack[TableOptions]
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from the RSNA pneumonia labels and images (see the module docstring)."""
-    source, out = Path(source), Path(out_dir)
+    source = Path(source)
     table_path = find_table(source, LABELS_TABLE, "RSNA stage_2_train_labels table")
-    folder = source if source.is_dir() else source.parent
-    image_folder = ImageFolder(images if images is not None else folder, out, copy=copy_images)
+    folder = folder_of(source)
+    job = ImportJob.start(FORMAT, out_dir, folder, **options)
     table = read_table(table_path, ["patientId", "x", "y", "width", "height", "Target"])
     problems: list[RowProblem] = []
     targets = _targets(table, str(table_path), problems)
     classes = _classes(folder / CLASS_TABLE) if source.is_dir() else {}
     rows = []
     for patient, (target, boxes) in targets.items():
-        path = image_folder.by_name(patient)
-        rows.append({"id": patient, "patient_id": patient, "image": image_folder.cell(path) if path else "",
+        path = job.images.by_name(patient)
+        rows.append({"id": patient, "patient_id": patient, "image": job.images.cell(path) if path else "",
                      "labels": LABEL if target else "", "boxes": _scaled(boxes, path),
                      "class": classes.get(patient, "")})  # fmt: skip
-    return write_import(FORMAT, rows, out, source_rows=len(table), problems=problems, strict=strict,
-                        check_images=check_images)  # fmt: skip
+    return job.finish(rows, source_rows=len(table), problems=problems)
 
 
 def _targets(table, file: str, problems: list[RowProblem]) -> dict[str, tuple[int, list[dict]]]:

@@ -22,20 +22,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 from PIL import Image
 
 from medmodal.data.importers.common import (
-    ImageFolder,
+    ImportJob,
     ImportResult,
+    TableOptions,
     boxes_cell,
     find_table,
+    folder_of,
     read_table,
     records,
     relative_to,
     stored_size,
-    write_import,
 )
 from medmodal.data.types import RowProblem
 from medmodal.errors import DataError
@@ -75,33 +77,26 @@ def decode_relative_rle(code: str, height: int = RELEASE_SIZE, width: int = RELE
 
 
 def import_siim(
-    source: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    images: str | os.PathLike | None = None,
-    copy_images: bool = False,
-    strict: bool = False,
-    check_images: bool = False,
+    source: str | os.PathLike, out_dir: str | os.PathLike, **options: Unpack[TableOptions]
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` and ``out_dir/masks/*.png`` (see the module docstring)."""
-    source, out = Path(source), Path(out_dir)
+    source = Path(source)
     table_path = find_table(source, TABLES, "SIIM train-rle table")
-    folder = source if source.is_dir() else source.parent
-    image_folder = ImageFolder(images if images is not None else folder, out, copy=copy_images)
+    folder = folder_of(source)
+    job = ImportJob.start(FORMAT, out_dir, folder, **options)
     table = read_table(table_path, ["ImageId", "EncodedPixels"])
     problems: list[RowProblem] = []
     regions = _regions(table, str(table_path), problems)
     rows = []
     for image_id, masks in regions.items():
-        path = image_folder.by_name(image_id)
+        path = job.images.by_name(image_id)
         row = {"id": image_id, "patient_id": image_id, "image": "", "labels": LABEL if masks else "", "boxes": "", "mask": ""}
         size = stored_size(path) if path is not None else None
         if size is not None:
-            row["image"] = image_folder.cell(path)
-            row["mask"], row["boxes"] = _write_mask(masks, size, out / "masks" / f"{image_id}.png", out)
+            row["image"] = job.images.cell(path)
+            row["mask"], row["boxes"] = _write_mask(masks, size, job.out / "masks" / f"{image_id}.png", job.out)
         rows.append(row)
-    return write_import(FORMAT, rows, out, source_rows=len(table), problems=problems, strict=strict,
-                        check_images=check_images)  # fmt: skip
+    return job.finish(rows, source_rows=len(table), problems=problems)
 
 
 def _regions(table, file: str, problems: list[RowProblem]) -> dict[str, list[str]]:

@@ -27,18 +27,21 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import Unpack
 
 from medmodal.data.importers.common import (
     ImageFolder,
+    ImportJob,
     ImportResult,
+    TableOptions,
     boxes_cell,
     find_table,
+    folder_of,
     label_name,
     number,
     read_table,
     records,
     stored_size,
-    write_import,
 )
 from medmodal.data.types import RowProblem
 
@@ -52,26 +55,21 @@ def import_vindr(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    images: str | os.PathLike | None = None,
-    copy_images: bool = False,
     min_readers: int = 1,
-    strict: bool = False,
-    check_images: bool = False,
+    **options: Unpack[TableOptions],
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from a VinDr-CXR / VinBigData annotation table (see the module docstring)."""
     if min_readers < 1:
         raise ValueError(f"min_readers must be >= 1, got {min_readers}")
-    source, out = Path(source), Path(out_dir)
+    source = Path(source)
     table_path = find_table(source, TABLES, "VinDr-CXR annotation table")
-    folder = source if source.is_dir() else source.parent
-    image_folder = ImageFolder(images if images is not None else folder, out, copy=copy_images)
+    job = ImportJob.start(FORMAT, out_dir, folder_of(source), **options)
     table = read_table(table_path, ["image_id", "rad_id", "class_name", *COORDINATES])
     problems: list[RowProblem] = []
     marks = _reader_marks(table, str(table_path), problems)
     split = "test" if "test" in table_path.name.lower() else ""
-    rows = [_merged_row(image_id, found, min_readers, split, image_folder) for image_id, found in marks.items()]
-    return write_import(FORMAT, rows, out, source_rows=len(table), problems=problems, strict=strict,
-                        check_images=check_images, notes={"min_readers": min_readers})  # fmt: skip
+    rows = [_merged_row(image_id, found, min_readers, split, job.images) for image_id, found in marks.items()]
+    return job.finish(rows, source_rows=len(table), problems=problems, notes={"min_readers": min_readers})
 
 
 def _reader_marks(table, file: str, problems: list[RowProblem]) -> dict[str, dict]:
