@@ -59,3 +59,15 @@ def test_findings_subset_and_empty_hypothesis(labeler):
         clinical_efficacy(REFS, HYPS, labeler, findings=["cardiomegally"])
     with pytest.raises(ValueError, match="2 references for 1 hypotheses"):
         clinical_efficacy(REFS, HYPS[:1], labeler)
+
+
+def test_report_variety_counts_distinct_reports_per_study_with_a_finding(labeler):
+    refs = ["Cardiomegaly.", "Small left effusion.", "No acute abnormality.", "Pneumothorax."]
+    hyps = ["The heart is enlarged.", "the heart  is enlarged .", "Lungs are clear.", "There is a pneumothorax."]
+    m = clinical_efficacy(refs, hyps, labeler)
+    # case and spacing do not make a report distinct: 3 different reports, the commonest twice
+    assert (m["n_distinct_reports"], m["most_common_report_count"]) == (3, 2)
+    assert m["n_with_finding"] == 3  # the normal reference states no finding
+    assert m["distinct_fraction_with_finding"] == pytest.approx(3 / 3)
+    none_abnormal = clinical_efficacy(["No acute abnormality."], ["Lungs are clear."], labeler)
+    assert none_abnormal["n_with_finding"] == 0 and none_abnormal["distinct_fraction_with_finding"] is None

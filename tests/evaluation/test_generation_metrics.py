@@ -100,3 +100,8 @@ def test_meteor_without_java_is_none_with_a_warning(monkeypatch):
 def test_meteor_with_java():
     m = generation_metrics(REFS, REFS)
     assert m["meteor"] == pytest.approx(1.0, abs=0.02)  # its fragmentation penalty keeps it just under 1
+
+
+def test_report_counts_compare_tokens():
+    counts = generation_module.report_counts(["No effusion.", "no  effusion .", "Small effusion."])
+    assert counts == {"no effusion .": 2, "small effusion .": 1}

@@ -15,6 +15,11 @@ generated vectors with the reference ones (scikit-learn
 - ``ce_f1_macro``: mean of the per-finding F1 over the findings where F1 is
   defined; a finding absent from both the references and the generated reports
   (0/0) is left out and ``ce_labels_used`` counts the others.
+- ``n_distinct_reports`` / ``most_common_report_count``: how many different reports were
+  generated (compared as tokens, :func:`~medmodal.evaluation.metrics.generation.report_counts`)
+  and how often the commonest one was; ``n_with_finding``: references stating at least one
+  finding; ``distinct_fraction_with_finding`` = ``n_distinct_reports / n_with_finding`` (a model
+  that writes the same few reports for every abnormal study scores low; docs/reports.md).
 - Undefined values are ``None`` (e.g. precision when no finding was generated).
 """
 
@@ -27,6 +32,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
 from medmodal.evaluation.metrics._arrays import mean_or_none, none_if_nan
+from medmodal.evaluation.metrics.generation import report_counts
 
 if TYPE_CHECKING:
     from medmodal.labeling import ReportLabeler
@@ -53,7 +59,8 @@ def clinical_efficacy(
 
     Returns:
         ``{"ce_precision", "ce_recall", "ce_f1", "ce_f1_macro", "ce_labels_used",
-        "n_reports", "per_label": {finding: {"precision", "recall", "f1",
+        "n_reports", "n_distinct_reports", "most_common_report_count", "n_with_finding",
+        "distinct_fraction_with_finding", "per_label": {finding: {"precision", "recall", "f1",
         "n_reference_positive", "n_hypothesis_positive"}}}``.
     """
     from medmodal.labeling import to_binary
@@ -95,5 +102,18 @@ def clinical_efficacy(
         "ce_f1_macro": mean_or_none(f1s),
         "ce_labels_used": sum(v is not None for v in f1s),
         "n_reports": len(references),
+        **report_variety(hypotheses, n_with_finding=int(y_true.any(axis=1).sum())),
         "per_label": per_label,
+    }
+
+
+def report_variety(hypotheses: Sequence[str], n_with_finding: int) -> dict[str, Any]:
+    """Distinct generated reports, the commonest one's count, and the distinct count per
+    reference with a finding (None when no reference has one)."""
+    counts = report_counts(hypotheses)
+    return {
+        "n_distinct_reports": len(counts),
+        "most_common_report_count": counts.most_common(1)[0][1] if counts else 0,
+        "n_with_finding": n_with_finding,
+        "distinct_fraction_with_finding": len(counts) / n_with_finding if n_with_finding else None,
     }

@@ -29,6 +29,7 @@ import io
 import re
 import shutil
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+(?:'[^\W\d_]+)?|[^\w\s]|_")
@@ -41,6 +42,12 @@ def tokenize(text: str, keep_punctuation: bool = True) -> list[str]:
     if not keep_punctuation:
         tokens = [t for t in tokens if not _PUNCT.match(t)]
     return tokens
+
+
+def report_counts(hypotheses: Sequence[str]) -> Counter[str]:
+    """How often each distinct report occurs, reports compared as their :func:`tokenize` tokens
+    (case, spacing and punctuation spacing do not make a report distinct)."""
+    return Counter(" ".join(tokenize(h)) for h in hypotheses)
 
 
 def _references(references: Sequence[str | Sequence[str]], n: int) -> list[list[str]]:

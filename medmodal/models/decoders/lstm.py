@@ -5,6 +5,10 @@ regions; a gate ``sigmoid(W_beta h)`` scales the attended vector; the LSTM cell 
 ``[word embedding; gated attended memory]``; the next-word logits read
 ``[hidden; attended memory]``. The initial hidden and cell states come from the context
 (fused) vector.
+
+Conditioned (``condition_dim`` K > 0, docs/reports.md): the findings [B, K] are embedded
+once (a linear map: the sum of the present findings' vectors) and that vector joins the
+context in the initial state, the LSTM input and the output layer at every step.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class LSTMAttentionDecoder(ReportDecoder):
         hidden_dim: LSTM width; None = ``embed_dim``.
         attn_dim: width of the attention scoring layer.
         dropout: on embeddings and before the output layer.
+        condition_dim: number of findings K the decoder is conditioned on (0 = none).
     """
 
     def __init__(
@@ -44,47 +49,60 @@ class LSTMAttentionDecoder(ReportDecoder):
         hidden_dim: int | None = None,
         attn_dim: int = 128,
         dropout: float = 0.1,
+        condition_dim: int = 0,
     ) -> None:
-        super().__init__(vocab_size, pad_id, bos_id, eos_id)
+        super().__init__(vocab_size, pad_id, bos_id, eos_id, condition_dim)
         hidden_dim = hidden_dim or embed_dim
+        cond = embed_dim if condition_dim else 0  # width of the embedded findings
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.init_hidden = nn.Linear(context_dim, hidden_dim)
-        self.init_cell = nn.Linear(context_dim, hidden_dim)
+        self.condition = nn.Linear(condition_dim, cond) if condition_dim else None
+        self.init_hidden = nn.Linear(context_dim + cond, hidden_dim)
+        self.init_cell = nn.Linear(context_dim + cond, hidden_dim)
         self.attention = AdditiveAttention(memory_dim, attn_dim, query_dim=hidden_dim)
         self.attention_gate = nn.Linear(hidden_dim, memory_dim)
-        self.cell = nn.LSTMCell(embed_dim + memory_dim, hidden_dim)
+        self.cell = nn.LSTMCell(embed_dim + memory_dim + cond, hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self.output = nn.Linear(hidden_dim + memory_dim, vocab_size)
+        self.output = nn.Linear(hidden_dim + memory_dim + cond, vocab_size)
 
-    def init_state(self, context: Tensor, memory: Tensor, memory_mask: Tensor | None) -> State:
-        """context [B, Dc], memory [B, N, Dm] -> state (h, c from the context; memory and its keys)."""
-        state = {
-            "hidden": torch.tanh(self.init_hidden(context)),
-            "cell": torch.tanh(self.init_cell(context)),
-            "memory": memory,
-            "keys": self.attention.project_keys(memory),
-        }
+    def init_state(
+        self, context: Tensor, memory: Tensor, memory_mask: Tensor | None, condition: Tensor | None = None
+    ) -> State:
+        """context [B, Dc], memory [B, N, Dm], condition [B, K] or None -> state (h, c from the
+        context and embedded findings; memory and its keys; the embedded findings [B, E])."""
+        state = {"memory": memory, "keys": self.attention.project_keys(memory)}
+        if self.condition is not None:
+            state["condition"] = self.condition(condition.to(context.dtype))
+        start = self.with_condition(context, state)
+        state["hidden"] = torch.tanh(self.init_hidden(start))
+        state["cell"] = torch.tanh(self.init_cell(start))
         if memory_mask is not None:
             state["memory_mask"] = memory_mask.bool()
         return state
+
+    @staticmethod
+    def with_condition(features: Tensor, state: State) -> Tensor:
+        """features [B', D] -> [B', D + E] with the embedded findings appended (unchanged if unconditioned)."""
+        if "condition" not in state:
+            return features
+        return torch.cat([features, state["condition"]], dim=-1)
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Token ids [...] -> word embeddings [..., embed_dim] (with dropout)."""
         return self.dropout(self.embedding(tokens))
 
     def advance(self, state: State, words: Tensor) -> tuple[Tensor, State, Tensor]:
-        """One step on embedded words [B', E] -> (output features [B', hidden + Dm], state, attention [B', N])."""
+        """One step on embedded words [B', E] -> (output features [B', hidden + Dm (+ E)], state, attention [B', N])."""
         attended, weights = self.attention(
             state["memory"], state.get("memory_mask"), query=state["hidden"], projected_keys=state["keys"]
         )
         attended = torch.sigmoid(self.attention_gate(state["hidden"])) * attended
-        cell_input = torch.cat([words, attended], dim=-1)
+        cell_input = self.with_condition(torch.cat([words, attended], dim=-1), state)
         hidden, cell = self.cell(cell_input, (state["hidden"], state["cell"]))
-        features = torch.cat([hidden, attended], dim=-1)
+        features = self.with_condition(torch.cat([hidden, attended], dim=-1), state)
         return features, {**state, "hidden": hidden, "cell": cell}, weights
 
     def logits(self, features: Tensor) -> Tensor:
-        """Output features [..., hidden + Dm] -> next-token logits [..., V]."""
+        """Output features [..., hidden + Dm (+ E)] -> next-token logits [..., V]."""
         return self.output(self.dropout(features))
 
     def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State, Tensor]:
@@ -93,10 +111,17 @@ class LSTMAttentionDecoder(ReportDecoder):
         return torch.log_softmax(self.logits(features), dim=-1), state, weights
 
     def forward(
-        self, target_ids: Tensor, context: Tensor, memory: Tensor, memory_mask: Tensor | None = None
+        self,
+        target_ids: Tensor,
+        context: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        condition: Tensor | None = None,
     ) -> Tensor:
-        """Teacher forcing: target_ids [B, T] (BOS first) -> logits [B, T-1, V] for target_ids[:, 1:]."""
-        state = self.init_state(context, memory, memory_mask)
+        """Teacher forcing: target_ids [B, T] (BOS first) -> logits [B, T-1, V] for target_ids[:, 1:].
+        condition: [B, K] findings of a conditioned decoder, else None."""
+        self.check_condition(condition, target_ids.shape[0])
+        state = self.init_state(context, memory, memory_mask, condition)
         words = self.embed(target_ids[:, :-1])  # all steps at once
         outputs = []
         for t in range(words.shape[1]):

@@ -5,6 +5,10 @@ to one token, followed by the projected regions (image grid cells or text tokens
 learned type embedding telling them apart. Target tokens get learned positional
 embeddings and a causal mask. ``step`` re-decodes the whole prefix (no key/value cache:
 simple, and cheap for reports of tens of tokens); it returns no attention map.
+
+Conditioned (``condition_dim`` K > 0, docs/reports.md): K prompt tokens join the memory, one
+per finding, ``identity_k + condition_k * present_k`` (learned vectors), so every layer's
+cross-attention can read which findings to report.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class TransformerReportDecoder(ReportDecoder):
         ff_dim: feed-forward width; None = ``4 * embed_dim``.
         max_len: longest target (BOS included).
         dropout: in the layers.
+        condition_dim: number of findings K the decoder is conditioned on (0 = none).
     """
 
     def __init__(
@@ -46,8 +51,9 @@ class TransformerReportDecoder(ReportDecoder):
         ff_dim: int | None = None,
         max_len: int = 256,
         dropout: float = 0.1,
+        condition_dim: int = 0,
     ) -> None:
-        super().__init__(vocab_size, pad_id, bos_id, eos_id)
+        super().__init__(vocab_size, pad_id, bos_id, eos_id, condition_dim)
         self.max_len = max_len
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.position = nn.Embedding(max_len, embed_dim)
@@ -66,11 +72,20 @@ class TransformerReportDecoder(ReportDecoder):
         )
         self.decoder = nn.TransformerDecoder(layer, num_layers, norm=nn.LayerNorm(embed_dim))
         self.output = nn.Linear(embed_dim, vocab_size)
+        self.prompt_identity = self.prompt_present = None
+        if condition_dim:
+            self.prompt_identity = nn.Parameter(torch.randn(condition_dim, embed_dim) * 0.02)
+            self.prompt_present = nn.Parameter(torch.randn(condition_dim, embed_dim) * 0.02)
+
+    def prompt_tokens(self, condition: Tensor) -> Tensor:
+        """condition [B, K] -> one prompt token per finding [B, K, E]."""
+        weight = condition.to(self.prompt_present.dtype).unsqueeze(-1)
+        return self.prompt_identity + weight * self.prompt_present
 
     def memory_tokens(
-        self, context: Tensor, memory: Tensor, memory_mask: Tensor | None
+        self, context: Tensor, memory: Tensor, memory_mask: Tensor | None, condition: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """-> (memory tokens [B, 1 + N, E], key padding mask [B, 1 + N], True = ignore)."""
+        """-> (memory tokens [B, 1 + N (+ K), E], key padding mask [B, 1 + N (+ K)], True = ignore)."""
         context_token = self.context_proj(context).unsqueeze(1) + self.memory_type.weight[0]
         regions = self.memory_proj(memory) + self.memory_type.weight[1]
         tokens = torch.cat([context_token, regions], dim=1)
@@ -79,6 +94,10 @@ class TransformerReportDecoder(ReportDecoder):
             real = memory_mask.bool()
         # The context token is always real, so no row is fully masked.
         padding = torch.cat([torch.zeros_like(real[:, :1]), ~real], dim=1)
+        if self.prompt_identity is not None:
+            prompts = self.prompt_tokens(condition)
+            tokens = torch.cat([tokens, prompts], dim=1)
+            padding = torch.cat([padding, torch.zeros_like(padding[:, :1]).expand(-1, prompts.shape[1])], dim=1)
         return tokens, padding
 
     def decode(self, prefix: Tensor, memory: Tensor, memory_padding: Tensor) -> Tensor:
@@ -94,15 +113,24 @@ class TransformerReportDecoder(ReportDecoder):
         )
 
     def forward(
-        self, target_ids: Tensor, context: Tensor, memory: Tensor, memory_mask: Tensor | None = None
+        self,
+        target_ids: Tensor,
+        context: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        condition: Tensor | None = None,
     ) -> Tensor:
-        """Teacher forcing: target_ids [B, T] (BOS first) -> logits [B, T-1, V] for target_ids[:, 1:]."""
-        memory_tokens, padding = self.memory_tokens(context, memory, memory_mask)
+        """Teacher forcing: target_ids [B, T] (BOS first) -> logits [B, T-1, V] for target_ids[:, 1:].
+        condition: [B, K] findings of a conditioned decoder, else None."""
+        self.check_condition(condition, target_ids.shape[0])
+        memory_tokens, padding = self.memory_tokens(context, memory, memory_mask, condition)
         return self.output(self.decode(target_ids[:, :-1], memory_tokens, padding))
 
-    def init_state(self, context: Tensor, memory: Tensor, memory_mask: Tensor | None) -> State:
+    def init_state(
+        self, context: Tensor, memory: Tensor, memory_mask: Tensor | None, condition: Tensor | None = None
+    ) -> State:
         """-> state with the memory tokens, their padding mask and an empty prefix [B, 0]."""
-        memory_tokens, padding = self.memory_tokens(context, memory, memory_mask)
+        memory_tokens, padding = self.memory_tokens(context, memory, memory_mask, condition)
         prefix = torch.empty(context.shape[0], 0, dtype=torch.long, device=context.device)
         return {"memory": memory_tokens, "memory_padding": padding, "prefix": prefix}
 
