@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medmodal.data.synthetic.data_files import read_catalogue
+
 
 @dataclass(frozen=True)
 class HistoryItem:
@@ -35,145 +37,7 @@ class HistoryItem:
         return any("{side}" in text for text in self.texts)
 
 
-HISTORY_ITEMS: dict[str, HistoryItem] = {
-    "chf": HistoryItem(
-        ("cardiomegaly", "edema", "effusion"),
-        (
-            "History of congestive heart failure.",
-            "Known CHF with increasing dyspnea.",
-            "Heart failure exacerbation.",
-            "CHF, worsening shortness of breath.",
-        ),
-        weight=2.0,
-    ),
-    "cardiomyopathy": HistoryItem(
-        ("cardiomegaly",),
-        (
-            "Known dilated cardiomyopathy.",
-            "History of cardiomyopathy.",
-            "New systolic murmur.",
-            "Long-standing hypertension with dyspnea on exertion.",
-        ),
-        weight=1.5,
-    ),
-    "orthopnea": HistoryItem(
-        ("cardiomegaly", "edema"),
-        ("Orthopnea and bilateral leg swelling.", "Weight gain and worsening orthopnea."),
-    ),
-    "volume_overload": HistoryItem(
-        ("edema", "effusion"),
-        (
-            "Fluid overload, on dialysis.",
-            "Renal failure with volume overload.",
-            "Positive fluid balance, increasing oxygen requirement.",
-        ),
-        weight=1.5,
-    ),
-    "crackles": HistoryItem(
-        ("edema",),
-        ("Acute dyspnea and hypoxia with bilateral crackles.", "Bibasilar crackles and hypoxia."),
-    ),
-    "base_dullness": HistoryItem(
-        ("effusion",),
-        (
-            "Decreased breath sounds at the {side} base.",
-            "Dullness to percussion at the {side} base.",
-            "Pleuritic chest pain on the {side}.",
-        ),
-        weight=2.0,
-    ),
-    "known_effusion": HistoryItem(
-        ("effusion",),
-        ("Follow-up of pleural effusion.", "Known pleural effusion, reassess."),
-        weight=0.4,
-        names_finding=True,
-    ),
-    "malignancy": HistoryItem(
-        ("effusion", "nodule"),
-        ("History of lung cancer with new dyspnea.", "Metastatic breast cancer, shortness of breath."),
-        weight=0.8,
-    ),
-    "smoker": HistoryItem(
-        ("nodule",),
-        ("Former heavy smoker, lung cancer screening.", "Sixty pack-year smoking history.", "Hemoptysis in a smoker."),
-        weight=1.5,
-    ),
-    "outside_ct": HistoryItem(
-        ("nodule",),
-        (
-            "Abnormal finding on outside CT.",
-            "Incidental lung finding on CT of the abdomen.",
-            "History of melanoma, staging.",
-        ),
-        weight=1.5,
-    ),
-    "known_nodule": HistoryItem(
-        ("nodule",),
-        ("Follow-up of known pulmonary nodule.", "Pulmonary nodule follow-up."),
-        weight=0.4,
-        names_finding=True,
-    ),
-    "trauma": HistoryItem(
-        ("pneumothorax",),
-        ("Chest trauma.", "Motor vehicle collision with chest wall pain.", "Fall with {side} rib pain."),
-        weight=1.5,
-    ),
-    "line_placement": HistoryItem(
-        ("pneumothorax",),
-        ("Status post {side} central line placement.", "Status post {side} internal jugular line placement."),
-        implies_line=True,
-    ),
-    "biopsy": HistoryItem(
-        ("pneumothorax",),
-        ("Status post CT-guided lung biopsy.", "Status post {side} thoracentesis."),
-        weight=0.8,
-    ),
-    "sudden_pain": HistoryItem(
-        ("pneumothorax",),
-        ("Sudden onset {side} pleuritic chest pain.", "Acute dyspnea after a coughing fit."),
-        weight=1.2,
-    ),
-    "rule_out_ptx": HistoryItem(
-        ("pneumothorax",),
-        ("Evaluate for pneumothorax.", "Rule out pneumothorax."),
-        weight=0.4,
-        names_finding=True,
-    ),
-    "fever_cough": HistoryItem(
-        ("consolidation",),
-        ("Fever and productive cough.", "Cough and fever.", "Fever, elevated white count and hypoxia."),
-        weight=2.0,
-    ),
-    "aspiration": HistoryItem(
-        ("consolidation",),
-        ("Witnessed aspiration event.", "Crackles at the {side} base with fever."),
-    ),
-    "rule_out_pneumonia": HistoryItem(
-        ("consolidation",),
-        ("Rule out pneumonia.", "Evaluate for pneumonia."),
-    ),
-    # Neutral reasons for the study, worded per kind of site.
-    "neutral_outpatient": HistoryItem(
-        (),
-        (
-            "Preoperative evaluation.",
-            "Routine examination.",
-            "Chronic cough.",
-            "Annual physical examination.",
-            "Pre-employment screening.",
-            "Hypertension.",
-            "Chest pain.",
-        ),
-    ),
-    "neutral_emergency": HistoryItem(
-        (),
-        ("Chest pain.", "Shortness of breath.", "Syncope.", "Dizziness.", "Weakness.", "Abdominal pain."),
-    ),
-    "neutral_icu": HistoryItem(
-        (),
-        ("Intubated patient, daily film.", "Sepsis.", "Post-operative day one.", "Altered mental status."),
-    ),
-}
+HISTORY_ITEMS: dict[str, HistoryItem] = read_catalogue("history_items.yaml", dict[str, HistoryItem])
 
 
 def neutral_item(site: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medmodal.data.synthetic.data_files import read_catalogue
 from medmodal.data.synthetic.latent import Acquisition
 
 
@@ -41,70 +42,8 @@ class SiteProfile:
         return float(np.dot(self.visits, (1, 2, 3)))
 
 
-BUILTIN_SITES: tuple[SiteProfile, ...] = (
-    SiteProfile(
-        name="outpatient",
-        patient_share=0.45,
-        visits=(0.70, 0.20, 0.10),
-        gamma=1.0,
-        contrast=1.0,
-        brightness=0.04,
-        noise_std=0.025,
-        blur_px=0.5,
-        rotation_sd_deg=1.5,
-        shift_sd=0.015,
-        scale=1.0,
-        marker=None,
-        view="PA",
-        prevalence_logit_shift={
-            "effusion": -0.5,
-            "pneumothorax": -0.8,
-            "edema": -0.6,
-            "consolidation": -0.4,
-            "nodule": 0.4,
-        },
-    ),
-    SiteProfile(
-        name="emergency",
-        patient_share=0.30,
-        visits=(0.85, 0.12, 0.03),
-        gamma=0.8,
-        contrast=0.92,
-        brightness=0.10,
-        noise_std=0.035,
-        blur_px=0.8,
-        rotation_sd_deg=3.0,
-        shift_sd=0.03,
-        scale=0.96,
-        marker="R",
-        view="PA",
-        prevalence_logit_shift={"consolidation": 0.3, "pneumothorax": 0.4, "nodule": -0.2},
-    ),
-    SiteProfile(
-        name="icu",
-        patient_share=0.25,
-        visits=(0.45, 0.30, 0.25),
-        gamma=1.25,
-        contrast=0.85,
-        brightness=0.14,
-        noise_std=0.045,
-        blur_px=1.1,
-        rotation_sd_deg=4.0,
-        shift_sd=0.04,
-        scale=1.05,
-        marker="L",
-        view="AP",
-        prevalence_logit_shift={
-            "effusion": 0.9,
-            "pneumothorax": 0.9,
-            "edema": 0.8,
-            "consolidation": 0.5,
-            "cardiomegaly": 0.2,
-            "nodule": -0.5,
-        },
-        central_line_rate=0.4,
-    ),
-)
+# outpatient clinic, emergency department, intensive care unit (sites.yaml)
+BUILTIN_SITES: tuple[SiteProfile, ...] = tuple(read_catalogue("sites.yaml", list[SiteProfile]))
 
 
 def default_sites(n_sites: int, seed: int = 0) -> tuple[SiteProfile, ...]:
