@@ -107,6 +107,20 @@ class HeadsConfig(_Section):
     generation: bool = True
 
 
+class LocalizationConfig(_Section):
+    """The dense localization head (``medmodal/models/localization.py``; docs/localization.md)."""
+
+    # Output stride of the head's maps (cells of stride x stride pixels): 16 x 16 cells at 128 px for 8.
+    stride: Literal[2, 4, 8, 16] = 8
+    hidden_dim: int = Field(64, ge=8, le=1024)  # channels of the head's feature map
+    # A detected box's score: its heatmap peak, or that peak times the classifier's probability
+    # of the finding (a box of a finding the classifier rejects then ranks low).
+    score: Literal["heatmap", "heatmap_x_probability"] = "heatmap"
+    max_detections: int = Field(50, ge=1, le=100)  # boxes kept per study (COCO scores at most 100)
+    min_score: float = Field(0.01, ge=0, lt=1)  # boxes scored below are dropped
+    nms_iou: float = Field(0.5, gt=0, le=1)  # class-wise NMS: a weaker box overlapping more goes
+
+
 class ModelConfig(_Section):
     """The multimodal model: encoders, fusion, heads (arXiv 2405.17459 built from parts)."""
 
@@ -119,6 +133,7 @@ class ModelConfig(_Section):
     decoder: PartConfig = Field(default_factory=lambda: PartConfig(name="lstm"))
     embed_dim: int = Field(256, ge=8, le=4096)  # width of encoder outputs and the fused vector
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
+    localization: LocalizationConfig = Field(default_factory=LocalizationConfig)  # the box head's settings
     dropout: float = Field(0.1, ge=0, lt=1)
     # Probability, per training sample, of hiding one modality (replaced by the
     # learned placeholder), so the model learns to work with either missing.
@@ -207,6 +222,11 @@ class TrainConfig(_Section):
     # Learning rate of the localization head (trained from scratch, dense) as a multiple of ``lr``;
     # 5 chosen on the demo's validation split (docs/localization.md).
     localization_lr_scale: float = Field(5.0, gt=0, le=100)
+    # Dense localization loss (docs/localization.md): the CornerNet overlap that sets each centre
+    # target's Gaussian radius (lower = wider), and the weight of an L1 loss on the log box size
+    # (in cells) read at each true centre, added to the GIoU term (0 = off).
+    localization_gaussian_overlap: float = Field(0.7, gt=0, lt=1)
+    localization_log_size_weight: float = Field(0.0, ge=0, le=10)
 
 
 # --------------------------------------------------------------------- evaluation

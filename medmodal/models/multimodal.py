@@ -7,7 +7,7 @@
     text ids [B,L]  --text encoder---> TextFeatures  --(placeholder if missing)--+      |
                                                                                         v
         classification head -> logits [B,C]            (late fusion: the fusion's own logits)
-        localization head (grid, fused, image) -> centre heatmaps, sizes, offsets [B,*,H/8,W/8]
+        localization head (grid, fused, image) -> centre heatmaps, sizes, offsets [B,*,H/s,W/s]
             -> top box per finding [B,C,4]; ``localizer.detect``: scored boxes [B,K] (peaks + NMS)
         report decoder (fused as context, memory regions) -> caption logits / generate()
         auxiliary unimodal heads: image vector -> image_logits, text vector -> text_logits
@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medmodal.models import registry
-from medmodal.models.heads import ClassificationHead, LocalizationHead
+from medmodal.models.heads import ClassificationHead
 from medmodal.models.layers import ProjectionHead
+from medmodal.models.localization import LocalizationHead
 from medmodal.models.missing import ImagePlaceholder, TextPlaceholder, hide_one_modality
 from medmodal.models.pretrained import load_pretrained
 from medmodal.models.types import FusionOutput, GenerationOutput, ImageFeatures, ModelOutput, TextFeatures
@@ -66,6 +67,7 @@ class MultimodalModel(nn.Module):
         decoder: report decoder (context = fused vector, memory = image grid or text tokens), or None.
         embed_dim: width of the projected vector of single-modality models.
         classification / localization: build these heads (localization needs an image encoder).
+        localization_kwargs: keywords of :class:`LocalizationHead` (stride, score, ...; its defaults if None).
         dropout: of the heads and the single-modality projection.
         modality_dropout: probability of hiding one modality per training sample.
         coordinated: also project each modality's vector into one ``embed_dim`` space (unit norm)
@@ -85,6 +87,7 @@ class MultimodalModel(nn.Module):
         embed_dim: int = 256,
         classification: bool = True,
         localization: bool = True,
+        localization_kwargs: Mapping[str, Any] | None = None,
         dropout: float = 0.1,
         modality_dropout: float = 0.0,
         coordinated: bool = False,
@@ -118,7 +121,7 @@ class MultimodalModel(nn.Module):
                 nn.Linear(encoder.out_dim, embed_dim), nn.GELU(), nn.Dropout(dropout)
             )
             self.fused_dim = embed_dim
-        self.build_heads(classification, localization, dropout)
+        self.build_heads(classification, localization, dropout, localization_kwargs)
         # Post-hoc Platt scaling of the classification logits (``medmodal calibrate``): identity
         # until set, applied in eval mode only, kept out of the checkpoint (RUN/calibration.json
         # holds it and ``load_trained`` sets it).
@@ -155,7 +158,10 @@ class MultimodalModel(nn.Module):
         self.calibration_scale.copy_(scale)
         self.calibration_bias.copy_(bias)
 
-    def build_heads(self, classification: bool, localization: bool, dropout: float) -> None:
+    def build_heads(
+        self, classification: bool, localization: bool, dropout: float,
+        localization_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
         """The classification head (unless the fusion layer classifies itself), the auxiliary
         unimodal heads (two-modality models) and the localization head (models with images)."""
         both = self.fusion is not None
@@ -171,7 +177,8 @@ class MultimodalModel(nn.Module):
             )
         if localization and self.image_encoder is not None:
             self.localizer = LocalizationHead(
-                self.image_encoder.grid_dim, self.fused_dim, self.num_labels, dropout=dropout
+                self.image_encoder.grid_dim, self.fused_dim, self.num_labels, dropout=dropout,
+                **dict(localization_kwargs or {}),
             )
 
     # ------------------------------------------------------------------ structure
@@ -205,7 +212,7 @@ class MultimodalModel(nn.Module):
         logits = self.classification_logits(vector, fusion_output)
         localization = None
         if self.localizer is not None:
-            localization = self.localizer(image.grid, vector, batch["image"])
+            localization = self.localizer(image.grid, vector, batch["image"], logits)
         caption_logits = None
         if self.decoder is not None and batch.get("target_ids") is not None:
             memory, memory_mask = self.decoder_memory(image, text)
@@ -380,6 +387,7 @@ def create_model(
         embed_dim=width,
         classification=cfg.heads.classification,
         localization=cfg.heads.localization,
+        localization_kwargs=cfg.localization.model_dump(),
         dropout=cfg.dropout,
         modality_dropout=cfg.modality_dropout,
         coordinated=cfg.representation == "coordinated",

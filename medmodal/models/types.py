@@ -59,10 +59,12 @@ class LocalizationOutput:
     """Dense outputs of the localization head (CenterNet style) on its h x w map.
 
     boxes:     [B, C, 4] the box at each finding's highest heatmap cell, normalised xyxy.
-    scores:    [B, C] sigmoid of that cell's heatmap logit.
+    scores:    [B, C] sigmoid of that cell's heatmap logit (times ``score_gate`` when set).
     heatmaps:  [B, C, h, w] centre logits per finding.
     log_sizes: [B, 2, h, w] log of the box width and height, in cells, at every cell.
     offsets:   [B, 2, h, w] the box centre's position inside the cell, in [0, 1] (x, y).
+    score_gate: [B, C] the classifier's probability of each finding when boxes are scored
+               ``heatmap_x_probability`` (``scores`` and ``detect`` multiply by it), else None.
     """
 
     boxes: Tensor
@@ -70,6 +72,7 @@ class LocalizationOutput:
     heatmaps: Tensor
     log_sizes: Tensor
     offsets: Tensor
+    score_gate: Tensor | None = None
 
 
 @dataclass

@@ -70,19 +70,22 @@ class CentreTargets:
     valid: Tensor
 
 
-def centre_targets(box_list: Tensor, box_labels: Tensor, num_labels: int, height: int, width: int) -> CentreTargets:
+def centre_targets(
+    box_list: Tensor, box_labels: Tensor, num_labels: int, height: int, width: int, min_overlap: float = 0.7
+) -> CentreTargets:
     """CenterNet targets from every box of each study: box_list [B, M, 4] normalised xyxy,
     box_labels [B, M] (-1 = padding) -> :class:`CentreTargets` for an ``height`` x ``width`` map.
 
     Each box puts a Gaussian on its class's map, centred on the cell holding its centre, with
-    sigma = (2 r + 1) / 6 for r = :func:`gaussian_radius` of its size in cells (at least 0).
+    sigma = (2 r + 1) / 6 for r = :func:`gaussian_radius` of its size in cells at ``min_overlap`` (at least 0).
     """
     valid = box_labels >= 0
     size = torch.tensor([width, height], dtype=box_list.dtype, device=box_list.device)
     centre = (box_list[..., :2] + box_list[..., 2:]) / 2 * size  # [B, M, 2] in cells
     cells = torch.minimum(centre.floor(), size - 1).clamp(min=0)
     wh = (box_list[..., 2:] - box_list[..., :2]) * size
-    sigma = (2 * gaussian_radius(wh[..., 1], wh[..., 0]).clamp(min=0).floor() + 1) / 6  # [B, M]
+    radius = gaussian_radius(wh[..., 1], wh[..., 0], min_overlap).clamp(min=0).floor()
+    sigma = (2 * radius + 1) / 6  # [B, M]
     xs = torch.arange(width, dtype=box_list.dtype, device=box_list.device)
     ys = torch.arange(height, dtype=box_list.dtype, device=box_list.device)
     dx2 = (xs[None, None, :] - cells[..., 0:1]) ** 2  # [B, M, w]
@@ -103,6 +106,17 @@ def centre_focal_loss(logits: Tensor, target: Tensor, mask: Tensor, alpha: float
     pos = -F.logsigmoid(logits) * (1 - prob) ** alpha * positive
     neg = -F.logsigmoid(-logits) * prob**alpha * (1 - target) ** beta * (keep - positive)
     return (pos.sum() + neg.sum()) / positive.sum().clamp(min=1.0)
+
+
+def log_size_l1(log_sizes: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
+    """Mean L1 between predicted log box sizes [K, 2] (log cells, width then height) and those of the
+    true boxes [K, 4] (normalised xyxy) on an ``height`` x ``width`` map; targets clamped to the
+    head's decodable range (:data:`~medmodal.models.localization.LOG_SIZE_RANGE`)."""
+    from medmodal.models.localization import LOG_SIZE_RANGE
+
+    cells = torch.tensor([width, height], dtype=boxes.dtype, device=boxes.device)
+    target = ((boxes[:, 2:] - boxes[:, :2]) * cells).clamp(min=1e-6).log().clamp(*LOG_SIZE_RANGE)
+    return F.l1_loss(log_sizes, target)
 
 
 @dataclass
@@ -134,6 +148,8 @@ class MultitaskLoss(nn.Module):
         pw = torch.tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else torch.ones(num_labels)
         self.register_buffer("pos_weight", pw, persistent=False)
         self.focal = FocalLoss(gamma=train_cfg.focal_gamma, use_softmax=False, to_onehot_y=False, reduction="none")
+        self.gaussian_overlap = train_cfg.localization_gaussian_overlap
+        self.log_size_weight = train_cfg.localization_log_size_weight
 
     def classification_loss(self, logits: Tensor, labels: Tensor, keep: Tensor | None = None) -> Tensor:
         """Mean over kept samples of the per-sample multi-label loss. logits, labels: [B, C]; keep: [B] bool."""
@@ -151,11 +167,11 @@ class MultitaskLoss(nn.Module):
 
     def localization_loss(self, out: LocalizationOutput, batch: dict, image_seen: Tensor) -> Tensor:
         """Dense localization loss (class docstring). image_seen: [B] bool."""
-        from medmodal.models.heads import decode_boxes
+        from medmodal.models.localization import decode_boxes
 
         _, c, h, w = out.heatmaps.shape
         labels = batch["box_labels"].masked_fill(~image_seen[:, None], -1)
-        targets = centre_targets(batch["box_list"].to(out.heatmaps.dtype), labels, c, h, w)
+        targets = centre_targets(batch["box_list"].to(out.heatmaps.dtype), labels, c, h, w, self.gaussian_overlap)
         has_box = F.one_hot(labels.clamp(min=0), c).bool() & targets.valid[..., None]  # [B, M, C]
         unboxed_positive = (batch["labels"] > 0) & ~has_box.any(dim=1)
         heat = centre_focal_loss(out.heatmaps, targets.heatmap, image_seen[:, None] & ~unboxed_positive)
@@ -168,7 +184,10 @@ class MultitaskLoss(nn.Module):
         pred = dense[rows, row, col]
         true = batch["box_list"][rows, slots].to(pred.dtype)
         offset = F.l1_loss(offsets, targets.offsets[rows, slots])
-        return heat + offset + (1.0 - paired_giou(pred, true)).mean()
+        loss = heat + offset + (1.0 - paired_giou(pred, true)).mean()
+        if self.log_size_weight > 0:
+            loss = loss + self.log_size_weight * log_size_l1(out.log_sizes[rows, :, row, col], true, h, w)
+        return loss
 
     def generation_loss(self, caption_logits: Tensor, target_ids: Tensor) -> Tensor:
         """caption_logits: [B, T-1, V] predicting target_ids[:, 1:]; target_ids: [B, T]."""

@@ -6,9 +6,15 @@ import pytest
 import torch
 
 from medmodal.config import TrainConfig
-from medmodal.models.heads import decode_boxes
+from medmodal.models.localization import decode_boxes
 from medmodal.models.types import LocalizationOutput, ModelOutput
-from medmodal.training.losses import MultitaskLoss, centre_focal_loss, centre_targets, gaussian_radius
+from medmodal.training.losses import (
+    MultitaskLoss,
+    centre_focal_loss,
+    centre_targets,
+    gaussian_radius,
+    log_size_l1,
+)
 
 
 def test_gaussian_radius_matches_the_centernet_reference_and_grows_with_size():
@@ -124,3 +130,33 @@ def test_zero_weight_leaves_localization_out(weight):
     batch = _batch([[1, 0, 0]], [[[0.1, 0.1, 0.3, 0.3]]], [[0]])
     out = ModelOutput(logits=torch.zeros(1, 3), localization=_output(b=1))
     assert "localization" not in loss(out, batch).parts
+
+
+def test_lower_gaussian_overlap_widens_the_centre_targets():
+    box_list, box_labels = torch.tensor([[[0.2, 0.2, 0.8, 0.8]]]), torch.tensor([[0]])
+    narrow = centre_targets(box_list, box_labels, 1, 16, 16, min_overlap=0.7).heatmap
+    wide = centre_targets(box_list, box_labels, 1, 16, 16, min_overlap=0.3).heatmap
+    assert narrow.max() == wide.max() == 1.0 and wide.sum() > narrow.sum()
+
+
+def test_log_size_l1_is_zero_for_the_true_size_in_log_cells():
+    boxes = torch.tensor([[0.25, 0.0, 0.75, 0.125]])  # 4 x 1 cells on an 8 x 8 map
+    exact = torch.log(torch.tensor([[4.0, 1.0]]))
+    assert float(log_size_l1(exact, boxes, 8, 8)) == pytest.approx(0.0, abs=1e-6)
+    assert float(log_size_l1(exact + 0.5, boxes, 8, 8)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_config_sets_the_log_size_term_and_the_gaussian_overlap():
+    batch = _batch([[1, 0, 0]], [[[0.1, 0.1, 0.3, 0.3]]], [[0]])
+    seen = torch.ones(1, dtype=torch.bool)
+    base = float(MultitaskLoss(TrainConfig(), 3, 0).localization_loss(_output(b=1), batch, seen))
+    sized = TrainConfig(localization_log_size_weight=1.0)
+    # log sizes 0 (1 cell) against a 1.6-cell box: |log 1.6| = 0.47 per side
+    assert float(MultitaskLoss(sized, 3, 0).localization_loss(_output(b=1), batch, seen)) == pytest.approx(
+        base + float(torch.log(torch.tensor(1.6))), abs=1e-4)
+    big = _batch([[1, 0, 0]], [[[0.2, 0.2, 0.8, 0.8]]], [[0]])  # 4.8 cells: radius 1 at 0.7, 2 at 0.3
+    flat = _output(b=1, requires_grad=False)
+    flat.heatmaps.fill_(0.0)  # p = 0.5 everywhere: the penalty near the centre shows the target's width
+    narrow = float(MultitaskLoss(TrainConfig(), 3, 0).localization_loss(flat, big, seen))
+    wide = TrainConfig(localization_gaussian_overlap=0.3)
+    assert float(MultitaskLoss(wide, 3, 0).localization_loss(flat, big, seen)) < narrow - 0.01
