@@ -26,8 +26,9 @@ def with_jpeg_size(data: bytes, height: int, width: int) -> bytes:
     return bytes(patched)
 
 
-def gray_dicom(path, rows: int, columns: int, *, pixel_data: bytes, syntax=ExplicitVRLittleEndian, bits=8):
-    """A MONOCHROME2 secondary-capture DICOM; ``pixel_data`` encapsulated for compressed syntaxes."""
+def gray_dicom(path, rows: int, columns: int, *, pixel_data: bytes | None, syntax=ExplicitVRLittleEndian, bits=8):
+    """A MONOCHROME2 secondary-capture DICOM written to ``path`` (a file path or a binary buffer);
+    ``pixel_data`` encapsulated for compressed syntaxes, None = no Pixel Data element."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = syntax
@@ -37,7 +38,8 @@ def gray_dicom(path, rows: int, columns: int, *, pixel_data: bytes, syntax=Expli
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = bits
     ds.HighBit, ds.PixelRepresentation = bits - 1, 0
-    ds.PixelData = encapsulate([pixel_data]) if syntax.is_compressed else pixel_data
+    if pixel_data is not None:
+        ds.PixelData = encapsulate([pixel_data]) if syntax.is_compressed else pixel_data
     ds.save_as(path, enforce_file_format=True)
     return path
 

@@ -9,12 +9,8 @@ from explain.helpers import make_batch
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from threads
-    yield
-    torch.set_num_threads(threads)
+def _seeded():
+    torch.manual_seed(0)  # one intra-op thread is set for every test in tests/conftest.py
 
 
 @pytest.fixture

@@ -18,13 +18,11 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from data.hostile_files import gray_dicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
-    SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
 from medmodal.serving.app import create_app
@@ -89,19 +87,9 @@ def jpeg_claiming(width: int, height: int) -> bytes:
 
 def dicom(rows: int = 16, columns: int = 16, pixel_bytes: bytes | None = None, syntax=ExplicitVRLittleEndian,
           with_pixels: bool = True) -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Rows, ds.Columns = rows, columns
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    if with_pixels:
-        ds.PixelData = pixel_bytes if pixel_bytes is not None else bytes(rows * columns)
+    pixels = (pixel_bytes if pixel_bytes is not None else bytes(rows * columns)) if with_pixels else None
     buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
+    gray_dicom(buffer, rows, columns, pixel_data=pixels, syntax=syntax)
     return buffer.getvalue()
 
 
