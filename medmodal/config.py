@@ -12,7 +12,7 @@ YAML file only lists what it changes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -121,6 +121,18 @@ class LocalizationConfig(_Section):
     nms_iou: float = Field(0.5, gt=0, le=1)  # class-wise NMS: a weaker box overlapping more goes
 
 
+class ReportConditioningConfig(_Section):
+    """Diagnosis-driven report generation (docs/reports.md)."""
+
+    # "findings": the decoder reads the findings at every step (ground-truth labels under teacher
+    # forcing, the classifier's predicted findings when generating); "none": it does not.
+    mode: Literal["none", "findings"] = "none"
+    # When a finding counts as predicted: "val_f1" = probability >= the per-finding threshold with
+    # the best F1 on the validation split (chosen at each validation epoch, kept in the
+    # checkpoint), or one fixed probability for every finding.
+    threshold: Literal["val_f1"] | Annotated[float, Field(gt=0, lt=1)] = "val_f1"
+
+
 class ModelConfig(_Section):
     """The multimodal model: encoders, fusion, heads (arXiv 2405.17459 built from parts)."""
 
@@ -143,6 +155,7 @@ class ModelConfig(_Section):
     # term (train.loss_weights.alignment) pulls a study's image and report together (the
     # surveys' coordinated representation, CLIP-style, inside the supervised model).
     representation: Literal["joint", "coordinated"] = "joint"
+    report_conditioning: ReportConditioningConfig = Field(default_factory=ReportConditioningConfig)
 
     @model_validator(mode="after")
     def _coordinated_needs_both(self) -> ModelConfig:

@@ -10,6 +10,8 @@
         localization head (grid, fused, image) -> centre heatmaps, sizes, offsets [B,*,H/s,W/s]
             -> top box per finding [B,C,4]; ``localizer.detect``: scored boxes [B,K] (peaks + NMS)
         report decoder (fused as context, memory regions) -> caption logits / generate()
+            (``report_conditioning.mode: findings``: it also reads the findings, the true labels
+            under teacher forcing, the predicted ones when generating; docs/reports.md)
         auxiliary unimodal heads: image vector -> image_logits, text vector -> text_logits
 
 ``cfg.modalities``:
@@ -73,6 +75,9 @@ class MultimodalModel(nn.Module):
         coordinated: also project each modality's vector into one ``embed_dim`` space (unit norm)
             for the image-report alignment loss (a coordinated representation); two-modality
             models only.
+        condition_on_findings: diagnosis-driven generation (docs/reports.md): the decoder (built
+            with ``condition_dim = num_labels``) reads the ground-truth labels under teacher forcing
+            and the predicted findings (probability >= ``finding_thresholds``) when generating.
         part_names: registry names of the parts, for :meth:`describe`.
     """
 
@@ -91,6 +96,7 @@ class MultimodalModel(nn.Module):
         dropout: float = 0.1,
         modality_dropout: float = 0.0,
         coordinated: bool = False,
+        condition_on_findings: bool = False,
         part_names: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
@@ -135,16 +141,41 @@ class MultimodalModel(nn.Module):
             self.text_projector = ProjectionHead(text_encoder.out_dim, embed_dim)
             # CLIP's learnable temperature, initialised at 0.07.
             self.alignment_log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.condition_on_findings = condition_on_findings
+        if condition_on_findings:
+            if decoder is None or getattr(decoder, "condition_dim", 0) != num_labels:
+                raise ValueError(f"conditioning on the findings needs a decoder built with condition_dim={num_labels}")
+            # Per-finding probability at which a finding is "predicted" for the decoder; set from the
+            # validation split during training (set_finding_thresholds), saved in the checkpoint.
+            self.register_buffer("finding_thresholds", torch.full((num_labels,), 0.5))
 
     def classification_logits(self, vector: Tensor, fusion_output: FusionOutput | None) -> Tensor | None:
         """[B, C] classification logits from the fused vector [B, D] (or the fusion layer's own
         logits), calibrated in eval mode (:meth:`set_calibration`); None without the head."""
         if not self.classification:
             return None
-        logits = fusion_output.logits if self.classifier is None else self.classifier(vector)
+        logits = self.uncalibrated_logits(vector, fusion_output)
         if not self.training:
             logits = logits * self.calibration_scale + self.calibration_bias
         return logits
+
+    def uncalibrated_logits(self, vector: Tensor, fusion_output: FusionOutput | None) -> Tensor:
+        """[B, C] classification logits before any calibration: the head's, or the fusion layer's own."""
+        return fusion_output.logits if self.classifier is None else self.classifier(vector)
+
+    def set_finding_thresholds(self, thresholds: Tensor | list[float]) -> None:
+        """Per-finding probabilities [C] at which a finding is passed to a conditioned decoder as present."""
+        if not self.condition_on_findings:
+            raise RuntimeError("this model's decoder is not conditioned on the findings")
+        values = torch.as_tensor(thresholds, dtype=self.finding_thresholds.dtype, device=self.finding_thresholds.device)
+        if values.shape != self.finding_thresholds.shape:
+            raise ValueError(f"finding thresholds: expected {self.num_labels} values, got {tuple(values.shape)}")
+        self.finding_thresholds.copy_(values)
+
+    def predicted_findings(self, vector: Tensor, fusion_output: FusionOutput | None) -> Tensor:
+        """[B, C] 0/1: the classifier's probability (uncalibrated) >= ``finding_thresholds``."""
+        probs = torch.sigmoid(self.uncalibrated_logits(vector, fusion_output))
+        return (probs >= self.finding_thresholds).to(vector.dtype)
 
     def set_calibration(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
         """Per-label affine map ``logit * scale + bias`` [C] applied to the classification logits
@@ -216,7 +247,8 @@ class MultimodalModel(nn.Module):
         caption_logits = None
         if self.decoder is not None and batch.get("target_ids") is not None:
             memory, memory_mask = self.decoder_memory(image, text)
-            caption_logits = self.decoder(batch["target_ids"], vector, memory, memory_mask)
+            condition = batch["labels"].to(vector.dtype) if self.condition_on_findings else None  # teacher forcing
+            caption_logits = self.decoder(batch["target_ids"], vector, memory, memory_mask, condition=condition)
         return ModelOutput(
             logits=logits,
             image_logits=self.image_aux_head(image.vector) if self.image_aux_head is not None else None,
@@ -248,14 +280,17 @@ class MultimodalModel(nn.Module):
     def generate(
         self, batch: Batch, max_len: int = 80, beam_size: int = 1, length_penalty: float = 1.0
     ) -> GenerationOutput:
-        """Generate reports for a batch (no modality dropout): see ``ReportDecoder.generate``."""
+        """Generate reports for a batch (no modality dropout): see ``ReportDecoder.generate``.
+        A decoder conditioned on the findings gets the predicted ones (:meth:`predicted_findings`)."""
         if self.decoder is None:
             raise RuntimeError("this model was built without a report decoder (heads.generation: false)")
         image, text, _, _ = self.encode(batch, modality_dropout=False)
-        vector, _ = self.fuse(image, text)
+        vector, fusion_output = self.fuse(image, text)
         memory, memory_mask = self.decoder_memory(image, text)
+        condition = self.predicted_findings(vector, fusion_output) if self.condition_on_findings else None
         return self.decoder.generate(
-            vector, memory, memory_mask, max_len=max_len, beam_size=beam_size, length_penalty=length_penalty
+            vector, memory, memory_mask, max_len=max_len, beam_size=beam_size, length_penalty=length_penalty,
+            condition=condition,
         )
 
     # ------------------------------------------------------------------- pieces
@@ -358,6 +393,7 @@ def create_model(
             "num_labels": num_labels,
         }
         fusion = build_part("fusion", cfg.fusion, wired=wired, defaults={"out_dim": width})
+    conditioned = cfg.heads.generation and cfg.report_conditioning.mode == "findings"
     if cfg.heads.generation:
         wired = {
             "vocab_size": vocab_size,
@@ -367,6 +403,8 @@ def create_model(
             "bos_id": bos_id,
             "eos_id": eos_id,
         }
+        if conditioned:
+            wired["condition_dim"] = num_labels
         decoder = build_part("decoder", cfg.decoder, wired=wired, defaults={"embed_dim": width})
     part_names = {
         name: part.name
@@ -378,7 +416,7 @@ def create_model(
         )
         if built is not None
     }
-    return MultimodalModel(
+    model = MultimodalModel(
         num_labels,
         image_encoder,
         text_encoder,
@@ -391,8 +429,13 @@ def create_model(
         dropout=cfg.dropout,
         modality_dropout=cfg.modality_dropout,
         coordinated=cfg.representation == "coordinated",
+        condition_on_findings=conditioned,
         part_names=part_names,
     )
+    threshold = cfg.report_conditioning.threshold
+    if conditioned and threshold != "val_f1":
+        model.set_finding_thresholds([float(threshold)] * num_labels)
+    return model
 
 
 def build_part(kind: str, part: PartConfig, wired: dict[str, Any], defaults: dict[str, Any]) -> nn.Module:

@@ -13,6 +13,7 @@ from torchmetrics.utilities import dim_zero_cat
 from medmodal.config import Config
 from medmodal.models.multimodal import create_model
 from medmodal.training.domain_adaptation import build_domain_adversary, task_losses
+from medmodal.training.finding_thresholds import BestF1Thresholds
 from medmodal.training.losses import MultitaskLoss
 from medmodal.training.modality_balance import modality_scores, ogm_coefficients, scale_gradients
 
@@ -86,6 +87,11 @@ class MultimodalModule(L.LightningModule):
         )
         self.loss = MultitaskLoss(self.config.train, num_labels, pad_id, pos_weight)
         self.val_auroc = defined_macro_auroc(num_labels)
+        # Diagnosis-driven generation with thresholds chosen on validation (docs/reports.md), else None.
+        self.val_thresholds = None
+        conditioning = self.config.model.report_conditioning
+        if self.model.condition_on_findings and conditioning.threshold == "val_f1":
+            self.val_thresholds = BestF1Thresholds()
         # DANN site adversary (train.domain_adaptation.method: dann), else None; training only.
         self.domain = build_domain_adversary(self.config.train.domain_adaptation, self.model.fused_dim, site_names)
 
@@ -106,6 +112,8 @@ class MultimodalModule(L.LightningModule):
             self.log(f"{stage}/loss_{name}", value, batch_size=batch_size, sync_dist=stage != "train")
         if stage == "val":
             self.val_auroc.update(torch.sigmoid(out.logits.detach()), batch["labels"].long())
+            if self.val_thresholds is not None:
+                self.val_thresholds.update(torch.sigmoid(out.logits.detach()), batch["labels"])
         if stage == "train" and self.config.train.modality_balance == "ogm":
             self._set_ogm_coefficients(out, batch, batch_size)
         return losses.total
@@ -138,6 +146,9 @@ class MultimodalModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log("val/auroc_macro", self.val_auroc.compute(), prog_bar=True)
         self.val_auroc.reset()
+        if self.val_thresholds is not None:  # before checkpointing: the checkpoint keeps them
+            self.model.set_finding_thresholds(self.val_thresholds.compute())
+            self.val_thresholds.reset()
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser groups: the localization head at ``lr * train.localization_lr_scale`` (a dense head
