@@ -125,7 +125,9 @@ class RunDir:
             if not needed.exists():
                 raise RunNotFoundError(f"{self.root} is not a medmodal run folder (missing {needed.name})")
         if not self.model_checkpoint().exists():
-            raise RunNotFoundError(f"{self.root} has no checkpoint yet: train it first (medmodal train ... --out {self.root})")
+            raise RunNotFoundError(
+                f"{self.root} has no checkpoint yet: train it first (medmodal train ... --out {self.root})"
+            )
 
     def model_checkpoint(self) -> Path:
         """The checkpoint inference uses: the best one, else the last one."""
@@ -134,3 +136,6 @@ class RunDir:
     def load_labels(self) -> list[str]:
         return json.loads(self.labels.read_text())["labels"]
 
+    def training_data(self) -> str:
+        """The data folder or manifest the run was trained on (as recorded in ``data_summary.json``)."""
+        return json.loads(self.data_summary.read_text())["data"]

@@ -48,3 +48,9 @@ def test_require_trained_names_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint yet"):
         run.require_trained()
     assert run.load_labels() == ["a", "b"]
+
+
+def test_training_data_is_the_path_recorded_in_the_data_summary(tmp_path):
+    run = RunDir.at(tmp_path)
+    write_json_atomic(run.data_summary, {"data": "/data/cohort", "n_studies": 3})
+    assert run.training_data() == "/data/cohort"

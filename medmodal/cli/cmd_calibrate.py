@@ -1,5 +1,5 @@
 """``medmodal calibrate RUN --data DIR``: per-label Platt scaling of a trained run's probabilities,
-fitted on the validation split (medmodal/evaluation/calibration.py, docs/benchmark.md)."""
+fitted on the validation split (medmodal/experiments/calibrate.py, docs/benchmark.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from medmodal.evaluation.calibration import CALIBRATION_FILE, calibrate_run
+    from medmodal.experiments.calibrate import calibrate_run
+    from medmodal.models.calibration import CALIBRATION_FILE
 
     path = Path(args.run) / CALIBRATION_FILE
     if args.remove:

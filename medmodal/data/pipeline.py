@@ -1,6 +1,6 @@
 """The data as a :class:`~medmodal.config.Config` describes it.
 
-Read a data folder with the config's policies, take the seeded training share, the label
+Read a data folder with the config's policies (all of it, or one split), take the seeded training share, the label
 matrix, the run's tokenizer (or one learnt from the training text), and the torch dataset
 of a list of studies.
 Shared by training, evaluation, baselines, retrieval, explanation and serving, so that every
@@ -22,14 +22,16 @@ from medmodal.data.prepared import is_prepared
 from medmodal.data.prepared_manifest import PreparedStudyDataset, is_prepared_studies, read_prepared_manifest
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
-from medmodal.errors import InputNotFoundError
+from medmodal.errors import DataError, InputNotFoundError
 from medmodal.runs import RunDir
 
 
 def read_dataset(data: str | Path, config: Config, labels: list[str] | None = None) -> Manifest:
     """Read and validate the manifest of ``data`` (a folder or a manifest file) with the config's policies."""
     if is_prepared(data):  # `medmodal prepare` output (docs/prepare.md): studies from the shards' JSON
-        return read_prepared_manifest(data, labels if labels is not None else config.data.labels, config.data.image_size)
+        return read_prepared_manifest(
+            data, labels if labels is not None else config.data.labels, config.data.image_size
+        )
     path = Path(data)
     if path.is_dir() and (path / config.data.manifest).exists():
         path = path / config.data.manifest
@@ -45,10 +47,28 @@ def read_dataset(data: str | Path, config: Config, labels: list[str] | None = No
     )
 
 
-def build_dataset(studies: list[Study], tokenizer: ReportTokenizer, labels: list[str], config: Config, train: bool) -> StudyDataset:
+class EmptySplitError(DataError, ValueError):
+    """The split a command works on has no studies."""
+
+
+def read_split(data: str | Path, config: Config, labels: list[str], split: str) -> list[Study]:
+    """The studies of ``split`` of ``data``, read with ``config``'s policies and labelled in the order
+    ``labels`` (a trained run's); :class:`EmptySplitError` if there are none."""
+    manifest = read_dataset(data, config, labels=labels)
+    studies = manifest.split(split)
+    if not studies:
+        raise EmptySplitError(f"{manifest.path}: split '{split}' is empty")
+    return studies
+
+
+def build_dataset(
+    studies: list[Study], tokenizer: ReportTokenizer, labels: list[str], config: Config, train: bool
+) -> StudyDataset:
     """The torch dataset of ``studies`` as the config describes it."""
     d = config.data
-    dataset_class = PreparedStudyDataset if is_prepared_studies(studies) else StudyDataset  # images from shards
+    dataset_class = (
+        PreparedStudyDataset if is_prepared_studies(studies) else StudyDataset
+    )  # images from shards
     return dataset_class(
         studies,
         tokenizer,

@@ -440,7 +440,6 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
     Arrays: ``ids`` [N], ``sites`` [N], ``labels`` [C], ``targets`` [N, C] and
     ``probs__<condition>`` [N, C] per condition.
     """
-    from medmodal.data.pipeline import read_dataset
     from medmodal.evaluation.evaluate import predict_split
     from medmodal.training.baselines import is_baseline_run
     from medmodal.training.loading import load_trained
@@ -450,9 +449,7 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
         return
     trained = load_trained(run_dir)
     cfg = trained.config
-    studies = read_dataset(cell.data, cfg, labels=trained.labels).split("test")
-    if not studies:
-        raise ValueError(f"{cell.data}: the test split is empty")
+    studies = trained.studies(cell.data, "test")
     arrays: dict[str, np.ndarray] = {}
     for condition in conditions:
         preds = predict_split(
@@ -470,14 +467,12 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
 
 def evaluate_baseline_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], seed: int) -> None:
     """:func:`evaluate_cell` for a baseline run: the same arrays, the same hidden studies per condition."""
-    from medmodal.data.pipeline import read_dataset
+    from medmodal.data.pipeline import read_split
     from medmodal.evaluation.evaluate_baseline import predict_baseline_split
     from medmodal.training.baselines import load_baseline
 
     fitted = load_baseline(run_dir)
-    studies = read_dataset(cell.data, fitted.config, labels=fitted.labels).split("test")
-    if not studies:
-        raise ValueError(f"{cell.data}: the test split is empty")
+    studies = read_split(cell.data, fitted.config, fitted.labels, "test")
     arrays: dict[str, np.ndarray] = {}
     for condition in conditions:
         preds = predict_baseline_split(fitted, studies, generate=False, hide=hide_masks(condition, len(studies), seed))

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from medmodal.data.dataset import make_dataloader
 from medmodal.data.images import image_size
-from medmodal.data.pipeline import build_dataset, read_dataset
+from medmodal.data.pipeline import build_dataset
 from medmodal.data.types import Study
 from medmodal.evaluation.metrics import (
     classification_metrics,
@@ -284,11 +284,8 @@ def evaluate_run(
     trained = load_trained(run_dir)
     cfg = trained.config
     if data is None:
-        data = json.loads(trained.run.data_summary.read_text())["data"]
-    manifest = read_dataset(data, cfg, labels=trained.labels)
-    studies = manifest.split(split)
-    if not studies:
-        raise ValueError(f"{manifest.path}: split '{split}' is empty")
+        data = trained.run.training_data()
+    studies = trained.studies(data, split)
     preds = predict_split(
         trained,
         studies,

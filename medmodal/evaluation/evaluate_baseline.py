@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medmodal.data.pipeline import read_split
 from medmodal.data.types import Study
 from medmodal.evaluation.evaluate import (
     SplitPredictions,
@@ -64,16 +65,11 @@ def predict_baseline_split(
 
 def evaluate_baseline_run(run_dir: str | Path, data: str | Path | None = None, *, split: str = "test") -> dict[str, Any]:
     """Score the baseline run on ``split`` of ``data`` (default: the data it was fitted on); write and return metrics."""
-    from medmodal.data.pipeline import read_dataset
-
     fitted = load_baseline(run_dir)
     cfg = fitted.config
     if data is None:
-        data = json.loads(fitted.run.data_summary.read_text())["data"]
-    manifest = read_dataset(data, cfg, labels=fitted.labels)
-    studies = manifest.split(split)
-    if not studies:
-        raise ValueError(f"{manifest.path}: split '{split}' is empty")
+        data = fitted.run.training_data()
+    studies = read_split(data, cfg, fitted.labels, split)
     preds = predict_baseline_split(fitted, studies)
     metrics = score_predictions(preds, fitted, threshold=fitted.decision_thresholds(), uncertain_as=cfg.evaluate.uncertain_as)  # type: ignore[arg-type]
     metrics = {"run": str(fitted.run.root), "data": str(Path(data).resolve()), "split": split, "baseline": True, **metrics}

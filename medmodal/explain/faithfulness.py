@@ -154,15 +154,13 @@ def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "tes
                          image_method: str = "gradcam") -> dict[str, Any]:
     """All the measures of the module docstring for a trained run on a synthetic dataset."""
     from medmodal.data.dataset import make_dataloader
-    from medmodal.data.pipeline import build_dataset, read_dataset
+    from medmodal.data.pipeline import build_dataset
     from medmodal.explain.text import explain_text, resolve_method
     from medmodal.training.loading import load_trained
 
     trained = load_trained(run)
     model, labels, cfg = trained.model, trained.labels, trained.config
-    studies = read_dataset(data, cfg, labels).split(split)[:max_studies]
-    if not studies:
-        raise ValueError(f"{data}: no studies in split '{split}'")
+    studies = trained.studies(data, split)[:max_studies]
     truth = read_ground_truth(data)
     loader = make_dataloader(build_dataset(studies, trained.tokenizer, labels, cfg, train=False), batch_size=batch_size)
     generator = torch.Generator().manual_seed(seed)

@@ -378,7 +378,7 @@ def load_predictor(run_dir: str | Path, runtime: str = "torch", onnx_path: str |
 def _export_is_stale(onnx_path: Path, predictor: Predictor) -> bool:
     """The cached export is missing, or older than the checkpoint or the calibration it must
     contain (the ONNX graph carries the calibration of the model it was exported from)."""
-    from medmodal.evaluation.calibration import CALIBRATION_FILE
+    from medmodal.models.calibration import CALIBRATION_FILE
 
     metadata = onnx_path.with_suffix(".json")
     if not onnx_path.exists() or not metadata.exists():

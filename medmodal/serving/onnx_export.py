@@ -182,14 +182,14 @@ def parity_batch(trained: TrainedRun, n: int) -> dict[str, Tensor]:
     """Up to ``n`` preprocessed validation studies (rows alternately with image or text hidden)."""
     from torch.utils.data import default_collate
 
-    from medmodal.data.pipeline import build_dataset, read_dataset
+    from medmodal.data.pipeline import build_dataset
 
     cfg = trained.config
     studies = []
     try:
         data = json.loads(trained.run.data_summary.read_text()).get("file") if trained.run.data_summary.exists() else None
         if data and Path(data).exists():
-            manifest = read_dataset(Path(data), cfg, trained.labels)
+            manifest = trained.read_data(data)
             studies = (manifest.split("val") or manifest.split("test") or manifest.studies)[:n]
     except (OSError, ValueError, KeyError):  # a moved / changed dataset: fall back to synthetic inputs below
         studies = []

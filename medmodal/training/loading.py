@@ -8,7 +8,11 @@ from pathlib import Path
 import torch
 
 from medmodal.config import Config
+from medmodal.data.manifest import Manifest
+from medmodal.data.pipeline import read_dataset, read_split
 from medmodal.data.tokenizer import ReportTokenizer
+from medmodal.data.types import Study
+from medmodal.models.calibration import CALIBRATION_FILE, PlattScaling
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.runs import RunDir
 from medmodal.safeio import UnreadableFileError
@@ -34,6 +38,15 @@ class TrainedRun:
         """Per-label thresholds of the calibration if it chose them, else ``evaluate.threshold``."""
         return self.thresholds if self.thresholds is not None else self.config.evaluate.threshold
 
+    def read_data(self, data: str | Path) -> Manifest:
+        """``data`` read with the run's config and labelled in the run's label order."""
+        return read_dataset(data, self.config, labels=self.labels)
+
+    def studies(self, data: str | Path, split: str) -> list[Study]:
+        """The studies of ``split`` of ``data`` as the run sees them (:class:`~medmodal.data.pipeline.EmptySplitError`
+        if there are none)."""
+        return read_split(data, self.config, self.labels, split)
+
 
 def load_trained(
     run_dir: str | Path,
@@ -54,8 +67,6 @@ def load_trained(
     """
     if Path(run_dir).is_file() and checkpoint is None:
         return load_checkpoint_file(run_dir, device)
-    from medmodal.evaluation.calibration import CALIBRATION_FILE, PlattScaling
-
     run = RunDir.at(run_dir)
     run.require_trained()
     ckpt = Path(checkpoint) if checkpoint else run.model_checkpoint()

@@ -46,12 +46,11 @@ def transfer_config(config: Config, pretrained_run: str | Path, arm: str, fracti
 
 def test_auroc(run_dir: Path, data: str | Path) -> dict[str, Any]:
     """Classification metrics of a trained run on the test split (no report generation)."""
-    from medmodal.data.pipeline import read_dataset
     from medmodal.evaluation.evaluate import predict_split
     from medmodal.training.loading import load_trained
 
     trained = load_trained(run_dir)
-    studies = read_dataset(data, trained.config, labels=trained.labels).split("test")
+    studies = trained.studies(data, "test")
     preds = predict_split(trained, studies, beam_size=1, max_tokens=4, batch_size=trained.config.evaluate.batch_size,
                           generate=False, progress=False)  # fmt: skip
     return classification_metrics(preds.probs, preds.targets, trained.labels)

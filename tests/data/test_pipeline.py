@@ -1,12 +1,22 @@
-"""The data as a config describes it: training share and label matrix."""
+"""The data as a config describes it: one split, the training share, the label matrix, the vocabulary texts."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from medmodal.config import Config
-from medmodal.data.pipeline import label_matrix, training_subset, vocabulary_texts
+from medmodal.data.pipeline import (
+    EmptySplitError,
+    label_matrix,
+    read_split,
+    training_subset,
+    vocabulary_texts,
+)
 from medmodal.data.types import Study
+from medmodal.errors import DataError
+
+from .fixtures import row, write_csv
 
 
 def _studies(n):
@@ -31,6 +41,19 @@ def test_label_matrix_is_multi_hot_in_label_order_and_ignores_unknown_labels():
 
 
 def test_vocabulary_texts_take_input_and_target_fields_once_each():
-    config = Config.model_validate({"data": {"text_fields": ["indication", "findings"], "target_fields": ["findings"]}})
-    study = Study(id="a", row=0, sections={"indication": "cough", "findings": "clear", "impression": "normal"})
+    config = Config.model_validate(
+        {"data": {"text_fields": ["indication", "findings"], "target_fields": ["findings"]}}
+    )
+    study = Study(
+        id="a", row=0, sections={"indication": "cough", "findings": "clear", "impression": "normal"}
+    )
     assert vocabulary_texts([study], config) == ["cough", "clear"]
+
+
+def test_read_split_returns_the_split_and_refuses_an_empty_one(tmp_path):
+    write_csv(tmp_path, [row("a", split="train"), row("b", split="test"), row("c", split="train")])
+    config = Config()
+    assert [s.id for s in read_split(tmp_path, config, config.data.labels, "train")] == ["a", "c"]
+    with pytest.raises(EmptySplitError, match="split 'val' is empty") as err:
+        read_split(tmp_path, config, config.data.labels, "val")
+    assert isinstance(err.value, DataError) and isinstance(err.value, ValueError)

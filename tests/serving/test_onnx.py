@@ -81,7 +81,7 @@ def test_cached_export_follows_the_calibration(tiny_run, tiny_data, tmp_path):
     """serve --runtime onnx re-exports when the run was calibrated (or un-calibrated) since."""
     import shutil
 
-    from medmodal.evaluation.calibration import calibrate_run
+    from medmodal.experiments.calibrate import calibrate_run
     from medmodal.serving.app import load_predictor
 
     run = tmp_path / "run"

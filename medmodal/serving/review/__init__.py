@@ -61,13 +61,10 @@ class ReviewService:
 
     def __init__(self, predictor: Predictor, data: str | Path, *, split: str, ratings_url: str | Path,
                  worker: Any, model_name: str):
-        from medmodal.data.pipeline import read_dataset
-
         self.predictor = predictor
         self.worker = worker
         self.model_name = model_name
-        config = predictor.trained.config
-        manifest = read_dataset(data, config, predictor.labels)
+        manifest = predictor.trained.read_data(data)
         self.studies = {s.id: s for s in (manifest.split(split) or manifest.studies)}
         self.split = split
         self.ratings = RatingStore(ratings_url)
