@@ -6,7 +6,13 @@ share the classifier and differ only in where the boxes are. Both go through the
 (``medmodal.evaluation.evaluate.localization_scores``: IoU / hit@0.5 of the top box per finding,
 COCO mAP via pycocotools, FROC).
 
-    python benchmarks/localization_vs_mean_box.py RUN --split val [--data DATA]
+``--head KEY=VALUE`` changes a decoding setting of the trained head for this scoring only (``score``,
+``nms_iou``, ``min_score``, ``max_detections``; model.localization in the config), e.g. ``--head
+score=heatmap_x_probability``. ``--bootstrap N`` adds 95 % percentile intervals of hit@0.5 and mAP@0.5
+for both rows and for their difference, from N resamples of the studies (paired: the same resampled
+studies score both).
+
+    python benchmarks/localization_vs_mean_box.py RUN --split val [--data DATA] [--head KEY=VALUE ...] [--bootstrap N]
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from medmodal.evaluation.evaluate import (
     SplitPredictions,
     localization_scores,
     predict_split,
+    study_detections,
     true_boxes_normalised,
 )
+from medmodal.evaluation.metrics.localization import detection_metrics, localization_metrics
 from medmodal.training.loading import load_trained
 
 
@@ -35,6 +43,51 @@ def mean_training_boxes(studies, labels: list[str]) -> np.ndarray:
         if boxes:
             out[c] = np.mean(boxes, axis=0)
     return out
+
+
+# Decoding settings of a trained head that may change at scoring time (no retraining), with their types.
+DECODING = {"score": str, "nms_iou": float, "min_score": float, "max_detections": int}
+
+
+def set_decoding(head, settings: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` decoding settings to a trained localization head; returns them parsed."""
+    from medmodal.config import LocalizationConfig
+
+    parsed = {}
+    for item in settings:
+        key, _, value = item.partition("=")
+        if key not in DECODING:
+            raise SystemExit(f"--head {item!r}: a decoding setting is one of {sorted(DECODING)}")
+        parsed[key] = DECODING[key](value)
+    LocalizationConfig(**parsed)  # validated like the config (names the bad field)
+    for key, value in parsed.items():
+        setattr(head, key, value)
+    return parsed
+
+
+def _hit_and_map(preds: SplitPredictions, truth: list, labels: list[str], idx: np.ndarray) -> tuple[float, float]:
+    """hit@0.5 and mAP@0.5 of the studies ``idx`` (indices may repeat: a bootstrap resample)."""
+    hit = localization_metrics(preds.boxes[idx], [truth[i] for i in idx], labels)["hit_at_0_5"]
+    detections = study_detections(preds)
+    found = detection_metrics([detections[i] for i in idx], [truth[i] for i in idx], labels)["map_50"]
+    return hit, found
+
+
+def paired_intervals(model: SplitPredictions, baseline: SplitPredictions, labels: list[str], n: int) -> dict:
+    """95 % percentile intervals of hit@0.5 / mAP@0.5 of both predictors and of model - baseline over
+    ``n`` resamples of the imaged studies (seed 0)."""
+    truth = true_boxes_normalised(model.studies, labels)
+    imaged = np.array([i for i, s in enumerate(model.studies) if s.image is not None])
+    rng = np.random.default_rng(0)
+    draws = np.array([
+        [*_hit_and_map(model, truth, labels, idx), *_hit_and_map(baseline, truth, labels, idx)]
+        for idx in (rng.choice(imaged, size=len(imaged), replace=True) for _ in range(n))
+    ])  # fmt: skip
+    columns = {"model_hit_at_0_5": draws[:, 0], "model_map_50": draws[:, 1], "baseline_hit_at_0_5": draws[:, 2],
+               "baseline_map_50": draws[:, 3], "difference_hit_at_0_5": draws[:, 0] - draws[:, 2],
+               "difference_map_50": draws[:, 1] - draws[:, 3]}  # fmt: skip
+    return {name: [round(float(np.percentile(v, 2.5)), 3), round(float(np.percentile(v, 97.5)), 3)]
+            for name, v in columns.items()} | {"n_resamples": n}  # fmt: skip
 
 
 def summary(metrics: dict) -> dict:
@@ -52,8 +105,11 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--split", default="val")
     parser.add_argument("--data", default=None, help="default: the data the run was trained on")
+    parser.add_argument("--head", action="append", default=[], metavar="KEY=VALUE", help="decoding setting")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="paired study resamples")
     args = parser.parse_args()
     trained = load_trained(args.run)
+    decoding = set_decoding(trained.model.localizer, args.head)
     data = args.data or json.loads(trained.run.data_summary.read_text())["data"]
     manifest = read_dataset(data, trained.config, labels=trained.labels)
     studies = manifest.split(args.split)
@@ -64,10 +120,12 @@ def main() -> None:
         generated=None, references=preds.references,
     )  # fmt: skip
     result = {
-        "run": str(trained.run.root), "split": args.split, "n_studies": len(studies),
+        "run": str(trained.run.root), "split": args.split, "n_studies": len(studies), "decoding": decoding,
         "model": summary(localization_scores(preds, trained.labels)),
         "mean_box_baseline": summary(localization_scores(baseline, trained.labels)),
     }  # fmt: skip
+    if args.bootstrap:
+        result["intervals_95"] = paired_intervals(preds, baseline, trained.labels, args.bootstrap)
     print(json.dumps(result, indent=1))
 
 
