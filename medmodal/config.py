@@ -144,6 +144,9 @@ class ModelConfig(_Section):
     fusion: PartConfig = Field(default_factory=lambda: PartConfig(name="gated"))
     decoder: PartConfig = Field(default_factory=lambda: PartConfig(name="lstm"))
     embed_dim: int = Field(256, ge=8, le=4096)  # width of encoder outputs and the fused vector
+    # Input channels of the image encoder. The data layer reads images as grayscale [B, 1, H, W]; with
+    # more channels (3 for an encoder whose pretrained_path weights are RGB) it is repeated into each.
+    image_channels: int = Field(1, ge=1, le=4)
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
     localization: LocalizationConfig = Field(default_factory=LocalizationConfig)  # the box head's settings
     dropout: float = Field(0.1, ge=0, lt=1)

@@ -126,7 +126,7 @@ def decoder_attention_by_sentence(
     if generation.attention is None:
         raise ValueError(f"the decoder {model.part_names.get('decoder', '')!r} returns no attention map")
     with torch.no_grad():
-        grid_shape = model.image_encoder(batch["image"][:1]).grid.shape[-2:]
+        grid_shape = model.image_encoder(model.encoder_input(batch["image"][:1])).grid.shape[-2:]
     height, width = batch["image"].shape[-2:]
     stop = {i for i in (tokenizer.token_to_id("."),) if i is not None}
     end = {tokenizer.eos_id, tokenizer.pad_id}

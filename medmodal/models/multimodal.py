@@ -72,6 +72,7 @@ class MultimodalModel(nn.Module):
         localization_kwargs: keywords of :class:`LocalizationHead` (stride, score, ...; its defaults if None).
         dropout: of the heads and the single-modality projection.
         modality_dropout: probability of hiding one modality per training sample.
+        image_channels: input channels of the image encoder; a grayscale batch is repeated into them.
         coordinated: also project each modality's vector into one ``embed_dim`` space (unit norm)
             for the image-report alignment loss (a coordinated representation); two-modality
             models only.
@@ -96,6 +97,7 @@ class MultimodalModel(nn.Module):
         dropout: float = 0.1,
         modality_dropout: float = 0.0,
         coordinated: bool = False,
+        image_channels: int = 1,
         condition_on_findings: bool = False,
         part_names: Mapping[str, str] | None = None,
     ) -> None:
@@ -107,6 +109,7 @@ class MultimodalModel(nn.Module):
             raise ValueError("a fusion layer is needed exactly when both encoders are present")
         self.num_labels = num_labels
         self.modality_dropout = modality_dropout
+        self.image_channels = image_channels
         self.part_names = dict(part_names or {})
         self.classification = classification
         self.image_encoder = image_encoder
@@ -326,9 +329,22 @@ class MultimodalModel(nn.Module):
             all_true if has_text is None else has_text.bool().to(device),
         )
 
+    def encoder_input(self, images: Tensor) -> Tensor:
+        """[B, c, H, W] -> [B, image_channels, H, W]: a grayscale batch (c = 1) repeated into each channel."""
+        channels, wanted = images.shape[1], self.image_channels
+        if channels == wanted:
+            return images
+        if channels == 1:
+            return images.expand(-1, wanted, -1, -1)
+        raise ValueError(
+            f"the image encoder takes {wanted} channels (or 1, repeated); the images have {channels}"
+        )
+
     def encode_images(self, images: Tensor, present: Tensor) -> ImageFeatures:
         """Encode only the rows of ``images`` [B, 1, H, W] that are present; other rows are zeros
-        (replaced by the placeholder afterwards). With no or all rows present, encodes all."""
+        (replaced by the placeholder afterwards). With no or all rows present, encodes all.
+        The image encoder sees :meth:`encoder_input` of them."""
+        images = self.encoder_input(images)
         if bool(present.all()) or not bool(present.any()):
             return self.image_encoder(images)
         subset = self.image_encoder(images[present])
@@ -375,7 +391,10 @@ def create_model(
     image_encoder = text_encoder = fusion = decoder = None
     if uses_image:
         image_encoder = build_part(
-            "image_encoder", cfg.image_encoder, wired={"in_channels": 1}, defaults={"out_dim": width}
+            "image_encoder",
+            cfg.image_encoder,
+            wired={"in_channels": cfg.image_channels},
+            defaults={"out_dim": width},
         )
     if uses_text:
         text_encoder = build_part(
@@ -429,6 +448,7 @@ def create_model(
         dropout=cfg.dropout,
         modality_dropout=cfg.modality_dropout,
         coordinated=cfg.representation == "coordinated",
+        image_channels=cfg.image_channels,
         condition_on_findings=conditioned,
         part_names=part_names,
     )

@@ -76,7 +76,8 @@ class InferenceGraph(nn.Module):
         model = self.model
         image = text = None
         if model.image_encoder is not None:
-            image = model.image_placeholder.fill(model.image_encoder(batch["image"]), batch["has_image"])
+            encoded = model.image_encoder(model.encoder_input(batch["image"]))  # model.image_channels
+            image = model.image_placeholder.fill(encoded, batch["has_image"])
         if model.text_encoder is not None:
             text = model.text_placeholder.fill(
                 model.text_encoder(batch["text_ids"], batch["text_mask"]), batch["has_text"]
