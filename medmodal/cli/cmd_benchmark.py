@@ -10,7 +10,7 @@ from medmodal.errors import UsageError
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
-    from medmodal.evaluation.benchmark import load_grid, run_benchmark
+    from medmodal.experiments.benchmark import load_grid, run_benchmark
 
     grid, base_dir = load_grid(args.config)
     if args.seeds:
@@ -26,7 +26,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
                                   "gpus_per_cell": args.gpus_per_cell}.items() if v is not None}
     if executor:
         grid = grid.model_copy(update={"executor": grid.executor.model_copy(update=executor)})
-    from medmodal.evaluation.benchmark import grid_from_dict
+    from medmodal.experiments.benchmark import grid_from_dict
 
     grid = grid_from_dict(grid.model_dump(mode="json"), "the grid with command-line changes", base_dir)
     result = run_benchmark(args.data, grid, args.out, progress=False)

@@ -40,7 +40,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> None:
     from medmodal.config import apply_overrides, load_config
-    from medmodal.evaluation.site_transfer import format_report, site_transfer
+    from medmodal.experiments.site_transfer import format_report, site_transfer
 
     config = apply_overrides(load_config(args.config), parse_overrides(args.set))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

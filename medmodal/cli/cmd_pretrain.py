@@ -46,7 +46,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_retrieval_eval(args: argparse.Namespace) -> None:
-    from medmodal.retrieval.evaluate import evaluate_retrieval
+    from medmodal.retrieval.evaluate_pretrained import evaluate_retrieval
 
     m = evaluate_retrieval(args.run, args.data, split=args.split, hubness=args.hubness, bank_split=args.bank_split,
                            csls_k=args.csls_k)  # fmt: skip
@@ -67,7 +67,7 @@ def cmd_retrieval_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_zero_shot(args: argparse.Namespace) -> None:
-    from medmodal.retrieval.evaluate import evaluate_zero_shot
+    from medmodal.retrieval.evaluate_pretrained import evaluate_zero_shot
 
     m = evaluate_zero_shot(args.run, args.data, split=args.split, supervised=args.supervised, vocabulary=args.vocabulary)
     header = f"{'finding':<16}{'zero-shot':>10}" + "".join(f"{'sup.' + str(i + 1):>10}" for i in range(len(m["supervised"])))
@@ -82,7 +82,7 @@ def cmd_zero_shot(args: argparse.Namespace) -> None:
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
-    from medmodal.training.transfer import run_transfer
+    from medmodal.experiments.transfer import run_transfer
 
     fractions = [float(f) for f in args.fractions.split(",")]
     table = run_transfer(args.data, args.pretrained, _config(args), args.out, fractions=fractions)

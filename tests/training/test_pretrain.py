@@ -60,7 +60,7 @@ def test_search_cli_returns_nearest_studies_as_json(pretrained, tiny_data, capsy
 
 
 def test_retrieval_and_zero_shot_write_their_metrics_sections(pretrained, tiny_data, tiny_run):
-    from medmodal.retrieval.evaluate import evaluate_retrieval, evaluate_zero_shot
+    from medmodal.retrieval.evaluate_pretrained import evaluate_retrieval, evaluate_zero_shot
 
     retrieval = evaluate_retrieval(pretrained.run.root, tiny_data)
     for direction in ("image_to_text", "text_to_image"):
@@ -79,7 +79,7 @@ def test_retrieval_and_zero_shot_write_their_metrics_sections(pretrained, tiny_d
 
 
 def test_transfer_config_initialises_only_the_pretrained_arm(pretrained):
-    from medmodal.training.transfer import transfer_config
+    from medmodal.experiments.transfer import transfer_config
 
     base = tiny_config()
     pre = transfer_config(base, pretrained.run.root, "pretrained", 0.25)

@@ -1,7 +1,7 @@
 """One self-contained ``report.html`` of a benchmark (opens offline: images are embedded as base64).
 
 Rendered with Jinja2 (autoescaped) from ``summary.json`` and the PNGs of
-:mod:`medmodal.evaluation.plots`. Sections: the comparison table (seed mean +- sd,
+:mod:`medmodal.experiments.plots`. Sections: the comparison table (seed mean +- sd,
 bootstrap CIs, difference to the best unimodal baseline with its CI and p-values),
 missing-modality robustness, per-site and leave-one-site-out results, per-label
 AUROC with prevalence, calibration, the data summary and the exact configs.

@@ -1,7 +1,7 @@
 """Where the cells of a benchmark grid run: in this process one after the other (``serial``) or as
 Ray tasks on a local machine or a Ray cluster (``ray``), each task holding its own CPUs / GPUs.
 
-Both executors call the same :func:`medmodal.evaluation.benchmark.run_cell` on the same cells, so a
+Both executors call the same :func:`medmodal.experiments.benchmark.run_cell` on the same cells, so a
 grid gives the same ``results.csv`` whichever runs it, and both resume the same way: a cell whose
 folder holds ``done.json`` is skipped (the check is inside ``run_cell``, on the worker).
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from medmodal.evaluation.benchmark import Cell, EvaluationSettings
+    from medmodal.experiments.benchmark import Cell, EvaluationSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Tables and statistics of a finished benchmark (:mod:`medmodal.evaluation.benchmark`).
+"""Tables and statistics of a finished benchmark (:mod:`medmodal.experiments.benchmark`).
 
 Reads every cell's ``predictions.npz`` and writes
 
@@ -11,7 +11,7 @@ Reads every cell's ``predictions.npz`` and writes
   bootstrap CI over test studies, the paired comparison of every fusion model with
   every unimodal baseline (paired bootstrap of the difference + DeLong p-value),
   robustness curves, per-site and leave-one-site-out results, reliability curves;
-- the plots (:mod:`medmodal.evaluation.plots`).
+- the plots (:mod:`medmodal.experiments.plots`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _cell_info(out: Path, cell) -> dict[str, Any]:
     folder = cell.folder(out)
     info = json.loads((folder / "cell.json").read_text())
     info["train_seconds"] = json.loads((folder / "done.json").read_text()).get("train_seconds")
-    from medmodal.evaluation.benchmark import load_cell_predictions
+    from medmodal.experiments.benchmark import load_cell_predictions
 
     info["arrays"] = load_cell_predictions(folder)
     return info
@@ -175,7 +175,7 @@ def comparisons(cells_info, summary: dict[str, Any], settings) -> list[dict[str,
 
 def robustness(summary: dict[str, Any], settings) -> dict[str, Any]:
     """Seed-mean / sd AUROC (macro) against the fraction of studies missing each modality, per model."""
-    from medmodal.evaluation.benchmark import drop_condition
+    from medmodal.experiments.benchmark import drop_condition
 
     curves: dict[str, Any] = {}
     for modality in settings.drop_modalities:
@@ -258,7 +258,7 @@ def reliability(cells_info, settings) -> dict[str, Any]:
 def write_results(out: Path, grid, cells, conditions: list[str], data: Path) -> dict[str, Any]:
     """Write results.csv / results.json / summary.json and the plots; return the summary."""
     from medmodal.data.pipeline import read_dataset
-    from medmodal.evaluation import plots
+    from medmodal.experiments import plots
 
     settings = grid.evaluation
     cells_info = [_cell_info(out, c) for c in cells]

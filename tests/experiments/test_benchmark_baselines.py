@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medmodal.config import ConfigError
-from medmodal.evaluation.benchmark import (
+from medmodal.experiments.benchmark import (
     grid_from_dict,
     load_cell_predictions,
     load_grid,

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from medmodal.config import ConfigError
-from medmodal.evaluation import benchmark
-from medmodal.evaluation.benchmark import (
+from medmodal.experiments import benchmark
+from medmodal.experiments.benchmark import (
     EvaluationSettings,
     grid_from_dict,
     hide_masks,

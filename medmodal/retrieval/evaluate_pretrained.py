@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medmodal.data.pipeline import label_matrix, read_dataset
+from medmodal.data.pipeline import label_matrix, read_split
 from medmodal.data.types import Study
 from medmodal.evaluation.metrics import classification_metrics
 from medmodal.retrieval.embed import embed_studies
@@ -34,10 +34,7 @@ def update_metrics_file(run: RunDir, section: str, values: dict[str, Any]) -> di
 def split_studies(run: PretrainedRun, data: str | Path | None, split: str) -> tuple[list[Study], str]:
     """(studies of ``split`` of ``data`` or of the run's own dataset, the dataset path)."""
     data = str(data) if data is not None else run.data
-    studies = read_dataset(data, run.config, labels=run.labels).split(split)
-    if not studies:
-        raise ValueError(f"{data}: split '{split}' is empty")
-    return studies, data
+    return read_split(data, run.config, run.labels, split), data
 
 
 def evaluate_retrieval(run_dir: str | Path, data: str | Path | None = None, *, split: str = "test",

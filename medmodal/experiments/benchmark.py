@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medmodal.config import Config, ConfigError, apply_overrides, load_config
 from medmodal.errors import InputNotFoundError
-from medmodal.evaluation.executors import ExecutorSettings, run_cells
+from medmodal.experiments.executors import ExecutorSettings, run_cells
 from medmodal.runs import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -383,11 +383,11 @@ def run_benchmark(
     result = BenchmarkResult(out=out, cells=cells)
     conditions = condition_names(grid.evaluation)
     result.cells_run = run_cells(cells, out, conditions, grid.evaluation, grid.executor, run_cell, progress=progress)
-    from medmodal.evaluation.benchmark_results import write_results
+    from medmodal.experiments.benchmark_results import write_results
 
     write_results(out, grid, cells, conditions, data)
     if report:
-        from medmodal.evaluation.report_html import write_report
+        from medmodal.experiments.report_html import write_report
 
         result.report = write_report(out)
     result.seconds = time.time() - start

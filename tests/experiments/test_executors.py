@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from medmodal.config import ConfigError
-from medmodal.evaluation import benchmark
-from medmodal.evaluation.benchmark import grid_from_dict, run_benchmark
-from medmodal.evaluation.executors import CellsFailed, ExecutorSettings
+from medmodal.experiments import benchmark
+from medmodal.experiments.benchmark import grid_from_dict, run_benchmark
+from medmodal.experiments.executors import CellsFailed, ExecutorSettings
 
 GRID = {
     "name": "ray-mini",
@@ -96,7 +96,7 @@ def test_ray_grid_gives_the_serial_results_and_resumes(data, tmp_path, local_ray
 
 def test_failed_ray_cells_are_named_together_and_the_others_finish(tmp_path, local_ray):
     """Runs a stand-in cell function (no training): one cell fails, the other still runs."""
-    from medmodal.evaluation.executors import run_cells
+    from medmodal.experiments.executors import run_cells
 
     cells = benchmark.plan_cells(grid_from_dict(GRID), tmp_path, tmp_path)
     with pytest.raises(CellsFailed, match=r"1 of 2 cells failed: gated__seed0 \(ValueError: bad cell\)"):
@@ -114,7 +114,7 @@ def _fails_on_gated_seed0(cell, out, conditions, settings, *, progress=False) ->
 
 
 def test_serial_executor_stops_at_the_first_failure(tmp_path):
-    from medmodal.evaluation.executors import run_cells
+    from medmodal.experiments.executors import run_cells
 
     cells = benchmark.plan_cells(grid_from_dict(GRID), tmp_path, tmp_path)
     with pytest.raises(ValueError, match="bad cell"):
