@@ -154,10 +154,13 @@ def largest_box_per_class(boxes: torch.Tensor, labels: torch.Tensor, num_labels:
     box_mask bool ``[C]``."""
     out = torch.zeros(num_labels, 4, dtype=torch.float32)
     mask = torch.zeros(num_labels, dtype=torch.bool)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    for k in torch.argsort(area, descending=True, stable=True).tolist():
+    real = (labels >= 0).nonzero().flatten()  # padding rows (-1) skipped: most studies have no box
+    if real.numel() == 0:
+        return out, mask
+    area = (boxes[real, 2] - boxes[real, 0]) * (boxes[real, 3] - boxes[real, 1])
+    for k in real[torch.argsort(area, descending=True, stable=True)].tolist():
         c = int(labels[k])
-        if c >= 0 and not mask[c]:
+        if not mask[c]:
             out[c], mask[c] = boxes[k], True
     return out, mask
 

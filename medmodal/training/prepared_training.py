@@ -102,7 +102,8 @@ def prepared_loader(index: PreparedIndex, split: str, tokenizer: ReportTokenizer
     """A DataLoader of batch dicts streamed from one split (shuffled and augmented when ``train``)."""
     t = config.train
     dataset = PreparedStudies(
-        index, split, item_builder(tokenizer, index.label_names, config.data, train=train, seed=t.seed),
+        index, split, item_builder(tokenizer, index.label_names, config.data, train=train, seed=t.seed,
+                                   targets=config.model.heads.generation),
         shuffle=train, seed=t.seed,
     )
     return DataLoader(dataset, batch_size=batch_size or t.batch_size, num_workers=config.data.num_workers,
