@@ -19,6 +19,10 @@ Why written here: scikit-learn's ``CalibratedClassifierCV`` wraps an estimator i
 ``_SigmoidCalibration`` is private; the fit is a two-parameter logistic regression per label,
 done for all labels at once with torch's L-BFGS.
 
+Inside the model a :class:`LogitCalibration` applies it: persistent buffers, so the calibration is
+saved with the weights (``model.state_dict()``, checkpoints); :func:`fill_missing_calibration`
+gives weights saved before that the identity.
+
 The fit on a run's predictions and ``RUN/calibration.json`` are written by ``medmodal calibrate``
 (:mod:`medmodal.experiments.calibrate`); ``load_trained`` applies the file inside the model
 (evaluate, predict, serve, explain, ONNX export).
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from medmodal.runs import write_json_atomic
 
@@ -132,3 +137,46 @@ def fit_platt_scaling(
         "at_scale_floor": [n for n, f, a in zip(labels, fittable, fitted_scale) if f and a <= MIN_SCALE],
     }
     return PlattScaling(labels=list(labels), scale=scale.tolist(), bias=shift.tolist(), details=details)
+
+
+class LogitCalibration(nn.Module):
+    """Per-label ``logit * scale + bias`` (Platt scaling) of [B, C] classification logits; the
+    identity until :meth:`set`. ``scale`` / ``bias`` [C] are persistent buffers (in ``state_dict()``)."""
+
+    def __init__(self, num_labels: int) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(num_labels))
+        self.register_buffer("bias", torch.zeros(num_labels))
+
+    def forward(self, logits: Tensor) -> Tensor:
+        """[B, C] -> [B, C]."""
+        return logits * self.scale + self.bias
+
+    @property
+    def is_identity(self) -> bool:
+        return bool((self.scale == 1).all()) and bool((self.bias == 0).all())
+
+    def set(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
+        """Use ``scale`` (> 0, so each label's ranking and AUROC are kept) and ``bias``, [C] each."""
+        scale = torch.as_tensor(scale, dtype=self.scale.dtype, device=self.scale.device)
+        bias = torch.as_tensor(bias, dtype=self.bias.dtype, device=self.bias.device)
+        if scale.shape != self.scale.shape or bias.shape != self.bias.shape:
+            got = f"{tuple(scale.shape)}, {tuple(bias.shape)}"
+            raise ValueError(f"calibration needs {self.scale.numel()} scales and biases, got {got}")
+        if not bool((scale > 0).all()):
+            raise ValueError("calibration scales must be positive (a negative one reverses a label's ranking)")
+        self.scale.copy_(scale)
+        self.bias.copy_(bias)
+
+
+def fill_missing_calibration(state_dict: dict[str, Tensor], module: nn.Module) -> dict[str, Tensor]:
+    """``state_dict`` (of ``module``) with the identity for every :class:`LogitCalibration` buffer it
+    lacks (weights saved before the calibration was); buffers it holds are kept. Changed in place
+    and returned. The identity is made on the CPU from the buffer's shape (``module`` may be on ``meta``)."""
+    for name, part in module.named_modules():
+        if isinstance(part, LogitCalibration):
+            prefix = f"{name}." if name else ""
+            shape = part.scale.shape
+            state_dict.setdefault(f"{prefix}scale", torch.ones(shape))
+            state_dict.setdefault(f"{prefix}bias", torch.zeros(shape))
+    return state_dict

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medmodal.models import registry
+from medmodal.models.calibration import LogitCalibration
 from medmodal.models.heads import ClassificationHead
 from medmodal.models.layers import ProjectionHead
 from medmodal.models.localization import LocalizationHead
@@ -132,10 +133,9 @@ class MultimodalModel(nn.Module):
             self.fused_dim = embed_dim
         self.build_heads(classification, localization, dropout, localization_kwargs)
         # Post-hoc Platt scaling of the classification logits (``medmodal calibrate``): identity
-        # until set, applied in eval mode only, kept out of the checkpoint (RUN/calibration.json
-        # holds it and ``load_trained`` sets it).
-        self.register_buffer("calibration_scale", torch.ones(num_labels), persistent=False)
-        self.register_buffer("calibration_bias", torch.zeros(num_labels), persistent=False)
+        # until set, applied in eval mode only, saved with the weights (persistent buffers;
+        # ``load_trained`` sets it from RUN/calibration.json).
+        self.calibration = LogitCalibration(num_labels)
         self.image_projector = self.text_projector = self.alignment_log_scale = None
         if coordinated:
             if not both:
@@ -159,7 +159,7 @@ class MultimodalModel(nn.Module):
             return None
         logits = self.uncalibrated_logits(vector, fusion_output)
         if not self.training:
-            logits = logits * self.calibration_scale + self.calibration_bias
+            logits = self.calibration(logits)
         return logits
 
     def uncalibrated_logits(self, vector: Tensor, fusion_output: FusionOutput | None) -> Tensor:
@@ -182,15 +182,19 @@ class MultimodalModel(nn.Module):
 
     def set_calibration(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
         """Per-label affine map ``logit * scale + bias`` [C] applied to the classification logits
-        in eval mode (Platt scaling; ``scale`` > 0 keeps each label's ranking, so AUROC is unchanged)."""
-        scale = torch.as_tensor(scale, dtype=self.calibration_scale.dtype, device=self.calibration_scale.device)
-        bias = torch.as_tensor(bias, dtype=self.calibration_bias.dtype, device=self.calibration_bias.device)
-        if scale.shape != self.calibration_scale.shape or bias.shape != self.calibration_bias.shape:
-            raise ValueError(f"calibration needs {self.num_labels} scales and biases, got {tuple(scale.shape)}, {tuple(bias.shape)}")
-        if not bool((scale > 0).all()):
-            raise ValueError("calibration scales must be positive (a negative one would reverse a label's ranking)")
-        self.calibration_scale.copy_(scale)
-        self.calibration_bias.copy_(bias)
+        in eval mode (Platt scaling; ``scale`` > 0 keeps each label's ranking, so AUROC is unchanged).
+        Saved with the weights (``calibration.scale`` / ``calibration.bias`` in ``state_dict()``)."""
+        self.calibration.set(scale, bias)
+
+    @property
+    def calibration_scale(self) -> Tensor:
+        """[C] scales of :meth:`set_calibration` (ones until set)."""
+        return self.calibration.scale
+
+    @property
+    def calibration_bias(self) -> Tensor:
+        """[C] biases of :meth:`set_calibration` (zeros until set)."""
+        return self.calibration.bias
 
     def build_heads(
         self, classification: bool, localization: bool, dropout: float,

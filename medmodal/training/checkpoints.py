@@ -27,6 +27,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from medmodal.models.calibration import fill_missing_calibration
 from medmodal.runs import RunDir
 from medmodal.safeio import UnreadableFileError, load_torch_file
 
@@ -60,9 +61,10 @@ def module_from_checkpoint(cls: type[ModuleT], path: str | Path, map_location: s
     if not isinstance(hparams, Mapping):
         raise UnreadableFileError(f"{path}: the checkpoint has no hyper_parameters to rebuild a {cls.__name__} from")
     hparams = without_pretrained_paths(hparams)
-    weights = state["state_dict"]
     with torch.device("meta"):
         layout = _build(cls, hparams, path)
+    # weights saved before the model's calibration was persistent: the identity (models/calibration.py)
+    weights = fill_missing_calibration(dict(state["state_dict"]), layout)
     _check_layout(layout.state_dict(), weights, path)
     module = _build(cls, hparams, path)
     module.load_state_dict(weights, strict=True)

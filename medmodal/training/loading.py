@@ -58,7 +58,8 @@ def load_trained(
     """Read ``run_dir`` (see :mod:`medmodal.runs`) and rebuild its model from the best checkpoint.
 
     With ``apply_calibration`` (default) a ``RUN/calibration.json`` written by ``medmodal
-    calibrate`` is applied to the model's classification logits.
+    calibrate`` is applied to the model's classification logits; otherwise, or without that file,
+    the model is uncalibrated (the identity), whatever calibration its checkpoint holds.
 
     The checkpoint is read with ``weights_only=True`` (:mod:`medmodal.training.checkpoints`):
     one whose pickle would run code is refused with :class:`~medmodal.safeio.UnsafeFileError`.
@@ -84,6 +85,8 @@ def load_trained(
             raise UnreadableFileError(f"{calibration_path}: labels {scaling.labels} differ from the run's {labels}; rerun medmodal calibrate")
         model.set_calibration(scaling.scale, scaling.bias)
         thresholds = scaling.thresholds
+    else:  # the run folder's calibration.json decides, whatever the checkpoint's buffers hold
+        model.set_calibration(torch.ones(len(labels)), torch.zeros(len(labels)))
     return TrainedRun(
         run=run,
         config=module.config,

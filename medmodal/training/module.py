@@ -11,6 +11,7 @@ from torchmetrics.classification import BinaryAUROC, MultilabelAUROC
 from torchmetrics.utilities import dim_zero_cat
 
 from medmodal.config import Config
+from medmodal.models.calibration import fill_missing_calibration
 from medmodal.models.multimodal import create_model
 from medmodal.training.domain_adaptation import build_domain_adversary, task_losses
 from medmodal.training.finding_thresholds import BestF1Thresholds
@@ -94,6 +95,10 @@ class MultimodalModule(L.LightningModule):
             self.val_thresholds = BestF1Thresholds()
         # DANN site adversary (train.domain_adaptation.method: dann), else None; training only.
         self.domain = build_domain_adversary(self.config.train.domain_adaptation, self.model.fused_dim, site_names)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming from a checkpoint saved before the calibration was persistent: the identity."""
+        fill_missing_calibration(checkpoint["state_dict"], self)
 
     def forward(self, batch: dict):
         return self.model(batch)
