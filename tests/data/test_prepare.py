@@ -265,15 +265,3 @@ def test_heads_follow_the_prepared_training_split(prepared, tmp_path):
                                                "boxes_by_split": {"train": 0}})  # fmt: skip
     heads = heads_for_prepared_data(tiny_config(), bare).model.heads
     assert heads.generation is False and heads.localization is False
-
-
-def test_cli_prepare_writes_shards_and_reports_a_clash_in_one_line(tiny_data, tmp_path, capsys):
-    from medmodal.cli.main import main
-
-    out = tmp_path / "prep"
-    assert main(["--quiet", "prepare", str(tiny_data), str(out), "--image-size", "32", "--studies-per-shard", "40"]) == 0
-    printed = capsys.readouterr().out
-    assert "prepared 120 studies" in printed and "train 84 in 3 shard(s)" in printed
-    assert read_index(out).image_size == 32
-    assert main(["--quiet", "prepare", str(tiny_data), str(out)]) == 2
-    assert "already holds prepared data" in capsys.readouterr().err

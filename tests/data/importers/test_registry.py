@@ -26,14 +26,6 @@ def test_unknown_format_and_option(tmp_path):
         run_import("nih", tmp_path, tmp_path / "out", uncertain="positive")
 
 
-def test_list(capsys):
-    assert main(["import", "--list"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == available()
-    assert main(["-q", "import"]) == 2
-    assert "name a FORMAT" in capsys.readouterr().err
-
-
 def test_command_runs_a_format(tmp_path, capsys):
     (tmp_path / "stage_2_train_labels.csv").write_text("patientId,x,y,width,height,Target\na,0,0,512,512,1\nb,,,,,0\n")
     for name in "ab":
@@ -57,15 +49,3 @@ def test_strict_stops_with_the_bad_rows(tmp_path, capsys):
     assert main(["-q", "import", "siim-pneumothorax", str(tmp_path), str(tmp_path / "out"), "--strict"]) == 2
     assert "row 3 (id b), field 'EncodedPixels'" in capsys.readouterr().err
     assert not (tmp_path / "out" / "manifest.csv").exists()
-
-
-def test_old_command_names_are_aliases(tmp_path, capsys):
-    xml = tmp_path / "xml"
-    xml.mkdir()
-    (xml / "1.xml").write_text('<eCitation><uId id="CXR1"/><Abstract><AbstractText Label="FINDINGS">Clear lungs.'
-                               '</AbstractText></Abstract></eCitation>')  # fmt: skip
-    assert main(["-q", "import-openi", str(xml), str(tmp_path / "a")]) == 0
-    first = json.loads(capsys.readouterr().out)
-    assert main(["-q", "import", "openi", str(xml), str(tmp_path / "b")]) == 0
-    second = json.loads(capsys.readouterr().out)
-    assert first["rows_written"] == second["rows_written"] == 1
