@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
-from monai.networks.nets.transchex import BertMixedLayer, BertPreTrainedModel, MultiModal, Pooler
 from torch import Tensor, nn
 
 from medmodal.models.pretrained import PretrainedWeightsError, extract_state_dict, read_weights_file
@@ -82,15 +82,25 @@ def _require_transformers() -> None:
         raise ImportError("the Transchex peer needs transformers: pip install 'medmodal[peers]'") from err
 
 
+def _monai_transchex():
+    """MONAI's transchex module, imported on first use: importing ``monai.networks.nets`` imports
+    transformers' BERT when it is installed (seconds), which no other model should pay for."""
+    from monai.networks.nets import transchex
+
+    return transchex
+
+
 def _bert_layers(config: dict[str, Any], n: int) -> nn.ModuleList:
     """``n`` transformers ``BertLayer``s of ``config`` (eager attention, as MONAI's MultiModal)."""
-    return MultiModal(num_language_layers=n, num_vision_layers=0, num_mixed_layers=0, bert_config=config).language_encoder
+    multimodal = _monai_transchex().MultiModal(num_language_layers=n, num_vision_layers=0, num_mixed_layers=0,
+                                               bert_config=config)  # fmt: skip
+    return multimodal.language_encoder
 
 
 def _run_layers(layers: nn.ModuleList, hidden: Tensor, additive_mask: Tensor | None) -> Tensor:
     """hidden [B, N, D] through BertLayers (additive mask [B, 1, 1, N] or None) -> [B, N, D]."""
     for layer in layers:
-        hidden = MultiModal._get_hidden_states(layer(hidden, additive_mask))
+        hidden = _monai_transchex().MultiModal._get_hidden_states(layer(hidden, additive_mask))
     return hidden
 
 
@@ -150,7 +160,7 @@ class TranschexText(nn.Module):
         self.cls_id = vocab_size
         config = bert_config(hidden, num_attention_heads, intermediate_size, vocab_size + 1, pad_id,
                              max_position_embeddings, dropout, dropout)  # fmt: skip
-        self.bert = MultiModal(num_language_layers, 0, 0, config)
+        self.bert = _monai_transchex().MultiModal(num_language_layers, 0, 0, config)
         self.out_dim = self.seq_dim = hidden
 
     def forward(self, ids: Tensor, mask: Tensor) -> TextFeatures:
@@ -182,7 +192,7 @@ class TranschexText(nn.Module):
 
 
 @register("fusion", "transchex")
-class TranschexFusion(BertPreTrainedModel):
+class TranschexFusion(nn.Module):
     """Transchex's mixed layers (language and vision tokens cross-attend, no mask, as in MONAI) and its
     Pooler over the [CLS] token: (patches [B, P, D] from the grid, tokens [B, L+1, D]) -> vector [B, D].
 
@@ -197,11 +207,14 @@ class TranschexFusion(BertPreTrainedModel):
         if grid_dim != seq_dim:
             raise ValueError(f"transchex fusion needs image and text tokens of one width, got {grid_dim} and {seq_dim}"
                              " (use transchex_image and transchex_text of the same hidden_size)")  # fmt: skip
-        self.config = _config_object(bert_config(seq_dim, num_attention_heads, hidden_dropout_prob=dropout,
-                                                 attention_probs_dropout_prob=dropout))  # fmt: skip
-        self.mixed_encoder = nn.ModuleList(BertMixedLayer(self.config) for _ in range(num_mixed_layers))
-        self.apply(self.init_bert_weights)
-        self.pooler = Pooler(hidden_size=seq_dim)
+        monai = _monai_transchex()
+        config = _config_object(bert_config(seq_dim, num_attention_heads, hidden_dropout_prob=dropout,
+                                            attention_probs_dropout_prob=dropout))  # fmt: skip
+        self.mixed_encoder = nn.ModuleList(monai.BertMixedLayer(config) for _ in range(num_mixed_layers))
+        # MONAI's init_bert_weights (it reads only config.initializer_range), as MultiModal applies it
+        holder = SimpleNamespace(config=config)
+        self.mixed_encoder.apply(lambda m: monai.BertPreTrainedModel.init_bert_weights(holder, m))
+        self.pooler = monai.Pooler(hidden_size=seq_dim)
         self.out_dim = seq_dim
 
     def forward(self, image: ImageFeatures, text: TextFeatures) -> FusionOutput:
