@@ -1,5 +1,5 @@
 # The two commands of the README:  make demo   and   make test
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-fast lint
 setup:
 	@./scripts/setup.sh
 
@@ -13,5 +13,12 @@ test: setup
 		-c constraints/cpu.txt -e ".[distributed,peers]" 2>&1 | grep -v "is ignored: it is neither" || true; }
 	.venv/bin/python -m pytest -q
 
+# the quick local loop: everything but the tests marked slow (CI runs them all: `make test`)
+test-fast: setup
+	.venv/bin/python -m pytest -q -m "not slow"
+
+# formatter, linter and type checker (CI runs it before the tests); settings in pyproject.toml
 lint: setup
+	.venv/bin/ruff format --check medmodal tests
 	.venv/bin/ruff check medmodal tests
+	.venv/bin/mypy
