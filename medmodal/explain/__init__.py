@@ -9,3 +9,5 @@
 Kept import-light (captum and matplotlib load in the submodules that need them), because the
 predictor imports :mod:`.modality`.
 """
+
+__all__ = ["case", "faithfulness", "image", "modality", "render", "text"]

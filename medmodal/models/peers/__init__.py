@@ -5,4 +5,6 @@ grid cell can name them and they train through the same trainer, data, splits an
   ``transchex_text`` and fusion ``transchex`` (needs the ``peers`` extra: transformers).
 """
 
-from medmodal.models.peers import transchex  # noqa: F401  (registration)
+from medmodal.models.peers import transchex  # registers its parts
+
+__all__ = ["transchex"]
