@@ -42,6 +42,8 @@ from medmodal.serving.predictor import Predictor, study_from_inputs
 from medmodal.serving.ratings import ERROR_TYPES, MAX_COMMENT_CHARS, MAX_NAME_CHARS, Rating, RatingStore
 from medmodal.serving.security import RequestRejected
 
+__all__ = ["RatingIn", "ReviewService", "mount_review", "png_bytes", "saliency_map"]
+
 STATIC = Path(__file__).parent / "static"
 SALIENCY_COLOUR = (255, 64, 0)
 
