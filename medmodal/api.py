@@ -23,17 +23,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medmodal.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
+from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import SECTION_FIELDS, Study
 from medmodal.models import registry
+from medmodal.models.multimodal import MultimodalModel
+from medmodal.models.multimodal import create_model as build_model
 from medmodal.models.presets import PRESETS, preset_config
+from medmodal.serving.predictor import Predictor
+from medmodal.training.trainer import TrainResult
+from medmodal.training.trainer import train as train_run
 
 if TYPE_CHECKING:
     import lightning as L
-
-    from medmodal.data.tokenizer import ReportTokenizer
-    from medmodal.models.multimodal import MultimodalModel
-    from medmodal.serving.predictor import Predictor
-    from medmodal.training.engine import TrainResult
 
 ConfigSource = str | Path | Config | Mapping[str, Any]
 
@@ -95,9 +96,6 @@ def create_model(
         ValueError: ``labels`` empty, not strings or repeated; ``tokenizer`` and ``texts`` both given.
         ConfigError: see :func:`get_config`.
     """
-    from medmodal.data.tokenizer import ReportTokenizer
-    from medmodal.models.multimodal import create_model as build_model
-
     names = checked_labels(labels)
     if tokenizer is not None and texts is not None:
         raise ValueError("give tokenizer or texts, not both")
@@ -146,8 +144,6 @@ def train(
         callbacks: further Lightning callbacks (after medmodal's checkpointing and seeding).
         force: start over, deleting an earlier run's checkpoints and logs in ``out``.
     """
-    from medmodal.training.trainer import train as train_run
-
     cfg = get_config(config, overrides)
     if not isinstance(data, (str, Path)):
         data = write_studies_manifest(data, Path(out) / STUDIES_MANIFEST)
@@ -159,8 +155,6 @@ def load(run_or_checkpoint: str | Path, *, device: str = "cpu") -> Predictor:
     """A :class:`~medmodal.serving.predictor.Predictor` of a run folder (its best checkpoint,
     ``calibration.json`` applied) or of a checkpoint file alone (labels, tokenizer and calibration
     stored in it; see :meth:`Predictor.save`)."""
-    from medmodal.serving.predictor import Predictor
-
     return Predictor.from_run(run_or_checkpoint, device=device)
 
 
