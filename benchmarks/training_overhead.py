@@ -1,7 +1,7 @@
 """Toolkit overhead of a training step, and data-loader vs model throughput.
 
 1. **Overhead**: medmodal's training step (``MultimodalModule`` through the Lightning ``Trainer``
-   built by ``medmodal.training.trainer.lightning_trainer``, the factory ``medmodal train`` uses,
+   built by ``medmodal.training.engine.lightning_trainer``, the factory ``medmodal train`` uses,
    with a CSV logger, a checkpoint per epoch and the module's per-step logging) against a bare
    PyTorch loop over the same model (same initial weights), the same loss
    (``task_losses(module.loss, ...)``), the same optimiser and schedule (AdamW + OneCycleLR) and
@@ -88,7 +88,7 @@ def lightning_loop(module, batches: list[dict], epochs: int, config, root: Path)
     from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader
 
-    from medmodal.training.trainer import lightning_trainer, quiet_lightning
+    from medmodal.training.engine import lightning_trainer, quiet_lightning
 
     quiet_lightning()
     t = config.train.model_copy(update={"epochs": epochs, "early_stopping_patience": 0})

@@ -209,18 +209,17 @@ class DomainAdaptationConfig(_Section):
     target_sites: list[str] = []
 
 
-class TrainConfig(_Section):
+class TrainerConfig(_Section):
+    """What every training run shares (supervised, pretraining, the VQA / segmentation tasks):
+    AdamW with a one-cycle schedule (:mod:`medmodal.training.optim`) and where / how Lightning runs it
+    (:func:`medmodal.training.engine.lightning_trainer`)."""
+
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
-    loss_weights: LossWeights = Field(default_factory=LossWeights)
-    class_imbalance: Literal["none", "pos_weight", "focal"] = "pos_weight"
-    focal_gamma: float = Field(2.0, ge=0)
-    early_stopping_patience: int = Field(4, ge=0)  # 0 = off
-    monitor: str = "val/auroc_macro"
-    gradient_clip: float = Field(1.0, ge=0)
+    gradient_clip: float = Field(1.0, ge=0)  # 0 = off
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = Field(1, ge=1)
@@ -230,6 +229,14 @@ class TrainConfig(_Section):
     log_every_n_steps: int = Field(10, ge=1)
     progress_bar: bool = True
     limit_train_batches: float | int | None = None  # for smoke runs
+
+
+class TrainConfig(TrainerConfig):
+    loss_weights: LossWeights = Field(default_factory=LossWeights)
+    class_imbalance: Literal["none", "pos_weight", "focal"] = "pos_weight"
+    focal_gamma: float = Field(2.0, ge=0)
+    early_stopping_patience: int = Field(4, ge=0)  # 0 = off
+    monitor: str = "val/auroc_macro"
     domain_adaptation: DomainAdaptationConfig = Field(default_factory=DomainAdaptationConfig)
     # Counter modality competition by slowing the dominant modality's encoder each step
     # (OGM; medmodal/training/modality_balance.py); two-modality models only.

@@ -1,7 +1,8 @@
 """``medmodal vqa train|evaluate`` and ``medmodal segment train|evaluate`` (``import-vqa-rad`` is in cmd_import.py).
 
-Each task trains into ``RUN/<task>/`` and ``evaluate`` adds its metrics to
-``RUN/metrics.json`` under ``vqa`` / ``segmentation`` (see ``docs/vqa-segmentation.md``).
+Each task trains into its own run folder (the layout of every medmodal run: checkpoints, logs,
+resume after an interruption) and ``evaluate`` adds its metrics to ``RUN/metrics.json`` under
+``vqa`` / ``segmentation`` (see ``docs/vqa-segmentation.md``).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ def _threads(args: argparse.Namespace) -> None:
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder (manifest + images)")
-    p.add_argument("--out", required=True, help="run folder (the task writes into RUN/<task>/)")
+    p.add_argument("--out", required=True, help="run folder (resumed if it holds an unfinished run of this config)")
     p.add_argument("--config", help="YAML with the task's settings (see docs/vqa-segmentation.md)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--image-size", type=int)
-    p.add_argument("--force", action="store_true", help="retrain over an existing model of this task")
+    p.add_argument("--force", action="store_true", help="start over: delete an earlier run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, help="torch intra-op threads (1 on a shared CPU)")
 
 
@@ -38,20 +40,30 @@ def _evaluate_flags(p: argparse.ArgumentParser) -> None:
 
 def _common_overrides(args: argparse.Namespace) -> dict:
     return {"train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
-            "train.seed": args.seed, "image_size": args.image_size}
+            "train.seed": args.seed, "image_size": args.image_size,
+            "train.progress_bar": False if args.no_progress else None}
+
+
+def _task_config(args: argparse.Namespace, config_class: type, overrides: dict):
+    """The task config of ``--config`` with the common flags and ``overrides`` applied."""
+    from medmodal.tasks.config import load_task_config, with_overrides
+
+    return with_overrides(load_task_config(config_class, args.config), {**_common_overrides(args), **overrides})
+
+
+def _print_trained(what: str, result, score: str) -> None:
+    print(f"trained {what} into {result.run.root} ({result.epochs_run} epochs, {result.seconds:.0f} s); "
+          f"best validation {score} {result.best_score}")
 
 
 def cmd_vqa_train(args: argparse.Namespace) -> None:
-    from medmodal.tasks.config import VQAConfig, load_task_config, with_overrides
+    from medmodal.tasks.config import VQAConfig
     from medmodal.tasks.vqa import train_vqa
 
     _threads(args)
-    overrides = {**_common_overrides(args), "fusion.name": args.fusion, "qa_file": args.qa_file,
-                 "use_image": False if args.question_only else None}
-    config = with_overrides(load_task_config(VQAConfig, args.config), overrides)
-    result = train_vqa(args.data, args.out, config, force=args.force)
-    print(f"trained VQA into {args.out}/vqa ({len(result.history)} epochs, {result.seconds:.0f} s); "
-          f"kept epoch {result.best_epoch}, validation accuracy {result.best_score}")
+    config = _task_config(args, VQAConfig, {"fusion.name": args.fusion, "qa_file": args.qa_file,
+                                            "use_image": False if args.question_only else None})  # fmt: skip
+    _print_trained("VQA", train_vqa(args.data, args.out, config, force=args.force), "accuracy")
 
 
 def cmd_vqa_evaluate(args: argparse.Namespace) -> None:
@@ -63,15 +75,13 @@ def cmd_vqa_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_segment_train(args: argparse.Namespace) -> None:
-    from medmodal.tasks.config import SegmentationConfig, load_task_config, with_overrides
+    from medmodal.tasks.config import SegmentationConfig
     from medmodal.tasks.segmentation import train_segmentation
 
     _threads(args)
-    overrides = {**_common_overrides(args), "conditioning": args.conditioning}
-    config = with_overrides(load_task_config(SegmentationConfig, args.config), overrides)
+    config = _task_config(args, SegmentationConfig, {"conditioning": args.conditioning})
     result = train_segmentation(args.data, args.out, config, force=args.force)
-    print(f"trained segmentation ({config.conditioning}) into {args.out}/segmentation ({len(result.history)} epochs, "
-          f"{result.seconds:.0f} s); kept epoch {result.best_epoch}, validation Dice {result.best_score}")
+    _print_trained(f"segmentation ({config.conditioning})", result, "Dice")
 
 
 def cmd_segment_evaluate(args: argparse.Namespace) -> None:

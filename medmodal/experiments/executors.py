@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medmodal.training.engine import quiet_lightning
+
 if TYPE_CHECKING:
     from medmodal.experiments.benchmark import Cell, EvaluationSettings
 
@@ -110,8 +112,6 @@ def run_cells_ray(
 
 def _run_one(run_cell: CellRunner, cell: Cell, out: str, conditions: list[str], settings: EvaluationSettings) -> bool:
     """The body of one Ray task (a worker process): the cell, as the serial runner would run it."""
-    from medmodal.training.trainer import quiet_lightning
-
     quiet_lightning()
     return run_cell(cell, Path(out), conditions, settings, progress=False)
 

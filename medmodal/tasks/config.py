@@ -4,7 +4,8 @@ Each task has one config class whose defaults are the small CPU set-up of
 ``docs/vqa-segmentation.md``; ``load_task_config(cls, path)`` reads a YAML file
 (only the fields it changes) and ``with_overrides`` applies command-line flags.
 Model parts are named as in the registry (:mod:`medmodal.models.registry`) and
-checked against it.
+checked against it. ``train`` holds the settings every medmodal run has
+(:class:`medmodal.config.TrainerConfig`: epochs, batch size, AdamW + one-cycle, devices).
 """
 
 from __future__ import annotations
@@ -15,29 +16,23 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medmodal.config import ConfigError, PartConfig
-from medmodal.data.types import SECTION_FIELDS
+from medmodal.config import SECTION_FIELDS, ConfigError, PartConfig, TrainerConfig
 from medmodal.errors import InputNotFoundError
+from medmodal.models import registry
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class TaskTrainConfig(_Section):
-    """The optimisation loop shared by the tasks (AdamW; the epoch with the best validation score is kept)."""
+class TaskTrainConfig(TrainerConfig):
+    """How a task trains: the settings of every medmodal run (AdamW + one-cycle, Lightning devices,
+    :class:`medmodal.config.TrainerConfig`); ``checkpoints/best.ckpt`` keeps the best validation epoch."""
 
     epochs: int = Field(8, ge=1, le=1000)
-    batch_size: int = Field(32, ge=1, le=4096)
-    lr: float = Field(2e-3, gt=0, le=1)
-    weight_decay: float = Field(1e-4, ge=0)
-    gradient_clip: float = Field(1.0, ge=0)  # 0 = off
-    seed: int = 0
 
 
 def _check_part(part: PartConfig, kind: str, where: str) -> None:
-    from medmodal.models import registry
-
     known = registry.available(kind)
     if part.name not in known:
         raise ValueError(f"{where}.name: unknown {kind} '{part.name}'; available: {', '.join(known)}")
@@ -163,10 +158,6 @@ def with_overrides(config: C, overrides: dict[str, Any]) -> C:
             raise ConfigError(f"unknown config field '{dotted}'")
         node[leaf] = value
     return _validated(type(config), data, "overrides")
-
-
-def save_task_config(config: BaseModel, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 def _validated(cls: type[C], data: dict, source: str) -> C:

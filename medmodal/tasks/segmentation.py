@@ -1,13 +1,10 @@
 """Text-guided lesion segmentation: a MONAI U-Net whose decoder is conditioned on the report text.
 
-Model (:class:`TextGuidedUNet`): MONAI's ``BasicUNet`` (2-D; encoder of five
-two-conv levels, decoder of four up-and-concatenate levels, 1x1 output conv)
-and, with ``conditioning: film``, a report encoder from the registry whose
-vector modulates the bottleneck and every decoder level by FiLM (Perez et al.
-2018): ``x * (1 + gamma(t)) + beta(t)`` per channel. The FiLM layers start at
-zero, so the text-guided network starts as the image-only one; with
-``conditioning: none`` there is no text branch at all (the image-only U-Net
-baseline, same weights otherwise).
+Network (:class:`medmodal.models.segmentation.TextGuidedUNet`): MONAI's ``BasicUNet`` and,
+with ``conditioning: film``, a report encoder from the registry whose vector modulates the
+bottleneck and every decoder level by FiLM; with ``conditioning: none`` there is no text branch
+at all (the image-only U-Net baseline, same weights otherwise). :class:`SegmentationModule`
+trains it with the engine of every medmodal run (:mod:`medmodal.tasks.common`).
 
 Targets: the manifest's ``mask`` column, one PNG label map per study with
 value ``k`` = the k-th label of the data set (1-based, ``labels.json`` of the
@@ -32,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +37,20 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric, MeanIoU
-from monai.networks.nets import BasicUNet
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from medmodal.data.dataset import TEXT_SEP, StudyDataset, normalize_image, pad_ids
 from medmodal.data.manifest import Manifest
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import RowProblem, Study
-from medmodal.models import registry
-from medmodal.models.pretrained import load_pretrained
-from medmodal.runs import write_json_atomic
-from medmodal.tasks.common import FitResult, TaskDir, fit, merge_metrics, read_task_manifest, seeded_generator
-from medmodal.tasks.config import SegmentationConfig, load_task_config, save_task_config
+from medmodal.errors import InputNotFoundError
+from medmodal.models.multimodal import build_part
+from medmodal.models.segmentation import TextGuidedUNet
+from medmodal.tasks import common
+from medmodal.tasks.config import SegmentationConfig
+from medmodal.training.engine import PreparedRun, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -63,83 +59,12 @@ MASK_COLUMN = "mask"
 
 
 # --------------------------------------------------------------------------- model
-class FiLM(nn.Module):
-    """Feature-wise linear modulation of a feature map by a condition vector, initialised to the identity.
-
-    ``forward(x [B,C,h,w], condition [B,D]) -> x * (1 + gamma) + beta`` with ``(gamma, beta) = Linear(condition)``.
-    """
-
-    def __init__(self, condition_dim: int, channels: int) -> None:
-        super().__init__()
-        self.project = nn.Linear(condition_dim, 2 * channels)
-        nn.init.zeros_(self.project.weight)
-        nn.init.zeros_(self.project.bias)
-
-    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
-        gamma, beta = self.project(condition)[:, :, None, None].chunk(2, dim=1)
-        return x * (1.0 + gamma) + beta
-
-
-class TextGuidedUNet(nn.Module):
-    """MONAI BasicUNet, optionally FiLM-conditioned on a report vector at the bottleneck and each decoder level.
-
-    Args:
-        num_classes: K output channels (background + findings).
-        features: BasicUNet widths ``(f0, f1, f2, f3, f4, f_out)``.
-        text_encoder: a registry text encoder, or None for the image-only U-Net.
-        dropout: BasicUNet dropout.
-    """
-
-    def __init__(
-        self,
-        num_classes: int,
-        features: Sequence[int] = (16, 16, 32, 64, 128, 16),
-        text_encoder: nn.Module | None = None,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.unet = BasicUNet(spatial_dims=2, in_channels=1, out_channels=num_classes, features=tuple(features), dropout=dropout)
-        self.text_encoder = text_encoder
-        self.films = None
-        if text_encoder is not None:
-            f = tuple(features)
-            stage_channels = (f[4], f[3], f[2], f[1], f[5])  # bottleneck, then decoder levels 4 -> 1
-            self.films = nn.ModuleList(FiLM(text_encoder.out_dim, c) for c in stage_channels)
-
-    @property
-    def conditioned(self) -> bool:
-        return self.text_encoder is not None
-
-    def forward(self, image: Tensor, text_ids: Tensor | None = None, text_mask: Tensor | None = None) -> Tensor:
-        """image [B,1,H,W] (H, W multiples of 16), text_ids / text_mask [B,L] -> class logits [B,K,H,W]."""
-        if self.text_encoder is None:
-            return self.unet(image)
-        if text_ids is None or text_mask is None:
-            raise ValueError("this U-Net is text-conditioned: pass text_ids and text_mask")
-        condition = self.text_encoder(text_ids, text_mask).vector
-        film = [lambda x, layer=layer: layer(x, condition) for layer in self.films]
-        u = self.unet  # BasicUNet.forward, with FiLM after the bottleneck and each decoder level
-        x0 = u.conv_0(image)
-        x1 = u.down_1(x0)
-        x2 = u.down_2(x1)
-        x3 = u.down_3(x2)
-        x4 = film[0](u.down_4(x3))
-        u4 = film[1](u.upcat_4(x4, x3))
-        u3 = film[2](u.upcat_3(u4, x2))
-        u2 = film[3](u.upcat_2(u3, x1))
-        u1 = film[4](u.upcat_1(u2, x0))
-        return u.final_conv(u1)
-
-
 def build_segmentation_model(config: SegmentationConfig, num_classes: int, vocab_size: int, pad_id: int) -> TextGuidedUNet:
     """The U-Net of ``config`` (text encoder from the registry when ``conditioning`` is ``film``)."""
     text_encoder = None
     if config.conditioning == "film":
-        part = config.text_encoder
-        text_encoder = registry.create("text_encoder", part.name, vocab_size=vocab_size, out_dim=config.embed_dim,
-                                       pad_id=pad_id, **part.kwargs)
-        if part.pretrained_path:
-            load_pretrained(text_encoder, part.pretrained_path)
+        wired = {"vocab_size": vocab_size, "out_dim": config.embed_dim, "pad_id": pad_id}
+        text_encoder = build_part("text_encoder", config.text_encoder, wired, {})
     return TextGuidedUNet(num_classes, config.features, text_encoder, config.dropout)
 
 
@@ -152,7 +77,7 @@ def mask_path(study: Study, manifest_dir: Path, file: str) -> Path:
     path = Path(relative)
     path = path if path.is_absolute() else manifest_dir / path
     if not path.is_file():
-        raise FileNotFoundError(str(RowProblem(file, study.row, MASK_COLUMN, f"mask file not found: {path}", study.id)))
+        raise InputNotFoundError(str(RowProblem(file, study.row, MASK_COLUMN, f"mask file not found: {path}", study.id)))
     return path
 
 
@@ -210,10 +135,6 @@ class SegmentationDataset(Dataset):
         }
 
 
-def make_loader(dataset: SegmentationDataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=seeded_generator(seed) if shuffle else None)
-
-
 # ------------------------------------------------------------------------- metrics
 class SegmentationScores:
     """Accumulates MONAI Dice / IoU over batches of label maps; :meth:`result` gives per-class and mean figures."""
@@ -256,19 +177,52 @@ def segmentation_metrics(predicted: Tensor, target: Tensor, class_names: Sequenc
     return scores.result()
 
 
+# ------------------------------------------------------------------------ Lightning
+class SegmentationModule(common.TaskModule):
+    """Trains a :class:`TextGuidedUNet` over background + the finding classes (``labels``) with MONAI
+    ``DiceCELoss``; validation ``dice_mean`` is ``val/dice``."""
+
+    config_class = SegmentationConfig
+    monitor = "val/dice"
+
+    def __init__(self, config: dict[str, Any], vocab_size: int, pad_id: int, labels: list[str]) -> None:
+        super().__init__(config, vocab_size, pad_id, labels)
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.val_scores = SegmentationScores(self.labels)
+
+    def build_network(self, vocab_size: int, pad_id: int) -> TextGuidedUNet:
+        return build_segmentation_model(self.config, len(self.labels) + 1, vocab_size, pad_id)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Class logits [B,K,H,W] of a batch of :class:`SegmentationDataset` items."""
+        return self.model(batch["image"], batch["text_ids"], batch["text_mask"])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.loss(self(batch), batch["mask"][:, None])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["mask"]))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_scores = SegmentationScores(self.labels)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        logits = self(batch)
+        self.log("val/loss", self.loss(logits, batch["mask"][:, None]), batch_size=len(batch["mask"]), sync_dist=True)
+        self.val_scores.update(logits.argmax(dim=1).cpu(), batch["mask"].cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        dice = self.val_scores.result()["dice_mean"]  # None: no validation study has a finding
+        self.log(self.monitor, float("nan") if dice is None else dice, prog_bar=True, sync_dist=True)
+
+
 @torch.no_grad()
-def score_loader(model: TextGuidedUNet, loader: DataLoader, class_names: Sequence[str]) -> dict[str, Any]:
-    """:func:`segmentation_metrics` of the model's argmax prediction over a loader (eval mode)."""
-    model.eval()
-    scores = SegmentationScores(class_names)
+def score_loader(module: SegmentationModule, loader: DataLoader) -> dict[str, Any]:
+    """:func:`segmentation_metrics` of the module's argmax prediction over a loader (eval mode)."""
+    module.eval()
+    scores = SegmentationScores(module.labels)
     for batch in loader:
-        scores.update(predict_label_maps(model, batch), batch["mask"])
+        scores.update(module(batch).argmax(dim=1), batch["mask"])
     return scores.result()
-
-
-def predict_label_maps(model: TextGuidedUNet, batch: dict) -> Tensor:
-    """long [B,H,W]: the argmax class per pixel."""
-    return model(batch["image"], batch["text_ids"], batch["text_mask"]).argmax(dim=1)
 
 
 # ------------------------------------------------------------------- train / evaluate
@@ -283,85 +237,53 @@ def class_names_of(manifest: Manifest, data: str | Path) -> list[str]:
     return list(manifest.label_names)
 
 
-def train_segmentation(data: str | Path, out: str | Path, config: SegmentationConfig | None = None, *, force: bool = False) -> FitResult:
-    """Train the (text-guided or image-only) U-Net on ``data``'s training studies; writes ``out/segmentation/``."""
+def segmentation_dataset(studies: Sequence[Study], manifest: Manifest, tokenizer: ReportTokenizer,
+                         class_names: Sequence[str], config: SegmentationConfig) -> SegmentationDataset:  # fmt: skip
+    """The :class:`SegmentationDataset` of ``studies`` as ``config`` describes it."""
+    return SegmentationDataset(studies, manifest.path, tokenizer, len(class_names) + 1, config.image_size,
+                               config.text_fields, config.max_text_tokens)  # fmt: skip
+
+
+def train_segmentation(data: str | Path, out: str | Path, config: SegmentationConfig | None = None, *,
+                       force: bool = False) -> TrainResult:  # fmt: skip
+    """Train the (text-guided or image-only) U-Net on ``data``'s training studies into the run folder ``out``."""
     config = config or SegmentationConfig()
-    task_dir = TaskDir.at(out, TASK)
-    task_dir.prepare(force)
-    manifest = read_task_manifest(data)
-    class_names = class_names_of(manifest, data)
-    train_studies = manifest.split("train")
-    if not train_studies:
-        raise ValueError(f"{manifest.path}: no training study")
-    # The vocabulary is learnt from the sections one by one (as medmodal train does): texts that
-    # contain "[SEP]" make ReportTokenizer.train skip an id and report a vocab_size one too small.
-    sections = [s.sections.get(f, "") for s in train_studies for f in config.text_fields]
-    tokenizer = ReportTokenizer.train([t for t in sections if t], min_freq=config.min_token_freq)
-    torch.manual_seed(config.train.seed)
-    model = build_segmentation_model(config, len(class_names) + 1, tokenizer.vocab_size, tokenizer.pad_id)
 
-    def dataset(studies):
-        return SegmentationDataset(studies, manifest.path, tokenizer, len(class_names) + 1, config.image_size,
-                                   config.text_fields, config.max_text_tokens)
+    def build(prepared: PreparedRun) -> common.TaskData:
+        manifest = common.read_task_manifest(data)
+        class_names = class_names_of(manifest, data)
+        train_studies, val_studies = manifest.split("train"), manifest.split("val")
+        if not train_studies or not val_studies:
+            raise ValueError(f"{manifest.path}: segmentation needs training and validation studies, found "
+                             f"{len(train_studies)} and {len(val_studies)}")  # fmt: skip
+        # The vocabulary is learnt from the sections one by one (as medmodal train does): texts that
+        # contain "[SEP]" make ReportTokenizer.train skip an id and report a vocab_size one too small.
+        tokenizer = common.run_tokenizer(prepared.run, lambda: [
+            s.sections[f] for s in train_studies for f in config.text_fields if s.sections.get(f)
+        ], config.min_token_freq)  # fmt: skip
+        module = SegmentationModule(config.model_dump(mode="json"), tokenizer.vocab_size, tokenizer.pad_id, class_names)
+        summary = {"data": str(Path(data).resolve()), "studies": {"train": len(train_studies), "val": len(val_studies)}}
+        return common.TaskData(module, segmentation_dataset(train_studies, manifest, tokenizer, class_names, config),
+                        segmentation_dataset(val_studies, manifest, tokenizer, class_names, config),
+                        tokenizer, class_names, summary)  # fmt: skip
 
-    train_loader = make_loader(dataset(train_studies), config.train.batch_size, shuffle=True, seed=config.train.seed)
-    val_studies = manifest.split("val")
-    val_loader = make_loader(dataset(val_studies), 64, shuffle=False) if val_studies else None
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-
-    def loss_of(batch: dict) -> Tensor:
-        logits = model(batch["image"], batch["text_ids"], batch["text_mask"])
-        return loss_fn(logits, batch["mask"][:, None])
-
-    def validation_dice() -> float | None:
-        return None if val_loader is None else score_loader(model, val_loader, class_names)["dice_mean"]
-
-    result = fit(model, train_loader, loss_of, validation_dice, config.train, task=TASK)
-    save_task_config(config, task_dir.config)
-    tokenizer.save(task_dir.tokenizer)
-    torch.save(model.state_dict(), task_dir.weights)
-    write_json_atomic(task_dir.training, {"data": str(Path(data).resolve()), "classes": class_names, **result.to_json()})
-    return result
-
-
-@dataclass
-class TrainedSegmentation:
-    model: TextGuidedUNet
-    config: SegmentationConfig
-    tokenizer: ReportTokenizer
-    class_names: list[str]
-    training: dict[str, Any]
-
-
-def load_segmentation(run: str | Path) -> TrainedSegmentation:
-    """The trained segmentation model of a run folder (eval mode, CPU)."""
-    task_dir = TaskDir.at(run, TASK)
-    task_dir.require_trained()
-    config = load_task_config(SegmentationConfig, task_dir.config)
-    tokenizer = ReportTokenizer.load(task_dir.tokenizer)
-    training = json.loads(task_dir.training.read_text())
-    class_names = training["classes"]
-    weights_only = config.model_copy(update={"text_encoder": config.text_encoder.model_copy(update={"pretrained_path": None})})
-    model = build_segmentation_model(weights_only, len(class_names) + 1, tokenizer.vocab_size, tokenizer.pad_id)
-    model.load_state_dict(torch.load(task_dir.weights, map_location="cpu", weights_only=True))
-    model.eval()
-    return TrainedSegmentation(model, config, tokenizer, class_names, training)
+    return common.train_task(out, config, build, monitor=SegmentationModule.monitor, force=force)
 
 
 def evaluate_segmentation(run: str | Path, data: str | Path | None = None, *, split: str = "test") -> dict[str, Any]:
     """Score a run's segmentation model on ``split``; adds ``segmentation`` to the run's metrics file."""
-    trained = load_segmentation(run)
-    data = data or trained.training["data"]
-    manifest = read_task_manifest(data)
+    trained = common.load_task(run, SegmentationModule)
+    config: SegmentationConfig = trained.module.config
+    data = data or trained.data
+    manifest = common.read_task_manifest(data)
     studies = manifest.split(split)
     if not studies:
         raise ValueError(f"{manifest.path}: split '{split}' is empty")
-    dataset = SegmentationDataset(studies, manifest.path, trained.tokenizer, len(trained.class_names) + 1,
-                                  trained.config.image_size, trained.config.text_fields, trained.config.max_text_tokens)
-    scores = score_loader(trained.model, make_loader(dataset, 64, shuffle=False), trained.class_names)
-    metrics = {"split": split, "data": str(Path(data).resolve()), "conditioning": trained.config.conditioning,
-               "n_studies": len(studies), **scores}
-    merge_metrics(TaskDir.at(run, TASK), split, metrics)
+    dataset = segmentation_dataset(studies, manifest, trained.tokenizer, trained.labels, config)
+    scores = score_loader(trained.module, common.eval_loader(dataset))
+    metrics = {"split": split, "data": str(Path(data).resolve()), "conditioning": config.conditioning,
+               "n_studies": len(studies), **scores}  # fmt: skip
+    common.merge_metrics(trained.run, TASK, split, metrics)
     return metrics
 
 

@@ -1,12 +1,10 @@
 """Visual question answering: answer a question about a study's image by classifying over the training answers.
 
-The model (:class:`VQAModel`) is built from registry parts: an image encoder
-(``small_cnn``, MONAI backbones), a question encoder (any text encoder,
-e.g. ``bilstm_attention``), a fusion layer (``concat``, ``gated``, ``bilinear``,
-``cross_attention``; the question plays the text's role) and an MLP classifier
-over the answer vocabulary, the distinct answers of the training questions (the
-usual VQA-RAD formulation; a test answer never seen in training is always
-scored wrong). Closed and open questions share the classifier.
+The network (:class:`medmodal.models.vqa.VQAModel`) is built from registry parts: an image
+encoder, a question encoder, a fusion layer and an MLP classifier over the answer vocabulary,
+the distinct answers of the training questions (the usual VQA-RAD formulation; a test answer
+never seen in training is always scored wrong). Closed and open questions share the classifier.
+:class:`VQAModule` trains it with the engine of every medmodal run (:mod:`medmodal.tasks.common`).
 
 Data: a dataset folder (manifest + images) and its ``qa.jsonl``
 (:mod:`medmodal.data.qa`; the synthetic generator writes one, the VQA-RAD
@@ -30,7 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from medmodal.data.dataset import StudyDataset, normalize_image, pad_ids
@@ -38,70 +36,15 @@ from medmodal.data.manifest import Manifest
 from medmodal.data.qa import QARecord, read_qa
 from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import Study
-from medmodal.models import registry
-from medmodal.models.layers import mlp
-from medmodal.models.pretrained import load_pretrained
-from medmodal.models.types import ImageFeatures
-from medmodal.runs import write_json_atomic
-from medmodal.tasks.common import FitResult, TaskDir, fit, merge_metrics, read_task_manifest, seeded_generator
-from medmodal.tasks.config import VQAConfig, load_task_config, save_task_config
+from medmodal.models.vqa import VQAModel
+from medmodal.tasks import common
+from medmodal.tasks.config import VQAConfig
+from medmodal.training.engine import PreparedRun, TrainResult
 
 log = logging.getLogger(__name__)
 
 TASK = "vqa"
 UNKNOWN_ANSWER = -1  # target of an answer outside the training vocabulary (ignored by the loss)
-
-
-# --------------------------------------------------------------------------- model
-class VQAModel(nn.Module):
-    """image [B,1,H,W] + question ids [B,L] -> answer logits [B, A].
-
-    Args:
-        config: the parts (by registry name), widths and ``use_image``.
-        vocab_size, pad_id: of the question tokenizer.
-        num_answers: A, the size of the answer vocabulary.
-    """
-
-    def __init__(self, config: VQAConfig, vocab_size: int, pad_id: int, num_answers: int) -> None:
-        super().__init__()
-        if num_answers < 1:
-            raise ValueError("the answer vocabulary is empty")
-        dim = config.embed_dim
-        self.use_image = config.use_image
-        self.image_encoder = registry.create(
-            "image_encoder", config.image_encoder.name, in_channels=1, out_dim=dim, **config.image_encoder.kwargs
-        )
-        self.question_encoder = registry.create(
-            "text_encoder", config.question_encoder.name, vocab_size=vocab_size, out_dim=dim, pad_id=pad_id,
-            **config.question_encoder.kwargs,
-        )
-        self.fusion = registry.create(
-            "fusion", config.fusion.name, image_dim=self.image_encoder.out_dim, text_dim=self.question_encoder.out_dim,
-            grid_dim=self.image_encoder.grid_dim, seq_dim=self.question_encoder.seq_dim, out_dim=dim,
-            num_labels=num_answers, **config.fusion.kwargs,
-        )
-        self.classifier = mlp(self.fusion.out_dim, dim, num_answers, config.dropout)
-        for part, module in (("image_encoder", self.image_encoder), ("question_encoder", self.question_encoder)):
-            path = getattr(config, part).pretrained_path
-            if path:
-                load_pretrained(module, path)
-
-    def forward(self, image: Tensor, question_ids: Tensor, question_mask: Tensor, image_index: Tensor | None = None) -> Tensor:
-        """Answer logits [N, A].
-
-        Args:
-            image: [B,1,H,W].
-            question_ids, question_mask: [N,L] long / bool.
-            image_index: [N] long, the image each question is about; None = question i is
-                about image i (N = B).
-        """
-        if not self.use_image:  # question-only baseline: the same network sees a blank image
-            image = torch.zeros_like(image)
-        features = self.image_encoder(image)
-        if image_index is not None:
-            features = ImageFeatures(features.vector[image_index], features.grid[image_index])
-        fused = self.fusion(features, self.question_encoder(question_ids, question_mask))
-        return self.classifier(fused.vector)
 
 
 # ---------------------------------------------------------------------------- data
@@ -122,7 +65,7 @@ def load_vqa_data(data: str | Path, qa_file: str = "qa.jsonl") -> VQAData:
     Questions about a study that is not in the (validated) manifest are dropped
     with a warning; if none is left, a ValueError says so.
     """
-    manifest = read_task_manifest(data)
+    manifest = common.read_task_manifest(data)
     qa_path = Path(data) / qa_file if Path(data).is_dir() else manifest.path.parent / qa_file
     records = read_qa(qa_path)
     studies = {s.id: s for s in manifest.studies}
@@ -213,12 +156,6 @@ def collate_questions(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
     return batch
 
 
-def make_loader(dataset: VQADataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """Batches of ``batch_size`` studies (all their questions)."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_questions,
-                      generator=seeded_generator(seed) if shuffle else None)
-
-
 # ------------------------------------------------------------------------- metrics
 def vqa_accuracy(predicted: Sequence[str], records: Sequence[QARecord]) -> dict[str, Any]:
     """Exact-match accuracy of normalised answers: overall, ``closed``, ``open``, per question type.
@@ -264,116 +201,106 @@ def majority_baseline(train_records: Sequence[QARecord], records: Sequence[QARec
     return [per_type.get(r.question_type, overall) for r in records]
 
 
-# ------------------------------------------------------------------- train / evaluate
-def train_vqa(data: str | Path, out: str | Path, config: VQAConfig | None = None, *, force: bool = False) -> FitResult:
-    """Train a VQA model on ``data``'s training questions; writes ``out/vqa/`` (see :mod:`medmodal.tasks.common`)."""
-    config = config or VQAConfig()
-    task_dir = TaskDir.at(out, TASK)
-    task_dir.prepare(force)
-    vqa_data = load_vqa_data(data, config.qa_file)
-    train_questions = vqa_data.split("train")
-    if not train_questions:
-        raise ValueError(f"{data}: no training question")
-    tokenizer = ReportTokenizer.train([r.question for r, _ in train_questions], min_freq=config.min_token_freq)
-    answers = answer_vocabulary([r for r, _ in train_questions])
-    torch.manual_seed(config.train.seed)
-    model = VQAModel(config, tokenizer.vocab_size, tokenizer.pad_id, len(answers))
+# ------------------------------------------------------------------------ Lightning
+def vqa_network(config: VQAConfig, vocab_size: int, pad_id: int, num_answers: int) -> VQAModel:
+    """The :class:`VQAModel` that ``config`` describes."""
+    return VQAModel(config.image_encoder, config.question_encoder, config.fusion, vocab_size=vocab_size, pad_id=pad_id,
+                    num_answers=num_answers, embed_dim=config.embed_dim, dropout=config.dropout,
+                    use_image=config.use_image)  # fmt: skip
 
-    def dataset(questions):
-        return VQADataset(questions, tokenizer, answers, config.image_size, config.max_question_tokens)
 
-    train_loader = make_loader(dataset(train_questions), config.train.batch_size, shuffle=True, seed=config.train.seed)
-    val_questions = vqa_data.split("val")
-    val_loader = make_loader(dataset(val_questions), 64, shuffle=False) if val_questions else None
+class VQAModule(common.TaskModule):
+    """Trains a :class:`VQAModel` (cross-entropy over the answers, ``labels``); validation accuracy is
+    ``val/accuracy``."""
 
-    def loss_of(batch: dict) -> Tensor:
-        logits = model(batch["image"], batch["question_ids"], batch["question_mask"], batch["image_index"])
+    config_class = VQAConfig
+    monitor = "val/accuracy"
+
+    def build_network(self, vocab_size: int, pad_id: int) -> VQAModel:
+        return vqa_network(self.config, vocab_size, pad_id, len(self.labels))
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Answer logits [N, A] of a :func:`collate_questions` batch."""
+        return self.model(batch["image"], batch["question_ids"], batch["question_mask"], batch["image_index"])
+
+    def _loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
         return F.cross_entropy(logits, batch["answer"], ignore_index=UNKNOWN_ANSWER)
 
-    def validation_accuracy() -> float | None:
-        if val_loader is None:
-            return None
-        predicted = predict_answers(model, val_loader, answers)
-        return vqa_accuracy(predicted, val_loader.dataset.records)["accuracy"]
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._loss(self(batch), batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["answer"]))
+        return loss
 
-    result = fit(model, train_loader, loss_of, validation_accuracy, config.train, task=TASK)
-    save_task_config(config, task_dir.config)
-    tokenizer.save(task_dir.tokenizer)
-    torch.save(model.state_dict(), task_dir.weights)
-    write_json_atomic(task_dir.training, {
-        "data": str(Path(data).resolve()),
-        "answers": answers,
-        "questions": {split: len(qs) for split, qs in sorted(vqa_data.questions.items())},
-        **result.to_json(),
-    })
-    return result
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        logits, n = self(batch), len(batch["answer"])
+        self.log("val/loss", self._loss(logits, batch), batch_size=n, sync_dist=True)
+        # the epoch value is the batch-size weighted mean: the accuracy over all validation questions
+        hits = (logits.argmax(dim=-1) == batch["answer"]).float().mean()
+        self.log(self.monitor, hits, prog_bar=True, batch_size=n, sync_dist=True)
+
+
+# ------------------------------------------------------------------- train / evaluate
+def train_vqa(data: str | Path, out: str | Path, config: VQAConfig | None = None, *, force: bool = False) -> TrainResult:
+    """Train a VQA model on ``data``'s training questions into the run folder ``out`` (resumed if unfinished)."""
+    config = config or VQAConfig()
+
+    def build(prepared: PreparedRun) -> common.TaskData:
+        vqa_data = load_vqa_data(data, config.qa_file)
+        train_questions, val_questions = vqa_data.split("train"), vqa_data.split("val")
+        if not train_questions or not val_questions:
+            raise ValueError(f"{data}: VQA needs training and validation questions, found "
+                             f"{len(train_questions)} and {len(val_questions)}")  # fmt: skip
+        questions = [r.question for r, _ in train_questions]
+        tokenizer = common.run_tokenizer(prepared.run, lambda: questions, config.min_token_freq)
+        answers = answer_vocabulary([r for r, _ in train_questions])
+        module = VQAModule(config.model_dump(mode="json"), tokenizer.vocab_size, tokenizer.pad_id, answers)
+
+        def dataset(questions):
+            return VQADataset(questions, tokenizer, answers, config.image_size, config.max_question_tokens)
+
+        summary = {"data": str(Path(data).resolve()),
+                   "questions": {split: len(qs) for split, qs in sorted(vqa_data.questions.items())}}  # fmt: skip
+        return common.TaskData(module, dataset(train_questions), dataset(val_questions), tokenizer, answers, summary,
+                        collate=collate_questions)  # fmt: skip
+
+    return common.train_task(out, config, build, monitor=VQAModule.monitor, force=force)
 
 
 @torch.no_grad()
-def predict_answers(model: VQAModel, loader: DataLoader, answers: Sequence[str]) -> list[str]:
+def predict_answers(module: VQAModule, loader: DataLoader) -> list[str]:
     """The argmax answer of every question of ``loader``, in ``loader.dataset.records`` order (eval mode)."""
-    model.eval()
+    module.eval()
     predicted: list[str] = [""] * len(loader.dataset.records)
     for batch in loader:
-        logits = model(batch["image"], batch["question_ids"], batch["question_mask"], batch["image_index"])
-        for position, answer in zip(batch["question_index"].tolist(), logits.argmax(dim=-1).tolist()):
-            predicted[position] = answers[answer]
+        for position, answer in zip(batch["question_index"].tolist(), module(batch).argmax(dim=-1).tolist()):
+            predicted[position] = module.labels[answer]
     return predicted
 
 
-@dataclass
-class TrainedVQA:
-    model: VQAModel
-    config: VQAConfig
-    tokenizer: ReportTokenizer
-    answers: list[str]
-    training: dict[str, Any]
-
-
-def load_vqa(run: str | Path) -> TrainedVQA:
-    """The trained VQA model of a run folder (eval mode, CPU)."""
-    task_dir = TaskDir.at(run, TASK)
-    task_dir.require_trained()
-    config = load_task_config(VQAConfig, task_dir.config)
-    tokenizer = ReportTokenizer.load(task_dir.tokenizer)
-    training = json.loads(task_dir.training.read_text())
-    answers = training["answers"]
-    # model.pt holds every weight: build without re-reading the pretrained files it started from.
-    skeleton = config.model_copy(update={
-        part: getattr(config, part).model_copy(update={"pretrained_path": None})
-        for part in ("image_encoder", "question_encoder")
-    })
-    model = VQAModel(skeleton, tokenizer.vocab_size, tokenizer.pad_id, len(answers))
-    model.load_state_dict(torch.load(task_dir.weights, map_location="cpu", weights_only=True))
-    model.eval()
-    return TrainedVQA(model, config, tokenizer, answers, training)
-
-
 def evaluate_vqa(run: str | Path, data: str | Path | None = None, *, split: str = "test") -> dict[str, Any]:
-    """Score a run's VQA model on ``split``; adds ``vqa`` to the run's metrics file and writes predictions."""
-    trained = load_vqa(run)
-    data = data or trained.training["data"]
-    vqa_data = load_vqa_data(data, trained.config.qa_file)
+    """Score a run's VQA model on ``split``: ``vqa`` in the run's metrics file, ``predictions/<split>.jsonl``."""
+    trained = common.load_task(run, VQAModule)
+    config: VQAConfig = trained.module.config
+    data = data or trained.data
+    vqa_data = load_vqa_data(data, config.qa_file)
     questions = vqa_data.split(split)
     if not questions:
         raise ValueError(f"{data}: no question in split '{split}'")
-    dataset = VQADataset(questions, trained.tokenizer, trained.answers, trained.config.image_size,
-                         trained.config.max_question_tokens)
-    predicted = predict_answers(trained.model, make_loader(dataset, 64, shuffle=False), trained.answers)
+    dataset = VQADataset(questions, trained.tokenizer, trained.labels, config.image_size, config.max_question_tokens)
+    predicted = predict_answers(trained.module, common.eval_loader(dataset, collate_questions))
     records = dataset.records
     train_records = [r for r, _ in vqa_data.split("train")]
     metrics = {
         "split": split,
         "data": str(Path(data).resolve()),
-        "use_image": trained.config.use_image,
-        "fusion": trained.config.fusion.name,
+        "use_image": config.use_image,
+        "fusion": config.fusion.name,
         **vqa_accuracy(predicted, records),
-        "answers_in_vocabulary": sum(r.answer in set(trained.answers) for r in records) / len(records),
+        "answers_in_vocabulary": sum(r.answer in set(trained.labels) for r in records) / len(records),
         "baseline_majority": _headline(vqa_accuracy(majority_baseline(train_records, records), records)),
     }
-    task_dir = TaskDir.at(run, TASK)
-    _write_predictions(task_dir.predictions(split), records, predicted)
-    merge_metrics(task_dir, split, metrics)
+    _write_predictions(trained.run.predictions(split), records, predicted)
+    common.merge_metrics(trained.run, TASK, split, metrics)
     return metrics
 
 
@@ -382,6 +309,7 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_predictions(path: Path, records: Sequence[QARecord], predicted: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         for record, answer in zip(records, predicted):
             row = {**record.to_json(), "predicted": answer, "correct": answer == record.answer}

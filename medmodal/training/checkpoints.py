@@ -72,20 +72,23 @@ def module_from_checkpoint(cls: type[ModuleT], path: str | Path, map_location: s
 
 
 def without_pretrained_paths(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """``hparams`` with every model part's ``pretrained_path`` cleared.
+    """``hparams`` with every model part's ``pretrained_path`` cleared, wherever it stands in the config
+    (``model.image_encoder`` of a training config, ``question_encoder`` of a task config).
 
     The checkpoint holds all the weights, so a part's initial weights file is not needed
     (and is usually absent on the machine a run folder was sent to); nor is a file read on a
     checkpoint's say-so.
     """
     config = hparams.get("config")
-    if not isinstance(config, Mapping) or not isinstance(config.get("model"), Mapping):
+    if not isinstance(config, Mapping):
         return dict(hparams)
-    model = {
-        name: {**part, "pretrained_path": None} if isinstance(part, Mapping) and "pretrained_path" in part else part
-        for name, part in config["model"].items()
-    }
-    return {**hparams, "config": {**config, "model": model}}
+    return {**hparams, "config": _without_pretrained_paths(config)}
+
+
+def _without_pretrained_paths(node: Any) -> Any:
+    if not isinstance(node, Mapping):
+        return node
+    return {key: None if key == "pretrained_path" else _without_pretrained_paths(value) for key, value in node.items()}
 
 
 def _build(cls: type[ModuleT], hparams: Mapping[str, Any], path: str | Path) -> ModuleT:

@@ -17,6 +17,7 @@ from medmodal.training.domain_adaptation import build_domain_adversary, task_los
 from medmodal.training.finding_thresholds import BestF1Thresholds
 from medmodal.training.losses import MultitaskLoss
 from medmodal.training.modality_balance import modality_scores, ogm_coefficients, scale_gradients
+from medmodal.training.optim import adamw_one_cycle
 
 
 class DefinedMacroAUROC(MultilabelAUROC):
@@ -168,11 +169,4 @@ class MultimodalModule(L.LightningModule):
         return groups
 
     def configure_optimizers(self):
-        cfg = self.config.train
-        groups = self.parameter_groups()
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in groups],
-            total_steps=max(1, int(self.trainer.estimated_stepping_batches)), pct_start=0.15,
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_one_cycle(self.parameter_groups(), self.config.train, self.trainer.estimated_stepping_batches)

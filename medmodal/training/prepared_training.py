@@ -21,8 +21,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from medmodal.config import Config, ConfigError, write_config_atomic
@@ -40,8 +38,12 @@ from medmodal.data.prepared import (
     shard_samples,
 )
 from medmodal.data.tokenizer import ReportTokenizer
+from medmodal.data.types import Box, Study
 from medmodal.runs import RunDir, write_json_atomic
-from medmodal.training.artifacts import ModelArtifacts, StoreArtifacts
+from medmodal.training.callbacks import supervised_callbacks
+from medmodal.training.data_defaults import heads_for_data
+from medmodal.training.engine import prepare_run
+from medmodal.training.module import MultimodalModule
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +124,6 @@ def positive_weights_from_counts(positives: list[int], n: int, max_weight: float
 def heads_for_prepared_data(config: Config, index: PreparedIndex) -> Config:
     """:func:`~medmodal.training.data_defaults.heads_for_data` from the index's training-split counts
     (studies with each report section, studies with an image and a box)."""
-    from medmodal.data.types import Box, Study
-    from medmodal.training.data_defaults import heads_for_data
-
     sections = index.summary.get("sections_by_split", {}).get("train", {})
     with_boxes = index.summary.get("boxes_by_split", {}).get("train", 0)
     # one stand-in study per property the training split has: heads_for_data asks only "is there any"
@@ -136,28 +135,16 @@ def heads_for_prepared_data(config: Config, index: PreparedIndex) -> Config:
 
 def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = False, callbacks: Sequence[L.Callback] = ()):
     """Train on prepared data into the run folder ``out`` (see :func:`medmodal.training.trainer.train`)."""
-    from medmodal.training import trainer as tr
-    from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
-    from medmodal.training.module import MultimodalModule
-    from medmodal.training.reproducibility import EpochSeeding
-
     start = time.time()
-    tr.quiet_lightning()
     # the shards are divided over ranks and workers by split_by_node / split_by_worker (no duplicates)
     warnings.filterwarnings("ignore", message=r".*IterableDataset. has .__len__. defined.*")
     index = read_index(data)
     check_prepared_config(index, config)
     config = heads_for_prepared_data(config, index)  # no target text / no boxes: no such head
-    run = RunDir.at(out)
-    if force and run.root.exists():
-        tr._clear_run(run)
-    resume = resume_checkpoint(run)
-    tr._check_same_config(run, config, resume)
-    finished = tr.finished_result(run)
-    if finished is not None:
-        log.info("%s already finished training (%s); nothing to do", run.root, run.done.name)
-        return finished
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    prepared = prepare_run(out, config, force=force)
+    run = prepared.run
+    if prepared.finished is not None:
+        return prepared.finished
     for split in ("train", "val"):
         if not index.splits[split].studies:
             raise ValueError(f"{index.root}: no {split} studies (split {split!r} is empty)")
@@ -165,7 +152,7 @@ def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = 
     tokenizer = prepared_tokenizer(index, run, config)
     n_train = index.splits["train"].studies
     positives = [index.label_counts("train").get(name, 0) for name in labels]
-    _write_run_files(run, config, tokenizer, labels, positives, n_train, index, data)
+    prepared.write_files(lambda run: _write_run_files(run, config, tokenizer, labels, positives, n_train, index, data))
     module = MultimodalModule(
         config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size, num_labels=len(labels),
         pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
@@ -174,42 +161,14 @@ def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = 
     t = config.train
     train_loader = prepared_loader(index, "train", tokenizer, config, train=True)
     val_loader = prepared_loader(index, "val", tokenizer, config, train=False)
-    checkpoint, last_checkpoint = run_checkpoints(run, t.monitor, "max")
-    callbacks = [checkpoint, last_checkpoint, EpochSeeding(t.seed), PreparedEpoch(train_loader.dataset),
-                 StoreArtifacts(ModelArtifacts(labels, tokenizer)), *callbacks]  # fmt: skip
-    if t.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=t.early_stopping_patience))
-    resume_from = resume[0] if resume is not None else None
-    version = tr._log_version(run, resumed=resume_from is not None)
-    trainer = tr.lightning_trainer(
-        t, run.root, strategy=tr._strategy(t.strategy), callbacks=callbacks,
-        loggers=[CSVLogger(save_dir=run.logs, name="", version=f"csv{version}"),
-                 TensorBoardLogger(save_dir=run.logs, name="", version=f"tensorboard{version}", default_hp_metric=False)],
+    return prepared.train_module(
+        t, module, train_loader, val_loader, monitor=t.monitor, start=start, record={"prepared": True},
+        callbacks=[PreparedEpoch(train_loader.dataset), *supervised_callbacks(t, labels, tokenizer, callbacks)],
     )  # fmt: skip
-    if resume is not None:
-        tr._record_resume(run, resume_from, resume[1].get("epoch"))
-        del resume
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
-    best = checkpoint.best_model_score
-    result = tr.TrainResult(run=run, best_score=float(best) if best is not None else None,
-                            epochs_run=trainer.current_epoch, seconds=time.time() - start)  # fmt: skip
-    if trainer.is_global_zero:
-        resumes = len(tr.read_resumes(run))
-        write_json_atomic(run.done, {
-            "best_checkpoint": str(checkpoint.best_model_path), "monitor": t.monitor, "best_score": result.best_score,
-            "epochs_run": result.epochs_run, "seconds": round(result.seconds, 1), "resumed": resumes > 0,
-            "resumes": resumes, "prepared": True,
-        })  # fmt: skip
-    return result
 
 
 def _write_run_files(run: RunDir, config: Config, tokenizer: ReportTokenizer, labels: list[str],
                      positives: list[int], n_train: int, index: PreparedIndex, data: Any) -> None:  # fmt: skip
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    if rank_zero_only.rank != 0:
-        return
-    run.root.mkdir(parents=True, exist_ok=True)
     write_config_atomic(config, run.config)
     if not run.tokenizer.exists():
         tokenizer.save(run.tokenizer)

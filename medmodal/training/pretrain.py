@@ -17,12 +17,17 @@ Pretraining pairs each training study's image with its report (``pretrain.text_f
 findings + impression by default); labels are not used. Studies without an image or without
 report text are left out. The vocabulary is learnt like a supervised run's (input and target
 fields of the training studies), so it is the one a supervised run on the same data learns.
+
+It runs on the engine of every medmodal run (:func:`medmodal.training.engine.prepare_run`): a run
+is continued only with its own configuration (a changed ``train.epochs`` is refused, as by
+``medmodal train``), run files are written by rank zero, a resumed run logs into
+``logs/csv-resumed-N`` (earlier logs kept) and is recorded in ``resumes.json``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +35,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger
 
-from medmodal.config import Config, apply_overrides, load_config, write_config_atomic
+from medmodal.config import Config, apply_overrides, write_config_atomic
 from medmodal.data.dataset import StudyDataset, make_dataloader
 from medmodal.data.pipeline import build_dataset, label_matrix, load_or_train_tokenizer, read_dataset
 from medmodal.data.tokenizer import ReportTokenizer
@@ -40,13 +44,10 @@ from medmodal.data.types import Study
 from medmodal.errors import RunNotFoundError
 from medmodal.models.contrastive import ContrastiveLoss, ContrastiveModel, create_contrastive_model
 from medmodal.runs import RunDir, write_json_atomic
-from medmodal.training.checkpoints import module_from_checkpoint, resume_checkpoint, run_checkpoints
+from medmodal.training.checkpoints import module_from_checkpoint, run_checkpoints
+from medmodal.training.engine import prepare_run
+from medmodal.training.optim import adamw_one_cycle, single_group
 from medmodal.training.reproducibility import EpochSeeding, epoch_seeded_loader
-from medmodal.training.trainer import (
-    RunConflictError,
-    lightning_trainer,
-    quiet_lightning,
-)
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,8 @@ class ContrastiveModule(L.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self):
-        cfg = self.config.train
-        optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=max(1, int(self.trainer.estimated_stepping_batches)), pct_start=0.15
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        t = self.config.train
+        return adamw_one_cycle(single_group(self, t.lr), t, self.trainer.estimated_stepping_batches)
 
 
 # ------------------------------------------------------------------------ data
@@ -142,17 +139,12 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
     ``force`` starts over.
     """
     start = time.time()
-    quiet_lightning()
-    run = RunDir.at(out)
-    if force and run.root.exists():
-        shutil.rmtree(run.root)
-    resume = resume_checkpoint(run)  # refuses a checkpoint that would unpickle code
-    _check_resumable(run, config)
-    finished = finished_pretraining(run, config)
+    prepared = prepare_run(out, config, force=force, outputs=(DONE_FILE, "encoders", "index"))
+    run = prepared.run
+    finished = finished_pretraining(run)  # its record is pretraining_done.json, not training_done.json
     if finished is not None:
         log.info("%s already finished pretraining (%s); nothing to do", run.root, DONE_FILE)
         return finished
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
 
     manifest = read_dataset(data, config)
     labels = manifest.label_names
@@ -165,7 +157,7 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
     if len(val_studies) < 2:
         raise ValueError(f"{manifest.path}: fewer than 2 validation studies with an image and report text in {fields}")
     tokenizer = load_or_train_tokenizer(run, all_train, vocabulary_config(config))
-    _write_run_files(run, config, tokenizer, labels, all_train, manifest, data)
+    prepared.write_files(lambda run: _write_run_files(run, config, tokenizer, labels, all_train, manifest, data))
 
     module = ContrastiveModule(config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
     t = config.train
@@ -180,15 +172,8 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
         batch_size=batch_size, shuffle=False, num_workers=config.data.num_workers, seed=t.seed,
     )  # fmt: skip
     checkpoint, last_checkpoint = run_checkpoints(run, "val/loss", "min")
-    trainer = lightning_trainer(t, run.root, strategy=t.strategy,
-                                callbacks=[checkpoint, last_checkpoint, EpochSeeding(t.seed)],
-                                loggers=[CSVLogger(save_dir=run.logs, name="", version="csv")])  # fmt: skip
-    resume_from = resume[0] if resume is not None else None
-    if resume is not None:
-        log.info("resuming from %s (step %s)", resume_from, resume[1].get("global_step"))
-        del resume
-    # weights_only: Lightning's own load of the (already checked) checkpoint unpickles no objects either
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
+    trainer = prepared.trainer(t, [checkpoint, last_checkpoint, EpochSeeding(t.seed)])
+    prepared.fit(trainer, module, train_loader, val_loader)
 
     best = checkpoint.best_model_score
     encoders = encoder_paths(run)
@@ -201,29 +186,23 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
         seconds=time.time() - start,
         encoders=encoders,
     )
-    if trainer.is_global_zero:
-        write_json_atomic(
-            run.root / DONE_FILE,
-            {"best_checkpoint": str(run.model_checkpoint()), "best_val_loss": result.best_val_loss,
-             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 1),
-             "train_pairs": len(train_studies), "val_pairs": len(val_studies),
-             "encoders": {k: str(v) for k, v in encoders.items()}},
-        )  # fmt: skip
+    prepared.record_done(trainer, {
+        "best_checkpoint": str(run.model_checkpoint()), "best_val_loss": result.best_val_loss,
+        "epochs_run": result.epochs_run, "seconds": round(result.seconds, 1),
+        "train_pairs": len(train_studies), "val_pairs": len(val_studies),
+        "encoders": {k: str(v) for k, v in encoders.items()},
+    }, path=run.root / DONE_FILE)  # fmt: skip
     return result
 
 
-def finished_pretraining(run: RunDir, config: Config) -> PretrainResult | None:
-    """The recorded result when ``run`` finished ``config.train.epochs`` epochs and wrote its
-    encoders (its ``pretraining_done.json`` is then kept as it is), else None."""
-    import json
-
+def finished_pretraining(run: RunDir) -> PretrainResult | None:
+    """The recorded result when ``run`` finished and wrote its encoders (its ``pretraining_done.json``
+    is then kept as it is), else None."""
     done_path, encoders = run.root / DONE_FILE, encoder_paths(run)
     if not done_path.exists() or not all(path.exists() for path in encoders.values()):
         return None
     try:
         done = json.loads(done_path.read_text())
-        if int(done["epochs_run"]) < config.train.epochs:
-            return None  # more epochs asked for: training continues
         return PretrainResult(run=run, best_val_loss=done.get("best_val_loss"), epochs_run=int(done["epochs_run"]),
                               seconds=float(done["seconds"]), encoders=encoders)  # fmt: skip
     except (ValueError, KeyError, TypeError) as err:
@@ -239,22 +218,7 @@ def save_encoders(checkpoint: Path, paths: dict[str, Path]) -> None:
         torch.save(getattr(module.model, name).state_dict(), path)
 
 
-def _check_resumable(run: RunDir, config: Config) -> None:
-    if not run.config.exists():
-        return
-    ignore = {"epochs", "devices", "num_nodes", "accelerator", "strategy", "progress_bar"}
-    old, new = load_config(run.config).model_dump(), config.model_dump()
-    for dump in (old, new):
-        for key in ignore:
-            dump["train"].pop(key, None)
-    if old != new:
-        raise RunConflictError(
-            f"{run.root} already holds a run with a different configuration; use another --out, or --force to start over"
-        )
-
-
 def _write_run_files(run: RunDir, config: Config, tokenizer: ReportTokenizer, labels, train_studies, manifest, data) -> None:
-    run.root.mkdir(parents=True, exist_ok=True)
     write_config_atomic(config, run.config)  # atomic, and untouched when unchanged
     if not run.tokenizer.exists():
         tokenizer.save(run.tokenizer)
@@ -279,8 +243,6 @@ class PretrainedRun:
     @property
     def data(self) -> str:
         """The dataset the run was trained on (from ``data_summary.json``)."""
-        import json
-
         return json.loads(self.run.data_summary.read_text())["data"]
 
 

@@ -22,7 +22,7 @@ uninterrupted run would (``tests/training/test_reproducible_resume.py`` compares
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -105,17 +105,18 @@ def seed_all(seed: int) -> None:
 
 
 def epoch_seeded_loader(
-    dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, drop_last: bool = False
+    dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, drop_last: bool = False,
+    collate_fn: Callable[[list], Any] = collate,
 ) -> DataLoader:
     """The shuffled training loader: :class:`EpochSeededSampler` over :class:`EpochSeededItems`
-    (batch dicts as :func:`medmodal.data.dataset.make_dataloader` yields them)."""
+    (batch dicts as :func:`medmodal.data.dataset.make_dataloader` yields them, or as ``collate_fn`` makes them)."""
     generator = torch.Generator().manual_seed(seed)  # worker base seeds; never the global RNG
     return DataLoader(
         EpochSeededItems(dataset, seed),
         batch_size=batch_size,
         sampler=EpochSeededSampler(len(dataset), seed),
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         generator=generator,
         worker_init_fn=seed_worker,
         persistent_workers=num_workers > 0,

@@ -92,13 +92,13 @@ def test_resume_refuses_a_last_checkpoint_that_runs_code(run_copy, tiny_data, tm
 
 def test_lightnings_own_resume_load_unpickles_no_objects(run_copy, tiny_data, tmp_path, monkeypatch):
     """Second line of defence: even past the check, ``trainer.fit(ckpt_path=...)`` loads weights only."""
-    import medmodal.training.trainer as trainer_module
+    import medmodal.training.engine as engine_module
 
     marker = tmp_path / "ran"
     last = run_copy / "checkpoints" / "last.ckpt"
     (run_copy / "training_done.json").unlink()
     poison(last, marker)
-    monkeypatch.setattr(trainer_module, "resume_checkpoint", lambda run: (last, {"global_step": 0}))
+    monkeypatch.setattr(engine_module, "resume_checkpoint", lambda run: (last, {"global_step": 0}))
     with pytest.raises(pickle.UnpicklingError):
         train(tiny_data, tiny_config(), run_copy)
     assert not marker.exists()

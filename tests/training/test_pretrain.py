@@ -101,3 +101,36 @@ def test_rerunning_a_finished_pretraining_keeps_its_record(pretrained, tiny_data
     assert done.read_text() == before and done.stat().st_mtime_ns == mtime
     assert pretrained.encoders["image_encoder"].stat().st_mtime_ns == encoder_mtime
     assert again.epochs_run == json.loads(before)["epochs_run"]
+
+
+class Killed(RuntimeError):
+    """Stands for the process dying at the start of an epoch."""
+
+
+def test_resumed_pretraining_keeps_earlier_logs_and_refuses_another_epoch_count(tiny_data, tmp_path, monkeypatch):
+    from medmodal.training.engine import RunConflictError
+    from medmodal.training.pretrain import DONE_FILE, ContrastiveModule, pretrain
+
+    config = tiny_config(**{**PRETRAIN_OVERRIDES, "train.epochs": 2, "pretrain.local_loss_weight": 0.0})
+    out = tmp_path / "run"
+
+    def killed_at_second_epoch(self):
+        if self.current_epoch == 1:
+            raise Killed("killed at the start of epoch 1")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ContrastiveModule, "on_train_epoch_start", killed_at_second_epoch)
+        with pytest.raises(Killed):
+            pretrain(tiny_data, config, out)
+    first_log = (out / "logs" / "csv" / "metrics.csv").read_text()
+    assert "val/loss" in first_log
+
+    with pytest.raises(RunConflictError, match="train.epochs 2 -> 3"):
+        pretrain(tiny_data, tiny_config(**{**PRETRAIN_OVERRIDES, "train.epochs": 3, "pretrain.local_loss_weight": 0.0}), out)
+
+    result = pretrain(tiny_data, config, out)
+    assert result.epochs_run == 2 and (out / DONE_FILE).exists()
+    assert (out / "logs" / "csv" / "metrics.csv").read_text() == first_log  # not wiped by the resume
+    assert (out / "logs" / "csv-resumed-1" / "metrics.csv").exists()
+    assert [r["epoch"] for r in json.loads((out / "resumes.json").read_text())] == [0]
+    assert json.loads((out / DONE_FILE).read_text())["resumes"] == 1
