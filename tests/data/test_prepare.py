@@ -92,6 +92,7 @@ def test_loader_workers_split_shards_without_repeats(tiny_data, prepared):
     assert next(iter(loader))["image"].shape == (8, 1, 64, 64)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_from_prepared_data(tiny_data, prepared, tmp_path):
     from medmodal.evaluation.evaluate import evaluate_run
     from medmodal.training.trainer import train

@@ -66,6 +66,7 @@ def interrupted_then_resumed(data, tmp_path_factory):
     return out, result, first_marker, gated_checkpoint
 
 
+@pytest.mark.slow  # the module's grid fixture trains and scores several models
 def test_resume_redoes_only_the_unfinished_cells(interrupted_then_resumed):
     out, result, first_marker, gated_trained = interrupted_then_resumed
     assert result.cells_run == CELLS[1:]  # the finished image-only cell was not touched
@@ -76,6 +77,7 @@ def test_resume_redoes_only_the_unfinished_cells(interrupted_then_resumed):
         assert (out / "cells" / cell / "done.json").exists()
 
 
+@pytest.mark.slow
 def test_a_deleted_cell_is_redone_alone(interrupted_then_resumed, data):
     out, *_ = interrupted_then_resumed
     (out / "cells" / CELLS[0] / "done.json").unlink()
@@ -85,6 +87,7 @@ def test_a_deleted_cell_is_redone_alone(interrupted_then_resumed, data):
     assert (out / "cells" / CELLS[0] / "predictions.npz").exists()
 
 
+@pytest.mark.slow  # the module's grid fixture trains and scores several models
 def test_results_have_one_row_per_model_seed_condition(interrupted_then_resumed):
     out, *_ = interrupted_then_resumed
     table = pd.read_csv(out / "results.csv")
@@ -100,6 +103,7 @@ def test_results_have_one_row_per_model_seed_condition(interrupted_then_resumed)
     assert json.loads((out / "results.json").read_text())["rows"][0]["model"] == "image_only"
 
 
+@pytest.mark.slow  # the module's grid fixture trains and scores several models
 def test_missing_modality_conditions(interrupted_then_resumed):
     out, *_ = interrupted_then_resumed
     image_only = load_cell_predictions(out / "cells" / CELLS[0])
@@ -114,6 +118,7 @@ def test_missing_modality_conditions(interrupted_then_resumed):
     np.testing.assert_allclose(gated["probs__drop_image_0.5"][hidden], gated["probs__no_image"][hidden], atol=1e-6)
 
 
+@pytest.mark.slow  # the module's grid fixture trains and scores several models
 def test_leave_one_site_out_manifest(interrupted_then_resumed):
     out, *_ = interrupted_then_resumed
     derived = pd.read_csv(out / "loso" / "icu" / "manifest.csv", keep_default_na=False)
@@ -123,6 +128,7 @@ def test_leave_one_site_out_manifest(interrupted_then_resumed):
     assert "icu" in set(loso["sites"]) and len(set(loso["sites"])) > 1  # in-site and out-of-site studies
 
 
+@pytest.mark.slow  # the module's grid fixture trains and scores several models
 def test_summary_and_report(interrupted_then_resumed):
     out, result, *_ = interrupted_then_resumed
     summary = json.loads((out / "summary.json").read_text())
@@ -138,6 +144,7 @@ def test_summary_and_report(interrupted_then_resumed):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # the module's grid fixture trains and scores several models
 def test_a_changed_grid_does_not_reuse_a_finished_cell(interrupted_then_resumed, data):
     out, *_ = interrupted_then_resumed
     changed = json.loads(json.dumps(MINI))
@@ -146,6 +153,7 @@ def test_a_changed_grid_does_not_reuse_a_finished_cell(interrupted_then_resumed,
         run_benchmark(data, grid_from_dict(changed), out, report=False)
 
 
+@pytest.mark.slow
 def test_a_setting_added_since_does_not_invalidate_finished_cells(interrupted_then_resumed, data):
     """A cell finished before medmodal grew a new setting (stored config lacks it, fingerprint
     stale) is still reused: the stored config is re-read through the current schema."""

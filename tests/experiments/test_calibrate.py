@@ -12,6 +12,7 @@ from medmodal.serving.predictor import Predictor
 from medmodal.training.loading import load_trained
 
 
+@pytest.mark.slow
 def test_calibrate_run_end_to_end(tiny_run, tiny_data, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)  # the session's tiny run stays uncalibrated
@@ -40,6 +41,7 @@ def test_calibrate_run_end_to_end(tiny_run, tiny_data, tmp_path):
     assert Predictor(trained).predict(image=image)["calibrated"] is True
 
 
+@pytest.mark.slow
 def test_tuned_thresholds_are_stored_and_used_by_evaluate_and_predict(tiny_run, tiny_data, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -76,6 +76,7 @@ def test_validate_on_a_folder_of_reports(tmp_path, labeler):
 
 
 @pytest.mark.skipif(find_openi_reports() is None, reason="Open-i reports not set up (make setup)")
+@pytest.mark.slow
 def test_real_reports_agree_for_common_findings(labeler):
     result = validate_on_openi(limit=300, labeler=labeler, findings=("cardiomegaly", "effusion", "normal"))
     assert result["reports"] == 300

@@ -112,6 +112,7 @@ def test_domain_adversary_uses_every_row_and_scales_lambda_with_progress():
     assert DomainAdversary(DomainAdaptationConfig(method="dann", weight=0.5, schedule="constant"), 4, ["a", "b"]).coefficient(0.0) == 0.5
 
 
+@pytest.mark.slow
 def test_dann_training_end_to_end_on_built_in_data(tmp_path):
     """Train 1 short epoch with a held-out site used unlabeled: the site loss is logged and
     the run reloads for inference."""

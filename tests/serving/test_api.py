@@ -213,6 +213,7 @@ def test_report_text_and_uploads_never_reach_the_logs(client, caplog):
 
 
 # ------------------------------------------------------------------- under load
+@pytest.mark.slow
 def test_32_concurrent_clients_on_a_real_server(tiny_run, predictor):
     import httpx
 

@@ -77,6 +77,7 @@ def test_export_cli(tiny_run, tmp_path, capsys):
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_cached_export_follows_the_calibration(tiny_run, tiny_data, tmp_path):
     """serve --runtime onnx re-exports when the run was calibrated (or un-calibrated) since."""
     import shutil

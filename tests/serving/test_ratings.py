@@ -152,6 +152,7 @@ def test_summary_reads_the_records_once_whatever_the_number_of_readers():
     assert counts == {20: 1, 80: 1}
 
 
+@pytest.mark.slow
 def test_summary_time_grows_about_linearly_with_readers():
     def cpu_seconds(n_readers: int) -> float:
         records = crossed_records(n_readers)

@@ -47,6 +47,7 @@ def test_label_maps_are_resized_by_nearest_neighbour_and_checked(tmp_path):
         mask_path(Study(id="s9", row=5), tmp_path, "manifest.csv")
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_both_variants_end_to_end(tiny_data, tmp_path):
     config = tmp_path / "seg.yaml"
     config.write_text("embed_dim: 8\nfeatures: [4, 4, 8, 8, 16, 4]\ntrain: {epochs: 1, batch_size: 16}\n")

@@ -64,6 +64,7 @@ def test_dataset_groups_questions_by_study_and_collates(tmp_path):
     assert batch["answer"].tolist() == [0, -1, 1]  # "unseen" is outside the vocabulary
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_end_to_end(tiny_data, tmp_path):
     config = tmp_path / "vqa.yaml"
     config.write_text("embed_dim: 16\nimage_encoder:\n  name: small_cnn\n  kwargs: {widths: [8, 16], stem_width: 8}\n")

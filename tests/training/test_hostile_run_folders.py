@@ -157,6 +157,7 @@ def test_inference_names_a_truncated_checkpoint(run_copy):
         load_trained(run_copy)
 
 
+@pytest.mark.slow
 def test_truncated_last_checkpoint_resumes_from_best_with_a_warning(tiny_data, tmp_path, monkeypatch, caplog):
     from medmodal.training.module import MultimodalModule
 

@@ -70,6 +70,7 @@ def test_ogm_needs_two_modalities():
         config_from_dict({"model": {"modalities": "image"}, "train": {"modality_balance": "ogm"}})
 
 
+@pytest.mark.slow
 def test_tiny_training_with_ogm_logs_its_coefficients(tiny_data, tmp_path):
     from conftest import tiny_config
 

@@ -86,6 +86,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
         torch.testing.assert_close(resumed_weights[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
     # OGM on: its modality scores are averaged across the two processes (strategy.reduce)
     config = _config_file(tmp_path, **{"train.epochs": 1, "model.heads.generation": False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from medmodal.training.module import DefinedBinaryAUROC, defined_macro_auroc
@@ -19,6 +20,7 @@ def test_binary_validation_auroc_matches_ranking_and_is_nan_when_undefined():
     assert math.isnan(float(metric.compute()))
 
 
+@pytest.mark.slow
 def test_training_and_evaluating_one_label(tiny_data, tmp_path):
     from conftest import tiny_config
 

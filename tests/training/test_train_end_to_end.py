@@ -92,6 +92,7 @@ def test_predict_with_nothing_is_a_clear_error(tiny_run):
         Predictor.from_run(tiny_run).predict(None, None)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights(tiny_data, tmp_path):
     from conftest import tiny_config
 
