@@ -133,6 +133,15 @@ class ReportConditioningConfig(_Section):
     threshold: Literal["val_f1"] | Annotated[float, Field(gt=0, lt=1)] = "val_f1"
 
 
+class WideConfig(_Section):
+    """Wide (linear) pathways whose logits are added to the classification logits, trained jointly
+    (wide & deep, Cheng et al. 2016; ``medmodal/models/wide.py``). Off by default."""
+
+    pixels: int = Field(0, ge=0, le=256)  # side of the pooled image of the pixel pathway; 0 = off
+    ngrams: bool = False  # a linear pathway on the bag of word uni + bigrams
+    ngram_buckets: int = Field(16384, ge=0, le=1_048_576)  # hash slots of the bigrams (0 = unigrams)
+
+
 class ModelConfig(_Section):
     """The multimodal model: encoders, fusion, heads (arXiv 2405.17459 built from parts)."""
 
@@ -148,6 +157,7 @@ class ModelConfig(_Section):
     # more channels (3 for an encoder whose pretrained_path weights are RGB) it is repeated into each.
     image_channels: int = Field(1, ge=1, le=4)
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
+    wide: WideConfig = Field(default_factory=WideConfig)
     localization: LocalizationConfig = Field(default_factory=LocalizationConfig)  # the box head's settings
     dropout: float = Field(0.1, ge=0, lt=1)
     # Probability, per training sample, of hiding one modality (replaced by the
@@ -158,6 +168,9 @@ class ModelConfig(_Section):
     # term (train.loss_weights.alignment) pulls a study's image and report together (the
     # surveys' coordinated representation, CLIP-style, inside the supervised model).
     representation: Literal["joint", "coordinated"] = "joint"
+    # Two-modality models: "head" = the head on the fused vector; "with_unimodal" = plus the image
+    # and text auxiliary logits (late fusion in log-odds, the fusion head learning the rest).
+    fused_logits: Literal["head", "with_unimodal"] = "head"
     report_conditioning: ReportConditioningConfig = Field(default_factory=ReportConditioningConfig)
 
     @model_validator(mode="after")
@@ -245,6 +258,14 @@ class TrainConfig(TrainerConfig):
     # Learning rate of the localization head (trained from scratch, dense) as a multiple of ``lr``;
     # 5 chosen on the demo's validation split (docs/localization.md).
     localization_lr_scale: float = Field(5.0, gt=0, le=100)
+    # Wide pathways (model.wide): learning rate as a multiple of ``lr`` and their own weight decay.
+    wide_lr_scale: float = Field(5.0, gt=0, le=100)
+    wide_weight_decay: float = Field(0.1, ge=0)
+    # Weight averaging: "ema" = validate, checkpoint and keep an exponential moving average of the
+    # weights (Lightning's EMAWeightAveraging, torch.optim.swa_utils.AveragedModel) instead of the
+    # last step's weights; "none" = the weights as trained.
+    weight_averaging: Literal["none", "ema"] = "none"
+    ema_decay: float = Field(0.99, gt=0, lt=1)
     # Dense localization loss (docs/localization.md): the CornerNet overlap that sets each centre
     # target's Gaussian radius (lower = wider), and the weight of an L1 loss on the log box size
     # (in cells) read at each true centre, added to the GIoU term (0 = off).

@@ -81,6 +81,13 @@ class MultimodalModel(nn.Module):
             with ``condition_dim = num_labels``) reads the ground-truth labels under teacher forcing
             and the predicted findings (probability >= ``finding_thresholds``) when generating.
         part_names: registry names of the parts, for :meth:`describe`.
+        wide_image / wide_text: wide (linear) pathways (:mod:`medmodal.models.wide`) whose logits
+            [B, C] are added to the classification logits and to that modality's auxiliary logits;
+            None = none (``model.wide``).
+        fused_logits: two-modality models: ``"head"`` = the classification head on the fused vector
+            (or the fusion layer's own logits); ``"with_unimodal"`` = that plus the image and the text
+            auxiliary logits (each modality's evidence added in log-odds, as late fusion does, the
+            fusion head learning the interactions on top).
     """
 
     def __init__(
@@ -101,6 +108,9 @@ class MultimodalModel(nn.Module):
         image_channels: int = 1,
         condition_on_findings: bool = False,
         part_names: Mapping[str, str] | None = None,
+        wide_image: nn.Module | None = None,
+        wide_text: nn.Module | None = None,
+        fused_logits: str = "head",
     ) -> None:
         super().__init__()
         if image_encoder is None and text_encoder is None:
@@ -113,6 +123,15 @@ class MultimodalModel(nn.Module):
         self.image_channels = image_channels
         self.part_names = dict(part_names or {})
         self.classification = classification
+        if fused_logits not in ("head", "with_unimodal"):
+            raise ValueError(f"fused_logits must be 'head' or 'with_unimodal', got {fused_logits!r}")
+        if wide_image is not None and image_encoder is None:
+            raise ValueError("a wide image pathway needs an image encoder (modalities image or both)")
+        if wide_text is not None and text_encoder is None:
+            raise ValueError("a wide text pathway needs a text encoder (modalities text or both)")
+        self.fused_logits = fused_logits
+        self.wide_image = wide_image
+        self.wide_text = wide_text
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.fusion = fusion
@@ -152,19 +171,26 @@ class MultimodalModel(nn.Module):
             # validation split during training (set_finding_thresholds), saved in the checkpoint.
             self.register_buffer("finding_thresholds", torch.full((num_labels,), 0.5))
 
-    def classification_logits(self, vector: Tensor, fusion_output: FusionOutput | None) -> Tensor | None:
+    def classification_logits(
+        self, vector: Tensor, fusion_output: FusionOutput | None, added: Tensor | None = None
+    ) -> Tensor | None:
         """[B, C] classification logits from the fused vector [B, D] (or the fusion layer's own
-        logits), calibrated in eval mode (:meth:`set_calibration`); None without the head."""
+        logits) plus ``added`` [B, C] (wide / unimodal logits, :meth:`unimodal_logits`), calibrated
+        in eval mode (:meth:`set_calibration`); None without the head."""
         if not self.classification:
             return None
-        logits = self.uncalibrated_logits(vector, fusion_output)
+        logits = self.uncalibrated_logits(vector, fusion_output, added)
         if not self.training:
             logits = self.calibration(logits)
         return logits
 
-    def uncalibrated_logits(self, vector: Tensor, fusion_output: FusionOutput | None) -> Tensor:
-        """[B, C] classification logits before any calibration: the head's, or the fusion layer's own."""
-        return fusion_output.logits if self.classifier is None else self.classifier(vector)
+    def uncalibrated_logits(
+        self, vector: Tensor, fusion_output: FusionOutput | None, added: Tensor | None = None
+    ) -> Tensor:
+        """[B, C] classification logits before any calibration: the head's, or the fusion layer's own,
+        plus ``added`` [B, C] when given."""
+        logits = fusion_output.logits if self.classifier is None else self.classifier(vector)
+        return logits if added is None else logits + added
 
     def set_finding_thresholds(self, thresholds: Tensor | list[float]) -> None:
         """Per-finding probabilities [C] at which a finding is passed to a conditioned decoder as present."""
@@ -175,9 +201,11 @@ class MultimodalModel(nn.Module):
             raise ValueError(f"finding thresholds: expected {self.num_labels} values, got {tuple(values.shape)}")
         self.finding_thresholds.copy_(values)
 
-    def predicted_findings(self, vector: Tensor, fusion_output: FusionOutput | None) -> Tensor:
-        """[B, C] 0/1: the classifier's probability (uncalibrated) >= ``finding_thresholds``."""
-        probs = torch.sigmoid(self.uncalibrated_logits(vector, fusion_output))
+    def predicted_findings(
+        self, vector: Tensor, fusion_output: FusionOutput | None, added: Tensor | None = None
+    ) -> Tensor:
+        """[B, C] 0/1: the classifier's probability (uncalibrated; ``added`` logits included) >= ``finding_thresholds``."""
+        probs = torch.sigmoid(self.uncalibrated_logits(vector, fusion_output, added))
         return (probs >= self.finding_thresholds).to(vector.dtype)
 
     def set_calibration(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
@@ -247,7 +275,8 @@ class MultimodalModel(nn.Module):
         ``has_text``, optional ``target_ids``) -> :class:`ModelOutput`."""
         image, text, image_present, text_present = self.encode(batch, modality_dropout=self.training)
         vector, fusion_output = self.fuse(image, text)
-        logits = self.classification_logits(vector, fusion_output)
+        image_logits, text_logits, added = self.unimodal_logits(batch, image, text, image_present, text_present)
+        logits = self.classification_logits(vector, fusion_output, added)
         localization = None
         if self.localizer is not None:
             localization = self.localizer(image.grid, vector, batch["image"], logits)
@@ -258,8 +287,8 @@ class MultimodalModel(nn.Module):
             caption_logits = self.decoder(batch["target_ids"], vector, memory, memory_mask, condition=condition)
         return ModelOutput(
             logits=logits,
-            image_logits=self.image_aux_head(image.vector) if self.image_aux_head is not None else None,
-            text_logits=self.text_aux_head(text.vector) if self.text_aux_head is not None else None,
+            image_logits=image_logits,
+            text_logits=text_logits,
             boxes=localization.boxes if localization is not None else None,
             box_heatmaps=localization.heatmaps if localization is not None else None,
             localization=localization,
@@ -271,6 +300,26 @@ class MultimodalModel(nn.Module):
             fused=vector,
             **self.coordinated_embeddings(image, text),
         )
+
+    def unimodal_logits(
+        self, batch: Batch, image: ImageFeatures | None, text: TextFeatures | None,
+        image_present: Tensor | None, text_present: Tensor | None,
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """(image auxiliary logits [B, C], text auxiliary logits [B, C], logits added to the main
+        ones [B, C]); each None where absent. A modality's auxiliary logits include its wide
+        pathway; the added logits are the wide pathways' (zero on rows without that modality), or
+        with ``fused_logits: with_unimodal`` both auxiliary logits."""
+        wide_image = wide_text = None
+        if self.wide_image is not None:
+            wide_image = self.wide_image(batch["image"]) * image_present[:, None].to(batch["image"].dtype)
+        if self.wide_text is not None:
+            wide_text = self.wide_text(batch["text_ids"], batch["text_mask"])
+            wide_text = wide_text * text_present[:, None].to(wide_text.dtype)
+        image_logits = _plus(self.image_aux_head(image.vector) if self.image_aux_head is not None else None, wide_image)
+        text_logits = _plus(self.text_aux_head(text.vector) if self.text_aux_head is not None else None, wide_text)
+        if self.fused_logits == "with_unimodal" and self.fusion is not None and image_logits is not None:
+            return image_logits, text_logits, image_logits + text_logits
+        return image_logits, text_logits, _plus(wide_image, wide_text)
 
     def coordinated_embeddings(self, image: ImageFeatures | None, text: TextFeatures | None) -> dict[str, Tensor]:
         """``image_embedding`` / ``text_embedding`` [B, P] (unit norm) and ``alignment_scale`` of a
@@ -291,10 +340,13 @@ class MultimodalModel(nn.Module):
         A decoder conditioned on the findings gets the predicted ones (:meth:`predicted_findings`)."""
         if self.decoder is None:
             raise RuntimeError("this model was built without a report decoder (heads.generation: false)")
-        image, text, _, _ = self.encode(batch, modality_dropout=False)
+        image, text, image_present, text_present = self.encode(batch, modality_dropout=False)
         vector, fusion_output = self.fuse(image, text)
         memory, memory_mask = self.decoder_memory(image, text)
-        condition = self.predicted_findings(vector, fusion_output) if self.condition_on_findings else None
+        condition = None
+        if self.condition_on_findings:
+            added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
+            condition = self.predicted_findings(vector, fusion_output, added)
         return self.decoder.generate(
             vector, memory, memory_mask, max_len=max_len, beam_size=beam_size, length_penalty=length_penalty,
             condition=condition,
@@ -378,6 +430,13 @@ class MultimodalModel(nn.Module):
         return text.sequence, text.mask
 
 
+def _plus(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """a + b where both exist, else the one that does (None if neither)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return a + b
+
+
 # ------------------------------------------------------------------------ factory
 def create_model(
     cfg: ModelConfig, *, vocab_size: int, num_labels: int, pad_id: int, bos_id: int, eos_id: int
@@ -455,11 +514,26 @@ def create_model(
         image_channels=cfg.image_channels,
         condition_on_findings=conditioned,
         part_names=part_names,
+        **wide_pathways(cfg, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id),
+        fused_logits=cfg.fused_logits,
     )
     threshold = cfg.report_conditioning.threshold
     if conditioned and threshold != "val_f1":
         model.set_finding_thresholds([float(threshold)] * num_labels)
     return model
+
+
+def wide_pathways(cfg: ModelConfig, *, vocab_size: int, num_labels: int, pad_id: int) -> dict[str, nn.Module | None]:
+    """``wide_image`` / ``wide_text`` modules of ``cfg.wide`` for the modalities the model has (None = off)."""
+    from medmodal.models.wide import WideNgrams, WidePixels
+
+    wide = cfg.wide
+    image = wide.pixels > 0 and cfg.modalities in ("image", "both")
+    text = wide.ngrams and cfg.modalities in ("text", "both")
+    return {
+        "wide_image": WidePixels(num_labels, wide.pixels) if image else None,
+        "wide_text": WideNgrams(vocab_size, num_labels, pad_id, wide.ngram_buckets) if text else None,
+    }
 
 
 def build_part(kind: str, part: PartConfig, wired: dict[str, Any], defaults: dict[str, Any]) -> nn.Module:

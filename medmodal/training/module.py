@@ -158,15 +158,16 @@ class MultimodalModule(L.LightningModule):
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser groups: the localization head at ``lr * train.localization_lr_scale`` (a dense head
-        trained from scratch), everything else at ``lr``."""
+        trained from scratch), the wide pathways (``model.wide``) at ``lr * train.wide_lr_scale`` with
+        ``train.wide_weight_decay``, everything else at ``lr``."""
         cfg = self.config.train
-        head = self.model.localizer
-        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
-        rest = [p for p in self.parameters() if id(p) not in head_ids]
-        groups = [{"params": rest, "lr": cfg.lr}]
-        if head_ids:
-            groups.append({"params": list(head.parameters()), "lr": cfg.lr * cfg.localization_lr_scale})
-        return groups
+        wide = {"lr": cfg.lr * cfg.wide_lr_scale, "weight_decay": cfg.wide_weight_decay}
+        special = [(self.model.localizer, {"lr": cfg.lr * cfg.localization_lr_scale}),
+                   (self.model.wide_image, wide), (self.model.wide_text, wide)]  # fmt: skip
+        special = [(part, settings) for part, settings in special if part is not None]
+        taken = {id(p) for part, _ in special for p in part.parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in taken], "lr": cfg.lr}]
+        return groups + [{"params": list(part.parameters()), **settings} for part, settings in special]
 
     def configure_optimizers(self):
         return adamw_one_cycle(self.parameter_groups(), self.config.train, self.trainer.estimated_stepping_batches)
