@@ -27,7 +27,9 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Unpack
+from typing import Literal
+
+from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
 from medmodal.data.importers.common import (
     ImageFolder,

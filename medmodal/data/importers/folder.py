@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Unpack
+from typing import Literal
 
 import pydicom
+from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
 from medmodal.data.images import is_dicom
 from medmodal.data.importers.common import (

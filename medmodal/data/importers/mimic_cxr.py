@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Unpack
+
+from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
 from medmodal.data.importers.chexpert import OBSERVATIONS, UncertainPolicy, observation_labels
 from medmodal.data.importers.common import (

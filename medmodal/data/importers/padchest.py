@@ -28,7 +28,8 @@ from __future__ import annotations
 import ast
 import os
 from pathlib import Path
-from typing import Unpack
+
+from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
 from medmodal.data.importers.common import (
     MAX_CELL_CHARS,

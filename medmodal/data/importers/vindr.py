@@ -27,7 +27,8 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Unpack
+
+from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
 from medmodal.data.importers.common import (
     ImageFolder,
