@@ -378,7 +378,7 @@ def _decode_pil(name: str | os.PathLike, img: Image.Image, reduce_to: int | None
     return DecodedImage(_pil_to_unit_gray(name, upright), size)
 
 
-def _pil_to_unit_gray(path: Path, img: Image.Image) -> np.ndarray:
+def _pil_to_unit_gray(path: str | os.PathLike, img: Image.Image) -> np.ndarray:
     """A Pillow image -> float32 ``[H, W]`` in [0, 1] (rules in the module docstring)."""
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -463,7 +463,7 @@ def _check_dicom_dataset(path: str | os.PathLike, ds: pydicom.Dataset, max_pixel
 
 
 def _check_compressed_frame(
-    path: Path, ds: pydicom.Dataset, syntax: pydicom.uid.UID, rows: int, columns: int
+    path: str | os.PathLike, ds: pydicom.Dataset, syntax: pydicom.uid.UID, rows: int, columns: int
 ):
     """Decoder installed; the first frame's own header (JPEG family) agrees with Rows / Columns."""
     decoder = get_decoder(syntax)

@@ -143,6 +143,9 @@ class LogitCalibration(nn.Module):
     """Per-label ``logit * scale + bias`` (Platt scaling) of [B, C] classification logits; the
     identity until :meth:`set`. ``scale`` / ``bias`` [C] are persistent buffers (in ``state_dict()``)."""
 
+    scale: Tensor
+    bias: Tensor
+
     def __init__(self, num_labels: int) -> None:
         super().__init__()
         self.register_buffer("scale", torch.ones(num_labels))

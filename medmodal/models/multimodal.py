@@ -56,6 +56,7 @@ from medmodal.models.types import FusionOutput, GenerationOutput, ImageFeatures,
 
 if TYPE_CHECKING:  # the config imports the registry (name validation); keep the import one-way
     from medmodal.config import ModelConfig, PartConfig
+    from medmodal.data.tokenizer import ReportTokenizer
 
 Batch = Mapping[str, Any]
 
@@ -89,6 +90,10 @@ class MultimodalModel(nn.Module):
             auxiliary logits (each modality's evidence added in log-odds, as late fusion does, the
             fusion head learning the interactions on top).
     """
+
+    # The C label names in logit order and the tokenizer, set by ``medmodal.create_model``.
+    label_names: list[str] | None = None
+    tokenizer: ReportTokenizer | None = None
 
     def __init__(
         self,

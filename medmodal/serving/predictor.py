@@ -77,8 +77,8 @@ class Predictor:
         weights.update({f"model.{k}": v.detach().cpu() for k, v in self.trained.model.state_dict().items()})
         artifacts = ModelArtifacts(labels=self.labels, tokenizer=self.trained.tokenizer,
                                    thresholds=self.trained.thresholds, calibrated=self.trained.calibrated)  # fmt: skip
-        state = {key: source[key] for key in ("hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
-                 if key in source}  # fmt: skip
+        kept = ("hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
+        state: dict[str, Any] = {key: source[key] for key in kept if key in source}
         state.update({"state_dict": weights, ARTIFACTS_KEY: artifacts.to_checkpoint()})
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,8 +160,7 @@ class Predictor:
         # Conflict flag (medmodal.explain.modality): image-only vs text-only view disagree strongly.
         # The conflict flag compares the uncalibrated unimodal heads at the single config threshold.
         result.update(conflicts_for_prediction(self.trained, batch, out, cfg.evaluate.threshold if threshold is None else threshold))
-        if out.boxes is not None and image is not None:
-            size = decoded.size if decoded is not None else image_size(study.image)
+        if out.boxes is not None and (size := self._image_size(study, decoded)) is not None:
             result["boxes"] = self._boxes_in_pixels(out.boxes[0], probs, size, result["predicted"])
         if cfg.model.heads.generation:
             gen = self.trained.model.generate(batch, max_len=cfg.evaluate.max_generate_tokens,
@@ -170,6 +169,13 @@ class Predictor:
         if out.word_attention is not None and bool(batch["has_text"][0]):
             result["word_attention"] = self._word_attention(batch, out.word_attention[0])
         return result
+
+    @staticmethod
+    def _image_size(study: Study, decoded: DecodedImage | None) -> tuple[int, int] | None:
+        """(H, W) of the given image: decoded in memory, else from its file's header; None without one."""
+        if decoded is not None:
+            return decoded.size
+        return image_size(study.image) if study.image is not None else None
 
     def _boxes_in_pixels(self, boxes: torch.Tensor, probs: list[float], size: tuple[int, int], predicted: list[str]) -> list[dict]:
         """Boxes [C, 4] (normalised xyxy) of the predicted labels in pixels of an image of ``size`` (H, W)."""
