@@ -18,6 +18,7 @@ one) overlaps nothing: IoU 0. A true box like that is an error.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -318,3 +319,79 @@ def detection_metrics(
         "froc_mean": float(np.mean(list(froc.values()))),
         "per_label": per_label,
     }
+
+
+@dataclass
+class ImageMatches:
+    """COCOeval's IoU-0.5 matching of one finding's detections in one image (area "all", 100 detections).
+
+    scores: [D] detection scores; true_positive: [D] bool (matched a true box); n_true: true boxes.
+    """
+
+    scores: np.ndarray
+    true_positive: np.ndarray
+    n_true: int
+
+
+def matches_at_50(
+    detections: Sequence[Sequence[tuple[int, Sequence[float], float]]],
+    true_boxes: Sequence[Sequence[tuple[int, Sequence[float]]]],
+    num_labels: int,
+) -> dict[int, list[ImageMatches]]:
+    """Per boxed finding, the :class:`ImageMatches` of every image (same inputs as :func:`detection_metrics`).
+
+    Matching is per image, so a bootstrap over images reuses it: :func:`map_50_of_images` gives the
+    mAP@0.5 of any resample (with repeats) without re-running COCOeval.
+    """
+    truth = _checked_true_boxes(true_boxes, num_labels)
+    dets = _checked_detections(detections, num_labels)
+    counts = np.bincount([label for study in truth for label, _ in study], minlength=num_labels)
+    categories = [c for c in range(num_labels) if counts[c] > 0]
+    empty = ImageMatches(np.zeros(0), np.zeros(0, dtype=bool), 0)
+    out = {c: [empty] * len(truth) for c in categories}
+    coco_eval = _coco_eval(truth, dets, categories) if categories else None
+    if coco_eval is None:
+        for c in categories:
+            out[c] = [ImageMatches(np.zeros(0), np.zeros(0, dtype=bool), sum(k == c for k, _ in s)) for s in truth]
+        return out
+    all_area = coco_eval.params.areaRng[0]
+    for entry in coco_eval.evalImgs:
+        if entry is None or entry["aRng"] != all_area:
+            continue
+        kept = ~np.asarray(entry["dtIgnore"])[0].astype(bool)
+        out[entry["category_id"]][entry["image_id"]] = ImageMatches(
+            scores=np.asarray(entry["dtScores"], dtype=float)[kept],
+            true_positive=(np.asarray(entry["dtMatches"])[0] > 0)[kept],
+            n_true=int((np.asarray(entry["gtIgnore"]) == 0).sum()),
+        )
+    return out
+
+
+def _interpolated_ap(scores: np.ndarray, true_positive: np.ndarray, n_true: int) -> float | None:
+    """COCO's 101-point interpolated AP of pooled detections (None without a true box)."""
+    if n_true == 0:
+        return None
+    order = np.argsort(-scores, kind="mergesort")
+    tp = np.cumsum(true_positive[order])
+    fp = np.cumsum(~true_positive[order])
+    recall = tp / n_true
+    precision = tp / np.maximum(tp + fp, np.spacing(1))
+    envelope = np.append(np.maximum.accumulate(precision[::-1])[::-1], 0.0)  # 0 beyond the last recall
+    at = np.searchsorted(recall, np.linspace(0.0, 1.0, 101), side="left")  # COCO's recall thresholds
+    return float(envelope[at].mean())
+
+
+def map_50_of_images(matches: dict[int, list[ImageMatches]], images: Sequence[int]) -> float | None:
+    """mAP@0.5 (COCO, mean over findings with a true box among ``images``) of the images ``images``
+    (indices into the lists of :func:`matches_at_50`; repeats count twice, as in a bootstrap resample)."""
+    aps = []
+    for per_image in matches.values():
+        chosen = [per_image[i] for i in images]
+        ap = _interpolated_ap(
+            np.concatenate([m.scores for m in chosen]) if chosen else np.zeros(0),
+            np.concatenate([m.true_positive for m in chosen]) if chosen else np.zeros(0, dtype=bool),
+            sum(m.n_true for m in chosen),
+        )
+        if ap is not None:
+            aps.append(ap)
+    return float(np.mean(aps)) if aps else None
