@@ -95,7 +95,8 @@ def read_qa(path: str | os.PathLike) -> list[QARecord]:
         file = file / QA_FILE
     if not file.is_file():
         raise InputNotFoundError(f"QA file not found: {file}")
-    records, problems = [], []
+    records: list[QARecord] = []
+    problems: list[RowProblem] = []
     with open(file, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():

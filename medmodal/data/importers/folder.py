@@ -91,7 +91,9 @@ def _report_rows(path: Path, id_column: str, images: ImageFolder, problems: list
     key = id_column.strip().lower().replace(" ", "_")
     if key not in table.columns:
         raise ValueError(f"{path}: no id column {id_column!r} (columns: {', '.join(c for c in table.columns if c != '_row')})")
-    rows, seen, file = [], {}, str(path)
+    rows: list[dict] = []
+    seen: dict[str, int] = {}  # study -> first row
+    file = str(path)
     for rec in records(table):
         row_number, study = rec.pop("_row"), rec.pop(key)
         if not study or study in seen:

@@ -66,13 +66,14 @@ def import_iu_xray(
     job = ImportJob.start(FORMAT, out_dir, annotation.parent / "images", **options)
     labels = _openi_labels(openi_reports) if openi_reports is not None else None
     problems: list[RowProblem] = []
-    rows, seen = [], set()
+    rows: list[dict] = []
+    seen: set[str] = set()
     for split_key, number, record in records:
         row = _row(record, (str(annotation), number, split_key), job.images, seen, problems)
         if row is not None:
             row["labels"] = ";".join(labels.get(row["patient_id"], [])) if labels is not None else ""
             rows.append(row)
-    notes = {"labels_from": "Open-i MeSH" if labels is not None else "none (run medmodal label-reports)"}
+    notes: dict[str, str | int] = {"labels_from": "Open-i MeSH" if labels is not None else "none (run medmodal label-reports)"}
     if labels is not None:
         notes["studies_without_openi_report"] = sum(1 for r in rows if r["patient_id"] not in labels)
     return job.finish(rows, source_rows=len(records), problems=problems, notes=notes)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
@@ -103,7 +104,7 @@ def _studies(path: Path, problems: list[RowProblem]) -> tuple[dict[str, dict], i
     return studies, len(table)
 
 
-def _ids_ok(rec: dict[str, str], file: str, problems: list[RowProblem]) -> bool:
+def _ids_ok(rec: dict[str, Any], file: str, problems: list[RowProblem]) -> bool:
     for column in ("subject_id", "study_id"):
         if not rec[column].isdigit():
             problems.append(RowProblem(file, rec["_row"], column, f"not a number: {rec[column][:20]!r}"))

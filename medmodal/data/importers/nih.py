@@ -165,14 +165,16 @@ def read_boxes(path: Path | None, entries: dict[str, _Entry], problems: list[Row
     coordinate_columns = list(table.columns)[position + 1 : position + 5]
     if len(coordinate_columns) != 4 or "_row" in coordinate_columns:
         raise ValueError(f"{path}: expected 4 box columns (x, y, w, h) after 'Finding Label'")
-    file, boxes = str(path), {}
+    file = str(path)
+    boxes: dict[str, list[dict]] = {}
     for rec in records(table):
         row, image = rec["_row"], rec["Image Index"]
         finding = BOX_LABEL_ALIASES.get(rec["Finding Label"], rec["Finding Label"])
         values = [number(rec[c], file, row, f"Bbox {'xywh'[i]}", problems, image) for i, c in enumerate(coordinate_columns)]
-        if any(v is None for v in values):
+        numbers = [v for v in values if v is not None]
+        if len(numbers) < len(values):
             continue
-        x, y, w, h = values
+        x, y, w, h = numbers
         entry = entries.get(image)
         if w <= 0 or h <= 0:
             problems.append(RowProblem(file, row, "Bbox [x,y,w,h]", f"width and height must be > 0, got {w}, {h}", image))

@@ -78,7 +78,8 @@ def import_padchest(
     job = ImportJob.start(FORMAT, out_dir, folder, **options)
     table = read_table(table_path, ["ImageID", "PatientID", "Labels"])
     problems: list[RowProblem] = []
-    rows, seen = [], {}
+    rows: list[dict] = []
+    seen: dict[str, int] = {}  # image -> first row
     file = str(table_path)
     for rec in records(table):
         row, image = rec["_row"], rec["ImageID"]

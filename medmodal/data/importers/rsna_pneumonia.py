@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
@@ -90,7 +91,7 @@ def _targets(table, file: str, problems: list[RowProblem]) -> dict[str, tuple[in
     return {p: v for p, v in found.items() if p not in bad}
 
 
-def _box(rec: dict[str, str], target: int, file: str, problems: list[RowProblem]) -> list[float] | None | bool:
+def _box(rec: dict[str, Any], target: int, file: str, problems: list[RowProblem]) -> list[float] | None | bool:
     cells = [rec[c] for c in ("x", "y", "width", "height")]
     if target == 0:
         if any(cells):
@@ -98,9 +99,10 @@ def _box(rec: dict[str, str], target: int, file: str, problems: list[RowProblem]
             return False
         return None
     values = [number(rec[c], file, rec["_row"], c, problems, rec["patientId"]) for c in ("x", "y", "width", "height")]
-    if any(v is None for v in values):
+    numbers = [v for v in values if v is not None]
+    if len(numbers) < len(values):
         return False
-    x, y, w, h = values
+    x, y, w, h = numbers
     if w <= 0 or h <= 0 or x < 0 or y < 0:
         problems.append(RowProblem(file, rec["_row"], "width", f"not a box: x {x}, y {y}, width {w}, height {h}", rec["patientId"]))
         return False

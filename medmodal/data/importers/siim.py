@@ -92,7 +92,7 @@ def import_siim(
         path = job.images.by_name(image_id)
         row = {"id": image_id, "patient_id": image_id, "image": "", "labels": LABEL if masks else "", "boxes": "", "mask": ""}
         size = stored_size(path) if path is not None else None
-        if size is not None:
+        if path is not None and size is not None:
             row["image"] = job.images.cell(path)
             row["mask"], row["boxes"] = _write_mask(masks, size, job.out / "masks" / f"{image_id}.png", job.out)
         rows.append(row)
@@ -140,7 +140,7 @@ def _write_mask(codes: list[str], size: tuple[int, int], path: Path, out: Path) 
         boxes.append({"label": LABEL, "box": [xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy]})
     image = Image.fromarray(union)
     if (height, width) != union.shape:
-        image = image.resize((width, height), Image.NEAREST)
+        image = image.resize((width, height), Image.Resampling.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return relative_to(path, out), boxes_cell(boxes)

@@ -27,6 +27,7 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
@@ -102,19 +103,20 @@ def _reader_marks(table, file: str, problems: list[RowProblem]) -> dict[str, dic
     return marks
 
 
-def _box(rec: dict[str, str], file: str, problems: list[RowProblem]) -> list[float] | None | bool:
+def _box(rec: dict[str, Any], file: str, problems: list[RowProblem]) -> list[float] | None | bool:
     """The box, None for an image-level row (all blank), False for a bad one (problem recorded)."""
     cells = [rec[c] for c in COORDINATES]
     if not any(cells):
         return None
     values = [number(rec[c], file, rec["_row"], c, problems, rec["image_id"]) for c in COORDINATES]
-    if any(v is None for v in values):
+    numbers = [v for v in values if v is not None]
+    if len(numbers) < len(values):
         return False
-    x0, y0, x1, y1 = values
-    if x1 <= x0 or y1 <= y0 or min(values) < 0:
-        problems.append(RowProblem(file, rec["_row"], "x_max", f"not a box: {values}", rec["image_id"]))
+    x0, y0, x1, y1 = numbers
+    if x1 <= x0 or y1 <= y0 or min(numbers) < 0:
+        problems.append(RowProblem(file, rec["_row"], "x_max", f"not a box: {numbers}", rec["image_id"]))
         return False
-    return values
+    return numbers
 
 
 def _original_size(rec: dict[str, str]) -> tuple[float, float] | None:
