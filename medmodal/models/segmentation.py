@@ -10,6 +10,7 @@ one. Trained by :class:`medmodal.tasks.segmentation.SegmentationModule`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from monai.networks.nets import BasicUNet
 from torch import Tensor, nn
@@ -56,7 +57,7 @@ class TextGuidedUNet(nn.Module):
         if text_encoder is not None:
             f = tuple(features)
             stage_channels = (f[4], f[3], f[2], f[1], f[5])  # bottleneck, then decoder levels 4 -> 1
-            self.films = nn.ModuleList(FiLM(text_encoder.out_dim, c) for c in stage_channels)
+            self.films = nn.ModuleList(FiLM(cast(int, text_encoder.out_dim), c) for c in stage_channels)
 
     @property
     def conditioned(self) -> bool:
@@ -64,7 +65,7 @@ class TextGuidedUNet(nn.Module):
 
     def forward(self, image: Tensor, text_ids: Tensor | None = None, text_mask: Tensor | None = None) -> Tensor:
         """image [B,1,H,W] (H, W multiples of 16), text_ids / text_mask [B,L] -> class logits [B,K,H,W]."""
-        if self.text_encoder is None:
+        if self.text_encoder is None or self.films is None:
             return self.unet(image)
         if text_ids is None or text_mask is None:
             raise ValueError("this U-Net is text-conditioned: pass text_ids and text_mask")

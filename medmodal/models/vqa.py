@@ -9,6 +9,8 @@ text's role) and an MLP classifier over the A answers. Trained by
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -55,7 +57,7 @@ class VQAModel(nn.Module):
             "grid_dim": self.image_encoder.grid_dim, "seq_dim": self.question_encoder.seq_dim,
             "out_dim": embed_dim, "num_labels": num_answers,
         }, {})  # fmt: skip
-        self.classifier = mlp(self.fusion.out_dim, embed_dim, num_answers, dropout)
+        self.classifier = mlp(cast(int, self.fusion.out_dim), embed_dim, num_answers, dropout)
 
     def forward(self, image: Tensor, question_ids: Tensor, question_mask: Tensor, image_index: Tensor | None = None) -> Tensor:
         """Answer logits [N, A].

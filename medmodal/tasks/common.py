@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import lightning as L
 from pydantic import BaseModel
@@ -141,11 +141,11 @@ def _write_task_files(run: RunDir, config: Any, task: TaskData) -> None:
 
 # ------------------------------------------------------------------------- loading
 @dataclass
-class TrainedTask:
+class TrainedTask(Generic[ModuleT]):
     """A task's trained module (eval mode, CPU, best checkpoint) with what evaluation needs."""
 
     run: RunDir
-    module: L.LightningModule
+    module: ModuleT
     tokenizer: ReportTokenizer
     labels: list[str]
 
@@ -155,7 +155,7 @@ class TrainedTask:
         return json.loads(self.run.data_summary.read_text())["data"]
 
 
-def load_task(run: str | Path, module_class: type[ModuleT]) -> TrainedTask:
+def load_task(run: str | Path, module_class: type[ModuleT]) -> TrainedTask[ModuleT]:
     """The trained ``module_class`` of a task's run folder (``best.ckpt``, else ``last.ckpt``; never unpickles code)."""
     run_dir = RunDir.at(run)
     run_dir.require_trained()

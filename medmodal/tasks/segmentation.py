@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -157,7 +157,8 @@ class SegmentationScores:
         self.cases += true[:, 1:].flatten(2).any(dim=2).sum(dim=0)
 
     def result(self) -> dict[str, Any]:
-        dice, dice_all, iou = (m.aggregate().flatten().tolist() for m in (self.dice, self.dice_all, self.iou))
+        # reduction "mean_batch": one tensor [K-1] per metric
+        dice, dice_all, iou = (cast(Tensor, m.aggregate()).flatten().tolist() for m in (self.dice, self.dice_all, self.iou))
         per_class = {}
         for c, name in enumerate(self.class_names):
             n = int(self.cases[c])
@@ -183,6 +184,7 @@ class SegmentationModule(common.TaskModule):
     ``DiceCELoss``; validation ``dice_mean`` is ``val/dice``."""
 
     config_class = SegmentationConfig
+    config: SegmentationConfig
     monitor = "val/dice"
 
     def __init__(self, config: dict[str, Any], vocab_size: int, pad_id: int, labels: list[str]) -> None:
@@ -273,7 +275,7 @@ def train_segmentation(data: str | Path, out: str | Path, config: SegmentationCo
 def evaluate_segmentation(run: str | Path, data: str | Path | None = None, *, split: str = "test") -> dict[str, Any]:
     """Score a run's segmentation model on ``split``; adds ``segmentation`` to the run's metrics file."""
     trained = common.load_task(run, SegmentationModule)
-    config: SegmentationConfig = trained.module.config
+    config = trained.module.config
     data = data or trained.data
     manifest = common.read_task_manifest(data)
     studies = manifest.split(split)

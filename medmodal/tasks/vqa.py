@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from medmodal.data.dataset import StudyDataset, normalize_image, pad_ids
 from medmodal.data.manifest import Manifest
@@ -214,6 +214,7 @@ class VQAModule(common.TaskModule):
     ``val/accuracy``."""
 
     config_class = VQAConfig
+    config: VQAConfig
     monitor = "val/accuracy"
 
     def build_network(self, vocab_size: int, pad_id: int) -> VQAModel:
@@ -267,11 +268,11 @@ def train_vqa(data: str | Path, out: str | Path, config: VQAConfig | None = None
 
 
 @torch.no_grad()
-def predict_answers(module: VQAModule, loader: DataLoader) -> list[str]:
-    """The argmax answer of every question of ``loader``, in ``loader.dataset.records`` order (eval mode)."""
+def predict_answers(module: VQAModule, dataset: VQADataset) -> list[str]:
+    """The argmax answer of every question of ``dataset``, in ``dataset.records`` order (eval mode)."""
     module.eval()
-    predicted: list[str] = [""] * len(loader.dataset.records)
-    for batch in loader:
+    predicted: list[str] = [""] * len(dataset.records)
+    for batch in common.eval_loader(dataset, collate_questions):
         for position, answer in zip(batch["question_index"].tolist(), module(batch).argmax(dim=-1).tolist()):
             predicted[position] = module.labels[answer]
     return predicted
@@ -280,14 +281,14 @@ def predict_answers(module: VQAModule, loader: DataLoader) -> list[str]:
 def evaluate_vqa(run: str | Path, data: str | Path | None = None, *, split: str = "test") -> dict[str, Any]:
     """Score a run's VQA model on ``split``: ``vqa`` in the run's metrics file, ``predictions/<split>.jsonl``."""
     trained = common.load_task(run, VQAModule)
-    config: VQAConfig = trained.module.config
+    config = trained.module.config
     data = data or trained.data
     vqa_data = load_vqa_data(data, config.qa_file)
     questions = vqa_data.split(split)
     if not questions:
         raise ValueError(f"{data}: no question in split '{split}'")
     dataset = VQADataset(questions, trained.tokenizer, trained.labels, config.image_size, config.max_question_tokens)
-    predicted = predict_answers(trained.module, common.eval_loader(dataset, collate_questions))
+    predicted = predict_answers(trained.module, dataset)
     records = dataset.records
     train_records = [r for r, _ in vqa_data.split("train")]
     metrics = {

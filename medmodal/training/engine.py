@@ -70,7 +70,7 @@ def prepare_run(
     config: ConfigT,
     *,
     force: bool = False,
-    read_config: Callable[[Path], ConfigT] = load_config,
+    read_config: Callable[[Path], BaseModel] = load_config,
     outputs: Sequence[str] = (),
 ) -> PreparedRun:
     """Open the run folder ``out`` for training with ``config`` (a config with a ``train`` section).
@@ -118,7 +118,7 @@ class PreparedRun:
 
     def write_files(self, write: Callable[[RunDir], None]) -> None:
         """``write(run)`` on rank zero only (the other processes of a distributed run write nothing)."""
-        if rank_zero_only.rank == 0:
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning on the function object
             self.run.root.mkdir(parents=True, exist_ok=True)
             write(self.run)
 
@@ -137,7 +137,7 @@ class PreparedRun:
 
     def fit(self, trainer: L.Trainer, module: L.LightningModule, train_loader: Any, val_loader: Any) -> None:
         """``trainer.fit``, from the resume checkpoint if there is one (recorded in ``resumes.json``)."""
-        if self.resumed:
+        if self.resume_from is not None:
             log.info("resuming from %s (step %s)", self.resume_from, self.resume_step)
             record_resume(self.run, self.resume_from, self.resume_epoch)
         # weights_only: Lightning's own load of the (already checked) checkpoint unpickles no objects either
@@ -191,7 +191,7 @@ def same_run_config(old: BaseModel, new: BaseModel) -> bool:
 
 
 def check_same_config(
-    run: RunDir, config: ConfigT, resume: tuple[Path, dict] | None, read_config: Callable[[Path], ConfigT] = load_config
+    run: RunDir, config: ConfigT, resume: tuple[Path, dict] | None, read_config: Callable[[Path], BaseModel] = load_config
 ) -> None:
     """Refuse to continue a run folder trained with another config.
 
@@ -230,8 +230,8 @@ def check_same_config(
         )
     if problem is not None:
         log.warning("%s; the config stored in %s matches, continuing (config.yaml is rewritten)", problem, path)
-        if rank_zero_only.rank == 0:
-            write_config_atomic(config, run.config)
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning on the function object
+            write_config_atomic(config, run.config)  # type: ignore[arg-type]  # any pydantic config dumps the same way
 
 
 def _epochs_note(old: BaseModel, new: BaseModel) -> str:
@@ -337,7 +337,7 @@ def lightning_trainer(t: TrainerConfig, root: Path, *, strategy: Any, callbacks:
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=strategy,
-        precision=t.precision,
+        precision=t.precision,  # type: ignore[arg-type]  # validated by Lightning
         deterministic=t.deterministic,
         gradient_clip_val=t.gradient_clip or None,
         log_every_n_steps=t.log_every_n_steps,
