@@ -35,6 +35,7 @@ class LateFusion(ClassifierBaseline):
     name = "late_fusion"
     modality = "both"
     Settings = LateFusionSettings
+    settings: LateFusionSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -53,6 +53,7 @@ class LinearProbe(ClassifierBaseline):
     name = "linear_probe"
     modality = "image"
     Settings = ProbeSettings
+    settings: ProbeSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -40,6 +40,7 @@ class NearestReport(Baseline):
     task = "generation"
     modality = "text"  # overwritten per instance from ``by``
     Settings = NearestSettings
+    settings: NearestSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -66,6 +66,7 @@ class PixelLogistic(ClassifierBaseline):
     name = "pixel_logreg"
     modality = "image"
     Settings = PixelSettings
+    settings: PixelSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

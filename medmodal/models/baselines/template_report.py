@@ -67,6 +67,7 @@ class TemplateReport(Baseline):
     task = "generation"
     modality = "none"
     Settings = TemplateSettings
+    settings: TemplateSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

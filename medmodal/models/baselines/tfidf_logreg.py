@@ -42,7 +42,7 @@ class TfidfFeatures:
 
     def __init__(self, ngram_max: int = 2, min_df: int = 1, max_features: int | None = None):
         self.params = {"ngram_max": ngram_max, "min_df": min_df, "max_features": max_features}
-        self.vectorizer = None
+        self.vectorizer: Any = None  # sklearn's TfidfVectorizer once made (sklearn has no type information)
 
     def _make(self, vocabulary: dict[str, int] | None = None):
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -91,6 +91,7 @@ class TfidfLogistic(ClassifierBaseline):
     name = "tfidf_logreg"
     modality = "text"
     Settings = TfidfSettings
+    settings: TfidfSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
