@@ -87,7 +87,9 @@ def test_bad_configs_name_the_field(source, overrides, message):
 
 # ----------------------------------------------------------------------- create_model
 def test_create_model_predicts_the_named_labels():
-    model = medmodal.create_model("tiny", labels=["effusion", "nodule", "cardiomegaly"], texts=["small effusion"] * 2)
+    model = medmodal.create_model(
+        "tiny", labels=["effusion", "nodule", "cardiomegaly"], texts=["small effusion"] * 2
+    )
     assert model.label_names == ["effusion", "nodule", "cardiomegaly"]
     assert model.tokenizer.token_to_id("effusion") is not None
     batch = {
@@ -110,9 +112,12 @@ def test_create_model_refuses_bad_labels(labels):
 
 
 # ----------------------------------------------------------------------- studies in memory
+def _study_key(s):
+    return (s.id, s.image, s.labels, s.sections, s.split, s.site, s.boxes)
+
+
 def _same_studies(a, b):
-    key = lambda s: (s.id, s.image, s.labels, s.sections, s.split, s.site, s.boxes)  # noqa: E731
-    assert [key(s) for s in a] == [key(s) for s in b]
+    assert [_study_key(s) for s in a] == [_study_key(s) for s in b]
 
 
 def test_studies_and_dataframe_round_trip_through_the_manifest(tiny_data, tmp_path):
@@ -151,7 +156,7 @@ def api_run(tiny_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image(tiny_data):
-    return np.asarray(Image.open(sorted((tiny_data / "images").glob("*.png"))[0]))
+    return np.asarray(Image.open(min((tiny_data / "images").glob("*.png"))))
 
 
 def test_train_from_studies_runs_the_callbacks(api_run):

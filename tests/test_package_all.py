@@ -18,7 +18,13 @@ INITS = sorted(PACKAGE.rglob("__init__.py"))
 def declared_all(tree: ast.Module) -> list[str] | None:
     """The literal ``__all__`` list of a module, or None when it has none."""
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
         if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
             return list(ast.literal_eval(node.value))
     return None
@@ -42,7 +48,9 @@ def bound_names(tree: ast.Module) -> set[str]:
 def lazy_names(tree: ast.Module) -> set[str]:
     """Keys of a module-level ``_LAZY = {name: module}`` table (PEP 562 ``__getattr__``)."""
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets
+        ):
             return set(ast.literal_eval(node.value))
     return set()
 
@@ -59,7 +67,9 @@ def test_package_declares_all_and_every_name_exists(init):
     names = declared_all(tree)
     assert names is not None, f"{init}: no __all__"
     known = submodules(init.parent) | bound_names(tree) | lazy_names(tree)
-    assert not [n for n in names if n not in known], f"{init}: __all__ names nothing called {set(names) - known}"
+    assert not [n for n in names if n not in known], (
+        f"{init}: __all__ names nothing called {set(names) - known}"
+    )
     assert len(names) == len(set(names)), f"{init}: __all__ repeats a name"
 
 

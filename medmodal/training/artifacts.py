@@ -87,7 +87,9 @@ def _thresholds(values: Any, count: int, path: str | Path) -> list[float] | None
         or len(values) != count
         or not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in values)
     ):
-        raise UnreadableFileError(f"{path}: '{ARTIFACTS_KEY}.thresholds' must be one value in [0, 1] per label")
+        raise UnreadableFileError(
+            f"{path}: '{ARTIFACTS_KEY}.thresholds' must be one value in [0, 1] per label"
+        )
     return [float(t) for t in values]
 
 
@@ -97,5 +99,7 @@ class StoreArtifacts(L.Callback):
     def __init__(self, artifacts: ModelArtifacts):
         self.artifacts = artifacts
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint[ARTIFACTS_KEY] = self.artifacts.to_checkpoint()

@@ -47,7 +47,9 @@ def test_three_channel_model_repeats_a_grayscale_batch():
     model = medmodal.create_model("tiny", labels=["a", "b"], overrides={"model.image_channels": 3}).eval()
     gray = _batch(1)
     one_channel = medmodal.create_model("tiny", labels=["a", "b"])
-    assert _first_conv(model).in_channels - _first_conv(one_channel).in_channels == 2  # (+ coordinate channels)
+    assert (
+        _first_conv(model).in_channels - _first_conv(one_channel).in_channels == 2
+    )  # (+ coordinate channels)
     with torch.no_grad():
         assert model(gray).logits.shape == (2, 2)
         encoded = model.encode_images(gray["image"], gray["has_image"]).vector

@@ -23,12 +23,18 @@ def test_state_dict_carries_it():
     calibration.set([0.5, 3.0], [1.0, -2.0])
     again = LogitCalibration(2)
     again.load_state_dict(calibration.state_dict())
-    assert torch.equal(again.scale, torch.tensor([0.5, 3.0])) and torch.equal(again.bias, torch.tensor([1.0, -2.0]))
+    assert torch.equal(again.scale, torch.tensor([0.5, 3.0])) and torch.equal(
+        again.bias, torch.tensor([1.0, -2.0])
+    )
 
 
 @pytest.mark.parametrize(
     ("scale", "bias", "message"),
-    [([1.0, -1.0], [0.0, 0.0], "positive"), ([1.0], [0.0], "2 scales"), ([1.0, 1.0], [0.0, 0.0, 0.0], "2 scales")],
+    [
+        ([1.0, -1.0], [0.0, 0.0], "positive"),
+        ([1.0], [0.0], "2 scales"),
+        ([1.0, 1.0], [0.0, 0.0, 0.0], "2 scales"),
+    ],
 )
 def test_set_refuses_what_would_reverse_or_misfit(scale, bias, message):
     with pytest.raises(ValueError, match=message):

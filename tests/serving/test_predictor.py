@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 
 @pytest.fixture(scope="module")
 def image_path(tiny_data):
-    return sorted((tiny_data / "images").glob("*.png"))[0]
+    return min((tiny_data / "images").glob("*.png"))
 
 
 def test_array_pil_image_and_path_give_the_same_prediction(predictor, image_path):

@@ -12,7 +12,9 @@ from medmodal.training.artifacts import ARTIFACTS_KEY, ModelArtifacts
 @pytest.fixture
 def artifacts() -> ModelArtifacts:
     tokenizer = ReportTokenizer.train(["small left effusion", "no nodule"], min_freq=1)
-    return ModelArtifacts(labels=["effusion", "nodule"], tokenizer=tokenizer, thresholds=[0.3, 0.6], calibrated=True)
+    return ModelArtifacts(
+        labels=["effusion", "nodule"], tokenizer=tokenizer, thresholds=[0.3, 0.6], calibrated=True
+    )
 
 
 def test_round_trip_is_plain_data(artifacts):
