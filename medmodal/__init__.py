@@ -14,7 +14,7 @@ stay fast: torch and Lightning load only when a function is called.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from medmodal.version import __version__
 
 # name -> module that defines it
 _LAZY = {

@@ -22,9 +22,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medmodal.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
+from medmodal.config import (
+    SECTION_FIELDS,
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+)
 from medmodal.data.tokenizer import ReportTokenizer
-from medmodal.data.types import SECTION_FIELDS, Study
+from medmodal.data.types import Study
 from medmodal.models import registry
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.models.multimodal import create_model as build_model

@@ -2,8 +2,10 @@
 
 A run is described by one :class:`Config` (``data``, ``model``, ``train``,
 ``evaluate`` sections). YAML files are validated field by field: an unknown key
-or a bad value fails with its dotted path, e.g.
-``model.fusion.name: unknown fusion 'gatd'; available: bilinear, concat, ...``.
+or a bad value fails with its dotted path, e.g. ``train.lr: Input should be greater than 0``.
+The names of model parts are checked against the registry by the models layer
+(:func:`medmodal.models.registry.check_part_names`, called by ``create_model``), which names
+the field: ``model.fusion.name: unknown fusion 'gatd'; available: bilinear, concat, ...``.
 
 Every field has a default, so ``Config()`` is the default configuration and a
 YAML file only lists what it changes.
@@ -17,9 +19,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medmodal.data.types import SECTION_FIELDS
 from medmodal.errors import ConfigError
 from medmodal.runs import write_text_atomic
+
+# The report sections of a study (manifest columns; Study.sections keys).
+SECTION_FIELDS = ("indication", "findings", "impression")
 
 
 class _Section(BaseModel):
@@ -177,22 +181,6 @@ class ModelConfig(_Section):
     def _coordinated_needs_both(self) -> ModelConfig:
         if self.representation == "coordinated" and self.modalities != "both":
             raise ValueError("representation: 'coordinated' aligns two modalities; it needs modalities: both")
-        return self
-
-    @model_validator(mode="after")
-    def _parts_exist(self) -> ModelConfig:
-        from medmodal.models import registry
-
-        for attr, kind in (
-            ("image_encoder", "image_encoder"),
-            ("text_encoder", "text_encoder"),
-            ("fusion", "fusion"),
-            ("decoder", "decoder"),
-        ):
-            name = getattr(self, attr).name
-            known = registry.available(kind)
-            if name not in known:
-                raise ValueError(f"{attr}.name: unknown {kind} '{name}'; available: {', '.join(known)}")
         return self
 
 

@@ -37,13 +37,6 @@ def test_bad_value_is_named_with_its_path():
     assert "data.text_fields" in message and "history" in message
 
 
-def test_unknown_part_name_lists_the_available_ones():
-    with pytest.raises(ConfigError) as err:
-        config_from_dict({"model": {"fusion": {"name": "gatd"}}})
-    message = str(err.value)
-    assert "gatd" in message and "concat" in message and "bilinear" in message
-
-
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from medmodal.data.types import SECTION_FIELDS, RowProblem
+from medmodal.config import SECTION_FIELDS
+from medmodal.data.types import RowProblem
 from medmodal.errors import DataError
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl", "manifest.parquet")

@@ -17,6 +17,7 @@ import torch
 
 from medmodal.config import Config
 from medmodal.data.dataset import StudyDataset
+from medmodal.data.images import image_size
 from medmodal.data.manifest import Manifest, read_manifest
 from medmodal.data.prepared import is_prepared
 from medmodal.data.prepared_manifest import PreparedStudyDataset, is_prepared_studies, read_prepared_manifest
@@ -124,6 +125,22 @@ def training_subset(studies: list[Study], fraction: float, seed: int) -> list[St
     keep = max(1, math.ceil(fraction * len(studies)))
     chosen = np.random.default_rng(seed).permutation(len(studies))[:keep]
     return [studies[i] for i in sorted(chosen.tolist())]
+
+
+def true_boxes_normalised(studies: list[Study], labels: list[str]) -> list[list[tuple[int, list[float]]]]:
+    """Every true box of every study as (class index, normalised xyxy), for the localization metrics."""
+    index = {name: i for i, name in enumerate(labels)}
+    result = []
+    for study in studies:
+        boxes = []
+        if study.boxes and study.image is not None:
+            height, width = image_size(study.image)
+            for b in study.boxes:
+                if b.label in index:
+                    x0, y0, x1, y1 = b.box
+                    boxes.append((index[b.label], [x0 / width, y0 / height, x1 / width, y1 / height]))
+        result.append(boxes)
+    return result
 
 
 def label_matrix(studies: list[Study], labels: list[str]) -> torch.Tensor:

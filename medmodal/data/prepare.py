@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from medmodal.config import Config
+from medmodal.config import Config, DataConfig
+from medmodal.data.dataset import StudyDataset
 from medmodal.data.manifest import ManifestError, find_manifest_file
+from medmodal.data.manifest_report import problem_report
 from medmodal.data.manifest_stream import DEFAULT_CHUNK_ROWS, stream_manifest
 from medmodal.data.prepared import (
     TOKENIZER_NAME,
@@ -47,6 +49,7 @@ from medmodal.data.prepared import (
     write_index,
 )
 from medmodal.data.splits import patient_key, patient_splits
+from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.data.types import SPLITS, RowProblem, Study
 
 logger = logging.getLogger(__name__)
@@ -244,9 +247,6 @@ def _decoded(study: Study, size: int):
         return _decoded_cache[key]
     decoder = _decoders.get(size)
     if decoder is None:
-        from medmodal.config import DataConfig
-        from medmodal.data.dataset import StudyDataset
-
         decoder = _decoders[size] = StudyDataset.from_config([], None, [], DataConfig(image_size=size, cache_images=False))
     decoder.studies = [study]
     decoder._failed = set()
@@ -316,8 +316,6 @@ def _tokenizer_fields(config: Config) -> list[str]:
 
 def _write_tokenizer(out: str, texts: Path, config: Config) -> dict[str, Any]:
     """Learn the vocabulary from the training text written in pass 2 and save it as ``tokenizer.json``."""
-    from medmodal.data.tokenizer import ReportTokenizer
-
     d = config.data
     with open(texts, encoding="utf-8") as handle:
         tokenizer = ReportTokenizer.train((json.loads(line) for line in handle), min_freq=d.min_token_freq)
@@ -356,6 +354,4 @@ def _problem_dict(problem: RowProblem) -> dict[str, Any]:
 
 
 def _problem_text(file: Path, problems: list[RowProblem], what: str) -> str:
-    from medmodal.data.manifest_report import problem_report
-
     return problem_report(file, sorted(problems, key=lambda p: p.row), what)

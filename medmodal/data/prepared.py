@@ -45,8 +45,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from medmodal.config import SECTION_FIELDS
 from medmodal.data.dataset import StudyDataset
-from medmodal.data.types import SECTION_FIELDS, SPLITS, Box, Study
+from medmodal.data.seeding import derived_seed
+from medmodal.data.types import SPLITS, Box, Study
 from medmodal.errors import DataError
 
 FORMAT = "medmodal-prepared"
@@ -381,8 +383,6 @@ class PreparedStudies(IterableDataset):
     def samples(self) -> Iterator[tuple[Study, Any]]:
         """``(study, stored image)`` of this rank's and worker's shards, in (shuffled) order."""
         import webdataset as wds
-
-        from medmodal.training.reproducibility import derived_seed
 
         rng = np.random.default_rng(derived_seed(self.seed, self.epoch))
         urls = self.index.shard_urls(self.split)

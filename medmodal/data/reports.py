@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from medmodal.data.types import SECTION_FIELDS
+from medmodal.config import SECTION_FIELDS
 
 HEADER_SECTIONS: dict[str, str | None] = {
     "clinical indication": "indication",

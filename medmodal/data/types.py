@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECTION_FIELDS = ("indication", "findings", "impression")
 SPLITS = ("train", "val", "test")
 
 

@@ -18,8 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medmodal.data.dataset import make_dataloader
-from medmodal.data.images import image_size
-from medmodal.data.pipeline import build_dataset
+from medmodal.data.pipeline import build_dataset, true_boxes_normalised
 from medmodal.data.types import Study
 from medmodal.evaluation.metrics import (
     classification_metrics,
@@ -30,8 +29,10 @@ from medmodal.evaluation.metrics import (
     tokenize,
 )
 from medmodal.evaluation.metrics.localization import detection_metrics
+from medmodal.labeling import default_labeler
 from medmodal.models.types import Detections
 from medmodal.runs import write_json_atomic
+from medmodal.training.baselines import is_baseline_run
 from medmodal.training.loading import TrainedRun, load_trained
 
 log = logging.getLogger(__name__)
@@ -176,22 +177,6 @@ def localization_scores(preds: SplitPredictions, labels: list[str]) -> dict[str,
     return metrics
 
 
-def true_boxes_normalised(studies: list[Study], labels: list[str]) -> list[list[tuple[int, list[float]]]]:
-    """Every true box of every study as (class index, normalised xyxy), for the localization metrics."""
-    index = {name: i for i, name in enumerate(labels)}
-    result = []
-    for study in studies:
-        boxes = []
-        if study.boxes and study.image is not None:
-            height, width = image_size(study.image)
-            for b in study.boxes:
-                if b.label in index:
-                    x0, y0, x1, y1 = b.box
-                    boxes.append((index[b.label], [x0 / width, y0 / height, x1 / width, y1 / height]))
-        result.append(boxes)
-    return result
-
-
 def score_predictions(
     preds: SplitPredictions, trained: TrainedRun, *, threshold: float | list[float], uncertain_as: str
 ) -> dict[str, Any]:
@@ -221,8 +206,6 @@ def score_predictions(
 def generation_scores(preds: SplitPredictions, uncertain_as: str) -> dict[str, Any] | None:
     """Text and clinical-efficacy metrics over the studies that have a reference report; None
     (logged) when none has one, so a model trained with a decoder still evaluates on such data."""
-    from medmodal.labeling import default_labeler
-
     keep = [i for i, ref in enumerate(preds.references) if tokenize(ref)]
     if not keep:
         log.warning("generation not scored: no study of this split has reference text in its target fields")
@@ -275,8 +258,6 @@ def evaluate_run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the run on ``split`` of ``data`` (default: the data it was trained on); write and return metrics."""
-    from medmodal.training.baselines import is_baseline_run
-
     if is_baseline_run(run_dir):  # a scikit-learn baseline: same metrics and predictions format
         from medmodal.evaluation.evaluate_baseline import evaluate_baseline_run
 

@@ -51,9 +51,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medmodal.config import Config, ConfigError, apply_overrides, load_config
+from medmodal.data.pipeline import read_dataset, read_split
 from medmodal.errors import InputNotFoundError
+from medmodal.evaluation.evaluate import predict_split
+from medmodal.evaluation.evaluate_baseline import predict_baseline_split
+from medmodal.experiments.benchmark_results import drop_condition, write_results
 from medmodal.experiments.executors import ExecutorSettings, run_cells
+from medmodal.experiments.report_html import write_report
+from medmodal.models.registry import check_part_names
 from medmodal.runs import write_json_atomic
+from medmodal.training.baselines import (
+    build_baselines,
+    fit_baseline,
+    is_baseline_config,
+    is_baseline_run,
+    load_baseline,
+)
+from medmodal.training.loading import load_trained
+from medmodal.training.trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +179,9 @@ def grid_from_dict(data: Any, source: str = "<dict>", base_dir: Path | None = No
         raise ConfigError("\n".join(lines)) from None
     for name in grid.models:
         try:
-            check_baseline_cell(model_config(grid, name, grid.seeds[0], base_dir))
+            config = model_config(grid, name, grid.seeds[0], base_dir)
+            check_part_names(config.model)
+            check_baseline_cell(config)
         except ConfigError as err:
             raise ConfigError(f"{source}: model '{name}': {err}") from None
     return grid
@@ -173,8 +190,6 @@ def grid_from_dict(data: Any, source: str = "<dict>", base_dir: Path | None = No
 def check_baseline_cell(config: Config) -> None:
     """A baseline model of the grid (``baseline.classifier`` set) must build; the benchmark scores
     classification, so a baseline cell needs a classifier."""
-    from medmodal.training.baselines import build_baselines, is_baseline_config
-
     if not is_baseline_config(config):
         return
     if config.baseline.classifier is None:
@@ -196,8 +211,6 @@ def model_config(grid: GridConfig, model: str, seed: int, base_dir: Path | None 
 
 def model_role(config: Config) -> Literal["image", "text", "fusion"]:
     """``image`` / ``text`` for a unimodal model, ``fusion`` for a model that uses both (deep or baseline)."""
-    from medmodal.training.baselines import build_baselines, is_baseline_config
-
     modality = config.model.modalities
     if is_baseline_config(config) and config.baseline.classifier is not None:
         modality = build_baselines(config)["classifier"].modality
@@ -276,8 +289,6 @@ def write_site_manifests(data: Path, config: Config, folder: Path, sites: list[s
     The split of every study is the one the toolkit assigns with ``config.data`` (so the
     other sites keep exactly their train / val / test); images become absolute paths.
     """
-    from medmodal.data.pipeline import read_dataset
-
     manifest = read_dataset(data, config)
     present = sorted({s.site for s in manifest.studies if s.site})
     if not present:
@@ -328,14 +339,6 @@ def condition_names(settings: EvaluationSettings) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def drop_condition(modality: str, p: float) -> str:
-    if p == 0:
-        return "full"
-    if p == 1:
-        return f"no_{modality}"
-    return f"drop_{modality}_{p:g}"
-
-
 def hide_masks(condition: str, n: int, seed: int) -> dict[str, np.ndarray]:
     """Per-study masks (True = hidden) of ``condition`` for ``n`` test studies (module docstring)."""
     if condition == "full":
@@ -383,12 +386,8 @@ def run_benchmark(
     result = BenchmarkResult(out=out, cells=cells)
     conditions = condition_names(grid.evaluation)
     result.cells_run = run_cells(cells, out, conditions, grid.evaluation, grid.executor, run_cell, progress=progress)
-    from medmodal.experiments.benchmark_results import write_results
-
     write_results(out, grid, cells, conditions, data)
     if report:
-        from medmodal.experiments.report_html import write_report
-
         result.report = write_report(out)
     result.seconds = time.time() - start
     return result
@@ -396,9 +395,6 @@ def run_benchmark(
 
 def run_cell(cell: Cell, out: Path, conditions: list[str], settings: EvaluationSettings, *, progress: bool = False) -> bool:
     """Train (or resume) and evaluate one cell; False if it was already done."""
-    from medmodal.training.baselines import fit_baseline, is_baseline_config
-    from medmodal.training.trainer import train
-
     folder = cell.folder(out)
     marker = folder / CELL_DONE
     if marker.exists():
@@ -440,10 +436,6 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
     Arrays: ``ids`` [N], ``sites`` [N], ``labels`` [C], ``targets`` [N, C] and
     ``probs__<condition>`` [N, C] per condition.
     """
-    from medmodal.evaluation.evaluate import predict_split
-    from medmodal.training.baselines import is_baseline_run
-    from medmodal.training.loading import load_trained
-
     if is_baseline_run(run_dir):
         evaluate_baseline_cell(cell, run_dir, path, conditions, seed)
         return
@@ -467,10 +459,6 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
 
 def evaluate_baseline_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], seed: int) -> None:
     """:func:`evaluate_cell` for a baseline run: the same arrays, the same hidden studies per condition."""
-    from medmodal.data.pipeline import read_split
-    from medmodal.evaluation.evaluate_baseline import predict_baseline_split
-    from medmodal.training.baselines import load_baseline
-
     fitted = load_baseline(run_dir)
     studies = read_split(cell.data, fitted.config, fitted.labels, "test")
     arrays: dict[str, np.ndarray] = {}
@@ -488,8 +476,3 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
-
-
-def load_cell_predictions(folder: Path) -> dict[str, np.ndarray]:
-    with np.load(folder / "predictions.npz") as npz:
-        return {k: npz[k] for k in npz.files}

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medmodal.data.pipeline import read_dataset
 from medmodal.evaluation import stats
 from medmodal.evaluation.metrics import classification_metrics, expected_calibration_error, reliability_curve
+from medmodal.experiments import plots
 from medmodal.runs import write_json_atomic
 
 CI_METRICS = ("auroc_macro", "f1_macro")  # per-row intervals (each costs a bootstrap)
@@ -33,12 +35,23 @@ HEADLINE = ("auroc_macro", "auroc_micro", "f1_macro", "accuracy", "average_preci
 COMPARED = ("auroc_macro", "f1_macro")
 
 
+def drop_condition(modality: str, p: float) -> str:
+    if p == 0:
+        return "full"
+    if p == 1:
+        return f"no_{modality}"
+    return f"drop_{modality}_{p:g}"
+
+
+def load_cell_predictions(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(folder / "predictions.npz") as npz:
+        return {k: npz[k] for k in npz.files}
+
+
 def _cell_info(out: Path, cell) -> dict[str, Any]:
     folder = cell.folder(out)
     info = json.loads((folder / "cell.json").read_text())
     info["train_seconds"] = json.loads((folder / "done.json").read_text()).get("train_seconds")
-    from medmodal.experiments.benchmark import load_cell_predictions
-
     info["arrays"] = load_cell_predictions(folder)
     return info
 
@@ -175,8 +188,6 @@ def comparisons(cells_info, summary: dict[str, Any], settings) -> list[dict[str,
 
 def robustness(summary: dict[str, Any], settings) -> dict[str, Any]:
     """Seed-mean / sd AUROC (macro) against the fraction of studies missing each modality, per model."""
-    from medmodal.experiments.benchmark import drop_condition
-
     curves: dict[str, Any] = {}
     for modality in settings.drop_modalities:
         fractions = sorted(set(settings.drop_fractions) | {0.0, 1.0})
@@ -257,9 +268,6 @@ def reliability(cells_info, settings) -> dict[str, Any]:
 # -------------------------------------------------------------------- writing
 def write_results(out: Path, grid, cells, conditions: list[str], data: Path) -> dict[str, Any]:
     """Write results.csv / results.json / summary.json and the plots; return the summary."""
-    from medmodal.data.pipeline import read_dataset
-    from medmodal.experiments import plots
-
     settings = grid.evaluation
     cells_info = [_cell_info(out, c) for c in cells]
     for info, cell in zip(cells_info, cells):

@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from medmodal.config import Config, apply_overrides
+from medmodal.data.pipeline import read_dataset
+from medmodal.evaluation import stats
+from medmodal.evaluation.evaluate import predict_split
+from medmodal.training.loading import load_trained
+from medmodal.training.trainer import train
 
 # Variants: config overrides on top of the base config (target site added by site_transfer).
 APPEARANCE_AUGMENTATION = {
@@ -35,8 +40,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def target_test_studies(data: str | Path, config: Config, labels: list[str], site: str) -> list:
     """The held-out site's ``val`` and ``test`` studies (never seen with labels in training)."""
-    from medmodal.data.pipeline import read_dataset
-
     manifest = read_dataset(data, config, labels)
     studies = [s for s in manifest.studies if s.site == site and s.split in ("val", "test")]
     if not studies:
@@ -50,11 +53,6 @@ def site_transfer(
 ) -> dict[str, Any]:
     """Train each variant with ``site`` held out, test on that site; writes ``out/site_transfer.json``."""
     import numpy as np
-
-    from medmodal.evaluation import stats
-    from medmodal.evaluation.evaluate import predict_split
-    from medmodal.training.loading import load_trained
-    from medmodal.training.trainer import train
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from medmodal.config import Config, apply_overrides
+from medmodal.data.pipeline import read_dataset, training_subset
+from medmodal.evaluation.evaluate import predict_split
 from medmodal.evaluation.metrics import classification_metrics
 from medmodal.runs import write_json_atomic
+from medmodal.training.loading import load_trained
 from medmodal.training.pretrain import encoder_paths, load_pretrained_run
+from medmodal.training.trainer import train
 
 ARMS = ("random", "pretrained")
 
@@ -46,9 +50,6 @@ def transfer_config(config: Config, pretrained_run: str | Path, arm: str, fracti
 
 def test_auroc(run_dir: Path, data: str | Path) -> dict[str, Any]:
     """Classification metrics of a trained run on the test split (no report generation)."""
-    from medmodal.evaluation.evaluate import predict_split
-    from medmodal.training.loading import load_trained
-
     trained = load_trained(run_dir)
     studies = trained.studies(data, "test")
     preds = predict_split(trained, studies, beam_size=1, max_tokens=4, batch_size=trained.config.evaluate.batch_size,
@@ -64,8 +65,6 @@ def run_transfer(
     fractions: list[float] = (0.1, 0.25, 1.0),
 ) -> dict[str, Any]:
     """Train and score the ``random`` and ``pretrained`` arms at each fraction; write ``OUT/transfer.json``."""
-    from medmodal.training.trainer import train
-
     out = Path(out)
     rows = []
     for fraction in fractions:
@@ -89,7 +88,5 @@ def run_transfer(
 
 def _train_count(config: Config, data: str | Path) -> int:
     """How many training studies ``data.train_fraction`` keeps."""
-    from medmodal.data.pipeline import read_dataset, training_subset
-
     studies = read_dataset(data, config).split("train")
     return len(training_subset(studies, config.data.train_fraction, config.data.split_seed))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medmodal.data.dataset import denormalize_image
+from medmodal.data.inputs import study_from_inputs
 from medmodal.explain.image import decoder_attention_by_sentence, image_saliency
 from medmodal.explain.modality import modality_contributions
 from medmodal.explain.render import case_page_html, highlighted_text_html, overlay_png, write_images
@@ -50,8 +51,6 @@ def explain_study(
 ) -> dict[str, Any]:
     """Explain one study with a :class:`~medmodal.serving.predictor.Predictor`; returns the record
     written to ``explanation.json`` (files listed in the module docstring)."""
-    from medmodal.serving.predictor import study_from_inputs
-
     trained = predictor.trained
     model, tokenizer, names = trained.model, trained.tokenizer, trained.labels
     out_dir = Path(out_dir)

@@ -33,9 +33,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medmodal.data.dataset import TEXT_SEP, make_dataloader
+from medmodal.data.pipeline import build_dataset
+from medmodal.data.synthetic.history import HISTORY_ITEMS, split_key
+from medmodal.data.synthetic.vocabulary import mention_pattern
 from medmodal.errors import InputNotFoundError
 from medmodal.explain.image import image_saliency
 from medmodal.explain.modality import with_modalities
+from medmodal.explain.text import explain_text, resolve_method
+from medmodal.training.loading import load_trained
 
 
 # --------------------------------------------------------------------- image
@@ -99,9 +105,6 @@ def blurred(image: Tensor, sigma: float) -> Tensor:
 def finding_spans(text: str, label: str, history: Sequence[str]) -> list[tuple[int, int]]:
     """Character spans of ``text`` that name ``label`` (synonym mentions) or word a history
     item related to it (``history``: ground-truth entries such as ``"base_dullness:left"``)."""
-    from medmodal.data.synthetic.history import HISTORY_ITEMS, split_key
-    from medmodal.data.synthetic.vocabulary import mention_pattern
-
     spans = [m.span() for m in mention_pattern(label).finditer(text)]
     lowered = text.lower()
     for entry in history:
@@ -153,11 +156,6 @@ def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "tes
                          steps: int = 20, with_text: bool = False, seed: int = 0, batch_size: int = 16,
                          image_method: str = "gradcam") -> dict[str, Any]:
     """All the measures of the module docstring for a trained run on a synthetic dataset."""
-    from medmodal.data.dataset import make_dataloader
-    from medmodal.data.pipeline import build_dataset
-    from medmodal.explain.text import explain_text, resolve_method
-    from medmodal.training.loading import load_trained
-
     trained = load_trained(run)
     model, labels, cfg = trained.model, trained.labels, trained.config
     studies = trained.studies(data, split)[:max_studies]
@@ -228,8 +226,6 @@ def _image_cases(model: Any, batch: Mapping[str, Any], labels: Sequence[str], st
 
 def _text_cases(model, batch, tokenizer, labels, study, record, method, row, data_cfg, explain_text) -> list[dict]:
     """Share of word weight on each present finding's words, for findings whose words occur."""
-    from medmodal.data.dataset import TEXT_SEP
-
     positives = [c for c, name in enumerate(labels) if batch["labels"][row, c] > 0]
     if not positives or not bool(batch["has_text"][row]):
         return []

@@ -61,6 +61,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from medmodal.config import SECTION_FIELDS
+from medmodal.data.manifest import find_manifest_file
+from medmodal.data.reports import split_report_sections
 from medmodal.errors import InputNotFoundError
 from medmodal.labeling.context_rules import (
     BILATERAL,
@@ -425,10 +428,6 @@ def label_reports_file(
         The written table: ``[id or row, *findings, normal]``.
     """
     import pandas as pd
-
-    from medmodal.data.manifest import find_manifest_file
-    from medmodal.data.reports import split_report_sections
-    from medmodal.data.types import SECTION_FIELDS
 
     if style not in ("status", "chexpert"):
         raise ValueError(f"style must be 'status' or 'chexpert', got {style!r}")

@@ -37,6 +37,7 @@ from medmodal.data.importers.openi import (
     parse_openi_report,
 )
 from medmodal.errors import InputNotFoundError
+from medmodal.labeling import ReportLabeler, default_labeler, to_binary
 
 # Findings that both the MeSH mapping and the shipped labeler vocabulary name, plus "normal".
 DEFAULT_FINDINGS = (
@@ -135,8 +136,6 @@ def labeler_matrix(
 
     Without ``labeler``: the shipped labeler with ``probable_as`` (``ReportLabeler(probable_as=...)``).
     """
-    from medmodal.labeling import ReportLabeler, default_labeler, to_binary
-
     if labeler is None:
         labeler = default_labeler() if probable_as == "uncertain" else ReportLabeler(probable_as=probable_as)
     labels = labeler.label_many(texts)

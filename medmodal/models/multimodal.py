@@ -53,6 +53,7 @@ from medmodal.models.localization import LocalizationHead
 from medmodal.models.missing import ImagePlaceholder, TextPlaceholder, hide_one_modality
 from medmodal.models.pretrained import load_pretrained
 from medmodal.models.types import FusionOutput, GenerationOutput, ImageFeatures, ModelOutput, TextFeatures
+from medmodal.models.wide import WideNgrams, WidePixels
 
 if TYPE_CHECKING:  # the config imports the registry (name validation); keep the import one-way
     from medmodal.config import ModelConfig, PartConfig
@@ -453,6 +454,7 @@ def create_model(
     ``kwargs`` may override these, but not the wired arguments), then its ``kwargs``;
     a part with ``pretrained_path`` loads those local weights.
     """
+    registry.check_part_names(cfg)
     uses_image = cfg.modalities in ("image", "both")
     uses_text = cfg.modalities in ("text", "both")
     width = cfg.embed_dim
@@ -530,8 +532,6 @@ def create_model(
 
 def wide_pathways(cfg: ModelConfig, *, vocab_size: int, num_labels: int, pad_id: int) -> dict[str, nn.Module | None]:
     """``wide_image`` / ``wide_text`` modules of ``cfg.wide`` for the modalities the model has (None = off)."""
-    from medmodal.models.wide import WideNgrams, WidePixels
-
     wide = cfg.wide
     image = wide.pixels > 0 and cfg.modalities in ("image", "both")
     text = wide.ngrams and cfg.modalities in ("text", "both")

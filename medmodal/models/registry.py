@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from medmodal.config import ConfigError, ModelConfig
+
 KINDS = ("image_encoder", "text_encoder", "fusion", "decoder", "baseline")
 
 _TABLES: dict[str, dict[str, Callable]] = {kind: {} for kind in KINDS}
@@ -34,6 +36,16 @@ def register(kind: str, name: str) -> Callable[[T], T]:
         return builder
 
     return add
+
+
+def check_part_names(model: ModelConfig) -> None:
+    """Every part ``model`` names is registered; a :class:`ConfigError` naming the field otherwise
+    (``model.fusion.name: unknown fusion 'gatd'; available: ...``)."""
+    for kind in ("image_encoder", "text_encoder", "fusion", "decoder"):
+        name = getattr(model, kind).name
+        known = available(kind)
+        if name not in known:
+            raise ConfigError(f"model.{kind}.name: unknown {kind} '{name}'; available: {', '.join(known)}")
 
 
 def available(kind: str) -> list[str]:

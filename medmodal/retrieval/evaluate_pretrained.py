@@ -15,11 +15,13 @@ import numpy as np
 
 from medmodal.data.pipeline import label_matrix, read_split
 from medmodal.data.types import Study
+from medmodal.evaluation.evaluate import predict_split
 from medmodal.evaluation.metrics import classification_metrics
 from medmodal.retrieval.embed import embed_studies
 from medmodal.retrieval.metrics import DEFAULT_KS, cross_modal_retrieval_metrics, hub_penalty
 from medmodal.retrieval.zero_shot import build_prompts, prompt_embeddings, zero_shot_probabilities
 from medmodal.runs import RunDir, write_json_atomic
+from medmodal.training.loading import load_trained
 from medmodal.training.pretrain import PretrainedRun, load_pretrained_run
 
 
@@ -73,9 +75,6 @@ def evaluate_retrieval(run_dir: str | Path, data: str | Path | None = None, *, s
 
 def supervised_probabilities(supervised_run: str | Path, studies: list[Study], labels: list[str]) -> np.ndarray:
     """[N, C] probabilities of a supervised run (``medmodal train``) on ``studies``, columns in ``labels`` order."""
-    from medmodal.evaluation.evaluate import predict_split
-    from medmodal.training.loading import load_trained
-
     trained = load_trained(supervised_run)
     missing = [name for name in labels if name not in trained.labels]
     if missing:

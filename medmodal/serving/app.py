@@ -51,7 +51,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medmodal import __version__
+from medmodal.models.calibration import CALIBRATION_FILE
+from medmodal.serving.onnx_export import export_onnx, onnx_trained_run
 from medmodal.serving.predictor import Predictor
+from medmodal.serving.review import ReviewService, mount_review
 from medmodal.serving.security import (
     API_KEY_HEADER,
     LOOPBACK_HOSTS,
@@ -338,8 +341,6 @@ def create_app(
                 raise RequestRejected(422, str(err).replace(str(folder), "upload")) from err
 
     if data is not None:
-        from medmodal.serving.review import ReviewService, mount_review
-
         ratings = ratings_url or run_root / "review" / "ratings.db"
         service = ReviewService(predictor, data, split=split, ratings_url=ratings, worker=worker,
                                 model_name=run_root.name)
@@ -364,8 +365,6 @@ def load_predictor(run_dir: str | Path, runtime: str = "torch", onnx_path: str |
         raise ValueError(f"runtime must be 'torch' or 'onnx', not {runtime!r}")
     predictor = Predictor.from_run(run_dir)
     if runtime == "onnx":
-        from medmodal.serving.onnx_export import export_onnx, onnx_trained_run
-
         if onnx_path is None:
             onnx_path = Path(run_dir) / "export" / "model.onnx"
             if _export_is_stale(Path(onnx_path), predictor):
@@ -378,8 +377,6 @@ def load_predictor(run_dir: str | Path, runtime: str = "torch", onnx_path: str |
 def _export_is_stale(onnx_path: Path, predictor: Predictor) -> bool:
     """The cached export is missing, or older than the checkpoint or the calibration it must
     contain (the ONNX graph carries the calibration of the model it was exported from)."""
-    from medmodal.models.calibration import CALIBRATION_FILE
-
     metadata = onnx_path.with_suffix(".json")
     if not onnx_path.exists() or not metadata.exists():
         return True

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from medmodal.data.pipeline import build_dataset
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.models.types import ModelOutput
 from medmodal.training.loading import TrainedRun, load_trained
@@ -182,8 +183,6 @@ def export_onnx(
 def parity_batch(trained: TrainedRun, n: int) -> dict[str, Tensor]:
     """Up to ``n`` preprocessed validation studies (rows alternately with image or text hidden)."""
     from torch.utils.data import default_collate
-
-    from medmodal.data.pipeline import build_dataset
 
     cfg = trained.config
     studies = []

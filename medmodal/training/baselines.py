@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from medmodal.config import Config, ConfigError, load_config, save_config
+from medmodal.data.pipeline import read_dataset, training_subset
 from medmodal.errors import RunNotFoundError
 from medmodal.models.baselines.base import Baseline, BaselineData, ClassifierBaseline
 from medmodal.models.baselines.storage import load_arrays, load_json, save_arrays, save_json
+from medmodal.models.registry import available, create
 from medmodal.runs import RunDir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,6 @@ def is_baseline_config(config: Config) -> bool:
 
 def build_baselines(config: Config) -> dict[str, Baseline]:
     """The configured parts by slot (``classifier`` / ``boxes`` / ``report``), checked; errors name the field."""
-    from medmodal.models.registry import available, create
-
     b = config.baseline
     if not is_baseline_config(config):
         raise ConfigError("baseline: name at least one of baseline.classifier, baseline.boxes, baseline.report")
@@ -104,8 +104,6 @@ class FitResult:
 
 def fit_baseline(data: str | Path, config: Config, out: str | Path, *, force: bool = False) -> FitResult:
     """Fit the baselines of ``config.baseline`` on ``data`` into the run folder ``out``."""
-    from medmodal.data.pipeline import read_dataset, training_subset
-
     start = time.time()
     run = RunDir.at(out)
     _check_folder(run, config, force)

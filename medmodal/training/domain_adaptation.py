@@ -23,6 +23,7 @@ from medmodal.config import DomainAdaptationConfig
 from medmodal.data.types import Study
 from medmodal.models.domain import SiteClassifier, dann_schedule, site_loss, site_targets
 from medmodal.models.types import ModelOutput
+from medmodal.training.losses import LossParts
 
 
 def split_target_sites(
@@ -151,8 +152,6 @@ def build_domain_adversary(cfg: DomainAdaptationConfig, fused_dim: int, sites: l
 
 def task_losses(loss_fn: nn.Module, out: ModelOutput, batch: dict):
     """``loss_fn`` (a ``MultitaskLoss``) on the labeled rows only; zero when a batch has none."""
-    from medmodal.training.losses import LossParts
-
     task_out, task_batch = labeled_rows(out, batch)
     if task_batch["labels"].shape[0] == 0:
         return LossParts(total=out.fused.sum() * 0.0, parts={})

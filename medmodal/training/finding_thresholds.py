@@ -14,6 +14,8 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from medmodal.evaluation.metrics import best_f1_thresholds
+
 
 class BestF1Thresholds(Metric):
     """Collects validation probabilities and labels (gathered across processes);
@@ -32,8 +34,6 @@ class BestF1Thresholds(Metric):
         self.labels.append(labels.detach().float())
 
     def compute(self) -> torch.Tensor:
-        from medmodal.evaluation.metrics import best_f1_thresholds
-
         probs, labels = dim_zero_cat(self.probs), dim_zero_cat(self.labels)
         thresholds = best_f1_thresholds(probs.cpu().numpy(), labels.cpu().numpy())
         return torch.as_tensor(thresholds, dtype=torch.float32)

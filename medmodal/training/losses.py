@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from medmodal.config import TrainConfig
 from medmodal.models.contrastive import info_nce_loss
+from medmodal.models.localization import LOG_SIZE_RANGE, decode_boxes
 from medmodal.models.types import LocalizationOutput, ModelOutput
 
 
@@ -112,8 +113,6 @@ def log_size_l1(log_sizes: Tensor, boxes: Tensor, height: int, width: int) -> Te
     """Mean L1 between predicted log box sizes [K, 2] (log cells, width then height) and those of the
     true boxes [K, 4] (normalised xyxy) on an ``height`` x ``width`` map; targets clamped to the
     head's decodable range (:data:`~medmodal.models.localization.LOG_SIZE_RANGE`)."""
-    from medmodal.models.localization import LOG_SIZE_RANGE
-
     cells = torch.tensor([width, height], dtype=boxes.dtype, device=boxes.device)
     target = ((boxes[:, 2:] - boxes[:, :2]) * cells).clamp(min=1e-6).log().clamp(*LOG_SIZE_RANGE)
     return F.l1_loss(log_sizes, target)
@@ -167,8 +166,6 @@ class MultitaskLoss(nn.Module):
 
     def localization_loss(self, out: LocalizationOutput, batch: dict, image_seen: Tensor) -> Tensor:
         """Dense localization loss (class docstring). image_seen: [B] bool."""
-        from medmodal.models.localization import decode_boxes
-
         _, c, h, w = out.heatmaps.shape
         labels = batch["box_labels"].masked_fill(~image_seen[:, None], -1)
         targets = centre_targets(batch["box_list"].to(out.heatmaps.dtype), labels, c, h, w, self.gaussian_overlap)

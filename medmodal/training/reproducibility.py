@@ -31,11 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medmodal.data.dataset import collate, seed_worker
-
-
-def derived_seed(*parts: int) -> int:
-    """A 32-bit seed from integers (numpy ``SeedSequence``: well mixed, distinct tuples -> distinct streams)."""
-    return int(np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(1)[0])
+from medmodal.data.seeding import derived_seed
 
 
 class EpochSeededSampler(Sampler[tuple[int, int]]):

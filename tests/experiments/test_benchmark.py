@@ -12,9 +12,9 @@ from medmodal.experiments.benchmark import (
     EvaluationSettings,
     grid_from_dict,
     hide_masks,
-    load_cell_predictions,
     run_benchmark,
 )
+from medmodal.experiments.benchmark_results import load_cell_predictions
 
 MINI = {
     "name": "mini",

@@ -8,12 +8,12 @@ import pytest
 from medmodal.config import ConfigError
 from medmodal.experiments.benchmark import (
     grid_from_dict,
-    load_cell_predictions,
     load_grid,
     model_config,
     model_role,
     run_benchmark,
 )
+from medmodal.experiments.benchmark_results import load_cell_predictions
 
 GRID = {
     "name": "baselines",

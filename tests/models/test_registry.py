@@ -1,7 +1,8 @@
 import pytest
 
 from medmodal.config import ConfigError, config_from_dict
-from medmodal.models import available, create, register
+from medmodal.models import available, create, create_model, register
+from medmodal.models.registry import check_part_names
 
 EXPECTED = {
     "image_encoder": {"small_cnn", "resnet18", "resnet50", "densenet121", "efficientnet_b0"},
@@ -34,6 +35,9 @@ def test_registering_a_taken_name_fails():
         register("fusion", "concat")(object)
 
 
-def test_config_rejects_unknown_part_names_with_the_list():
-    with pytest.raises(ConfigError, match="unknown decoder 'gru'; available: lstm, transformer"):
-        config_from_dict({"model": {"decoder": {"name": "gru"}}})
+def test_unknown_part_names_fail_with_the_field_and_the_list():
+    config = config_from_dict({"model": {"decoder": {"name": "gru"}}})  # the config reads it; the models check it
+    with pytest.raises(ConfigError, match=r"model\.decoder\.name: unknown decoder 'gru'; available: lstm, transformer"):
+        check_part_names(config.model)
+    with pytest.raises(ConfigError, match="unknown decoder 'gru'"):
+        create_model(config.model, vocab_size=10, num_labels=2, pad_id=0, bos_id=1, eos_id=2)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medmodal import __version__
 from medmodal.data.qa import QA_FILE, write_qa
 from medmodal.data.synthetic.cohort import CohortSpec, sample_cohort
 from medmodal.data.synthetic.latent import StudyLatent
@@ -30,6 +29,7 @@ from medmodal.data.synthetic.writers import (
     write_mask,
 )
 from medmodal.errors import OutputExistsError
+from medmodal.version import __version__
 
 GENERATOR = "medmodal.data.synthetic"
 OUTPUT_FILES = ("manifest.csv", "ground_truth.jsonl", "labels.json", "summary.json", QA_FILE)

@@ -33,6 +33,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from medmodal.evaluation.metrics._arrays import mean_or_none, none_if_nan
 from medmodal.evaluation.metrics.generation import report_counts
+from medmodal.labeling import to_binary
 
 if TYPE_CHECKING:
     from medmodal.labeling import ReportLabeler
@@ -63,8 +64,6 @@ def clinical_efficacy(
         "distinct_fraction_with_finding", "per_label": {finding: {"precision", "recall", "f1",
         "n_reference_positive", "n_hypothesis_positive"}}}``.
     """
-    from medmodal.labeling import to_binary
-
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
     if len(references) == 0:

@@ -22,8 +22,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from medmodal.config import ConfigError
-from medmodal.data.pipeline import label_matrix
+from medmodal.data.dataset import StudyDataset
+from medmodal.data.pipeline import label_matrix, true_boxes_normalised
 from medmodal.data.types import Study
+from medmodal.evaluation.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,6 @@ class BaselineData:
 
     def true_boxes(self) -> list[list[tuple[int, list[float]]]]:
         """Per study, every true box as (class index, normalised xyxy) (the localization metric's input)."""
-        from medmodal.evaluation.evaluate import true_boxes_normalised
-
         return true_boxes_normalised(self.studies, self.labels)
 
     def references(self) -> list[str]:
@@ -107,8 +107,6 @@ def _mask(hide: Hide | None, modality: str, n: int) -> np.ndarray:
 
 
 def _read_images(studies: Sequence[Study], size: int) -> tuple[np.ndarray, np.ndarray]:
-    from medmodal.data.dataset import StudyDataset
-
     # The deep models' own image path (decode, resize, uint8 step), without the cache: one pass.
     # ``stored_image`` reads no text, so the dataset needs no tokenizer.
     dataset = StudyDataset(studies, None, [], image_size=size, cache_images=False)  # type: ignore[arg-type]
@@ -281,8 +279,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _macro_auroc(y: np.ndarray, probs: np.ndarray) -> float | None:
-    from medmodal.evaluation.metrics import classification_metrics
-
     return classification_metrics(probs, y)["auroc_macro"]
 
 

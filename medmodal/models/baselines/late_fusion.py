@@ -18,6 +18,7 @@ from medmodal.models.baselines.base import (
     ClassifierBaseline,
     Hide,
     State,
+    check_shape,
     prevalence_fill,
 )
 from medmodal.models.registry import create, register
@@ -80,8 +81,6 @@ class LateFusion(ClassifierBaseline):
         return meta, arrays
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n_labels: int) -> None:
-        from medmodal.models.baselines.base import check_shape
-
         check_shape("prior", arrays["prior"], (n_labels,))
         self.prior = arrays["prior"]
         for modality, part in self.parts.items():

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from medmodal.data.dataset import normalize_image
 from medmodal.models.baselines.base import (
     DEFAULT_C_GRID,
     BaselineData,
@@ -30,7 +31,8 @@ from medmodal.models.baselines.base import (
     prevalence_fill,
 )
 from medmodal.models.baselines.pixel_logreg import Standardizer
-from medmodal.models.registry import register
+from medmodal.models.pretrained import load_pretrained
+from medmodal.models.registry import create, register
 
 ENCODER_PREFIX = "encoder."
 
@@ -63,8 +65,6 @@ class LinearProbe(ClassifierBaseline):
         self.logistic = OneVsRestLogistic(self.settings.c_grid, self.settings.class_weight)
 
     def _build_encoder(self) -> torch.nn.Module:
-        from medmodal.models.registry import create
-
         s = self.settings
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
@@ -74,8 +74,6 @@ class LinearProbe(ClassifierBaseline):
     @torch.no_grad()
     def features(self, data: BaselineData, hide: Hide | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(float [N, F] pooled feature maps, zeros where the image is missing; bool [N] present)."""
-        from medmodal.data.dataset import normalize_image
-
         pixels, present = data.images(self.image_size, hide)
         chunks = []
         for start in range(0, len(data), self.settings.batch_size):
@@ -93,8 +91,6 @@ class LinearProbe(ClassifierBaseline):
 
     def fit(self, train: BaselineData, val: BaselineData, **context: Any) -> dict[str, Any]:
         if self.settings.pretrained_path:  # read at fit time only: the run stores the weights it used
-            from medmodal.models.pretrained import load_pretrained
-
             load_pretrained(self.encoder, self.settings.pretrained_path)
             self.encoder.eval()
         if self.settings.size is None:

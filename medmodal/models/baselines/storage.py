@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medmodal.errors import RunError
+from medmodal.runs import write_json_atomic
 
 FORMAT = 1
 MAX_JSON_BYTES = 512 * 2**20
@@ -81,8 +82,6 @@ def _header(fh, where: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def save_json(path: Path, data: dict[str, Any]) -> None:
-    from medmodal.runs import write_json_atomic
-
     write_json_atomic(path, {"format": FORMAT, **data})
 
 

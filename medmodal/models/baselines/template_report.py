@@ -18,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from medmodal.config import ConfigError
+from medmodal.evaluation.metrics import best_f1_thresholds
 from medmodal.models.baselines.base import Baseline, BaselineData, BaselineSettings, Hide, State, check_shape
 from medmodal.models.registry import register
 
@@ -72,8 +74,6 @@ class TemplateReport(Baseline):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         if isinstance(self.settings.threshold, float) and not 0 < self.settings.threshold < 1:
-            from medmodal.config import ConfigError
-
             raise ConfigError("baseline.kwargs.template_report.threshold: a number in (0, 1), or 'val_f1'")
         self.labels: list[str] = []
         self.thresholds: np.ndarray | None = None
@@ -86,8 +86,6 @@ class TemplateReport(Baseline):
         elif val_probs is None or len(val) == 0:
             raise ValueError("template_report with threshold 'val_f1' needs a classifier and validation studies")
         else:
-            from medmodal.evaluation.metrics import best_f1_thresholds
-
             self.thresholds = np.asarray(best_f1_thresholds(val_probs, val.targets()), dtype=np.float64)
         return {"thresholds": dict(zip(self.labels, self.thresholds.round(4).tolist()))}
 

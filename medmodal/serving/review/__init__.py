@@ -37,8 +37,9 @@ from starlette.concurrency import run_in_threadpool
 
 from medmodal.data.dataset import TARGET_SEP
 from medmodal.data.images import load_image
+from medmodal.data.inputs import study_from_inputs
 from medmodal.data.types import Study
-from medmodal.serving.predictor import Predictor, study_from_inputs
+from medmodal.serving.predictor import Predictor
 from medmodal.serving.ratings import ERROR_TYPES, MAX_COMMENT_CHARS, MAX_NAME_CHARS, Rating, RatingStore
 from medmodal.serving.security import RequestRejected
 
