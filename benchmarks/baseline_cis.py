@@ -43,8 +43,7 @@ def interval(per_study_stat, n: int, resamples: int) -> tuple[float, float]:
 
 def box_stats(run: dict, resamples: int) -> dict:
     from medmodal.config import load_config
-    from medmodal.data.pipeline import read_dataset
-    from medmodal.evaluation.evaluate import true_boxes_normalised
+    from medmodal.data.pipeline import read_dataset, true_boxes_normalised
     from medmodal.evaluation.metrics import localization_metrics
 
     config = load_config(run["config"])

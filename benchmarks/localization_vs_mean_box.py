@@ -22,13 +22,12 @@ import json
 
 import numpy as np
 
-from medmodal.data.pipeline import read_dataset
+from medmodal.data.pipeline import read_dataset, true_boxes_normalised
 from medmodal.evaluation.evaluate import (
     SplitPredictions,
     localization_scores,
     predict_split,
     study_detections,
-    true_boxes_normalised,
 )
 from medmodal.evaluation.metrics.localization import localization_metrics, map_50_of_images, matches_at_50
 from medmodal.training.loading import load_trained
