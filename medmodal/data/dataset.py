@@ -70,6 +70,7 @@ from monai.transforms import (
     RandAffine,
     RandGaussianNoise,
     RandGaussianSmooth,
+    RandomizableTransform,
     RandScaleIntensity,
     RandShiftIntensity,
 )
@@ -198,13 +199,13 @@ class ImageAugmentation:
                 padding_mode="zeros",  # no reflected copies of lesions outside their boxes
                 mode="bilinear",
             )
-        self.intensity = [RandAdjustContrast(prob=p, gamma=tuple(config.contrast_gamma))]
+        self.intensity: list[RandomizableTransform] = [RandAdjustContrast(prob=p, gamma=tuple(config.contrast_gamma))]
         if config.intensity_scale > 0:  # x * (1 + U(-scale, scale)): site contrast / exposure
             self.intensity.append(RandScaleIntensity(factors=config.intensity_scale, prob=p))
         if config.intensity_shift > 0:  # x + U(-shift, shift): site brightness
             self.intensity.append(RandShiftIntensity(offsets=config.intensity_shift, prob=p))
         if config.blur_sigma[1] > 0:
-            sigma = tuple(config.blur_sigma)
+            sigma = config.blur_sigma
             self.intensity.append(RandGaussianSmooth(sigma_x=sigma, sigma_y=sigma, prob=p))
         if config.noise_std > 0:
             self.intensity.append(RandGaussianNoise(prob=p, std=config.noise_std))
@@ -322,7 +323,7 @@ class StudyDataset(Dataset):
         self.max_boxes = int(max_boxes)
         self.train = train
         use_augment = train and augment is not None and augment.enabled
-        self.augmentation = ImageAugmentation(augment, seed=seed) if use_augment else None
+        self.augmentation = ImageAugmentation(augment, seed=seed) if augment is not None and use_augment else None
         self._cache: dict[int, tuple[torch.Tensor, tuple[int, int]]] = {}
         self._failed: set[int] = set()
         self._disk_cache = DecodedImageCache(image_cache_dir) if image_cache_dir else None
