@@ -48,9 +48,14 @@ def check_part_names(model: ModelConfig) -> None:
             raise ConfigError(f"model.{kind}.name: unknown {kind} '{name}'; available: {', '.join(known)}")
 
 
-def available(kind: str) -> list[str]:
-    """Sorted names registered for ``kind``."""
+def available(kind: str, standalone: bool = False) -> list[str]:
+    """Sorted names registered for ``kind``; ``standalone``: only parts that combine with any other part
+    (not the parts of a peer model, ``medmodal.models.peers.PEER_PARTS``, which work only together)."""
     _import_builtin_parts(kind)
+    if standalone:
+        from medmodal.models.peers import PEER_PARTS
+
+        return sorted(set(_TABLES[kind]) - set(PEER_PARTS.get(kind, ())))
     return sorted(_TABLES[kind])
 
 

@@ -5,7 +5,7 @@ from medmodal.models import ImageFeatures, TextFeatures, available, create
 
 from .helpers import NUM_LABELS, assert_all_params_get_grad
 
-NAMES = available("fusion")
+NAMES = available("fusion", standalone=True)
 DIMS = {"image_dim": 12, "text_dim": 10, "grid_dim": 6, "seq_dim": 8, "out_dim": 16, "num_labels": NUM_LABELS}
 
 

@@ -34,7 +34,7 @@ def test_bad_values_name_the_field(value):
         medmodal.get_config("tiny", {"model.image_channels": value})
 
 
-@pytest.mark.parametrize("name", registry.available("image_encoder"))
+@pytest.mark.parametrize("name", registry.available("image_encoder", standalone=True))
 def test_every_image_encoder_takes_three_channels(name):
     kwargs = {"image_size": 64} if name == "transchex_image" else {}
     encoder = registry.create("image_encoder", name, in_channels=3, out_dim=16, **kwargs).eval()

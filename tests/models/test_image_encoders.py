@@ -17,7 +17,7 @@ def build(name: str, **kwargs):
     return create("image_encoder", name, in_channels=1, out_dim=24, **kwargs)
 
 
-@pytest.mark.parametrize("name", available("image_encoder"))
+@pytest.mark.parametrize("name", available("image_encoder", standalone=True))
 def test_image_encoder_shapes_and_gradients(name):
     encoder = build(name).train()
     image = torch.randn(2, 1, SIZE, SIZE)

@@ -40,7 +40,7 @@ def assert_finite(output: ModelOutput) -> None:
         assert value is None or torch.isfinite(value).all(), name
 
 
-@pytest.mark.parametrize("fusion", available("fusion"))
+@pytest.mark.parametrize("fusion", available("fusion", standalone=True))
 def test_both_modalities_with_each_fusion(fusion):
     model = build(fusion={"name": fusion})
     batch = make_batch()

@@ -5,7 +5,7 @@ from medmodal.models import available, create
 
 from .helpers import PAD, VOCAB, assert_all_params_get_grad, make_batch
 
-NAMES = available("text_encoder")
+NAMES = available("text_encoder", standalone=True)
 
 
 def build(name: str):

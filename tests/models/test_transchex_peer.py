@@ -95,3 +95,10 @@ def test_bert_weights_load_from_a_local_file_only(tmp_path):
     assert own["bert.embeddings.word_embeddings.weight"].shape == (31, 16)  # our vocabulary + [CLS]: BERT's skipped
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         encoder.load_local_weights("bert-base-uncased")  # a hub name is not a local file: no fetch
+
+
+def test_peer_parts_are_named_by_configs_but_left_out_of_the_per_part_contract_lists():
+    from medmodal.models.registry import available
+
+    for kind, name in (("image_encoder", "transchex_image"), ("text_encoder", "transchex_text"), ("fusion", "transchex")):
+        assert name in available(kind) and name not in available(kind, standalone=True)

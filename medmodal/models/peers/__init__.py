@@ -7,4 +7,8 @@ grid cell can name them and they train through the same trainer, data, splits an
 
 from medmodal.models.peers import transchex  # registers its parts
 
-__all__ = ["transchex"]
+# Parts of a peer model: they work only together (widths, token layout), not with any other part, so
+# the per-part contract tests use ``registry.available(kind, standalone=True)``, which leaves them out.
+PEER_PARTS = {"image_encoder": ("transchex_image",), "text_encoder": ("transchex_text",), "fusion": ("transchex",)}
+
+__all__ = ["PEER_PARTS", "transchex"]
