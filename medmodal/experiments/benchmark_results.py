@@ -147,7 +147,7 @@ def best_unimodal(summary: dict[str, Any]) -> str | None:
     """The unimodal model with the highest seed-mean AUROC (macro) on the full test set."""
     unimodal = {m: e["conditions"]["full"]["auroc_macro"]["mean"] for m, e in summary.items() if e["role"] != "fusion"}
     unimodal = {m: v for m, v in unimodal.items() if v is not None}
-    return max(unimodal, key=unimodal.get) if unimodal else None
+    return max(unimodal, key=lambda m: unimodal[m]) if unimodal else None
 
 
 def comparisons(cells_info, summary: dict[str, Any], settings) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ is scored on the full test split (classification AUROC); results go to ``OUT/tra
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def run_transfer(
     pretrained_run: str | Path,
     config: Config,
     out: str | Path,
-    fractions: list[float] = (0.1, 0.25, 1.0),
+    fractions: Sequence[float] = (0.1, 0.25, 1.0),
 ) -> dict[str, Any]:
     """Train and score the ``random`` and ``pretrained`` arms at each fraction; write ``OUT/transfer.json``."""
     out = Path(out)

@@ -240,7 +240,7 @@ def disagreements(
     """Per finding: ``{"false_positive": [...], "false_negative": [...]}`` with id, MeSH terms and text."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for j, finding in enumerate(findings):
-        rows = {"false_positive": [], "false_negative": []}
+        rows: dict[str, list[dict[str, Any]]] = {"false_positive": [], "false_negative": []}
         for i, report in enumerate(reports):
             kind = {(0, 1): "false_positive", (1, 0): "false_negative"}.get((reference[i, j], predicted[i, j]))
             if kind:

@@ -215,7 +215,7 @@ class OneVsRestLogistic:
             fitted[value] = self._fit_one_c(x_train, y_train, value)
             scores[value] = _macro_auroc(y_val, _sigmoid(_linear(x_val, *fitted[value]))) if x_val.shape[0] else None
         known = {k: v for k, v in scores.items() if v is not None}
-        chosen = max(known, key=known.get) if known else (1.0 if 1.0 in fitted else self.c_grid[0])
+        chosen = max(known, key=lambda c: known[c]) if known else (1.0 if 1.0 in fitted else self.c_grid[0])
         if not known:
             log.warning("no validation label with both classes: C = %g without selection", chosen)
         self.coef, self.intercept = fitted[chosen]
