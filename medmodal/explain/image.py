@@ -132,7 +132,7 @@ def decoder_attention_by_sentence(
     end = {tokenizer.eos_id, tokenizer.pad_id}
     results = []
     for ids, attention in zip(generation.ids.tolist(), generation.attention):
-        sentences = []
+        sentences: list[SentenceAttention] = []
         for start, stop_at in sentence_spans(ids, stop, end):
             text = tokenizer.decode(ids[start:stop_at])
             if len(sentences) == max_sentences or not any(ch.isalnum() for ch in text):

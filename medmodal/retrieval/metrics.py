@@ -155,7 +155,7 @@ def normalise_report(text: str) -> str:
 
 def same_text_relevance(query_texts: Sequence[str], item_texts: Sequence[str]) -> np.ndarray:
     """[Q, N] bool: item j is relevant to query i when their reports are the same text."""
-    keys = {}
+    keys: dict[str, int] = {}
     q = np.array([keys.setdefault(normalise_report(t), len(keys)) for t in query_texts])
     n = np.array([keys.setdefault(normalise_report(t), len(keys)) for t in item_texts])
     return q[:, None] == n[None, :]

@@ -206,7 +206,7 @@ def sample_patient(
     age = int(np.clip(rng.normal(66 if heart_failure else 55, 15), 18, 95))
     anatomy = sample_anatomy(rng, sex)
     n_visits = 1 + int(rng.choice(3, p=site.visits))
-    chronic = []
+    chronic: list[Finding] = []
     for label in CHRONIC:
         if rng.random() < _probability(label, intercepts[label], site, heart_failure, False):
             subtle = bool(rng.random() < spec.subtle_fraction)
