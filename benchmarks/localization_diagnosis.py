@@ -31,8 +31,8 @@ import torch
 
 from medmodal.data.dataset import make_dataloader
 from medmodal.data.pipeline import build_dataset, read_dataset, true_boxes_normalised
-from medmodal.evaluation.evaluate import detections_as_lists
 from medmodal.evaluation.metrics.localization import detection_metrics
+from medmodal.evaluation.scoring import detections_as_lists
 from medmodal.models.localization import decode_boxes
 from medmodal.models.types import LocalizationOutput
 from medmodal.training.loading import load_trained

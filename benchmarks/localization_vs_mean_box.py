@@ -3,7 +3,7 @@
 The mean-box baseline predicts, for every study, the mean training box of each finding (normalised
 xyxy); each of its boxes is scored with the run's own probability of that finding, so both rows
 share the classifier and differ only in where the boxes are. Both go through the same metrics
-(``medmodal.evaluation.evaluate.localization_scores``: IoU / hit@0.5 of the top box per finding,
+(``medmodal.evaluation.scoring.localization_scores``: IoU / hit@0.5 of the top box per finding,
 COCO mAP via pycocotools, FROC).
 
 ``--head KEY=VALUE`` changes a decoding setting of the trained head for this scoring only (``score``,
@@ -23,13 +23,9 @@ import json
 import numpy as np
 
 from medmodal.data.pipeline import read_dataset, true_boxes_normalised
-from medmodal.evaluation.evaluate import (
-    SplitPredictions,
-    localization_scores,
-    predict_split,
-    study_detections,
-)
+from medmodal.evaluation.evaluate import predict_split
 from medmodal.evaluation.metrics.localization import localization_metrics, map_50_of_images, matches_at_50
+from medmodal.evaluation.scoring import SplitPredictions, localization_scores, study_detections
 from medmodal.training.loading import load_trained
 
 

@@ -41,10 +41,6 @@ FUNCTION_LEVEL_IMPORTS: dict[tuple[str, str], str] = {
     ("medmodal.models.registry", "medmodal.models.text_encoders"): _REGISTERS,
     ("medmodal.models.registry", "medmodal.models.baselines"): _REGISTERS
     + "; scikit-learn loads only when asked for",
-    ("medmodal.evaluation.evaluate", "medmodal.evaluation.evaluate_baseline"): (
-        "KNOWN CYCLE, to remove: evaluate_run hands a baseline run to evaluate_baseline, which reuses "
-        "evaluate's scoring (SplitPredictions, score_predictions); moving the scoring to its own module ends it"
-    ),
 }
 
 

@@ -1,7 +1,7 @@
 """Evaluation of a baseline run folder (:mod:`medmodal.training.baselines`) with the deep runs' code.
 
 :func:`predict_baseline_split` returns the same :class:`SplitPredictions` as
-:func:`~medmodal.evaluation.evaluate.predict_split`, so :func:`score_predictions` and
+:func:`~medmodal.evaluation.evaluate.predict_split`, so :func:`~medmodal.evaluation.scoring.score_predictions` and
 :func:`write_predictions` give ``metrics.json`` and ``predictions/<split>.jsonl`` in the
 deep runs' format, and the benchmark's bootstrap CIs and paired tests apply unchanged.
 ``medmodal evaluate RUN`` dispatches here for a baseline run.
@@ -17,9 +17,9 @@ import numpy as np
 
 from medmodal.data.pipeline import read_split
 from medmodal.data.types import Study
-from medmodal.evaluation.evaluate import (
+from medmodal.evaluation.scoring import (
     SplitPredictions,
-    _check_hide_masks,
+    check_hide_masks,
     score_predictions,
     write_predictions,
 )
@@ -36,7 +36,7 @@ def predict_baseline_split(
     probs: the classifier's (the training prevalence for every study when the run has none);
     boxes / generated: None without a box / report baseline (or with ``generate=False``).
     """
-    hide = _check_hide_masks(hide, len(studies))
+    hide = check_hide_masks(hide, len(studies))
     data = BaselineData.from_config(studies, fitted.labels, fitted.config)
     targets = data.targets().astype(np.float32)
     classifier = fitted.classifier
