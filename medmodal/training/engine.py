@@ -39,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 from medmodal.config import ConfigError, TrainerConfig, load_config, write_config_atomic
 from medmodal.errors import RunError
 from medmodal.runs import RunDir, write_json_atomic
+from medmodal.safeio import UnreadableFileError
 from medmodal.training.checkpoints import resume_checkpoint, run_checkpoints
 from medmodal.training.reproducibility import EpochSeeding
 
@@ -272,7 +273,7 @@ def read_resumes(run: RunDir) -> list[dict]:
     try:
         entries = json.loads(run.resumes.read_text())
     except ValueError as err:
-        raise ValueError(f"{run.resumes}: not readable JSON ({err}); delete it to count resumes afresh") from None
+        raise UnreadableFileError(f"{run.resumes}: not readable JSON ({err}); delete it to count resumes afresh") from None
     return entries if isinstance(entries, list) else []
 
 

@@ -20,6 +20,7 @@ import torch
 
 from medmodal.config import Config, write_config_atomic
 from medmodal.data.dataset import make_dataloader
+from medmodal.data.manifest_contract import ManifestError
 from medmodal.data.pipeline import (
     build_dataset,
     label_matrix,
@@ -60,9 +61,9 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     labels = manifest.label_names
     train_studies, val_studies = manifest.split("train"), manifest.split("val")
     if not train_studies:
-        raise ValueError(f"{manifest.path}: no training studies (split 'train' is empty)")
+        raise ManifestError(f"{manifest.path}: no training studies (split 'train' is empty)")
     if not val_studies:
-        raise ValueError(f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty")
+        raise ManifestError(f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty")
 
     # Target sites (domain adaptation): labels never used; their training studies come back unlabeled.
     train_studies, val_studies, unlabeled = split_target_sites(train_studies, val_studies, config.train.domain_adaptation)

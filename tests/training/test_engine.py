@@ -77,3 +77,13 @@ def test_one_cycle_peaks_at_each_groups_learning_rate():
         scheduler.step()
     assert peaks == pytest.approx([0.01, 0.05], rel=1e-3)
     assert optimisation["lr_scheduler"]["interval"] == "step"
+
+
+def test_an_unreadable_resumes_file_is_a_run_error_naming_it(tmp_path):
+    from medmodal.errors import RunError
+    from medmodal.training.engine import read_resumes
+
+    run = RunDir.at(tmp_path)
+    run.resumes.write_text("{not json")
+    with pytest.raises(RunError, match="resumes.json: not readable JSON"):
+        read_resumes(run)
