@@ -76,6 +76,20 @@ def test_a_bad_manifest_row_names_file_row_and_field(tiny_data, tmp_path, capsys
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_manifest_without_a_validation_split_is_a_short_error(tiny_data, tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    table = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
+    table.loc[table["split"] == "val", "split"] = "train"
+    table.to_csv(data / "manifest.csv", index=False)
+    assert main(["-q", "train", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {data / 'manifest.csv'}: no validation studies")
+
+
 def test_usage_and_run_folder_mistakes_exit_2(tmp_path, capsys):
     assert main(["predict", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "error: give --image, --text, or both\n"
