@@ -1,5 +1,7 @@
-"""Importers: public collections -> a manifest in the dataset contract (:mod:`medmodal.data.manifest`)."""
+"""Importers: public collections -> a manifest in the dataset contract (:mod:`medmodal.data.manifest`).
 
-from medmodal.data.importers.openi import OpenIImport, find_openi_reports, import_openi
+One module per format, named by :mod:`medmodal.data.importers.registry` (``medmodal import FORMAT``);
+this package imports none of them, so the command line starts without pandas or pydicom.
+"""
 
-__all__ = ["OpenIImport", "find_openi_reports", "import_openi"]
+__all__ = ["registry"]
