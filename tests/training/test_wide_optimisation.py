@@ -31,3 +31,14 @@ def test_weight_averaging_adds_an_ema_callback_only_when_asked():
     assert weight_averaging_callbacks(tiny_config().train) == []
     (callback,) = weight_averaging_callbacks(tiny_config(**{"train.weight_averaging": "ema", "train.ema_decay": 0.9}).train)
     assert isinstance(callback, EMAWeightAveraging)
+
+
+def test_a_supervised_run_gets_the_ema_callback_only_when_asked():
+    from medmodal.training.callbacks import supervised_callbacks
+
+    def has_ema(config) -> bool:
+        callbacks = supervised_callbacks(config.train, ["a", "b"], tokenizer=None)
+        return any(isinstance(c, EMAWeightAveraging) for c in callbacks)
+
+    assert has_ema(tiny_config(**{"train.weight_averaging": "ema"}))
+    assert not has_ema(tiny_config())
