@@ -97,4 +97,3 @@ def distinct(ids: Tensor, mask: Tensor) -> Tensor:
     keep = torch.zeros_like(keep_sorted)
     keep.scatter_(1, order, keep_sorted)
     return keep.float()
-

@@ -7,18 +7,28 @@ import math
 
 import pytest
 import torch
-from .helpers import BOS, EOS, NUM_LABELS, PAD, VOCAB, make_batch
 
 from medmodal.config import Config, apply_overrides
 from medmodal.errors import ConfigError
 from medmodal.models.multimodal import create_model
 from medmodal.models.wide import WideNgrams, WidePixels, distinct
 
+from .helpers import BOS, EOS, NUM_LABELS, PAD, VOCAB, make_batch
+
 
 def _model(**overrides):
-    config = apply_overrides(Config(), {"model.embed_dim": 16, "model.heads.localization": False,
-                                        "model.heads.generation": False, **overrides})
-    return create_model(config.model, vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    config = apply_overrides(
+        Config(),
+        {
+            "model.embed_dim": 16,
+            "model.heads.localization": False,
+            "model.heads.generation": False,
+            **overrides,
+        },
+    )
+    return create_model(
+        config.model, vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS
+    )
 
 
 def test_pathways_start_at_zero_so_a_model_starts_as_its_deep_part():
@@ -53,7 +63,9 @@ def test_bigrams_are_features_of_their_own():
 
 @pytest.mark.parametrize("modalities", ["image", "text", "both"])
 def test_wide_logits_are_added_to_the_classification_logits(modalities):
-    model = _model(**{"model.modalities": modalities, "model.wide.pixels": 4, "model.wide.ngrams": True}).eval()
+    model = _model(
+        **{"model.modalities": modalities, "model.wide.pixels": 4, "model.wide.ngrams": True}
+    ).eval()
     batch = make_batch()
     before = model(batch).logits
     for part in (model.wide_image, model.wide_text):
@@ -91,8 +103,11 @@ def test_with_unimodal_adds_both_auxiliary_logits_to_the_head():
     head = model.classifier(out.fused)
     assert torch.allclose(out.logits, head + out.image_logits + out.text_logits, atol=1e-5)
     # the image auxiliary logits include the wide pathway
-    assert torch.allclose(out.image_logits, model.image_aux_head(model.encode(batch, False)[0].vector)
-                          + model.wide_image(batch["image"]), atol=1e-5)
+    assert torch.allclose(
+        out.image_logits,
+        model.image_aux_head(model.encode(batch, False)[0].vector) + model.wide_image(batch["image"]),
+        atol=1e-5,
+    )
 
 
 def test_defaults_build_no_wide_pathway_and_keep_the_head_logits():
