@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from medmodal.errors import InputNotFoundError
 from medmodal.models.pretrained import PretrainedWeightsError, extract_state_dict, read_weights_file
 from medmodal.models.registry import register
 from medmodal.models.types import FusionOutput, ImageFeatures, TextFeatures
@@ -177,7 +178,7 @@ class TranschexText(nn.Module):
         when the vocabulary sizes differ. Raises if the file is missing or nothing matches."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"BERT weights not found: {path} (a local file; nothing is downloaded)")
+            raise InputNotFoundError(f"BERT weights not found: {path} (a local file; nothing is downloaded)")
         state = extract_state_dict(read_weights_file(path), str(path))
         state = {k.replace("gamma", "weight").replace("beta", "bias"): v for k, v in state.items()}
         state = {k if k.startswith("bert.") else f"bert.{k}": v for k, v in state.items()}
