@@ -281,7 +281,9 @@ class MultimodalModel(nn.Module):
         ``has_text``, optional ``target_ids``) -> :class:`ModelOutput`."""
         image, text, image_present, text_present = self.encode(batch, modality_dropout=self.training)
         vector, fusion_output = self.fuse(image, text)
-        image_logits, text_logits, added = self.unimodal_logits(batch, image, text, image_present, text_present)
+        image_logits, text_logits, added = self.unimodal_logits(
+            batch, image, text, image_present, text_present
+        )
         logits = self.classification_logits(vector, fusion_output, added)
         localization = None
         if self.localizer is not None:
@@ -321,8 +323,9 @@ class MultimodalModel(nn.Module):
         if self.wide_text is not None:
             wide_text = self.wide_text(batch["text_ids"], batch["text_mask"])
             wide_text = wide_text * text_present[:, None].to(wide_text.dtype)
-        image_logits = _plus(self.image_aux_head(image.vector) if self.image_aux_head is not None else None, wide_image)
-        text_logits = _plus(self.text_aux_head(text.vector) if self.text_aux_head is not None else None, wide_text)
+        image_aux = self.image_aux_head(image.vector) if self.image_aux_head is not None else None
+        text_aux = self.text_aux_head(text.vector) if self.text_aux_head is not None else None
+        image_logits, text_logits = _plus(image_aux, wide_image), _plus(text_aux, wide_text)
         if self.fused_logits == "with_unimodal" and self.fusion is not None and image_logits is not None:
             return image_logits, text_logits, image_logits + text_logits
         return image_logits, text_logits, _plus(wide_image, wide_text)
@@ -530,7 +533,9 @@ def create_model(
     return model
 
 
-def wide_pathways(cfg: ModelConfig, *, vocab_size: int, num_labels: int, pad_id: int) -> dict[str, nn.Module | None]:
+def wide_pathways(
+    cfg: ModelConfig, *, vocab_size: int, num_labels: int, pad_id: int
+) -> dict[str, nn.Module | None]:
     """``wide_image`` / ``wide_text`` modules of ``cfg.wide`` for the modalities the model has (None = off)."""
     wide = cfg.wide
     image = wide.pixels > 0 and cfg.modalities in ("image", "both")
