@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"{split:<12} {s['n_studies']:>7}   {s['ece_before']:.4f} -> {s['ece_after']:.4f}       "
                   f"{s['f1_macro_before']:.4f} -> {s['f1_macro_after']:.4f}"
                   + (f"            {s['f1_macro_tuned_thresholds']:.4f}" if tuned else ""))
-    if tuned:
+    if scaling.thresholds is not None:
         print("thresholds: " + ", ".join(f"{n} {t:.3f}" for n, t in zip(scaling.labels, scaling.thresholds)))
     identity = scaling.details.get("identity_labels") or []
     if identity:

@@ -41,7 +41,7 @@ def _add_format_arguments(p: argparse.ArgumentParser, fmt: ImportFormat) -> None
         if option.is_switch:
             p.add_argument(option.flag, dest=option.keyword, action="store_true", default=None, help=option.help)
         else:
-            p.add_argument(option.flag, dest=option.keyword, type=option.type, choices=option.choices,
+            p.add_argument(option.flag, dest=option.keyword, type=option.type or str, choices=option.choices,
                            default=option.default, required=option.required, help=option.help)  # fmt: skip
     p.set_defaults(func=cmd_import, import_format=fmt.name, list=False)
 
