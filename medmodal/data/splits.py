@@ -63,8 +63,9 @@ def patient_splits(
 ) -> list[str]:
     """The split of each study under the rules of :func:`assign_patient_splits`, in input order."""
     check_fractions(fractions)
-    if all(s.split for s in studies):
-        return [s.split for s in studies]
+    given = [s.split for s in studies if s.split]
+    if len(given) == len(studies):
+        return given
     keys = [patient_key(s) for s in studies]
     placed: dict[str, str] = {}  # patient -> split of its first study that has one
     for key, study in zip(keys, studies):

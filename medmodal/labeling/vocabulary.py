@@ -200,11 +200,8 @@ class Vocabulary(_Strict):
     def rules(self) -> Iterator[MatchRule]:
         """Every phrase (plural shorthand expanded) and pattern as a :class:`MatchRule`."""
         for name, spec in self.findings.items():
-            for kind, phrases, patterns in (
-                ("finding", spec.phrases, spec.patterns),
-                ("negative", spec.negative_phrases, spec.negative_patterns),
-            ):
-                yield from _rules_for(name, kind, phrases, patterns)
+            yield from _rules_for(name, "finding", spec.phrases, spec.patterns)
+            yield from _rules_for(name, "negative", spec.negative_phrases, spec.negative_patterns)
         yield from _rules_for(NORMAL, "normal", self.normal.phrases, self.normal.patterns)
 
 
