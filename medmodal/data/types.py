@@ -6,6 +6,7 @@ boxes are parsed, labels are split. Readers produce them; datasets consume them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class Study:
     view: str | None = None  # projection, normalised: "PA", "AP SUPINE", "LL", ...
     extra: dict[str, object] = field(default_factory=dict)  # columns the contract does not name
 
-    def text(self, fields: tuple[str, ...] | list[str], sep: str = " [SEP] ") -> str:
+    def text(self, fields: Sequence[str], sep: str = " [SEP] ") -> str:
         """The named report sections joined by ``sep``, skipping empty ones."""
         parts = [self.sections.get(f, "").strip() for f in fields]
         return sep.join(p for p in parts if p)

@@ -73,7 +73,7 @@ class ModalityContributions:
     text: Tensor
     full: Tensor
 
-    def as_rows(self, labels: Sequence[str], row: int = 0) -> list[dict[str, float]]:
+    def as_rows(self, labels: Sequence[str], row: int = 0) -> list[dict[str, str | float]]:
         """One dict per label for study ``row`` (JSON-able, rounded)."""
         return [
             {
