@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from medmodal.cli.flags import add_manifest_flags
 from medmodal.errors import UsageError
 
 
@@ -14,10 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output folder, or an fsspec URL (s3://bucket/prefix; needs s3fs / gcsfs / ...)")
     p.add_argument("--config", help="YAML config whose data section sets labels, views, splits, text fields")
     p.add_argument("--image-size", type=int, help="side S of the stored square images (default: data.image_size)")
-    p.add_argument("--on-bad-row", choices=["skip", "error"])
-    p.add_argument("--allow-outside-paths", action="store_true",
-                   help="accept manifest image paths outside the dataset folder (absolute, '..', symlinks out)")
-    p.add_argument("--views", help="keep only rows with these views, comma-separated: frontal, lateral or names (PA,AP)")
+    add_manifest_flags(p)
     p.add_argument("--studies-per-shard", type=int, default=5000, help="studies per tar shard (default 5000)")
     p.add_argument("--chunk-rows", type=int, default=20_000, help="manifest rows validated at a time (default 20000)")
     p.set_defaults(func=run)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from medmodal.cli.flags import add_budget_flags, add_progress_flag, add_run_flags
 from medmodal.errors import UsageError
 
 
@@ -91,22 +92,15 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (the `pretrain` section and model.image_encoder / text_encoder)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--image-size", type=int)
+    add_budget_flags(p, config_help="YAML config (the `pretrain` section and model.image_encoder / text_encoder)")
     p.add_argument("--embed-dim", type=int, help="encoder output width (model.embed_dim)")
     p.add_argument("--local-loss-weight", type=float, help="GLoRIA word-region loss weight (0 = off)")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress_flag(p)
 
 
 def register(sub) -> None:
     p = sub.add_parser("pretrain", help="contrastive image-report pretraining (CLIP / ConVIRT, optional GLoRIA)")
-    p.add_argument("--data", required=True, help="dataset folder or manifest")
-    p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
-    p.add_argument("--force", action="store_true", help="discard an existing run in --out")
+    add_run_flags(p)
     _add_training_flags(p)
     p.set_defaults(func=cmd_pretrain)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from medmodal.cli.flags import add_budget_flags, add_progress_flag, add_run_flags
+
 
 def _threads(args: argparse.Namespace) -> None:
     if args.threads:
@@ -18,16 +20,9 @@ def _threads(args: argparse.Namespace) -> None:
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder (manifest + images)")
-    p.add_argument("--out", required=True, help="run folder (resumed if it holds an unfinished run of this config)")
-    p.add_argument("--config", help="YAML with the task's settings (see docs/vqa-segmentation.md)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--force", action="store_true", help="start over: delete an earlier run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_flags(p, out_help="run folder (resumed if it holds an unfinished run of this config)")
+    add_budget_flags(p, config_help="YAML with the task's settings (see docs/vqa-segmentation.md)")
+    add_progress_flag(p)
     p.add_argument("--threads", type=int, help="torch intra-op threads (1 on a shared CPU)")
 
 

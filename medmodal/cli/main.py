@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from medmodal.cli.flags import add_budget_flags, add_manifest_flags, add_progress_flag, add_run_flags
 from medmodal.errors import MedmodalError, UsageError
 
 log = logging.getLogger("medmodal")
@@ -127,26 +128,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------- parser
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (default: built-in defaults; see `medmodal config`)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--image-size", type=int)
+    add_budget_flags(p, config_help="YAML config (default: built-in defaults; see `medmodal config`)")
     p.add_argument("--modalities", choices=["image", "text", "both"])
     p.add_argument("--fusion", help="fusion layer by name: concat, late, gated, bilinear, cross_attention")
     p.add_argument("--image-encoder", help="image encoder by name: small_cnn, resnet18, resnet50, densenet121, efficientnet_b0")
     p.add_argument("--text-encoder", help="text encoder by name: bilstm_attention, transformer")
     p.add_argument("--modality-dropout", type=float, help="probability of hiding one modality per training sample")
-    p.add_argument("--on-bad-row", choices=["skip", "error"])
-    p.add_argument("--allow-outside-paths", action="store_true",
-                   help="accept manifest image paths outside the dataset folder (absolute, '..', symlinks out)")
-    p.add_argument("--views", help="keep only rows with these views, comma-separated: frontal, lateral or names (PA,AP)")
+    add_manifest_flags(p)
     p.add_argument("--accelerator", help="cpu, gpu, auto")
     p.add_argument("--devices", help="number of devices/processes, or 'auto'")
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--strategy", help="auto, ddp, ddp_spawn, fsdp, ...")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,9 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train a model on a dataset folder")
-    p.add_argument("--data", required=True, help="dataset folder (with manifest.csv/.jsonl/.parquet) or manifest file")
-    p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
-    p.add_argument("--force", action="store_true", help="discard an existing run in --out and start over")
+    add_run_flags(p)
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
