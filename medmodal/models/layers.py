@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -171,7 +172,8 @@ class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         """x [B, C, H, W] -> [B, C, out_h, out_w] (``output_size`` an int or a pair of ints)."""
-        size = self.output_size
+        # this class is built with ints only (torch also allows None = the input's size)
+        size = cast("int | tuple[int, int]", self.output_size)
         out_h, out_w = (size, size) if isinstance(size, int) else size
         height, width = int(x.shape[-2]), int(x.shape[-1])
         if height % out_h == 0 and width % out_w == 0:

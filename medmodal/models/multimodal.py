@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,7 @@ from medmodal.models.wide import WideNgrams, WidePixels
 if TYPE_CHECKING:  # the config imports the registry (name validation); keep the import one-way
     from medmodal.config import ModelConfig, PartConfig
     from medmodal.data.tokenizer import ReportTokenizer
+    from medmodal.models.decoders.base import ReportDecoder
 
 Batch = Mapping[str, Any]
 
@@ -95,6 +96,28 @@ class MultimodalModel(nn.Module):
     # The C label names in logit order and the tokenizer, set by ``medmodal.create_model``.
     label_names: list[str] | None = None
     tokenizer: ReportTokenizer | None = None
+
+    # The parts (set in ``__init__`` / :meth:`build_heads`; None where the model has none). The
+    # registered parts are typed ``nn.Module``: their contract widths (``out_dim``, ``grid_dim``,
+    # ``seq_dim``) are read as ``int`` below.
+    image_encoder: nn.Module | None
+    text_encoder: nn.Module | None
+    fusion: nn.Module | None
+    decoder: nn.Module | None
+    wide_image: nn.Module | None
+    wide_text: nn.Module | None
+    image_placeholder: ImagePlaceholder | None
+    text_placeholder: TextPlaceholder | None
+    projection: nn.Sequential | None
+    fused_dim: int
+    classifier: ClassificationHead | None
+    image_aux_head: ClassificationHead | None
+    text_aux_head: ClassificationHead | None
+    localizer: LocalizationHead | None
+    image_projector: ProjectionHead | None
+    text_projector: ProjectionHead | None
+    alignment_log_scale: nn.Parameter | None
+    finding_thresholds: Tensor  # buffer, models conditioned on the findings only
 
     def __init__(
         self,
@@ -145,15 +168,21 @@ class MultimodalModel(nn.Module):
 
         self.image_placeholder = self.text_placeholder = self.projection = None
         if image_encoder is not None:
-            self.image_placeholder = ImagePlaceholder(image_encoder.out_dim, image_encoder.grid_dim)
+            self.image_placeholder = ImagePlaceholder(
+                cast(int, image_encoder.out_dim), cast(int, image_encoder.grid_dim)
+            )
         if text_encoder is not None:
-            self.text_placeholder = TextPlaceholder(text_encoder.out_dim, text_encoder.seq_dim)
+            self.text_placeholder = TextPlaceholder(
+                cast(int, text_encoder.out_dim), cast(int, text_encoder.seq_dim)
+            )
         if both:
-            self.fused_dim = fusion.out_dim
+            assert fusion is not None  # checked above: both encoders <=> a fusion layer
+            self.fused_dim = cast(int, fusion.out_dim)
         else:
             encoder = image_encoder or text_encoder
+            assert encoder is not None  # checked above: at least one encoder
             self.projection = nn.Sequential(
-                nn.Linear(encoder.out_dim, embed_dim), nn.GELU(), nn.Dropout(dropout)
+                nn.Linear(cast(int, encoder.out_dim), embed_dim), nn.GELU(), nn.Dropout(dropout)
             )
             self.fused_dim = embed_dim
         self.build_heads(classification, localization, dropout, localization_kwargs)
@@ -165,8 +194,9 @@ class MultimodalModel(nn.Module):
         if coordinated:
             if not both:
                 raise ValueError("a coordinated representation needs both encoders")
-            self.image_projector = ProjectionHead(image_encoder.out_dim, embed_dim)
-            self.text_projector = ProjectionHead(text_encoder.out_dim, embed_dim)
+            assert image_encoder is not None and text_encoder is not None  # both
+            self.image_projector = ProjectionHead(cast(int, image_encoder.out_dim), embed_dim)
+            self.text_projector = ProjectionHead(cast(int, text_encoder.out_dim), embed_dim)
             # CLIP's learnable temperature, initialised at 0.07.
             self.alignment_log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.condition_on_findings = condition_on_findings
@@ -195,7 +225,11 @@ class MultimodalModel(nn.Module):
     ) -> Tensor:
         """[B, C] classification logits before any calibration: the head's, or the fusion layer's own,
         plus ``added`` [B, C] when given."""
-        logits = fusion_output.logits if self.classifier is None else self.classifier(vector)
+        if self.classifier is not None:
+            logits = self.classifier(vector)
+        else:  # no head: the fusion layer classifies itself (``produces_logits``, build_heads)
+            assert fusion_output is not None and fusion_output.logits is not None
+            logits = fusion_output.logits
         return logits if added is None else logits + added
 
     def set_finding_thresholds(self, thresholds: Tensor | list[float]) -> None:
@@ -241,15 +275,17 @@ class MultimodalModel(nn.Module):
         if classification and not getattr(self.fusion, "produces_logits", False):
             self.classifier = ClassificationHead(self.fused_dim, self.num_labels, dropout=dropout)
         if classification and both:
+            # a fusion layer exists exactly when both encoders do (checked in __init__)
+            assert self.image_encoder is not None and self.text_encoder is not None
             self.image_aux_head = ClassificationHead(
-                self.image_encoder.out_dim, self.num_labels, dropout=dropout
+                cast(int, self.image_encoder.out_dim), self.num_labels, dropout=dropout
             )
             self.text_aux_head = ClassificationHead(
-                self.text_encoder.out_dim, self.num_labels, dropout=dropout
+                cast(int, self.text_encoder.out_dim), self.num_labels, dropout=dropout
             )
         if localization and self.image_encoder is not None:
             self.localizer = LocalizationHead(
-                self.image_encoder.grid_dim, self.fused_dim, self.num_labels, dropout=dropout,
+                cast(int, self.image_encoder.grid_dim), self.fused_dim, self.num_labels, dropout=dropout,
                 **dict(localization_kwargs or {}),
             )
 
@@ -287,6 +323,7 @@ class MultimodalModel(nn.Module):
         logits = self.classification_logits(vector, fusion_output, added)
         localization = None
         if self.localizer is not None:
+            assert image is not None  # a localization head is built only with an image encoder
             localization = self.localizer(image.grid, vector, batch["image"], logits)
         caption_logits = None
         if self.decoder is not None and batch.get("target_ids") is not None:
@@ -319,15 +356,20 @@ class MultimodalModel(nn.Module):
         with ``fused_logits: with_unimodal`` both auxiliary logits."""
         wide_image = wide_text = None
         if self.wide_image is not None:
+            assert image_present is not None  # a wide image pathway needs an image encoder (__init__)
             wide_image = self.wide_image(batch["image"]) * image_present[:, None].to(batch["image"].dtype)
         if self.wide_text is not None:
+            assert text_present is not None  # a wide text pathway needs a text encoder (__init__)
             wide_text = self.wide_text(batch["text_ids"], batch["text_mask"])
             wide_text = wide_text * text_present[:, None].to(wide_text.dtype)
-        image_aux = self.image_aux_head(image.vector) if self.image_aux_head is not None else None
-        text_aux = self.text_aux_head(text.vector) if self.text_aux_head is not None else None
+        # auxiliary heads exist only with both encoders, hence both features (build_heads, encode)
+        image_aux = self.image_aux_head(cast(ImageFeatures, image).vector) if self.image_aux_head is not None else None
+        text_aux = self.text_aux_head(cast(TextFeatures, text).vector) if self.text_aux_head is not None else None
         image_logits, text_logits = _plus(image_aux, wide_image), _plus(text_aux, wide_text)
         if self.fused_logits == "with_unimodal" and self.fusion is not None and image_logits is not None:
-            return image_logits, text_logits, image_logits + text_logits
+            # the text auxiliary logits exist with the image ones (classification heads; the config
+            # always builds them)
+            return image_logits, text_logits, image_logits + cast(Tensor, text_logits)
         return image_logits, text_logits, _plus(wide_image, wide_text)
 
     def coordinated_embeddings(self, image: ImageFeatures | None, text: TextFeatures | None) -> dict[str, Tensor]:
@@ -335,6 +377,9 @@ class MultimodalModel(nn.Module):
         coordinated model; an empty dict for a joint one."""
         if self.image_projector is None:
             return {}
+        # a coordinated model has both encoders (so both features), both projectors and the scale
+        assert image is not None and text is not None
+        assert self.text_projector is not None and self.alignment_log_scale is not None
         return {
             "image_embedding": F.normalize(self.image_projector(image.vector), dim=-1),
             "text_embedding": F.normalize(self.text_projector(text.vector), dim=-1),
@@ -356,7 +401,8 @@ class MultimodalModel(nn.Module):
         if self.condition_on_findings:
             added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
             condition = self.predicted_findings(vector, fusion_output, added)
-        return self.decoder.generate(
+        decoder = cast("ReportDecoder", self.decoder)  # every registered decoder is a ReportDecoder
+        return decoder.generate(
             vector, memory, memory_mask, max_len=max_len, beam_size=beam_size, length_penalty=length_penalty,
             condition=condition,
         )
@@ -375,8 +421,10 @@ class MultimodalModel(nn.Module):
             has_image, has_text = hide_one_modality(has_image, has_text, self.modality_dropout)
         image = text = None
         if self.image_encoder is not None:
+            assert self.image_placeholder is not None  # built with the image encoder (__init__)
             image = self.image_placeholder.fill(self.encode_images(batch["image"], has_image), has_image)
         if self.text_encoder is not None:
+            assert self.text_placeholder is not None  # built with the text encoder (__init__)
             text = self.text_placeholder.fill(
                 self.text_encoder(batch["text_ids"], batch["text_mask"]), has_text
             )
@@ -410,9 +458,10 @@ class MultimodalModel(nn.Module):
         (replaced by the placeholder afterwards). With no or all rows present, encodes all.
         The image encoder sees :meth:`encoder_input` of them."""
         images = self.encoder_input(images)
+        encoder = cast(nn.Module, self.image_encoder)  # called only by a model with an image encoder (encode)
         if bool(present.all()) or not bool(present.any()):
-            return self.image_encoder(images)
-        subset = self.image_encoder(images[present])
+            return encoder(images)
+        subset = encoder(images[present])
         vector = subset.vector.new_zeros((images.shape[0], *subset.vector.shape[1:]))
         grid = subset.grid.new_zeros((images.shape[0], *subset.grid.shape[1:]))
         vector[present] = subset.vector
@@ -427,6 +476,8 @@ class MultimodalModel(nn.Module):
             output = self.fusion(image, text)
             return output.vector, output
         features = image if image is not None else text
+        # one modality: the projection exists, and so do that modality's features (encode)
+        assert features is not None and self.projection is not None
         return self.projection(features.vector), None
 
     def decoder_memory(
@@ -436,6 +487,7 @@ class MultimodalModel(nn.Module):
         text-only model the text tokens [B, L, S] with the text mask."""
         if image is not None:
             return image.grid.flatten(2).transpose(1, 2), None
+        assert text is not None  # a model without images has a text encoder
         return text.sequence, text.mask
 
 
@@ -477,6 +529,7 @@ def create_model(
             defaults={"out_dim": width},
         )
     if uses_image and uses_text:
+        assert image_encoder is not None and text_encoder is not None  # built just above
         wired = {
             "image_dim": image_encoder.out_dim,
             "text_dim": text_encoder.out_dim,
@@ -490,7 +543,7 @@ def create_model(
         wired = {
             "vocab_size": vocab_size,
             "context_dim": fusion.out_dim if fusion is not None else width,
-            "memory_dim": image_encoder.grid_dim if image_encoder is not None else text_encoder.seq_dim,
+            "memory_dim": image_encoder.grid_dim if image_encoder is not None else cast(nn.Module, text_encoder).seq_dim,
             "pad_id": pad_id,
             "bos_id": bos_id,
             "eos_id": eos_id,
