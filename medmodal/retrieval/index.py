@@ -23,7 +23,7 @@ import math
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict, cast
 
 import faiss
 import numpy as np
@@ -34,6 +34,16 @@ IndexKind = Literal["flat", "ivf", "hnsw"]
 KINDS = ("flat", "ivf", "hnsw")
 _MIN_POINTS_PER_CELL = 39  # faiss k-means wants at least 39 training points per centroid
 log = logging.getLogger(__name__)
+
+
+class IndexParams(TypedDict):
+    """:class:`VectorIndex` parameters (``nlist`` is None until an ``ivf`` index is built)."""
+
+    nlist: int | None
+    nprobe: int
+    hnsw_m: int
+    ef_search: int
+    ef_construction: int
 
 
 def as_float32_matrix(vectors: np.ndarray, dim: int | None = None, name: str = "vectors") -> np.ndarray:
@@ -82,7 +92,7 @@ class VectorIndex:
             raise ValueError(f"index width must be positive, got {dim}")
         self.dim = dim
         self.kind = kind
-        self.params = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search,
+        self.params: IndexParams = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search,
                        "ef_construction": ef_construction}  # fmt: skip
         self._index: faiss.Index | None = None
         self._vectors: np.ndarray | None = None  # what was indexed, for save()
@@ -106,18 +116,19 @@ class VectorIndex:
         if self.kind == "flat":
             return faiss.IndexFlatIP(self.dim)
         if self.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(self.dim, p["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = p["ef_construction"]
-            index.hnsw.efSearch = p["ef_search"]
-            return index
+            hnsw = faiss.IndexHNSWFlat(self.dim, p["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = p["ef_construction"]
+            hnsw.hnsw.efSearch = p["ef_search"]
+            return hnsw
         nlist = p["nlist"] or default_nlist(n)
         if nlist > n:
             raise ValueError(f"ivf index: nlist={nlist} cells for only {n} vectors")
         p["nlist"] = nlist
         # index_factory owns the coarse quantizer (a hand-built one must outlive the index).
-        index = faiss.index_factory(self.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        index.nprobe = min(p["nprobe"], nlist)
-        return index
+        # (faiss downcasts the result to IndexIVFFlat; its stub says Index)
+        ivf = cast(faiss.IndexIVF, faiss.index_factory(self.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT))
+        ivf.nprobe = min(p["nprobe"], nlist)
+        return ivf
 
     # ------------------------------------------------------------------- search
     @property
@@ -192,10 +203,14 @@ class VectorIndex:
 
     def _apply_search_params(self) -> None:
         p = self.params
+        index = self._index
+        assert index is not None  # called by load() right after reading the index
         if self.kind == "ivf":
-            faiss.extract_index_ivf(self._index).nprobe = min(p["nprobe"], p["nlist"])
+            nlist = cast(int, p["nlist"])  # set by build() before save() wrote it
+            faiss.extract_index_ivf(index).nprobe = min(p["nprobe"], nlist)
         elif self.kind == "hnsw":
-            self._index.hnsw.efSearch = p["ef_search"]
+            # (read_index downcasts to IndexHNSWFlat; its stub says Index)
+            cast(faiss.IndexHNSW, index).hnsw.efSearch = p["ef_search"]
 
 
 def vectors_path(path: Path) -> Path:

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -140,7 +140,7 @@ class RequestBodyGuard:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
-        state = {"received": 0, "body_done": False, "failure": None, "started": False}
+        state: _GuardState = {"received": 0, "body_done": False, "failure": None, "started": False}
 
         async def guarded_receive() -> Message:
             if state["body_done"]:
@@ -175,6 +175,13 @@ class RequestBodyGuard:
             pass
         if state["failure"] is not None and not state["started"]:
             await _send_json(send, *state["failure"])
+
+
+class _GuardState(TypedDict):
+    received: int  # body bytes so far
+    body_done: bool
+    failure: tuple[int, str] | None  # (status, detail) to answer with
+    started: bool  # a response has been started
 
 
 class _BodyRejected(Exception):
@@ -331,6 +338,7 @@ def create_app(
         with tempfile.TemporaryDirectory(prefix="medmodal-upload-") as folder:
             path = None
             if data_bytes is not None:
+                assert image is not None  # data_bytes comes from image
                 path = await run_in_threadpool(validated_image_file, data_bytes, image.content_type,
                                                Path(folder), limits)
             if path is None and text_input is None:

@@ -38,7 +38,7 @@ import json
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from medmodal.data.pipeline import build_dataset
 from medmodal.models.multimodal import MultimodalModel
-from medmodal.models.types import ModelOutput
+from medmodal.models.types import ImageFeatures, ModelOutput, TextFeatures
 from medmodal.training.loading import TrainedRun, load_trained
 
 IMAGE_INPUTS = ("image", "has_image")
@@ -68,7 +68,8 @@ class InferenceGraph(nn.Module):
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         outputs = self._output_dict(dict(zip(self.input_names, inputs)))
-        return tuple(outputs[name] for name in self.output_names)
+        # output_names are the outputs this model produces (not None in __init__'s probe)
+        return tuple(cast(Tensor, outputs[name]) for name in self.output_names)
 
     def _output_dict(self, batch: dict[str, Tensor]) -> dict[str, Tensor | None]:
         """The model's forward, with every image row encoded (``MultimodalModel.encode_images``
@@ -78,8 +79,10 @@ class InferenceGraph(nn.Module):
         image = text = None
         if model.image_encoder is not None:
             encoded = model.image_encoder(model.encoder_input(batch["image"]))  # model.image_channels
+            assert model.image_placeholder is not None  # built with the image encoder (MultimodalModel)
             image = model.image_placeholder.fill(encoded, batch["has_image"])
         if model.text_encoder is not None:
+            assert model.text_placeholder is not None  # built with the text encoder (MultimodalModel)
             text = model.text_placeholder.fill(
                 model.text_encoder(batch["text_ids"], batch["text_mask"]), batch["has_text"]
             )
@@ -87,13 +90,14 @@ class InferenceGraph(nn.Module):
         logits = model.classification_logits(vector, fusion_output)  # includes the calibration
         boxes = heatmaps = None
         if model.localizer is not None:
+            assert image is not None  # a localization head is built only with an image encoder
             localization = model.localizer(image.grid, vector, batch["image"])
             boxes, heatmaps = localization.boxes, localization.heatmaps
         return {
             "logits": logits,
             "probabilities": torch.sigmoid(logits) if logits is not None else None,
-            "image_logits": model.image_aux_head(image.vector) if model.image_aux_head is not None else None,
-            "text_logits": model.text_aux_head(text.vector) if model.text_aux_head is not None else None,
+            "image_logits": model.image_aux_head(cast(ImageFeatures, image).vector) if model.image_aux_head is not None else None,
+            "text_logits": model.text_aux_head(cast(TextFeatures, text).vector) if model.text_aux_head is not None else None,
             "boxes": boxes,
             "box_heatmaps": heatmaps,
             "word_attention": text.attention if text is not None else None,
@@ -290,4 +294,5 @@ def onnx_trained_run(trained: TrainedRun, onnx_path: str | Path) -> TrainedRun:
     expected = list(input_names_for(trained.model))
     if session.input_names != expected:
         raise ValueError(f"{onnx_path}: inputs {session.input_names} do not match this run's model {expected}")
-    return replace(trained, model=OnnxRuntimeModel(session, trained.model))
+    # a duck-typed stand-in: what Predictor calls (__call__, generate, parameters), the rest forwarded
+    return replace(trained, model=cast(MultimodalModel, OnnxRuntimeModel(session, trained.model)))

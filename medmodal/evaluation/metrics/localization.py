@@ -85,8 +85,8 @@ def localization_metrics(
         boxes = []
         for k, item in enumerate(study):
             try:
-                label, box = item
-                box = np.asarray(box, dtype=np.float64).reshape(4)
+                label, raw_box = item
+                box = np.asarray(raw_box, dtype=np.float64).reshape(4)
             except (TypeError, ValueError):
                 raise ValueError(
                     f"true_boxes[{i}][{k}]: expected (class_index, (x0, y0, x1, y1)), got {item!r}"
@@ -136,8 +136,8 @@ def _checked_true_boxes(
         rows = []
         for k, item in enumerate(study):
             try:
-                label, box = item
-                box = np.asarray(box, dtype=np.float64).reshape(4)
+                label, raw_box = item
+                box = np.asarray(raw_box, dtype=np.float64).reshape(4)
             except (TypeError, ValueError):
                 raise ValueError(
                     f"true_boxes[{i}][{k}]: expected (class_index, (x0, y0, x1, y1)), got {item!r}"
@@ -160,8 +160,8 @@ def _checked_detections(
         rows = []
         for k, item in enumerate(study):
             try:
-                label, box, score = item
-                box = np.asarray(box, dtype=np.float64).reshape(4)
+                label, raw_box, score = item
+                box = np.asarray(raw_box, dtype=np.float64).reshape(4)
                 score = float(score)
             except (TypeError, ValueError):
                 raise ValueError(
