@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -149,10 +149,11 @@ class ContrastiveModel(nn.Module):
         super().__init__()
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_projection = ProjectionHead(image_encoder.out_dim, projection_dim)
-        self.text_projection = ProjectionHead(text_encoder.out_dim, projection_dim)
-        self.region_projection = nn.Linear(image_encoder.grid_dim, projection_dim) if local else None
-        self.word_projection = nn.Linear(text_encoder.seq_dim, projection_dim) if local else None
+        # The encoders' widths are plain int attributes (the registry encoder contract).
+        self.image_projection = ProjectionHead(cast(int, image_encoder.out_dim), projection_dim)
+        self.text_projection = ProjectionHead(cast(int, text_encoder.out_dim), projection_dim)
+        self.region_projection = nn.Linear(cast(int, image_encoder.grid_dim), projection_dim) if local else None
+        self.word_projection = nn.Linear(cast(int, text_encoder.seq_dim), projection_dim) if local else None
         log_scale = torch.tensor(math.log(1.0 / temperature))
         if learn_temperature:
             self.log_logit_scale = nn.Parameter(log_scale)
@@ -183,6 +184,7 @@ class ContrastiveModel(nn.Module):
             logit_scale=self.logit_scale,
         )
         if self.region_projection is not None:
+            assert self.word_projection is not None  # both are built when local
             regions = image.grid.flatten(2).transpose(1, 2)  # [B, h*w, G]
             output.regions = F.normalize(self.region_projection(regions), dim=-1)
             output.words = F.normalize(self.word_projection(text.sequence), dim=-1)
@@ -220,6 +222,7 @@ class ContrastiveLoss(nn.Module):
         parts = {"global": global_loss.detach()}
         total = global_loss
         if self.local_weight > 0 and output.regions is not None:
+            assert output.words is not None and output.word_mask is not None  # set with regions
             local = local_alignment_loss(
                 output.regions[keep], output.words[keep], output.word_mask[keep],
                 self.attention_temperature, self.word_temperature, self.logit_temperature,

@@ -13,7 +13,7 @@ has the measured figures.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -138,9 +138,9 @@ class LocalizationHead(nn.Module):
         self.image_branch = nn.Sequential(*stem)
         self.trunk = nn.Sequential(conv_gn_relu(2 * hidden_dim + 2, hidden_dim), conv_gn_relu(hidden_dim, hidden_dim))
         self.heatmap = nn.Conv2d(hidden_dim, num_labels, 1)
-        nn.init.constant_(self.heatmap.bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
+        nn.init.constant_(cast(Tensor, self.heatmap.bias), -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
         self.size = nn.Conv2d(hidden_dim, 2, 1)
-        nn.init.zeros_(self.size.bias)
+        nn.init.zeros_(cast(Tensor, self.size.bias))
         self.offset = nn.Conv2d(hidden_dim, 2, 1)
 
     def features(self, grid: Tensor, context: Tensor, image: Tensor) -> Tensor:

@@ -20,6 +20,8 @@ zero wide logits.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -47,7 +49,7 @@ class WidePixels(nn.Module):
             SafeBatchNorm1d(features, affine=False),
             nn.Linear(features, num_labels, bias=False),
         )
-        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(cast(nn.Linear, self.net[-1]).weight)
 
     def forward(self, image: Tensor) -> Tensor:
         """image [B, in_channels, H, W] -> [B, num_labels]."""

@@ -225,6 +225,7 @@ class OneVsRestLogistic:
     def _fit_one_c(self, x, y: np.ndarray, c_value: float) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.linear_model import LogisticRegression
 
+        assert self.prior is not None  # set by fit before any C is fitted
         coef = np.zeros((y.shape[1], x.shape[1]))
         intercept = _logit(self.prior)
         for j in np.flatnonzero(_two_classes(y)):
@@ -235,11 +236,13 @@ class OneVsRestLogistic:
 
     def predict_proba(self, x) -> np.ndarray:
         """float [N, C] probabilities."""
-        if self.coef is None:
+        if self.coef is None or self.intercept is None:  # set together by fit and load_state
             raise RuntimeError("the logistic regression is not fitted")
         return _sigmoid(_linear(x, self.coef, self.intercept))
 
     def state(self) -> State:
+        # Only called on a fitted (or loaded) model: fit and load_state set all three arrays.
+        assert self.coef is not None and self.intercept is not None and self.prior is not None
         return ({"c_grid": list(self.c_grid), "class_weight": self.class_weight},
                 {"coef": self.coef.astype(np.float64), "intercept": self.intercept, "prior": self.prior})
 

@@ -66,12 +66,14 @@ class LateFusion(ClassifierBaseline):
             total[present] += probs[present]
             count += present
         mean = total / np.maximum(count, 1)[:, None]
+        assert self.prior is not None  # set by fit / load_state
         return prevalence_fill(mean, count > 0, self.prior)
 
     def available(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
         return self.parts["text"].available(data, hide) | self.parts["image"].available(data, hide)
 
     def state(self) -> State:
+        assert self.prior is not None  # state is written after fit
         meta: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {"prior": self.prior}
         for modality, part in self.parts.items():

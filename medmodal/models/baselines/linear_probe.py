@@ -105,6 +105,7 @@ class LinearProbe(ClassifierBaseline):
     def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
         x, present = self.features(data, hide)
         probs = self.logistic.predict_proba(self.scaler.transform(x))
+        assert self.logistic.prior is not None  # predict_proba raised if unfitted; fit / load_state set it
         return prevalence_fill(probs, present, self.logistic.prior)
 
     def state(self) -> State:

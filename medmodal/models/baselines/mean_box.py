@@ -42,9 +42,11 @@ class MeanBox(Baseline):
 
     def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
         """float [N, C, 4]: the same boxes for every study."""
+        assert self.boxes is not None  # set by fit / load_state
         return np.broadcast_to(self.boxes, (len(data), *self.boxes.shape)).copy()
 
     def state(self) -> State:
+        assert self.boxes is not None  # state is written after fit
         return {}, {"boxes": self.boxes}
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n_labels: int) -> None:

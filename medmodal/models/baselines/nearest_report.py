@@ -13,12 +13,20 @@ training reports (the baseline needs them), so share it only where the reports m
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from medmodal.models.baselines.base import Baseline, BaselineData, BaselineSettings, Hide, State, check_shape
+from medmodal.models.baselines.base import (
+    Baseline,
+    BaselineData,
+    BaselineSettings,
+    Hide,
+    Modality,
+    State,
+    check_shape,
+)
 from medmodal.models.baselines.tfidf_logreg import TfidfFeatures
 from medmodal.models.registry import register
 
@@ -38,7 +46,7 @@ class NearestReport(Baseline):
 
     name = "nearest_report"
     task = "generation"
-    modality = "text"  # overwritten per instance from ``by``
+    modality: ClassVar[Modality] = "text"  # overwritten per instance from ``by``
     Settings = NearestSettings
     settings: NearestSettings
 

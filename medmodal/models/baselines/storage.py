@@ -40,7 +40,9 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     os.close(fd)
     try:
-        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+        # Any: mypy checks a **dict against every keyword, allow_pickle (bool) included.
+        named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        np.savez_compressed(tmp, **named)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -100,6 +100,7 @@ class TemplateReport(Baseline):
         return reports
 
     def state(self) -> State:
+        assert self.thresholds is not None  # state is written after fit
         return {}, {"thresholds": self.thresholds}
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n_labels: int) -> None:

@@ -109,6 +109,7 @@ class TfidfLogistic(ClassifierBaseline):
 
     def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
         probs = self.logistic.predict_proba(self.features.transform(data.texts(hide)))
+        assert self.logistic.prior is not None  # predict_proba raised if unfitted; fit / load_state set it
         return prevalence_fill(probs, self.available(data, hide), self.logistic.prior)
 
     def state(self) -> State:

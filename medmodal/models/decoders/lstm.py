@@ -71,6 +71,7 @@ class LSTMAttentionDecoder(ReportDecoder):
         context and embedded findings; memory and its keys; the embedded findings [B, E])."""
         state = {"memory": memory, "keys": self.attention.project_keys(memory)}
         if self.condition is not None:
+            assert condition is not None  # check_condition ran first (forward, generate)
             state["condition"] = self.condition(condition.to(context.dtype))
         start = self.with_condition(context, state)
         state["hidden"] = torch.tanh(self.init_hidden(start))

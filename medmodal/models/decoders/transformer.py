@@ -79,8 +79,10 @@ class TransformerReportDecoder(ReportDecoder):
 
     def prompt_tokens(self, condition: Tensor) -> Tensor:
         """condition [B, K] -> one prompt token per finding [B, K, E]."""
-        weight = condition.to(self.prompt_present.dtype).unsqueeze(-1)
-        return self.prompt_identity + weight * self.prompt_present
+        identity, present = self.prompt_identity, self.prompt_present
+        assert identity is not None and present is not None  # only a conditioned decoder has prompts
+        weight = condition.to(present.dtype).unsqueeze(-1)
+        return identity + weight * present
 
     def memory_tokens(
         self, context: Tensor, memory: Tensor, memory_mask: Tensor | None, condition: Tensor | None = None
@@ -95,6 +97,7 @@ class TransformerReportDecoder(ReportDecoder):
         # The context token is always real, so no row is fully masked.
         padding = torch.cat([torch.zeros_like(real[:, :1]), ~real], dim=1)
         if self.prompt_identity is not None:
+            assert condition is not None  # check_condition ran first (forward, generate)
             prompts = self.prompt_tokens(condition)
             tokens = torch.cat([tokens, prompts], dim=1)
             padding = torch.cat([padding, torch.zeros_like(padding[:, :1]).expand(-1, prompts.shape[1])], dim=1)

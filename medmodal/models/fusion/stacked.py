@@ -12,6 +12,8 @@ projection of the concatenated modality vectors.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -58,7 +60,7 @@ class StackedFusion(FusionLayer):
         self.joint = None
         if hidden_dim:
             self.joint = nn.Sequential(nn.Dropout(dropout), mlp(image_dim + text_dim, hidden_dim, num_labels, dropout))
-            last = self.joint[-1][-1]
+            last = cast(nn.Linear, cast(nn.Sequential, self.joint[-1])[-1])  # the mlp's last Linear
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         self.projection = nn.Sequential(

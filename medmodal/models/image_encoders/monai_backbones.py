@@ -22,6 +22,8 @@ MONAI is imported when an encoder is built, not when this module is imported.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -29,7 +31,13 @@ from medmodal.models.image_encoders.base import FeatureMapEncoder
 from medmodal.models.registry import register
 
 
-class ResNetTrunk(nn.Module):
+class Trunk(nn.Module):
+    """A MONAI network cut after its last convolutional stage; ``channels``: that stage's output channels."""
+
+    channels: int
+
+
+class ResNetTrunk(Trunk):
     """MONAI ResNet up to ``layer4``: [B, C_in, H, W] -> [B, C, H/32, W/32]."""
 
     def __init__(self, depth: int, in_channels: int) -> None:
@@ -49,7 +57,7 @@ class ResNetTrunk(nn.Module):
         return net.layer4(net.layer3(net.layer2(net.layer1(x))))
 
 
-class DenseNetTrunk(nn.Module):
+class DenseNetTrunk(Trunk):
     """MONAI DenseNet121 ``features`` + ReLU: [B, C_in, H, W] -> [B, 1024, H/32, W/32]."""
 
     def __init__(self, in_channels: int) -> None:
@@ -57,14 +65,14 @@ class DenseNetTrunk(nn.Module):
         from monai.networks.nets import DenseNet121
 
         self.net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=1)
-        self.channels = self.net.class_layers.out.in_features
+        self.channels = cast(nn.Linear, self.net.class_layers.out).in_features
         del self.net.class_layers
 
     def forward(self, image: Tensor) -> Tensor:
         return F.relu(self.net.features(image))
 
 
-class EfficientNetTrunk(nn.Module):
+class EfficientNetTrunk(Trunk):
     """MONAI EfficientNet-B0 up to its head conv: [B, C_in, H, W] -> [B, 1280, H/32, W/32]."""
 
     def __init__(self, in_channels: int, model_name: str = "efficientnet-b0") -> None:
@@ -73,7 +81,7 @@ class EfficientNetTrunk(nn.Module):
 
         self.net = EfficientNetBN(model_name, pretrained=False, spatial_dims=2, in_channels=in_channels)
         self.channels = self.net._conv_head.out_channels
-        self.net._fc = nn.Identity()
+        setattr(self.net, "_fc", nn.Identity())  # drops the classifier (MONAI types ``_fc`` as Linear)
 
     def forward(self, image: Tensor) -> Tensor:
         net = self.net
@@ -96,10 +104,11 @@ class MonaiBackbone(FeatureMapEncoder):
         self, in_channels: int = 1, out_dim: int = 256, grid_dim: int | None = None, dropout: float = 0.0
     ):
         super().__init__()
-        self.body = self.build_trunk(in_channels)
-        self.build_readouts(self.body.channels, out_dim, grid_dim, dropout)
+        trunk = self.build_trunk(in_channels)
+        self.body = trunk
+        self.build_readouts(trunk.channels, out_dim, grid_dim, dropout)
 
-    def build_trunk(self, in_channels: int) -> nn.Module:
+    def build_trunk(self, in_channels: int) -> Trunk:
         raise NotImplementedError
 
 
@@ -107,7 +116,7 @@ class MonaiBackbone(FeatureMapEncoder):
 class ResNet18Encoder(MonaiBackbone):
     """MONAI ResNet-18, grid = ``layer4`` (512 channels, stride 32)."""
 
-    def build_trunk(self, in_channels: int) -> nn.Module:
+    def build_trunk(self, in_channels: int) -> Trunk:
         return ResNetTrunk(18, in_channels)
 
 
@@ -115,7 +124,7 @@ class ResNet18Encoder(MonaiBackbone):
 class ResNet50Encoder(MonaiBackbone):
     """MONAI ResNet-50, grid = ``layer4`` (2048 channels, stride 32)."""
 
-    def build_trunk(self, in_channels: int) -> nn.Module:
+    def build_trunk(self, in_channels: int) -> Trunk:
         return ResNetTrunk(50, in_channels)
 
 
@@ -123,7 +132,7 @@ class ResNet50Encoder(MonaiBackbone):
 class DenseNet121Encoder(MonaiBackbone):
     """MONAI DenseNet-121, grid = final dense block after norm5 + ReLU (1024 channels, stride 32)."""
 
-    def build_trunk(self, in_channels: int) -> nn.Module:
+    def build_trunk(self, in_channels: int) -> Trunk:
         return DenseNetTrunk(in_channels)
 
 
@@ -131,5 +140,5 @@ class DenseNet121Encoder(MonaiBackbone):
 class EfficientNetB0Encoder(MonaiBackbone):
     """MONAI EfficientNet-B0, grid = head conv + BN + swish (1280 channels, stride 32)."""
 
-    def build_trunk(self, in_channels: int) -> nn.Module:
+    def build_trunk(self, in_channels: int) -> Trunk:
         return EfficientNetTrunk(in_channels)

@@ -16,6 +16,7 @@ last stage keeps the resolution to give a finer grid for localization.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -82,7 +83,7 @@ class SmallCNN(FeatureMapEncoder):
         grid_dim: int | None = None,
         dropout: float = 0.0,
         channels_last: bool = True,
-        readout: str = "mean",
+        readout: Literal["mean", "flatten"] = "mean",
         readout_grid: int = 4,
         coord_channels: bool = False,
         pixel_pathway: int = 0,
@@ -107,7 +108,8 @@ class SmallCNN(FeatureMapEncoder):
         self.build_readouts(widths[-1], out_dim, grid_dim, dropout, readout, readout_grid)
         self.channels_last = channels_last
         if channels_last:
-            self.to(memory_format=torch.channels_last)
+            # Module.to accepts memory_format at runtime; torch's overloads leave it out.
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, image: Tensor) -> ImageFeatures:
         """image [B, in_channels, H, W] -> ImageFeatures(vector [B, out_dim], grid [B, grid_dim, h, w])."""
@@ -150,7 +152,7 @@ class CoordCNN(SmallCNN):
         self,
         in_channels: int = 1,
         out_dim: int = 256,
-        readout: str = "flatten",
+        readout: Literal["mean", "flatten"] = "flatten",
         readout_grid: int = 4,
         coord_channels: bool = True,
         pixel_pathway: int = 32,
