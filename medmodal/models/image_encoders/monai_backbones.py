@@ -81,7 +81,7 @@ class EfficientNetTrunk(Trunk):
 
         self.net = EfficientNetBN(model_name, pretrained=False, spatial_dims=2, in_channels=in_channels)
         self.channels = self.net._conv_head.out_channels
-        setattr(self.net, "_fc", nn.Identity())  # drops the classifier (MONAI types ``_fc`` as Linear)
+        self.net.add_module("_fc", nn.Identity())  # replaces the classifier (MONAI types ``_fc`` as Linear)
 
     def forward(self, image: Tensor) -> Tensor:
         net = self.net
