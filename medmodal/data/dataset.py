@@ -75,6 +75,7 @@ from monai.transforms import (
     RandShiftIntensity,
 )
 from torch.utils.data import DataLoader, Dataset, get_worker_info
+from typing_extensions import Self  # typing.Self is Python 3.11+; medmodal supports 3.10
 
 from medmodal.config import AugmentConfig, DataConfig
 from medmodal.data.image_cache import DecodedImageCache
@@ -190,7 +191,7 @@ class ImageAugmentation:
 
     def __init__(self, config: AugmentConfig, seed: int = 0):
         p = config.prob
-        self.affine = None
+        self.affine: RandAffine | None = None
         if config.rotate_degrees > 0 or config.scale > 0:
             self.affine = RandAffine(
                 prob=p,
@@ -235,6 +236,7 @@ class ImageAugmentation:
         self, boxes: torch.Tensor, box_mask: torch.Tensor, size: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply the affine just drawn (``randomize=False``) to box masks; read the boxes back."""
+        assert self.affine is not None  # only called right after the affine was applied
         rows = torch.nonzero(box_mask).flatten()
         masks = torch.stack([_box_to_mask(boxes[c], size) for c in rows])
         moved = torch.as_tensor(self.affine(masks, mode="nearest", randomize=False))
@@ -338,7 +340,7 @@ class StudyDataset(Dataset):
         *,
         train: bool = False,
         seed: int = 0,
-    ) -> StudyDataset:
+    ) -> Self:
         """A dataset with the settings of ``config`` (sizes, fields, augmentation, cache)."""
         return cls(
             studies,

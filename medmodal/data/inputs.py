@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TypeGuard
 
 from medmodal.data.images import ImageSource
 from medmodal.data.reports import split_report_sections
 from medmodal.data.types import Study
 
 
-def is_image_path(image: object) -> bool:
+def is_image_path(image: object) -> TypeGuard[str | os.PathLike[str]]:
     """A path (str or ``os.PathLike``) rather than an image in memory."""
     return isinstance(image, (str, Path)) or hasattr(image, "__fspath__")
 

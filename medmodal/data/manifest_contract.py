@@ -72,6 +72,8 @@ def view_matcher(views: Sequence[str]):
     )
 
     def wanted(view: str | None) -> bool:
-        return bool(view) and (view in names or view.split()[0] in first_words)
+        if not view:
+            return False
+        return view in names or view.split()[0] in first_words
 
     return wanted

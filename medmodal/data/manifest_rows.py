@@ -11,7 +11,7 @@ import stat
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -81,7 +81,7 @@ class RowValidator:
         if image_cell == "" and not any(sections.values()) and not text_refused:
             problem("image", "row has neither an image nor any report text")
         if self.label_set is not None:
-            row_labels, boxes = self._within_label_set(row_labels, boxes)
+            row_labels, boxes = self._within_label_set(self.label_set, row_labels, boxes)
         return Study(
             id=study_id,
             row=row,
@@ -121,7 +121,8 @@ class RowValidator:
             problem("image", f"image file not found: {_shown(cell)} (looked at {path})")
             return None
         except (OSError, ValueError) as err:
-            reason = os.strerror(err.errno) if getattr(err, "errno", None) else type(err).__name__
+            errno = getattr(err, "errno", None)  # ValueError has none
+            reason = os.strerror(errno) if errno else type(err).__name__
             problem("image", f"image path {_shown(cell)} cannot be used: {reason}")
             return None
         kind_problem = _file_kind_problem(info)
@@ -130,12 +131,14 @@ class RowValidator:
             return None
         return path
 
-    def _within_label_set(self, labels: list[str], boxes: list[Box]) -> tuple[list[str], list[Box]]:
-        outside = [lb for lb in labels if lb not in self.label_set]
+    def _within_label_set(
+        self, label_set: set[str], labels: list[str], boxes: list[Box]
+    ) -> tuple[list[str], list[Box]]:
+        outside = [lb for lb in labels if lb not in label_set]
         self.labels_outside_set.update(outside)
         if not outside:
             return labels, boxes
-        return [lb for lb in labels if lb in self.label_set], [b for b in boxes if b.label in self.label_set]
+        return [lb for lb in labels if lb in label_set], [b for b in boxes if b.label in label_set]
 
 
 class _ProblemRecorder:
@@ -306,7 +309,9 @@ def _boxes(cell: Any, row_labels: list[str], problem: _ProblemRecorder) -> list[
         if message:
             problem("boxes", f"box {index}: {message}")
         else:
-            boxes.append(Box(label=str(entry["label"]).strip(), box=tuple(float(v) for v in entry["box"])))
+            # _box_problem checked: exactly 4 finite numbers
+            coords = cast("tuple[float, float, float, float]", tuple(float(v) for v in entry["box"]))
+            boxes.append(Box(label=str(entry["label"]).strip(), box=coords))
     return boxes
 
 

@@ -30,7 +30,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from medmodal.config import Config, DataConfig
 from medmodal.data.dataset import StudyDataset
@@ -122,7 +122,7 @@ def prepare(data: str | Path, out: str, config: Config | None = None, *,
         if not scan.rows:
             raise ManifestError(_problem_text(manifest, scan.problems, "row(s) read, none usable"), scan.problems)
         label_names = list(d.labels) if d.labels is not None else sorted(scan.label_counts)
-        splits = patient_splits(scan.slim, tuple(d.split_fractions), d.split_seed)  # as read_manifest assigns them
+        splits = patient_splits(scan.slim, d.split_fractions, d.split_seed)  # as read_manifest assigns them
         patients = len({patient_key(s) for s in scan.slim})
         scan.slim = []  # not needed past this point
         _make_folder(out)
@@ -247,7 +247,8 @@ def _decoded(study: Study, size: int):
         return _decoded_cache[key]
     decoder = _decoders.get(size)
     if decoder is None:
-        decoder = _decoders[size] = StudyDataset.from_config([], None, [], DataConfig(image_size=size, cache_images=False))
+        no_tokenizer = cast(ReportTokenizer, None)  # only stored_image is used: nothing is tokenised
+        decoder = _decoders[size] = StudyDataset.from_config([], no_tokenizer, [], DataConfig(image_size=size, cache_images=False))
     decoder.studies = [study]
     decoder._failed = set()
     stored = decoder.stored_image(0)  # the raw path's own decode + resize + uint8 step
@@ -274,6 +275,7 @@ class _ShardWriters:
         import webdataset as wds
 
         split = study.split
+        assert split is not None  # record_study checked it is one of SPLITS
         if split not in self.open or self.counts[split] % self.per_shard == 0:
             self._close(split)
             name = f"{split}-{len(self.names[split]):06d}.tar"
@@ -282,7 +284,7 @@ class _ShardWriters:
             writer.tarstream.format = tarfile.USTAR_FORMAT  # plain headers (TarWriter leaves tarfile's PAX default)
             self.open[split] = (handle, writer)
             self.names[split].append(name)
-        sample = {"__key__": f"{self.written:09d}"}
+        sample: dict[str, str | bytes] = {"__key__": f"{self.written:09d}"}
         hw = None
         if stored is not None:
             pixels, hw = stored

@@ -39,7 +39,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -224,6 +224,7 @@ def record_study(record: Any, where: str) -> tuple[Study, tuple[int, int] | None
     if not isinstance(record, dict):
         raise PreparedDataError(f"{where}: not a JSON object")
     study_id = _short_text(record.get("id"), "id", where, optional=False)
+    assert study_id is not None  # optional=False: text or an error
     row = record.get("row")
     if not isinstance(row, int) or isinstance(row, bool) or row < 0:
         raise PreparedDataError(f"{where}: field 'row' must be an integer >= 0")
@@ -242,7 +243,8 @@ def record_study(record: Any, where: str) -> tuple[Study, tuple[int, int] | None
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in coords)
                 or not isinstance(entry.get("label"), str)):  # fmt: skip
             raise PreparedDataError(f"{where}: field 'boxes' must hold {{'label': name, 'box': [4 numbers]}}")
-        boxes.append(Box(label=entry["label"], box=tuple(float(v) for v in coords)))
+        box = cast("tuple[float, float, float, float]", tuple(float(v) for v in coords))  # 4, checked above
+        boxes.append(Box(label=entry["label"], box=box))
     split = record.get("split")
     if split not in SPLITS:
         raise PreparedDataError(f"{where}: field 'split' must be one of {', '.join(SPLITS)}")
@@ -300,7 +302,8 @@ def shard_samples(url: str, image_size: int) -> Iterator[tuple[Study, tuple[torc
 
     The stored image is ``(uint8 [1, S, S], (H, W))`` as :meth:`StudyDataset.stored_image` returns it.
     """
-    current_key, members = None, {}
+    current_key: str | None = None
+    members: dict[str, bytes] = {}
     try:
         with open_binary(url) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
             for info, key, kind, where in checked_members(tar, url, image_size):
@@ -310,7 +313,9 @@ def shard_samples(url: str, image_size: int) -> Iterator[tuple[Study, tuple[torc
                     current_key, members = key, {}
                 if kind in members:
                     raise PreparedDataError(f"{where}: appears twice")
-                members[kind] = tar.extractfile(info).read()
+                extracted = tar.extractfile(info)
+                assert extracted is not None  # checked_members: regular files only
+                members[kind] = extracted.read()
     except tarfile.TarError as err:
         raise PreparedDataError(f"{url}: not a readable tar shard ({err})") from None
     except OSError as err:
@@ -332,7 +337,7 @@ def checked_members(tar: tarfile.TarFile, url: str, image_size: int) -> Iterator
         if info.size > limits[kind]:
             raise PreparedDataError(f"{where}: {info.size:,} bytes, more than the limit of {limits[kind]:,}")
         yield info, key, kind, where
-        tar.members = []
+        tar.members = []  # type: ignore[attr-defined]  # typeshed lacks TarFile.members (real attribute)
 
 
 def _sample(url: str, key: str, members: dict[str, bytes], size: int):

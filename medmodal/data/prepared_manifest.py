@@ -17,6 +17,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from medmodal.data.dataset import StudyDataset
 from medmodal.data.manifest import Manifest
@@ -75,7 +76,7 @@ def read_prepared_manifest(root: str | Path, labels: list[str] | None = None, im
 
 def _shard_studies(url: str, image_size: int) -> Iterator[PreparedStudy]:
     """The studies of one shard; the image members are located (offset, size), not read."""
-    pending: dict[str, tuple] = {}
+    pending: dict[str, list[Any]] = {}  # key -> [(study, image_hw) or None, image ref or None]
     order: list[str] = []
     try:
         with open_binary(url) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
@@ -85,7 +86,9 @@ def _shard_studies(url: str, image_size: int) -> Iterator[PreparedStudy]:
                     order.append(key)
                 if kind == "json":
                     try:
-                        entry[0] = record_study(json.loads(tar.extractfile(info).read()), where)
+                        extracted = tar.extractfile(info)
+                        assert extracted is not None  # checked_members: regular files only
+                        entry[0] = record_study(json.loads(extracted.read()), where)
                     except (ValueError, RecursionError) as err:
                         if isinstance(err, PreparedDataError):
                             raise
@@ -124,7 +127,9 @@ class PreparedStudyDataset(StudyDataset):
             handle.seek(offset)
             data = handle.read(size)
         pixels = decode_pixels(data, self.image_size, f"{url}: study {study.id}")
-        entry = (torch.from_numpy(pixels.copy())[None], tuple(study.image_hw))
+        hw = cast(PreparedStudy, study).image_hw  # only a PreparedStudy has an image_ref
+        assert hw is not None  # _shard_studies: a study with an image member has its image_hw
+        entry = (torch.from_numpy(pixels.copy())[None], cast("tuple[int, int]", tuple(hw)))
         if self.cache_images:
             self._cache[index] = entry
         return entry

@@ -23,13 +23,27 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from medmodal.data.types import SPLITS, Study
 
 
-def patient_key(study: Study) -> str:
+class SplitRecord(Protocol):
+    """What the split rules read of a study (a :class:`Study`, or a slimmer record with these fields)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def patient_id(self) -> str | None: ...
+
+    @property
+    def split(self) -> str | None: ...
+
+
+def patient_key(study: SplitRecord) -> str:
     """The patient a study belongs to: its ``patient_id``, else the study itself."""
     return f"patient:{study.patient_id}" if study.patient_id else f"study:{study.id}"
 
@@ -57,7 +71,7 @@ def assign_patient_splits(
 
 
 def patient_splits(
-    studies: Sequence[Study],
+    studies: Sequence[SplitRecord],
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     seed: int = 0,
 ) -> list[str]:

@@ -57,7 +57,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -188,8 +188,8 @@ def build_pipeline(vocabulary: Vocabulary, extra_context_rules: Sequence[Context
     # which would silence every warning of the process; catch_warnings undoes it.
     with warnings.catch_warnings():
         import spacy
-        from medspacy.context import ConTextRule
-        from medspacy.target_matcher import TargetRule
+        from medspacy.context import ConText, ConTextRule
+        from medspacy.target_matcher import TargetMatcher, TargetRule
         from spacy.language import Language
 
     if not Language.has_factory(_BREAKS):
@@ -198,7 +198,7 @@ def build_pipeline(vocabulary: Vocabulary, extra_context_rules: Sequence[Context
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
     nlp.add_pipe(_BREAKS)
-    matcher = nlp.add_pipe("medspacy_target_matcher")
+    matcher = cast(TargetMatcher, nlp.add_pipe("medspacy_target_matcher"))  # spaCy types pipes as callables
     matcher.add(
         [
             TargetRule(r.literal, r.finding, pattern=r.pattern, metadata={"source": r.kind})
@@ -207,12 +207,15 @@ def build_pipeline(vocabulary: Vocabulary, extra_context_rules: Sequence[Context
     )
     # Negation and uncertainty end each other's scope: "No pneumothorax, possible
     # small effusion" / "Possible effusion, no pneumothorax".
-    context = nlp.add_pipe(
-        "medspacy_context",
-        config={
-            "rules": None,
-            "terminating_types": {NEGATED: [POSSIBLE, PROBABLE], POSSIBLE: [NEGATED], PROBABLE: [NEGATED]},
-        },
+    context = cast(
+        ConText,
+        nlp.add_pipe(
+            "medspacy_context",
+            config={
+                "rules": None,
+                "terminating_types": {NEGATED: [POSSIBLE, PROBABLE], POSSIBLE: [NEGATED], PROBABLE: [NEGATED]},
+            },
+        ),
     )
     defaults = [
         r

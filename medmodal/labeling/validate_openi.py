@@ -24,7 +24,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
@@ -128,9 +128,9 @@ def reference_matrix(reports: Sequence[OpenIReport], findings: Sequence[str]) ->
 def labeler_matrix(
     texts: Sequence[str],
     findings: Sequence[str],
-    uncertain_as: str = "negative",
+    uncertain_as: Literal["positive", "negative"] = "negative",
     labeler=None,
-    probable_as: str = "positive",
+    probable_as: Literal["uncertain", "positive"] = "positive",
 ) -> np.ndarray:
     """``[N, F]`` 0/1 labeler output; ``normal`` is 1 when the labeler's normal flag is positive.
 
@@ -163,8 +163,8 @@ def validate_on_openi(
     *,
     findings: Sequence[str] = DEFAULT_FINDINGS,
     fields: Sequence[str] = ("findings", "impression"),
-    uncertain_as: str = "negative",
-    probable_as: str = "positive",
+    uncertain_as: Literal["positive", "negative"] = "negative",
+    probable_as: Literal["uncertain", "positive"] = "positive",
     labeler=None,
     limit: int | None = None,
     half: str = "all",

@@ -118,7 +118,7 @@ def import_chexpert(
     return job.finish(rows, source_rows=source_rows, problems=problems, notes={"uncertain_policy": uncertain})
 
 
-def _tables(source: Path) -> list[tuple[Path, str]]:
+def _tables(source: Path) -> list[tuple[Path, str | None]]:
     if source.is_file():
         return [(source, _table_split(source.name))]
     if not source.is_dir():

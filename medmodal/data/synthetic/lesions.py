@@ -165,6 +165,7 @@ def sample_pneumothorax(rng, subtle, severity, anatomy, ctr):
 def render_pneumothorax(chest: Chest, finding: Finding, rng) -> Layer:
     """Air without lung markings between the chest wall and a thin visceral pleural line (apex and lateral)."""
     anatomy, grid, side = chest.anatomy, chest.grid, finding.side
+    assert side is not None  # sample_pneumothorax always draws a side
     depth, reach = float(finding.params["depth"]), float(finding.params["reach"])
     cutoff = anatomy.apex_v + reach * anatomy.lung_height()
     zone = np.clip((cutoff - grid.v) / 0.15, 0.0, 1.0)
@@ -210,16 +211,17 @@ def sample_consolidation(rng, subtle, severity, anatomy, ctr):
 
 def render_consolidation(chest: Chest, finding: Finding, rng) -> Layer:
     """A patchy dense opacity confined to the lung, with dark air bronchograms when obvious."""
-    grid, radius = chest.grid, float(finding.params["radius"])
+    grid, radius, side = chest.grid, float(finding.params["radius"]), finding.side
+    assert side is not None  # sample_consolidation always draws a side (its lobe's)
     du, dv = grid.u - float(finding.params["u"]), grid.v - float(finding.params["v"])
     scale = grid.size / 128.0
     blob = 1.0 - (du**2 + dv**2) / radius**2 + 0.45 * smooth_noise(rng, grid.u.shape, 3.0 * scale)
-    patch = sigmoid(blob / 0.15) * chest.lung[finding.side]
+    patch = sigmoid(blob / 0.15) * chest.lung[side]
     density = 0.06 + 0.22 * finding.conspicuity
     delta = density * patch
     if not finding.subtle:
         m_h, v_h = hilum(chest.anatomy)
-        angle = np.arctan2(grid.v - v_h, lateral(grid.u, finding.side) - m_h)
+        angle = np.arctan2(grid.v - v_h, lateral(grid.u, side) - m_h)
         tubes = (0.5 + 0.5 * np.cos(16.0 * angle + rng.uniform(0, 2 * np.pi))) ** 30
         delta = delta - 0.6 * density * tubes * sigmoid((blob - 0.5) / 0.1) * patch
     return make_layer(patch, delta, 0.8 * patch)

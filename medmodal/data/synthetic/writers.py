@@ -6,6 +6,7 @@ import csv
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,14 +45,14 @@ def write_dicom(path: Path, pixels: np.ndarray, study: StudyLatent, monochrome1:
     UIDs are derived from the study, so the file is reproducible byte for byte.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     levels = (255 - pixels.astype(np.uint16)) if monochrome1 else pixels.astype(np.uint16)
     stored = (levels * DICOM_STORED_PER_LEVEL).astype(np.uint16)
     instance_uid = generate_uid(entropy_srcs=[study.id, str(study.render_seed), "instance"])
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CR_IMAGE_STORAGE
+    meta.MediaStorageSOPClassUID = UID(CR_IMAGE_STORAGE)  # pydicom stores UI values as UID anyway
     meta.MediaStorageSOPInstanceUID = instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
@@ -135,7 +136,7 @@ def ground_truth_record(study: StudyLatent, report: Report, rendering: Rendering
     per_label = {}
     for label in LABELS:
         finding = study.finding(label)
-        entry = {"present": finding is not None, "hinted": label in hinted, "reported_uncertain": label in report.uncertain}
+        entry: dict[str, Any] = {"present": finding is not None, "hinted": label in hinted, "reported_uncertain": label in report.uncertain}
         if finding is not None:
             entry.update(
                 subtle=finding.subtle,
