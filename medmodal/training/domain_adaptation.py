@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Sequence, Sized
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -63,7 +63,7 @@ class LabeledFlag(Dataset):
         self.labeled = labeled
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))  # a map-style dataset with a length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {**self.dataset[index], "labeled": torch.tensor(self.labeled)}
@@ -77,7 +77,7 @@ class LabeledFlag(Dataset):
 class _ReseedingConcat(ConcatDataset):
     def set_random_state(self, seed: int) -> None:
         for dataset in self.datasets:
-            dataset.set_random_state(seed)
+            cast(LabeledFlag, dataset).set_random_state(seed)  # (with_unlabeled)
 
 
 def with_unlabeled(labeled: Dataset, unlabeled: Dataset) -> Dataset:
@@ -154,5 +154,6 @@ def task_losses(loss_fn: nn.Module, out: ModelOutput, batch: dict):
     """``loss_fn`` (a ``MultitaskLoss``) on the labeled rows only; zero when a batch has none."""
     task_out, task_batch = labeled_rows(out, batch)
     if task_batch["labels"].shape[0] == 0:
+        assert out.fused is not None  # MultimodalModel.forward always sets it
         return LossParts(total=out.fused.sum() * 0.0, parts={})
     return loss_fn(task_out, task_batch)

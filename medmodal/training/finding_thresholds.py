@@ -22,6 +22,8 @@ class BestF1Thresholds(Metric):
     ``compute()`` -> float [C] best-F1 threshold per finding (0.5 for one without positives)."""
 
     full_state_update = False
+    probs: list[torch.Tensor]  # states (add_state), one [B, C] tensor per update
+    labels: list[torch.Tensor]
 
     def __init__(self) -> None:
         super().__init__()

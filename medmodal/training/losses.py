@@ -139,6 +139,8 @@ class MultitaskLoss(nn.Module):
       report embeddings, over the pairs the model saw.
     """
 
+    pos_weight: Tensor  # buffer [C]
+
     def __init__(self, train_cfg: TrainConfig, num_labels: int, pad_id: int, pos_weight: list[float] | None = None):
         super().__init__()
         self.weights = train_cfg.loss_weights
@@ -194,6 +196,8 @@ class MultitaskLoss(nn.Module):
     def alignment_loss(self, out: ModelOutput, pair_seen: Tensor) -> Tensor:
         """Symmetric InfoNCE over the studies whose image and report the model both saw
         (the other studies of the batch are the negatives); zero with fewer than two pairs."""
+        # called with embeddings only (forward); a coordinated model returns all three together
+        assert out.image_embedding is not None and out.text_embedding is not None and out.alignment_scale is not None
         if int(pair_seen.sum()) < 2:
             return out.image_embedding.sum() * 0.0
         return info_nce_loss(out.image_embedding[pair_seen], out.text_embedding[pair_seen], out.alignment_scale)
@@ -201,6 +205,7 @@ class MultitaskLoss(nn.Module):
     def forward(self, out: ModelOutput, batch: dict) -> LossParts:
         labels = batch["labels"].float()
         w = self.weights
+        assert out.logits is not None  # config-built models always classify (HeadsConfig.classification)
         parts: dict[str, Tensor] = {"classification": self.classification_loss(out.logits, labels)}
         total = w.classification * parts["classification"]
         aux = []

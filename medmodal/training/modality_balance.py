@@ -49,6 +49,8 @@ def modality_scores(out: ModelOutput, batch: dict) -> Tensor:
         if not bool(seen.any()):
             scores.append(torch.tensor(float("nan"), device=labels.device))
             continue
+        # OGM runs on two-modality models (config check), which have both auxiliary heads
+        assert logits is not None
         p = torch.sigmoid(logits.detach().float())[seen]
         y = labels[seen] > 0.5
         parts = [part for part in (p[y], 1 - p[~y]) if part.numel() > 0]

@@ -31,7 +31,9 @@ class DefinedMacroAUROC(MultilabelAUROC):
     def __init__(self, num_labels: int):
         super().__init__(num_labels=num_labels, average="none", thresholds=None)
 
-    def compute(self) -> torch.Tensor:
+    # the AUROC parents return a Tensor from the precision-recall-curve compute (torchmetrics
+    # ignores the same override error on its own AUROC classes)
+    def compute(self) -> torch.Tensor:  # type: ignore[override]
         per_label = super().compute()
         target = dim_zero_cat(self.target)
         positives = (target == 1).sum(dim=0)
@@ -49,7 +51,7 @@ class DefinedBinaryAUROC(BinaryAUROC):
         """preds, target: [B, 1] (or [B])."""
         super().update(preds.reshape(-1), target.reshape(-1))
 
-    def compute(self) -> torch.Tensor:
+    def compute(self) -> torch.Tensor:  # type: ignore[override]  # as DefinedMacroAUROC.compute
         target = dim_zero_cat(self.target)
         positives = int((target == 1).sum())
         if positives == 0 or positives == target.numel():
@@ -162,9 +164,9 @@ class MultimodalModule(L.LightningModule):
         ``train.wide_weight_decay``, everything else at ``lr``."""
         cfg = self.config.train
         wide = {"lr": cfg.lr * cfg.wide_lr_scale, "weight_decay": cfg.wide_weight_decay}
-        special = [(self.model.localizer, {"lr": cfg.lr * cfg.localization_lr_scale}),
-                   (self.model.wide_image, wide), (self.model.wide_text, wide)]  # fmt: skip
-        special = [(part, settings) for part, settings in special if part is not None]
+        parts = [(self.model.localizer, {"lr": cfg.lr * cfg.localization_lr_scale}),
+                 (self.model.wide_image, wide), (self.model.wide_text, wide)]  # fmt: skip
+        special = [(part, settings) for part, settings in parts if part is not None]
         taken = {id(p) for part, _ in special for p in part.parameters()}
         groups = [{"params": [p for p in self.parameters() if id(p) not in taken], "lr": cfg.lr}]
         return groups + [{"params": list(part.parameters()), **settings} for part, settings in special]

@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -163,7 +163,7 @@ def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = 
     val_loader = prepared_loader(index, "val", tokenizer, config, train=False)
     return prepared.train_module(
         t, module, train_loader, val_loader, monitor=t.monitor, start=start, record={"prepared": True},
-        callbacks=[PreparedEpoch(train_loader.dataset), *supervised_callbacks(t, labels, tokenizer, callbacks)],
+        callbacks=[PreparedEpoch(cast(PreparedStudies, train_loader.dataset)), *supervised_callbacks(t, labels, tokenizer, callbacks)],
     )  # fmt: skip
 
 

@@ -22,8 +22,8 @@ uninterrupted run would (``tests/training/test_reproducible_resume.py`` compares
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sized
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -73,7 +73,7 @@ class EpochSeededItems(Dataset):
         self._reseed = getattr(dataset, "set_random_state", None)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))  # a map-style dataset with a length
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, epoch = key
@@ -110,7 +110,7 @@ def epoch_seeded_loader(
     return DataLoader(
         EpochSeededItems(dataset, seed),
         batch_size=batch_size,
-        sampler=EpochSeededSampler(len(dataset), seed),
+        sampler=EpochSeededSampler(len(cast(Sized, dataset)), seed),  # map-style, with a length
         num_workers=num_workers,
         collate_fn=collate_fn,
         generator=generator,

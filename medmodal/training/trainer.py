@@ -17,6 +17,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch.utils.data import Dataset
 
 from medmodal.config import Config, write_config_atomic
 from medmodal.data.dataset import make_dataloader
@@ -84,7 +85,7 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         site_names=site_names(train_studies + unlabeled) if config.train.domain_adaptation.method == "dann" else None,
     )
     t = config.train
-    train_set = build_dataset(train_studies, tokenizer, labels, config, train=True)
+    train_set: Dataset = build_dataset(train_studies, tokenizer, labels, config, train=True)
     if unlabeled:
         train_set = with_unlabeled(train_set, build_dataset(unlabeled, tokenizer, labels, config, train=True))
     # Each epoch's order and augmentation depend only on (seed, epoch): resume reproduces.
