@@ -61,7 +61,13 @@ def predict_split(
     model = trained.model
     device = next(model.parameters()).device
     can_generate = generate and cfg.model.heads.generation
-    probs, targets, img_p, txt_p, boxes, generated, detections = [], [], [], [], [], [], []
+    probs: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    img_p: list[torch.Tensor] = []
+    txt_p: list[torch.Tensor] = []
+    boxes: list[torch.Tensor] = []
+    generated: list[str] = []
+    detections: list[list[tuple[int, list[float], float]]] = []
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         if drop is not None:
@@ -80,6 +86,7 @@ def predict_split(
         if out.boxes is not None:
             boxes.append(out.boxes.cpu())
         if out.localization is not None:  # several scored boxes per finding (peaks + NMS)
+            assert model.localizer is not None  # the localization output comes from it
             detections.extend(detections_as_lists(model.localizer.detect(out.localization)))
         if can_generate:
             gen = model.generate(_without_targets(batch), max_len=max_tokens, beam_size=beam_size)

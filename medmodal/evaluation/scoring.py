@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -83,8 +83,10 @@ def study_detections(preds: SplitPredictions) -> list[list[tuple[int, list[float
     finding's probability."""
     if preds.detections is not None:
         return preds.detections
+    assert preds.boxes is not None  # called for predictions with boxes (score_predictions)
+    boxes = preds.boxes
     return [
-        [(c, preds.boxes[i, c].tolist(), float(preds.probs[i, c])) for c in range(preds.boxes.shape[1])]
+        [(c, boxes[i, c].tolist(), float(preds.probs[i, c])) for c in range(boxes.shape[1])]
         for i in range(len(preds.studies))
     ]
 
@@ -103,7 +105,8 @@ def localization_scores(preds: SplitPredictions, labels: list[str]) -> dict[str,
 
 
 def score_predictions(
-    preds: SplitPredictions, trained: TrainedRun, *, threshold: float | list[float], uncertain_as: str
+    preds: SplitPredictions, trained: TrainedRun, *, threshold: float | list[float],
+    uncertain_as: Literal["positive", "negative"],
 ) -> dict[str, Any]:
     """All metrics of one split as a nested dict (``classification``, ``localization``, ``generation``)."""
     labels = trained.labels
@@ -128,7 +131,9 @@ def score_predictions(
     return metrics
 
 
-def generation_scores(preds: SplitPredictions, uncertain_as: str) -> dict[str, Any] | None:
+def generation_scores(
+    preds: SplitPredictions, uncertain_as: Literal["positive", "negative"]
+) -> dict[str, Any] | None:
     """Text and clinical-efficacy metrics over the studies that have a reference report; None
     (logged) when none has one, so a model trained with a decoder still evaluates on such data."""
     keep = [i for i, ref in enumerate(preds.references) if tokenize(ref)]
@@ -136,6 +141,7 @@ def generation_scores(preds: SplitPredictions, uncertain_as: str) -> dict[str, A
         log.warning("generation not scored: no study of this split has reference text in its target fields")
         return None
     references = [preds.references[i] for i in keep]
+    assert preds.generated is not None  # called for predictions with generated text (score_predictions)
     generated = [preds.generated[i] for i in keep]
     generation = generation_metrics(references, generated)
     efficacy = clinical_efficacy(references, generated, default_labeler(), findings=None, uncertain_as=uncertain_as)

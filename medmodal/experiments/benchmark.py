@@ -44,7 +44,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import yaml
@@ -209,9 +209,10 @@ def model_config(grid: GridConfig, model: str, seed: int, base_dir: Path | None 
     return apply_overrides(config, {"train.seed": seed})
 
 
-def model_role(config: Config) -> Literal["image", "text", "fusion"]:
-    """``image`` / ``text`` for a unimodal model, ``fusion`` for a model that uses both (deep or baseline)."""
-    modality = config.model.modalities
+def model_role(config: Config) -> Literal["image", "text", "fusion", "none"]:
+    """``image`` / ``text`` for a unimodal model, ``fusion`` for a model that uses both (deep or baseline);
+    ``none`` only for a classifier baseline that reads neither (none is registered)."""
+    modality: Literal["image", "text", "both", "none"] = config.model.modalities
     if is_baseline_config(config) and config.baseline.classifier is not None:
         modality = build_baselines(config)["classifier"].modality
     return "fusion" if modality == "both" else modality
@@ -332,7 +333,7 @@ def _manifest_table(manifest) -> Any:
 # --------------------------------------------------------------- conditions
 def condition_names(settings: EvaluationSettings) -> list[str]:
     """The evaluation conditions of a grid, ``full`` first (p = 0 is ``full``, p = 1 is ``no_<modality>``)."""
-    names = list(dict.fromkeys(["full", *settings.conditions]))
+    names: list[str] = list(dict.fromkeys(["full", *settings.conditions]))
     for modality in settings.drop_modalities:
         for p in settings.drop_fractions:
             names.append(drop_condition(modality, p))
@@ -474,5 +475,5 @@ def evaluate_baseline_cell(cell: Cell, run_dir: Path, path: Path, conditions: li
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **cast(dict[str, Any], arrays))  # (numpy's stub: a key could be allow_pickle)
     tmp.replace(path)

@@ -9,7 +9,7 @@ the rest of the batch (text, modality flags) as given. Maps are ReLU'd and upsam
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,7 +169,8 @@ def occlusion_map(model: MultimodalModel, batch: Mapping[str, Any], classes: Seq
     return torch.cat(maps, dim=1).clamp_min(0.0)
 
 
-IMAGE_METHODS = {"gradcam": grad_cam, "occlusion": occlusion_map}
+ImageMethod = Callable[[MultimodalModel, Mapping[str, Any], Sequence[int]], Tensor]
+IMAGE_METHODS: dict[str, ImageMethod] = {"gradcam": grad_cam, "occlusion": occlusion_map}
 
 
 def image_saliency(model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence[int], method: str = "gradcam") -> Tensor:
