@@ -140,7 +140,8 @@ def _stack_seeds(probs: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
         p = p[None]
     if p.ndim != 3:
         raise ValueError(f"probs must be [N, C] or [S, N, C], got shape {p.shape}")
-    t = None
+    if p.shape[0] == 0:  # (no seed would leave targets unchecked and every result undefined)
+        raise ValueError(f"probs: no seeds (S = 0), got shape {p.shape}")
     for seed_probs in p:
         _, t = probabilities_and_targets(seed_probs, targets)
     return p, t

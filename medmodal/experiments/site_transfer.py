@@ -57,6 +57,8 @@ def site_transfer(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; available: {', '.join(VARIANTS)}")
+    if not variants:  # (none trained nothing, then failed on the missing test targets)
+        raise ValueError(f"no variant to train; available: {', '.join(VARIANTS)}")
     out = Path(out)
     probs: dict[str, np.ndarray] = {}
     targets = None
@@ -70,6 +72,7 @@ def site_transfer(
         probs[name], targets = preds.probs, preds.targets
         interval = stats.bootstrap_ci(preds.probs, preds.targets, "auroc_macro", n_resamples=n_resamples)
         report["variants"][name] = {"auroc_macro": interval.as_dict(), "train_seconds": round(result.seconds, 1)}
+    assert targets is not None  # at least one variant was scored
     report["n_test_studies"] = int(targets.shape[0])
     if "plain" in probs:
         for name, variant_probs in probs.items():

@@ -70,6 +70,15 @@ def test_seeds_are_averaged_inside_the_bootstrap():
     assert ci.low < ci.estimate < ci.high
 
 
+def test_a_stack_of_no_seeds_is_rejected():
+    # was: an undefined interval, the targets never checked
+    probs, targets = toy()
+    with pytest.raises(ValueError, match="no seeds"):
+        stats.bootstrap_ci(probs[None][:0], targets, "auroc_macro", n_resamples=10)
+    with pytest.raises(ValueError, match="no seeds"):
+        stats.paired_bootstrap(probs[None][:0], probs, targets, "auroc_macro", n_resamples=10)
+
+
 def test_undefined_metric_gives_no_interval():
     probs, targets = toy(c=2)
     targets[:] = 0
