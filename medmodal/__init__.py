@@ -28,7 +28,17 @@ _LAZY = {
     "Predictor": "medmodal.serving.predictor",
 }
 
-__all__ = ["Config", "Predictor", "Study", "__version__", "create_model", "get_config", "list_models", "load", "train"]
+__all__ = [
+    "Config",
+    "Predictor",
+    "Study",
+    "__version__",
+    "create_model",
+    "get_config",
+    "list_models",
+    "load",
+    "train",
+]
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would double the import time
 if TYPE_CHECKING:

@@ -76,10 +76,14 @@ def get_config(config: ConfigSource = "default", overrides: Mapping[str, Any] | 
         resolved = config_from_dict(dict(config), "the config dict")
     elif isinstance(config, str) and config in PRESETS:
         resolved = preset_config(config)
-    elif isinstance(config, (str, Path)) and (Path(config).suffix in (".yaml", ".yml") or Path(config).is_file()):
+    elif isinstance(config, (str, Path)) and (
+        Path(config).suffix in (".yaml", ".yml") or Path(config).is_file()
+    ):
         resolved = load_config(config)
     elif isinstance(config, (str, Path)):
-        raise ConfigError(f"{config!s}: neither a model preset ({', '.join(sorted(PRESETS))}) nor a YAML file")
+        raise ConfigError(
+            f"{config!s}: neither a model preset ({', '.join(sorted(PRESETS))}) nor a YAML file"
+        )
     else:
         raise ConfigError(f"config: a preset name, Config, dict or YAML path, not {type(config).__name__}")
     return apply_overrides(resolved, dict(overrides)) if overrides else resolved

@@ -162,6 +162,9 @@ class ModelConfig(_Section):
     image_channels: int = Field(1, ge=1, le=4)
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
     wide: WideConfig = Field(default_factory=WideConfig)
+    # Two-modality models: "head" = the head on the fused vector; "with_unimodal" = plus the image
+    # and text auxiliary logits (late fusion in log-odds, the fusion head learning the rest).
+    fused_logits: Literal["head", "with_unimodal"] = "head"
     localization: LocalizationConfig = Field(default_factory=LocalizationConfig)  # the box head's settings
     dropout: float = Field(0.1, ge=0, lt=1)
     # Probability, per training sample, of hiding one modality (replaced by the
@@ -172,9 +175,6 @@ class ModelConfig(_Section):
     # term (train.loss_weights.alignment) pulls a study's image and report together (the
     # surveys' coordinated representation, CLIP-style, inside the supervised model).
     representation: Literal["joint", "coordinated"] = "joint"
-    # Two-modality models: "head" = the head on the fused vector; "with_unimodal" = plus the image
-    # and text auxiliary logits (late fusion in log-odds, the fusion head learning the rest).
-    fused_logits: Literal["head", "with_unimodal"] = "head"
     report_conditioning: ReportConditioningConfig = Field(default_factory=ReportConditioningConfig)
 
     @model_validator(mode="after")
@@ -312,7 +312,9 @@ class BaselineConfig(_Section):
     name to its settings (validated when the baseline is built), e.g. ``{tfidf_logreg: {ngram_max: 1}}``.
     """
 
-    classifier: str | None = None  # tfidf_logreg, pixel_logreg, linear_probe, late_fusion; None: the deep model
+    classifier: str | None = (
+        None  # tfidf_logreg, pixel_logreg, linear_probe, late_fusion; None: the deep model
+    )
     boxes: str | None = None  # mean_box
     report: str | None = None  # nearest_report, template_report
     kwargs: dict[str, dict[str, Any]] = {}

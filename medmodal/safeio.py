@@ -49,14 +49,18 @@ def load_torch_file(path: str | Path, what: str = "torch file") -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "global" not in str(err).lower():  # garbage or a foreign pickle stream, not a refused object
-            raise UnreadableFileError(f"{path}: not a readable {what} (not a torch file): {_unsupported(err)}") from None
+            raise UnreadableFileError(
+                f"{path}: not a readable {what} (not a torch file): {_unsupported(err)}"
+            ) from None
         raise UnsafeFileError(
             f"{path}: refused to load this {what}: it holds Python objects other than tensors and plain "
             f"values ({_unsupported(err)}), and unpickling them could run code. Use only {what}s written "
             "by medmodal, or re-save the weights as a plain state_dict of tensors."
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError, KeyError) as err:
-        raise UnreadableFileError(f"{path}: not a readable {what} (truncated or not a torch file): {_first_line(err)}") from None
+        raise UnreadableFileError(
+            f"{path}: not a readable {what} (truncated or not a torch file): {_first_line(err)}"
+        ) from None
 
 
 def check_archive(path: Path, what: str) -> None:
@@ -75,7 +79,9 @@ def check_archive(path: Path, what: str) -> None:
         )
     total = sum(e.file_size for e in entries)
     if total > path.stat().st_size:
-        raise UnreadableFileError(f"{path}: archive entries claim {total} bytes, more than the file's size; refused")
+        raise UnreadableFileError(
+            f"{path}: archive entries claim {total} bytes, more than the file's size; refused"
+        )
 
 
 def _unsupported(err: BaseException) -> str:

@@ -58,7 +58,11 @@ def _resolve(dotted: str) -> type:
 def test_every_error_class_of_the_package_is_a_user_error():
     classes = package_error_classes()
     assert "medmodal.data.images.ImageReadError" in classes  # the scan sees the package
-    not_user = [name for name in classes if name not in NOT_USER_ERRORS and not issubclass(_resolve(name), errors.MedmodalError)]
+    not_user = [
+        name
+        for name in classes
+        if name not in NOT_USER_ERRORS and not issubclass(_resolve(name), errors.MedmodalError)
+    ]
     assert not_user == []
 
 

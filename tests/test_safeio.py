@@ -61,7 +61,10 @@ def test_truncated_empty_and_foreign_files_are_unreadable(tmp_path):
 def test_an_archive_that_would_inflate_is_refused(tmp_path):
     torch.save({"w": torch.zeros(100_000)}, tmp_path / "plain.pt")
     bomb = tmp_path / "bomb.pt"
-    with zipfile.ZipFile(tmp_path / "plain.pt") as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+    with (
+        zipfile.ZipFile(tmp_path / "plain.pt") as src,
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename))
     assert bomb.stat().st_size < 10_000  # 400 kB of zeros in a few kB

@@ -14,15 +14,21 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     from medmodal.training.baselines import fit_baseline
 
     overrides = {
-        "baseline.classifier": args.name, "baseline.boxes": args.boxes, "baseline.report": args.report,
-        "train.seed": args.seed, "data.image_size": args.image_size, "data.on_bad_row": args.on_bad_row,
+        "baseline.classifier": args.name,
+        "baseline.boxes": args.boxes,
+        "baseline.report": args.report,
+        "train.seed": args.seed,
+        "data.image_size": args.image_size,
+        "data.on_bad_row": args.on_bad_row,
     }
     if args.set:
         overrides["baseline.kwargs"] = {**load_config(args.config).baseline.kwargs, **_settings(args.set)}
     config = apply_overrides(load_config(args.config), overrides)
     result = fit_baseline(args.data, config, args.out, force=args.force)
     chosen = {slot: _chosen(info) for slot, info in result.info.items()}
-    print(f"fitted {result.run.root} in {result.seconds:.1f} s; chosen on the validation split: {json.dumps(chosen)}")
+    print(
+        f"fitted {result.run.root} in {result.seconds:.1f} s; chosen on the validation split: {json.dumps(chosen)}"
+    )
     if args.no_evaluate:
         return
     from medmodal.evaluation.evaluate import evaluate_run, format_metrics_table
@@ -60,15 +66,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "baseline",
         help="fit a scikit-learn baseline (tfidf_logreg, pixel_logreg, linear_probe, late_fusion) and evaluate it",
         description="Fit on the training split, choose C / thresholds on the validation split, score the test "
-                    "split with the deep models' metrics. See docs/baselines.md.",
+        "split with the deep models' metrics. See docs/baselines.md.",
     )
-    p.add_argument("name", nargs="?", help="classifier baseline: tfidf_logreg, pixel_logreg, linear_probe, late_fusion")
+    p.add_argument(
+        "name", nargs="?", help="classifier baseline: tfidf_logreg, pixel_logreg, linear_probe, late_fusion"
+    )
     p.add_argument("--data", required=True, help="dataset folder (with a manifest) or manifest file")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--boxes", help="localization baseline: mean_box")
     p.add_argument("--report", help="report baseline: nearest_report, template_report")
-    p.add_argument("--set", action="append", metavar="NAME.KEY=VALUE",
-                   help="a baseline setting, e.g. nearest_report.by=image (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME.KEY=VALUE",
+        help="a baseline setting, e.g. nearest_report.by=image (repeatable)",
+    )
     p.add_argument("--config", help="YAML config (data settings, baseline section)")
     p.add_argument("--seed", type=int, help="train.seed (initialisation of the linear probe's encoder)")
     p.add_argument("--image-size", type=int, help="data.image_size (the linear probe's input)")

@@ -16,10 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="dataset folder (manifest with a 'site' column)")
     p.add_argument("--site", required=True, help="the held-out (target) site")
     p.add_argument("--out", required=True, help="folder for the variants' runs and site_transfer.json")
-    p.add_argument("--variants", default="plain,augment,dann", help="comma-separated: plain, augment, dann, dann+augment")
+    p.add_argument(
+        "--variants", default="plain,augment,dann", help="comma-separated: plain, augment, dann, dann+augment"
+    )
     p.add_argument("--config", default=None, help="base YAML config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override (YAML value), e.g. --set train.epochs=3; repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override (YAML value), e.g. --set train.epochs=3; repeatable",
+    )
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--force", action="store_true", help="retrain variants whose run folders exist")
     p.set_defaults(func=run)
@@ -44,5 +51,7 @@ def run(args: argparse.Namespace) -> None:
 
     config = apply_overrides(load_config(args.config), parse_overrides(args.set))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    report = site_transfer(args.data, config, args.out, args.site, variants, force=args.force, n_resamples=args.resamples)
+    report = site_transfer(
+        args.data, config, args.out, args.site, variants, force=args.force, n_resamples=args.resamples
+    )
     print(format_report(report))

@@ -39,7 +39,9 @@ def _add_format_arguments(p: argparse.ArgumentParser, fmt: ImportFormat) -> None
     p.add_argument("out", metavar="OUT", help="output folder (manifest.csv is written there)")
     for option in fmt.options:
         if option.is_switch:
-            p.add_argument(option.flag, dest=option.keyword, action="store_true", default=None, help=option.help)
+            p.add_argument(
+                option.flag, dest=option.keyword, action="store_true", default=None, help=option.help
+            )
         else:
             p.add_argument(option.flag, dest=option.keyword, type=option.type or str, choices=option.choices,
                            default=option.default, required=option.required, help=option.help)  # fmt: skip

@@ -10,14 +10,22 @@ from medmodal.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="decode + resize every study once into WebDataset shards that train/evaluate read")
+    p = sub.add_parser(
+        "prepare", help="decode + resize every study once into WebDataset shards that train/evaluate read"
+    )
     p.add_argument("data", help="dataset folder (with manifest.csv/.jsonl/.parquet) or manifest file")
-    p.add_argument("out", help="output folder, or an fsspec URL (s3://bucket/prefix; needs s3fs / gcsfs / ...)")
+    p.add_argument(
+        "out", help="output folder, or an fsspec URL (s3://bucket/prefix; needs s3fs / gcsfs / ...)"
+    )
     p.add_argument("--config", help="YAML config whose data section sets labels, views, splits, text fields")
-    p.add_argument("--image-size", type=int, help="side S of the stored square images (default: data.image_size)")
+    p.add_argument(
+        "--image-size", type=int, help="side S of the stored square images (default: data.image_size)"
+    )
     add_manifest_flags(p)
     p.add_argument("--studies-per-shard", type=int, default=5000, help="studies per tar shard (default 5000)")
-    p.add_argument("--chunk-rows", type=int, default=20_000, help="manifest rows validated at a time (default 20000)")
+    p.add_argument(
+        "--chunk-rows", type=int, default=20_000, help="manifest rows validated at a time (default 20000)"
+    )
     p.set_defaults(func=run)
 
 

@@ -25,8 +25,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from medmodal.training.pretrain import pretrain
 
     result = pretrain(args.data, _config(args), args.out, force=args.force)
-    print(f"pretrained {result.run.root} ({result.epochs_run} epochs, {result.seconds:.0f} s); "
-          f"best val/loss = {result.best_val_loss}")
+    print(
+        f"pretrained {result.run.root} ({result.epochs_run} epochs, {result.seconds:.0f} s); "
+        f"best val/loss = {result.best_val_loss}"
+    )
     for name, path in result.encoders.items():
         print(f"  {name}: {path}")
 
@@ -54,15 +56,19 @@ def cmd_retrieval_eval(args: argparse.Namespace) -> None:
     print(f"scores: {m['scores']}")
     for direction in ("image_to_text", "text_to_image"):
         s = m[direction]
-        print(f"{direction:<14} R@1 {s['recall_at_1']:.3f} (chance {s['chance_recall_at_1']:.3f})  "
-              f"R@5 {s['recall_at_5']:.3f} ({s['chance_recall_at_5']:.3f})  "
-              f"R@10 {s['recall_at_10']:.3f} ({s['chance_recall_at_10']:.3f})  "
-              f"median rank {s['median_rank']:.0f} of {s['n_items']}")
+        print(
+            f"{direction:<14} R@1 {s['recall_at_1']:.3f} (chance {s['chance_recall_at_1']:.3f})  "
+            f"R@5 {s['recall_at_5']:.3f} ({s['chance_recall_at_5']:.3f})  "
+            f"R@10 {s['recall_at_10']:.3f} ({s['chance_recall_at_10']:.3f})  "
+            f"median rank {s['median_rank']:.0f} of {s['n_items']}"
+        )
     print("same findings as the query, precision@1/5/10 (chance):")
     for direction, groups in m.get("same_findings", {}).items():
         for group, s in groups.items():
-            print(f"  {direction:<14} {group:<13} {s['precision_at_1']:.3f} / {s['precision_at_5']:.3f} / "
-                  f"{s['precision_at_10']:.3f} ({s['chance_precision_at_1']:.3f}), {s['n_queries']} queries")
+            print(
+                f"  {direction:<14} {group:<13} {s['precision_at_1']:.3f} / {s['precision_at_5']:.3f} / "
+                f"{s['precision_at_10']:.3f} ({s['chance_precision_at_1']:.3f}), {s['n_queries']} queries"
+            )
     section = "retrieval" if args.hubness == "none" else "retrieval_csls"
     print(f"metrics written to {Path(args.run).resolve() / 'metrics.json'} ({section})")
 
@@ -70,12 +76,18 @@ def cmd_retrieval_eval(args: argparse.Namespace) -> None:
 def cmd_zero_shot(args: argparse.Namespace) -> None:
     from medmodal.retrieval.evaluate_pretrained import evaluate_zero_shot
 
-    m = evaluate_zero_shot(args.run, args.data, split=args.split, supervised=args.supervised, vocabulary=args.vocabulary)
-    header = f"{'finding':<16}{'zero-shot':>10}" + "".join(f"{'sup.' + str(i + 1):>10}" for i in range(len(m["supervised"])))
+    m = evaluate_zero_shot(
+        args.run, args.data, split=args.split, supervised=args.supervised, vocabulary=args.vocabulary
+    )
+    header = f"{'finding':<16}{'zero-shot':>10}" + "".join(
+        f"{'sup.' + str(i + 1):>10}" for i in range(len(m["supervised"]))
+    )
     print(header)
     fmt = lambda v: f"{v:>10.3f}" if v is not None else f"{'n/a':>10}"
     for name, auroc in [*m["per_label"].items(), ("macro", m["auroc_macro"])]:
-        sup = [s["auroc_macro"] if name == "macro" else s["per_label"][name] for s in m["supervised"].values()]
+        sup = [
+            s["auroc_macro"] if name == "macro" else s["per_label"][name] for s in m["supervised"].values()
+        ]
         print(f"{name:<16}{fmt(auroc)}" + "".join(fmt(v) for v in sup))
     for i, path in enumerate(m["supervised"]):
         print(f"sup.{i + 1} = {path}")
@@ -92,14 +104,18 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    add_budget_flags(p, config_help="YAML config (the `pretrain` section and model.image_encoder / text_encoder)")
+    add_budget_flags(
+        p, config_help="YAML config (the `pretrain` section and model.image_encoder / text_encoder)"
+    )
     p.add_argument("--embed-dim", type=int, help="encoder output width (model.embed_dim)")
     p.add_argument("--local-loss-weight", type=float, help="GLoRIA word-region loss weight (0 = off)")
     add_progress_flag(p)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pretrain", help="contrastive image-report pretraining (CLIP / ConVIRT, optional GLoRIA)")
+    p = sub.add_parser(
+        "pretrain", help="contrastive image-report pretraining (CLIP / ConVIRT, optional GLoRIA)"
+    )
     add_run_flags(p)
     _add_training_flags(p)
     p.set_defaults(func=cmd_pretrain)
@@ -113,12 +129,18 @@ def register(sub) -> None:
     p.add_argument("--index", choices=["flat", "ivf", "hnsw"], help="vector index (default: pretrain.index)")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("retrieval-eval", help="image<->report Recall@1/5/10 and median rank; into metrics.json")
+    p = sub.add_parser(
+        "retrieval-eval", help="image<->report Recall@1/5/10 and median rank; into metrics.json"
+    )
     p.add_argument("run")
     p.add_argument("--data", help="dataset (default: the run's own)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--hubness", default="none", choices=["none", "csls"],
-                   help="csls: re-rank with cross-domain similarity local scaling (hub penalties from --bank-split)")
+    p.add_argument(
+        "--hubness",
+        default="none",
+        choices=["none", "csls"],
+        help="csls: re-rank with cross-domain similarity local scaling (hub penalties from --bank-split)",
+    )
     p.add_argument("--bank-split", default="train", choices=["train", "val", "test"])
     p.add_argument("--csls-k", type=int, default=10, help="neighbours in the CSLS hub penalty")
     p.set_defaults(func=cmd_retrieval_eval)
@@ -127,8 +149,12 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("--data", help="dataset (default: the run's own)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--supervised", action="append", help="a `medmodal train` run to compare with (repeatable)")
-    p.add_argument("--vocabulary", help="finding vocabulary YAML for the prompt synonyms (default: chest_xray)")
+    p.add_argument(
+        "--supervised", action="append", help="a `medmodal train` run to compare with (repeatable)"
+    )
+    p.add_argument(
+        "--vocabulary", help="finding vocabulary YAML for the prompt synonyms (default: chest_xray)"
+    )
     p.set_defaults(func=cmd_zero_shot)
 
     p = sub.add_parser("transfer", help="fine-tune with pretrained vs random encoders at label fractions")

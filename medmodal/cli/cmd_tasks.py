@@ -34,21 +34,30 @@ def _evaluate_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _common_overrides(args: argparse.Namespace) -> dict:
-    return {"train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
-            "train.seed": args.seed, "image_size": args.image_size,
-            "train.progress_bar": False if args.no_progress else None}
+    return {
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "train.lr": args.lr,
+        "train.seed": args.seed,
+        "image_size": args.image_size,
+        "train.progress_bar": False if args.no_progress else None,
+    }
 
 
 def _task_config(args: argparse.Namespace, config_class: type, overrides: dict):
     """The task config of ``--config`` with the common flags and ``overrides`` applied."""
     from medmodal.tasks.config import load_task_config, with_overrides
 
-    return with_overrides(load_task_config(config_class, args.config), {**_common_overrides(args), **overrides})
+    return with_overrides(
+        load_task_config(config_class, args.config), {**_common_overrides(args), **overrides}
+    )
 
 
 def _print_trained(what: str, result, score: str) -> None:
-    print(f"trained {what} into {result.run.root} ({result.epochs_run} epochs, {result.seconds:.0f} s); "
-          f"best validation {score} {result.best_score}")
+    print(
+        f"trained {what} into {result.run.root} ({result.epochs_run} epochs, {result.seconds:.0f} s); "
+        f"best validation {score} {result.best_score}"
+    )
 
 
 def cmd_vqa_train(args: argparse.Namespace) -> None:
@@ -87,7 +96,9 @@ def cmd_segment_evaluate(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    vqa = sub.add_parser("vqa", help="visual question answering: train / evaluate (qa.jsonl next to the manifest)")
+    vqa = sub.add_parser(
+        "vqa", help="visual question answering: train / evaluate (qa.jsonl next to the manifest)"
+    )
     actions = vqa.add_subparsers(dest="vqa_command", required=True, metavar="ACTION")
     p = actions.add_parser("train", help="train image + question encoders, a fusion and an answer classifier")
     _train_flags(p)
@@ -95,15 +106,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--question-only", action="store_true", help="hide the image (the question-only baseline)")
     p.add_argument("--qa-file", help="QA file relative to the data folder (default qa.jsonl)")
     p.set_defaults(func=cmd_vqa_train)
-    p = actions.add_parser("evaluate", help="closed / open accuracy vs the majority answer; writes metrics.json 'vqa'")
+    p = actions.add_parser(
+        "evaluate", help="closed / open accuracy vs the majority answer; writes metrics.json 'vqa'"
+    )
     _evaluate_flags(p)
     p.set_defaults(func=cmd_vqa_evaluate)
 
-    seg = sub.add_parser("segment", help="text-guided lesion segmentation: train / evaluate (needs a mask column)")
+    seg = sub.add_parser(
+        "segment", help="text-guided lesion segmentation: train / evaluate (needs a mask column)"
+    )
     actions = seg.add_subparsers(dest="segment_command", required=True, metavar="ACTION")
     p = actions.add_parser("train", help="train the U-Net, FiLM-conditioned on the report (or image-only)")
     _train_flags(p)
-    p.add_argument("--conditioning", choices=["film", "none"], help="film = text-guided (default), none = image-only U-Net")
+    p.add_argument(
+        "--conditioning",
+        choices=["film", "none"],
+        help="film = text-guided (default), none = image-only U-Net",
+    )
     p.set_defaults(func=cmd_segment_train)
     p = actions.add_parser("evaluate", help="per-class Dice / IoU; writes metrics.json 'segmentation'")
     _evaluate_flags(p)

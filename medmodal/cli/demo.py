@@ -24,12 +24,24 @@ VARIANTS = (("image_only", "image"), ("text_only", "text"), ("fused", "both"))
 # (row / run folder, config overrides): each baseline row also carries a box and a report baseline
 # where one applies, so every column of the table has a simple reference.
 BASELINES = (
-    ("baseline_text", {"baseline.classifier": "tfidf_logreg", "baseline.boxes": "mean_box",
-                       "baseline.report": "nearest_report"}),
+    (
+        "baseline_text",
+        {
+            "baseline.classifier": "tfidf_logreg",
+            "baseline.boxes": "mean_box",
+            "baseline.report": "nearest_report",
+        },
+    ),
     ("baseline_image", {"baseline.classifier": "pixel_logreg", "baseline.boxes": "mean_box"}),
     ("baseline_probe", {"baseline.classifier": "linear_probe"}),
-    ("baseline_fused", {"baseline.classifier": "late_fusion", "baseline.boxes": "mean_box",
-                        "baseline.report": "template_report"}),
+    (
+        "baseline_fused",
+        {
+            "baseline.classifier": "late_fusion",
+            "baseline.boxes": "mean_box",
+            "baseline.report": "template_report",
+        },
+    ),
 )
 BASELINE_NOTE = (
     "Baselines (scikit-learn, fitted on the training split, C and report thresholds chosen on validation): "
@@ -78,7 +90,9 @@ def run_demo(out: Path, *, n: int = 1000, epochs: int = 6, seed: int = 0) -> dic
         generate_dataset(data, n=n, seed=seed, progress=True)
     results: dict[str, dict] = {}
     for name, modalities in VARIANTS:
-        config = apply_overrides(Config(), {"model.modalities": modalities, "train.epochs": epochs, "train.seed": seed})
+        config = apply_overrides(
+            Config(), {"model.modalities": modalities, "train.epochs": epochs, "train.seed": seed}
+        )
         run = out / name
         if not (run / "training_done.json").exists():
             print(f"[demo] training {name} ({modalities}) -> {run}")
@@ -97,10 +111,19 @@ def run_demo(out: Path, *, n: int = 1000, epochs: int = 6, seed: int = 0) -> dic
     (out / "comparison.md").write_text(
         f"Test split of the built-in data ({n} studies, seed {seed}), {epochs} epochs each.\n\n{table}\n\n{BASELINE_NOTE}\n"
     )
-    write_json_atomic(out / "comparison.json", {k: {s: v.get(s) for s in ("classification", "localization", "generation")}
-                                                 for k, v in results.items()})
+    write_json_atomic(
+        out / "comparison.json",
+        {
+            k: {s: v.get(s) for s in ("classification", "localization", "generation")}
+            for k, v in results.items()
+        },
+    )
     print("\n" + table)
-    print(f"\n[demo] done in {time.time() - start:.0f} s. Results: {out}/comparison.md; "
-          f"per-model metrics.json, predictions/test.jsonl, checkpoints and logs under {out}/<model>/")
-    print(f"[demo] try: medmodal predict {out}/fused --image {data}/images/<id>.png --text \"History of heart failure.\"")
+    print(
+        f"\n[demo] done in {time.time() - start:.0f} s. Results: {out}/comparison.md; "
+        f"per-model metrics.json, predictions/test.jsonl, checkpoints and logs under {out}/<model>/"
+    )
+    print(
+        f'[demo] try: medmodal predict {out}/fused --image {data}/images/<id>.png --text "History of heart failure."'
+    )
     return results

@@ -7,7 +7,9 @@ import argparse
 
 def add_run_flags(p: argparse.ArgumentParser, *, out_help: str = "run folder (resumed if it exists)") -> None:
     """``--data`` (required), ``--out`` (required) and ``--force``: a command that trains into a run folder."""
-    p.add_argument("--data", required=True, help="dataset folder (with manifest.csv/.jsonl/.parquet) or manifest file")
+    p.add_argument(
+        "--data", required=True, help="dataset folder (with manifest.csv/.jsonl/.parquet) or manifest file"
+    )
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--force", action="store_true", help="discard an existing run in --out and start over")
 
@@ -27,7 +29,9 @@ def add_manifest_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-bad-row", choices=["skip", "error"])
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="accept manifest image paths outside the dataset folder (absolute, '..', symlinks out)")  # fmt: skip
-    p.add_argument("--views", help="keep only rows with these views, comma-separated: frontal, lateral or names (PA,AP)")
+    p.add_argument(
+        "--views", help="keep only rows with these views, comma-separated: frontal, lateral or names (PA,AP)"
+    )
 
 
 def add_progress_flag(p: argparse.ArgumentParser) -> None:

@@ -26,8 +26,14 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
     settings = preset_arguments(args.preset, n_sites=args.sites)
     summary = generate_dataset(
-        args.out, n=args.n, seed=args.seed, image_size=args.image_size,
-        masks=not args.no_masks, dicom_fraction=args.dicom_fraction, progress=not args.quiet, **settings,
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        image_size=args.image_size,
+        masks=not args.no_masks,
+        dicom_fraction=args.dicom_fraction,
+        progress=not args.quiet,
+        **settings,
     )
     print(json.dumps(summary, indent=2, default=str))
     print(f"wrote {args.n} studies to {Path(args.out).resolve()}")
@@ -64,7 +70,11 @@ def resolve_config(args: argparse.Namespace):
     from medmodal.config import apply_overrides, load_config
 
     config = apply_overrides(load_config(args.config), config_overrides(args))
-    parts = {"model.fusion": args.fusion, "model.image_encoder": args.image_encoder, "model.text_encoder": args.text_encoder}
+    parts = {
+        "model.fusion": args.fusion,
+        "model.image_encoder": args.image_encoder,
+        "model.text_encoder": args.text_encoder,
+    }
     for dotted, name in parts.items():
         if name is not None:
             config = apply_overrides(config, {dotted: {"name": name, "kwargs": {}, "pretrained_path": None}})
@@ -77,14 +87,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = resolve_config(args)
     result = train(args.data, config, args.out, force=args.force)
     if result.run.done.exists():
-        print(f"trained {result.run.root} ({result.epochs_run} epochs, {result.seconds:.0f} s); "
-              f"best {config.train.monitor} = {result.best_score}")
+        print(
+            f"trained {result.run.root} ({result.epochs_run} epochs, {result.seconds:.0f} s); "
+            f"best {config.train.monitor} = {result.best_score}"
+        )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from medmodal.evaluation.evaluate import evaluate_run, format_metrics_table
 
-    metrics = evaluate_run(args.run, args.data, split=args.split, beam_size=args.beam_size, progress=not args.quiet)
+    metrics = evaluate_run(
+        args.run, args.data, split=args.split, beam_size=args.beam_size, progress=not args.quiet
+    )
     print(format_metrics_table(metrics))
     name = "metrics.json" if args.split == "test" else f"metrics_{args.split}.json"
     print(f"metrics written to {Path(args.run).resolve() / name}")
@@ -131,9 +145,14 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add_budget_flags(p, config_help="YAML config (default: built-in defaults; see `medmodal config`)")
     p.add_argument("--modalities", choices=["image", "text", "both"])
     p.add_argument("--fusion", help="fusion layer by name: concat, late, gated, bilinear, cross_attention")
-    p.add_argument("--image-encoder", help="image encoder by name: small_cnn, resnet18, resnet50, densenet121, efficientnet_b0")
+    p.add_argument(
+        "--image-encoder",
+        help="image encoder by name: small_cnn, resnet18, resnet50, densenet121, efficientnet_b0",
+    )
     p.add_argument("--text-encoder", help="text encoder by name: bilstm_attention, transformer")
-    p.add_argument("--modality-dropout", type=float, help="probability of hiding one modality per training sample")
+    p.add_argument(
+        "--modality-dropout", type=float, help="probability of hiding one modality per training sample"
+    )
     add_manifest_flags(p)
     p.add_argument("--accelerator", help="cpu, gpu, auto")
     p.add_argument("--devices", help="number of devices/processes, or 'auto'")
@@ -153,10 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=2000, help="number of studies")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--sites", type=int, default=None, help="acquisition sites (default: the preset's, 3 for demo)")
-    p.add_argument("--preset", choices=("demo", "hard"), default="demo",
-                   help="named generator settings (medmodal/data/synthetic/presets.py); hard: subtler, smaller "
-                        "findings and a different site mix")
+    p.add_argument(
+        "--sites", type=int, default=None, help="acquisition sites (default: the preset's, 3 for demo)"
+    )
+    p.add_argument(
+        "--preset",
+        choices=("demo", "hard"),
+        default="demo",
+        help="named generator settings (medmodal/data/synthetic/presets.py); hard: subtler, smaller "
+        "findings and a different site mix",
+    )
     p.add_argument("--dicom-fraction", type=float, default=0.0, help="share of images written as DICOM")
     p.add_argument("--no-masks", action="store_true", help="do not write lesion masks")
     p.set_defaults(func=cmd_synth)
@@ -181,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the JSON here instead of printing it")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("label-reports", help="extract findings (negation, uncertainty, laterality) from report text")
+    p = sub.add_parser(
+        "label-reports", help="extract findings (negation, uncertainty, laterality) from report text"
+    )
     p.add_argument("input", help="a dataset folder / manifest, or a CSV with report columns")
     p.add_argument("out", help="output CSV")
     p.add_argument("--fields", help="comma-separated text columns (default: findings,impression)")
@@ -219,7 +246,9 @@ def _register_command_modules(sub: argparse._SubParsersAction) -> None:
 
 
 def _configure_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

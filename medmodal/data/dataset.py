@@ -151,7 +151,9 @@ def box_list(
     return out.clamp_(0.0, 1.0), labels
 
 
-def largest_box_per_class(boxes: torch.Tensor, labels: torch.Tensor, num_labels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def largest_box_per_class(
+    boxes: torch.Tensor, labels: torch.Tensor, num_labels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """boxes ``[M, 4]``, labels ``[M]`` (-1 = none) -> the largest box of each class ``[C, 4]`` and
     box_mask bool ``[C]``."""
     out = torch.zeros(num_labels, 4, dtype=torch.float32)
@@ -200,7 +202,9 @@ class ImageAugmentation:
                 padding_mode="zeros",  # no reflected copies of lesions outside their boxes
                 mode="bilinear",
             )
-        self.intensity: list[RandomizableTransform] = [RandAdjustContrast(prob=p, gamma=tuple(config.contrast_gamma))]
+        self.intensity: list[RandomizableTransform] = [
+            RandAdjustContrast(prob=p, gamma=tuple(config.contrast_gamma))
+        ]
         if config.intensity_scale > 0:  # x * (1 + U(-scale, scale)): site contrast / exposure
             self.intensity.append(RandScaleIntensity(factors=config.intensity_scale, prob=p))
         if config.intensity_shift > 0:  # x + U(-shift, shift): site brightness
@@ -325,7 +329,9 @@ class StudyDataset(Dataset):
         self.max_boxes = int(max_boxes)
         self.train = train
         use_augment = train and augment is not None and augment.enabled
-        self.augmentation = ImageAugmentation(augment, seed=seed) if augment is not None and use_augment else None
+        self.augmentation = (
+            ImageAugmentation(augment, seed=seed) if augment is not None and use_augment else None
+        )
         self._cache: dict[int, tuple[torch.Tensor, tuple[int, int]]] = {}
         self._failed: set[int] = set()
         self._disk_cache = DecodedImageCache(image_cache_dir) if image_cache_dir else None

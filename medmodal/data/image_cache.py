@@ -72,7 +72,9 @@ class DecodedImageCache:
         if key is None:
             return
         pixels, (height, width) = entry
-        data = MAGIC + _HEADER.pack(height, width, size) + pixels.to(torch.uint8).contiguous().numpy().tobytes()
+        data = (
+            MAGIC + _HEADER.pack(height, width, size) + pixels.to(torch.uint8).contiguous().numpy().tobytes()
+        )
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

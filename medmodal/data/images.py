@@ -206,7 +206,9 @@ def decode_image(
         return _decoded_in_memory("<PIL image>", lambda: _pil_from_memory(source, max_pixels, reduce_to))
     if isinstance(source, np.ndarray):
         return _decoded_in_memory("<array>", lambda: _array_from_memory(source, max_pixels))
-    raise TypeError(f"an image is a path, numpy array, PIL image or pydicom Dataset, not {type(source).__name__}")
+    raise TypeError(
+        f"an image is a path, numpy array, PIL image or pydicom Dataset, not {type(source).__name__}"
+    )
 
 
 def _decoded_in_memory(name: str, decode) -> DecodedImage:
@@ -230,7 +232,9 @@ def _dicom_from_memory(name: str, ds: pydicom.Dataset, max_pixels: int) -> Decod
 
 def _pil_from_memory(img: Image.Image, max_pixels: int, reduce_to: int | None) -> DecodedImage:
     if img.format is not None and img.format not in PIL_FORMATS:
-        raise ImageReadError("<PIL image>", f"format {img.format} is not read (only {', '.join(PIL_FORMATS)})")
+        raise ImageReadError(
+            "<PIL image>", f"format {img.format} is not read (only {', '.join(PIL_FORMATS)})"
+        )
     width, height = img.size
     check_pixel_budget("<PIL image>", height, width, max_pixels)
     return _decode_pil("<PIL image>", img, reduce_to)
@@ -244,7 +248,9 @@ def _array_from_memory(array: np.ndarray, max_pixels: int) -> DecodedImage:
         raise ImageReadError(name, f"shape {array.shape}: expected [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]")
     check_pixel_budget(name, array.shape[0], array.shape[1], max_pixels)
     if array.dtype == np.uint8:  # through Pillow, so the luma of colour arrays is that of an RGB PNG
-        return DecodedImage(_pil_to_unit_gray(name, Image.fromarray(np.ascontiguousarray(array))), array.shape[:2])
+        return DecodedImage(
+            _pil_to_unit_gray(name, Image.fromarray(np.ascontiguousarray(array))), array.shape[:2]
+        )
     if array.ndim == 3:
         raise ImageReadError(name, f"a colour array must be uint8, not {array.dtype}")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):

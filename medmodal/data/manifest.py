@@ -109,6 +109,7 @@ from medmodal.data.types import SPLITS, RowProblem, Study
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class Manifest:
     """A validated manifest: the usable studies, the label set and the rows left out."""
@@ -274,5 +275,3 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-

@@ -50,7 +50,6 @@ TOO_DEEP = "JSON nested too deeply to read"
 EOF_SENTINEL = "medmodal-end-of-file-sentinel-5b1e0c"
 
 
-
 class ManifestError(DataError, ValueError):
     """A manifest that cannot be used; the message lists the bad rows (file, row, field)."""
 

@@ -349,7 +349,9 @@ def check_images_and_boxes(studies: list[Study], file: Path) -> list[RowProblem]
     logger.info("checking %d images of %s", len(paths), file)
     with ThreadPoolExecutor(max_workers=min(IMAGE_CHECK_THREADS, len(paths))) as pool:
         outcomes = dict(zip(paths, pool.map(size_or_error, paths)))
-    return [p for s in studies if s.image is not None for p in study_image_problems(s, outcomes[s.image], file)]
+    return [
+        p for s in studies if s.image is not None for p in study_image_problems(s, outcomes[s.image], file)
+    ]
 
 
 def study_image_problems(
@@ -375,5 +377,3 @@ def size_or_error(path: Path) -> tuple[int, int] | ImageReadError:
         return check_image(path)
     except ImageReadError as err:
         return err
-
-

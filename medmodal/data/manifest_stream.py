@@ -123,7 +123,9 @@ def _tables(file: Path, chunk_rows: int) -> Iterator[Table]:
         elif suffix in (".parquet", ".pq"):
             yield from _parquet_tables(file, chunk_rows)
         else:
-            raise ManifestError(f"{file}: unsupported manifest type {suffix!r} (use .csv, .jsonl or .parquet)")
+            raise ManifestError(
+                f"{file}: unsupported manifest type {suffix!r} (use .csv, .jsonl or .parquet)"
+            )
     except ManifestError:
         raise
     except (OSError, ValueError) as err:
@@ -146,7 +148,9 @@ def _csv_tables(file: Path, chunk_rows: int) -> Iterator[Table]:
             for frame in reader:
                 for name in frame.columns:
                     frame[name] = frame[name].str.strip()
-                nonempty = (frame != "").any(axis=1).to_numpy() if len(frame.columns) else np.zeros(len(frame), bool)
+                nonempty = (
+                    (frame != "").any(axis=1).to_numpy() if len(frame.columns) else np.zeros(len(frame), bool)
+                )
                 row_numbers = (frame.index.to_numpy()[nonempty] + 2).tolist()  # header = row 1
                 frame = frame[nonempty]
                 yielded = True
@@ -220,7 +224,6 @@ def _parquet_tables(file: Path, chunk_rows: int) -> Iterator[Table]:
 def _image_problems(studies: list[Study], file: Path, outcomes: dict) -> list[RowProblem]:
     """Decode-check each image not checked before (threaded), and boxes against its size."""
     from concurrent.futures import ThreadPoolExecutor
-
 
     new = sorted({s.image for s in studies if s.image is not None and s.image not in outcomes})
     if len(outcomes) + len(new) > MAX_REMEMBERED_IMAGE_CHECKS:

@@ -242,5 +242,3 @@ def canonical_column_names(columns: dict[str, list[Any]]) -> dict[str, list[Any]
 def _canonical_name(name: str) -> str:
     key = name.strip().lower()
     return key if key in CONTRACT_SET else name
-
-

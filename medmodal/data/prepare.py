@@ -118,9 +118,13 @@ def prepare(data: str | Path, out: str, config: Config | None = None, *,
         spill, texts = Path(tmp) / "studies.jsonl", Path(tmp) / "train_texts.jsonl"
         scan = _scan(manifest, stream_args, spill)
         if scan.problems and d.on_bad_row == "error":
-            raise ManifestError(_problem_text(manifest, scan.problems, "bad row(s) (on_bad_row='error')"), scan.problems)
+            raise ManifestError(
+                _problem_text(manifest, scan.problems, "bad row(s) (on_bad_row='error')"), scan.problems
+            )
         if not scan.rows:
-            raise ManifestError(_problem_text(manifest, scan.problems, "row(s) read, none usable"), scan.problems)
+            raise ManifestError(
+                _problem_text(manifest, scan.problems, "row(s) read, none usable"), scan.problems
+            )
         label_names = list(d.labels) if d.labels is not None else sorted(scan.label_counts)
         splits = patient_splits(scan.slim, d.split_fractions, d.split_seed)  # as read_manifest assigns them
         patients = len({patient_key(s) for s in scan.slim})
@@ -248,7 +252,9 @@ def _decoded(study: Study, size: int):
     decoder = _decoders.get(size)
     if decoder is None:
         no_tokenizer = cast(ReportTokenizer, None)  # only stored_image is used: nothing is tokenised
-        decoder = _decoders[size] = StudyDataset.from_config([], no_tokenizer, [], DataConfig(image_size=size, cache_images=False))
+        decoder = _decoders[size] = StudyDataset.from_config(
+            [], no_tokenizer, [], DataConfig(image_size=size, cache_images=False)
+        )
     decoder.studies = [study]
     decoder._failed = set()
     stored = decoder.stored_image(0)  # the raw path's own decode + resize + uint8 step
@@ -281,7 +287,9 @@ class _ShardWriters:
             name = f"{split}-{len(self.names[split]):06d}.tar"
             handle = open_binary(join(self.out, name), "wb")
             writer = wds.TarWriter(handle, encoder=False, mtime=0)  # fixed mtime: reproducible shards
-            writer.tarstream.format = tarfile.USTAR_FORMAT  # plain headers (TarWriter leaves tarfile's PAX default)
+            writer.tarstream.format = (
+                tarfile.USTAR_FORMAT
+            )  # plain headers (TarWriter leaves tarfile's PAX default)
             self.open[split] = (handle, writer)
             self.names[split].append(name)
         sample: dict[str, str | bytes] = {"__key__": f"{self.written:09d}"}
@@ -346,7 +354,9 @@ def _summary(manifest: Path, scan: _Scan, label_names: list[str], writers: _Shar
         "sites": dict(scan.sites),
         "patients": patients,
         "left_out_by_view": scan.left_out_by_view,
-        "label_counts_by_split": {k: {n: v.get(n, 0) for n in label_names} for k, v in label_counts_by_split.items()},
+        "label_counts_by_split": {
+            k: {n: v.get(n, 0) for n in label_names} for k, v in label_counts_by_split.items()
+        },
     }
 
 

@@ -147,7 +147,9 @@ def _checked_index(data: Any, root: str, url: str) -> PreparedIndex:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad(f"not a {FORMAT} index (field 'format')")
     if data.get("version") != VERSION:
-        raise bad(f"format version {data.get('version')!r}; this medmodal reads version {VERSION} (prepare again)")
+        raise bad(
+            f"format version {data.get('version')!r}; this medmodal reads version {VERSION} (prepare again)"
+        )
     size = data.get("image_size")
     if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096:
         raise bad(f"field 'image_size' must be an integer in [8, 4096], got {str(size)[:40]!r}")
@@ -161,11 +163,17 @@ def _checked_index(data: Any, root: str, url: str) -> PreparedIndex:
     splits = {}
     for name in SPLITS:
         entry = splits_in.get(name, {"studies": 0, "shards": []})
-        count, shards = (entry.get("studies"), entry.get("shards")) if isinstance(entry, dict) else (None, None)
+        count, shards = (
+            (entry.get("studies"), entry.get("shards")) if isinstance(entry, dict) else (None, None)
+        )
         if not isinstance(count, int) or count < 0 or not isinstance(shards, list):
             raise bad(f"splits.{name} must hold 'studies' (an integer >= 0) and 'shards' (a list)")
         for shard in shards:
-            if not isinstance(shard, str) or not SHARD_PATTERN.match(shard) or not shard.startswith(name + "-"):
+            if (
+                not isinstance(shard, str)
+                or not SHARD_PATTERN.match(shard)
+                or not shard.startswith(name + "-")
+            ):
                 raise bad(f"splits.{name}: shard name {str(shard)[:80]!r} is not {name}-NNNNNN.tar")
         splits[name] = SplitShards(count, tuple(shards))
     dicts = {key: data.get(key, {}) for key in ("summary", "settings", "tokenizer")}
@@ -175,7 +183,9 @@ def _checked_index(data: Any, root: str, url: str) -> PreparedIndex:
     problems = data.get("problems", [])
     if not isinstance(problems, list):
         raise bad("field 'problems' must be a list")
-    return PreparedIndex(root, size, labels, splits, dicts["summary"], problems, dicts["settings"], dicts["tokenizer"])
+    return PreparedIndex(
+        root, size, labels, splits, dicts["summary"], problems, dicts["settings"], dicts["tokenizer"]
+    )
 
 
 def write_index(root: str, content: dict[str, Any]) -> None:
@@ -198,8 +208,10 @@ def study_record(study: Study, image_hw: tuple[int, int] | None) -> dict[str, An
         "split": study.split,
         "site": study.site,
         "view": study.view,
-        "extra": {str(k): v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-                  for k, v in study.extra.items()},
+        "extra": {
+            str(k): v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+            for k, v in study.extra.items()
+        },
         "image_hw": list(image_hw) if image_hw is not None else None,
         "had_image": study.image is not None,
     }
@@ -211,7 +223,9 @@ def npy_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _short_text(value: Any, name: str, where: str, limit: int = MAX_NAME_CHARS, optional: bool = True) -> str | None:
+def _short_text(
+    value: Any, name: str, where: str, limit: int = MAX_NAME_CHARS, optional: bool = True
+) -> str | None:
     if value is None and optional:
         return None
     if not isinstance(value, str) or len(value) > limit:
@@ -234,7 +248,9 @@ def record_study(record: Any, where: str) -> tuple[Study, tuple[int, int] | None
     ):
         raise PreparedDataError(f"{where}: field 'sections' must map report sections to text")
     labels = record.get("labels", [])
-    if not isinstance(labels, list) or not all(isinstance(x, str) and len(x) <= MAX_NAME_CHARS for x in labels):
+    if not isinstance(labels, list) or not all(
+        isinstance(x, str) and len(x) <= MAX_NAME_CHARS for x in labels
+    ):
         raise PreparedDataError(f"{where}: field 'labels' must be a list of names")
     boxes = []
     for entry in record.get("boxes") or []:
@@ -292,12 +308,16 @@ def decode_pixels(data: bytes, size: int, where: str) -> np.ndarray:
     except (ValueError, OSError, EOFError) as err:
         raise PreparedDataError(f"{where}: not a readable .npy array ({err})") from None
     if pixels.dtype != np.uint8 or pixels.shape != (size, size):
-        raise PreparedDataError(f"{where}: expected uint8 [{size}, {size}], got {pixels.dtype} {list(pixels.shape)}")
+        raise PreparedDataError(
+            f"{where}: expected uint8 [{size}, {size}], got {pixels.dtype} {list(pixels.shape)}"
+        )
     return pixels
 
 
 # ---------------------------------------------------------------------- shard reading
-def shard_samples(url: str, image_size: int) -> Iterator[tuple[Study, tuple[torch.Tensor, tuple[int, int]] | None]]:
+def shard_samples(
+    url: str, image_size: int
+) -> Iterator[tuple[Study, tuple[torch.Tensor, tuple[int, int]] | None]]:
     """``(study, stored image or None)`` for each study of one shard, checked member by member.
 
     The stored image is ``(uint8 [1, S, S], (H, W))`` as :meth:`StudyDataset.stored_image` returns it.
@@ -324,7 +344,9 @@ def shard_samples(url: str, image_size: int) -> Iterator[tuple[Study, tuple[torc
         yield _sample(url, current_key, members, image_size)
 
 
-def checked_members(tar: tarfile.TarFile, url: str, image_size: int) -> Iterator[tuple[tarfile.TarInfo, str, str, str]]:
+def checked_members(
+    tar: tarfile.TarFile, url: str, image_size: int
+) -> Iterator[tuple[tarfile.TarInfo, str, str, str]]:
     """(member, study key, kind, where) for each member of a shard, after checking that it is a regular
     file named like a prepared member and within its size limit; keeps no member list (streaming)."""
     limits = {"json": MAX_JSON_MEMBER_BYTES, "image.npy": image_size * image_size + NPY_HEADER_BYTES}
@@ -429,7 +451,9 @@ class _ItemBuilder(StudyDataset):
         return self._stored
 
 
-def item_builder(tokenizer, label_names, data_config, *, train: bool, seed: int, targets: bool = True) -> _ItemBuilder:
+def item_builder(
+    tokenizer, label_names, data_config, *, train: bool, seed: int, targets: bool = True
+) -> _ItemBuilder:
     """The item builder with the settings of ``data_config`` (fields, lengths, augmentation when ``train``).
 
     ``targets`` False (a model without a report decoder): the target text is not tokenised and

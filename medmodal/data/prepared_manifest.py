@@ -41,7 +41,9 @@ class PreparedStudy(Study):
     image_hw: tuple[int, int] | None = None
 
 
-def read_prepared_manifest(root: str | Path, labels: list[str] | None = None, image_size: int | None = None) -> Manifest:
+def read_prepared_manifest(
+    root: str | Path, labels: list[str] | None = None, image_size: int | None = None
+) -> Manifest:
     """The studies of a prepared folder (all splits), its labels and recorded row problems.
 
     Raises:
@@ -139,4 +141,10 @@ def is_prepared_studies(studies) -> bool:
     return bool(studies) and isinstance(studies[0], PreparedStudy)
 
 
-__all__ = ["PreparedIndex", "PreparedStudy", "PreparedStudyDataset", "is_prepared_studies", "read_prepared_manifest"]
+__all__ = [
+    "PreparedIndex",
+    "PreparedStudy",
+    "PreparedStudyDataset",
+    "is_prepared_studies",
+    "read_prepared_manifest",
+]

@@ -125,7 +125,11 @@ def record_problems(data: object) -> list[tuple[str, str]]:
         elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
             problems.append((name, f"expected text, got {type(value).__name__}"))
     answer_type = data.get("answer_type")
-    if isinstance(answer_type, str) and answer_type.strip() and answer_type.strip().lower() not in ANSWER_TYPES:
+    if (
+        isinstance(answer_type, str)
+        and answer_type.strip()
+        and answer_type.strip().lower() not in ANSWER_TYPES
+    ):
         problems.append(("answer_type", f"{answer_type!r} is not one of {list(ANSWER_TYPES)}"))
     split = data.get("split") or ""
     if not isinstance(split, str) or (split and split.lower() not in SPLITS):
@@ -142,7 +146,9 @@ def _parse_line(line: str, file: str, line_number: int, problems: list[RowProble
     found = record_problems(data)
     if found:
         study_id = str(data.get("study_id") or "") if isinstance(data, dict) else ""
-        problems.extend(RowProblem(file, line_number, field, message, study_id or None) for field, message in found)
+        problems.extend(
+            RowProblem(file, line_number, field, message, study_id or None) for field, message in found
+        )
         return None
     return QARecord(
         study_id=str(data["study_id"]).strip(),

@@ -57,7 +57,9 @@ def predict_split(
     hide = check_hide_masks(hide, len(studies))
     cfg = trained.config
     dataset = build_dataset(studies, trained.tokenizer, trained.labels, cfg, train=False)
-    loader = make_dataloader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers, seed=0)
+    loader = make_dataloader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers, seed=0
+    )
     model = trained.model
     device = next(model.parameters()).device
     can_generate = generate and cfg.model.heads.generation
@@ -133,7 +135,13 @@ def evaluate_run(
         batch_size=batch_size or cfg.evaluate.batch_size,
         progress=progress,
     )
-    metrics = score_predictions(preds, trained, threshold=trained.decision_thresholds(), uncertain_as=cfg.evaluate.uncertain_as)
+    metrics = score_predictions(
+        preds,
+        trained.labels,
+        threshold=trained.decision_thresholds(),
+        uncertain_as=cfg.evaluate.uncertain_as,
+        calibrated=trained.calibrated,
+    )
     metrics = {"run": str(trained.run.root), "data": str(Path(data).resolve()), "split": split, **metrics}
     out = trained.run.metrics if split == "test" else trained.run.root / f"metrics_{split}.json"
     write_json_atomic(out, metrics)
@@ -171,5 +179,7 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
         lines.append("  per-label AUROC:")
         for name, row in per_label.items():
             auroc = row.get("auroc")
-            lines.append(f"    {name:<28} {'n/a' if auroc is None else f'{auroc:.4f}'}   (prevalence {row.get('prevalence', 0):.3f})")
+            lines.append(
+                f"    {name:<28} {'n/a' if auroc is None else f'{auroc:.4f}'}   (prevalence {row.get('prevalence', 0):.3f})"
+            )
     return "\n".join(lines)

@@ -29,7 +29,11 @@ from medmodal.training.baselines import BaselineRun, load_baseline
 
 
 def predict_baseline_split(
-    fitted: BaselineRun, studies: list[Study], *, generate: bool = True, hide: dict[str, np.ndarray] | None = None
+    fitted: BaselineRun,
+    studies: list[Study],
+    *,
+    generate: bool = True,
+    hide: dict[str, np.ndarray] | None = None,
 ) -> SplitPredictions:
     """Every fitted part of the run over ``studies`` (``hide``: as in ``predict_split``).
 
@@ -63,7 +67,9 @@ def predict_baseline_split(
     )
 
 
-def evaluate_baseline_run(run_dir: str | Path, data: str | Path | None = None, *, split: str = "test") -> dict[str, Any]:
+def evaluate_baseline_run(
+    run_dir: str | Path, data: str | Path | None = None, *, split: str = "test"
+) -> dict[str, Any]:
     """Score the baseline run on ``split`` of ``data`` (default: the data it was fitted on); write and return metrics."""
     fitted = load_baseline(run_dir)
     cfg = fitted.config
@@ -71,8 +77,16 @@ def evaluate_baseline_run(run_dir: str | Path, data: str | Path | None = None, *
         data = fitted.run.training_data()
     studies = read_split(data, cfg, fitted.labels, split)
     preds = predict_baseline_split(fitted, studies)
-    metrics = score_predictions(preds, fitted, threshold=fitted.decision_thresholds(), uncertain_as=cfg.evaluate.uncertain_as)  # type: ignore[arg-type]
-    metrics = {"run": str(fitted.run.root), "data": str(Path(data).resolve()), "split": split, "baseline": True, **metrics}
+    metrics = score_predictions(
+        preds, fitted.labels, threshold=fitted.decision_thresholds(), uncertain_as=cfg.evaluate.uncertain_as
+    )
+    metrics = {
+        "run": str(fitted.run.root),
+        "data": str(Path(data).resolve()),
+        "split": split,
+        "baseline": True,
+        **metrics,
+    }
     out = fitted.run.metrics if split == "test" else fitted.run.root / f"metrics_{split}.json"
     write_json_atomic(out, metrics)
     write_predictions(preds, fitted.labels, fitted.run.predictions(split))

@@ -28,7 +28,6 @@ from medmodal.evaluation.metrics import (
 from medmodal.evaluation.metrics.localization import detection_metrics
 from medmodal.labeling import default_labeler
 from medmodal.models.types import Detections
-from medmodal.training.loading import TrainedRun
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,9 @@ def check_hide_masks(hide: dict[str, np.ndarray] | None, n: int) -> dict[str, np
 
 def detections_as_lists(detections: Detections) -> list[list[tuple[int, list[float], float]]]:
     """Batched :class:`Detections` -> per study the list of (class index, xyxy, score), padding dropped."""
-    labels, boxes, scores = (t.cpu().tolist() for t in (detections.labels, detections.boxes, detections.scores))
+    labels, boxes, scores = (
+        t.cpu().tolist() for t in (detections.labels, detections.boxes, detections.scores)
+    )
     return [
         [(c, box, score) for c, box, score in zip(row_labels, row_boxes, row_scores) if c >= 0]
         for row_labels, row_boxes, row_scores in zip(labels, boxes, scores)
@@ -98,25 +99,33 @@ def localization_scores(preds: SplitPredictions, labels: list[str]) -> dict[str,
     imaged = [i for i, s in enumerate(preds.studies) if s.image is not None]
     metrics = localization_metrics(preds.boxes, truth, labels)
     detections = study_detections(preds)
-    metrics["detection"] = detection_metrics([detections[i] for i in imaged], [truth[i] for i in imaged], labels)
+    metrics["detection"] = detection_metrics(
+        [detections[i] for i in imaged], [truth[i] for i in imaged], labels
+    )
     for key in ("map_50", "map_50_95", "froc_mean"):
         metrics[key] = metrics["detection"][key]
     return metrics
 
 
 def score_predictions(
-    preds: SplitPredictions, trained: TrainedRun, *, threshold: float | list[float],
+    preds: SplitPredictions,
+    labels: list[str],
+    *,
+    threshold: float | list[float],
     uncertain_as: Literal["positive", "negative"],
+    calibrated: bool = False,
 ) -> dict[str, Any]:
-    """All metrics of one split as a nested dict (``classification``, ``localization``, ``generation``)."""
-    labels = trained.labels
+    """All metrics of one split as a nested dict (``classification``, ``localization``, ``generation``).
+
+    ``calibrated``: whether the probabilities went through the run's calibration (RUN/calibration.json).
+    """
     metrics: dict[str, Any] = {
         "n_studies": len(preds.studies),
         "classification": classification_metrics(preds.probs, preds.targets, labels, threshold=threshold),
     }
     # Pooled-label expected calibration error (15 bins); ``calibrated``: RUN/calibration.json applied.
     metrics["classification"]["ece"] = expected_calibration_error(preds.probs, preds.targets)
-    metrics["classification"]["calibrated"] = bool(getattr(trained, "calibrated", False))
+    metrics["classification"]["calibrated"] = calibrated
     for name, unimodal in (("image_head", preds.image_logits_probs), ("text_head", preds.text_logits_probs)):
         if unimodal is not None:
             metrics["classification"][f"{name}_auroc_macro"] = classification_metrics(
@@ -144,7 +153,9 @@ def generation_scores(
     assert preds.generated is not None  # called for predictions with generated text (score_predictions)
     generated = [preds.generated[i] for i in keep]
     generation = generation_metrics(references, generated)
-    efficacy = clinical_efficacy(references, generated, default_labeler(), findings=None, uncertain_as=uncertain_as)
+    efficacy = clinical_efficacy(
+        references, generated, default_labeler(), findings=None, uncertain_as=uncertain_as
+    )
     generation.update({k: v for k, v in efficacy.items() if k != "per_label"})
     generation["ce_per_label"] = efficacy.get("per_label", {})
     generation["n_without_reference"] = len(preds.references) - len(keep)

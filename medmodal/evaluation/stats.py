@@ -167,8 +167,14 @@ def _resampled_metric(probs: np.ndarray, targets: np.ndarray, metric: MetricFn) 
 def _bootstrap(statistic, n: int, *, n_resamples: int, confidence: float, method: str, seed: int):
     """scipy's bootstrap over the study indices 0..n-1 (vectorised, in batches)."""
     return sps.bootstrap(
-        (np.arange(n),), statistic, n_resamples=n_resamples, confidence_level=confidence, method=method,
-        vectorized=True, batch=250, rng=np.random.default_rng(seed),
+        (np.arange(n),),
+        statistic,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method=method,
+        vectorized=True,
+        batch=250,
+        rng=np.random.default_rng(seed),
     )
 
 
@@ -201,9 +207,14 @@ def bootstrap_ci(
     statistic = _resampled_metric(p, t, fn)
     low = high = None
     if estimate is not None:
-        result = _bootstrap(statistic, t.shape[0], n_resamples=n_resamples, confidence=confidence, method=method, seed=seed)
+        result = _bootstrap(
+            statistic, t.shape[0], n_resamples=n_resamples, confidence=confidence, method=method, seed=seed
+        )
         if not np.isnan(result.bootstrap_distribution).any():
-            low, high = _float_or_none(result.confidence_interval.low), _float_or_none(result.confidence_interval.high)
+            low, high = (
+                _float_or_none(result.confidence_interval.low),
+                _float_or_none(result.confidence_interval.high),
+            )
     return Interval(estimate, low, high, confidence, n_resamples)
 
 
@@ -237,13 +248,17 @@ def paired_bootstrap(
     name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
     if est_a is None or est_b is None:
         return PairedComparison(name, est_a, est_b, Interval(None, None, None, confidence, n_resamples), None)
-    result = _bootstrap(difference, t.shape[0], n_resamples=n_resamples, confidence=confidence, method=method, seed=seed)
+    result = _bootstrap(
+        difference, t.shape[0], n_resamples=n_resamples, confidence=confidence, method=method, seed=seed
+    )
     dist = result.bootstrap_distribution
     low = high = p_value = None
     if not np.isnan(dist).any():
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         p_value = bootstrap_p_value(dist)
-    return PairedComparison(name, est_a, est_b, Interval(est_a - est_b, low, high, confidence, n_resamples), p_value)
+    return PairedComparison(
+        name, est_a, est_b, Interval(est_a - est_b, low, high, confidence, n_resamples), p_value
+    )
 
 
 def bootstrap_p_value(differences: np.ndarray) -> float:
@@ -305,7 +320,9 @@ def _binary_inputs(targets: Any, scores_a: Any, scores_b: Any) -> tuple[np.ndarr
     a = np.asarray(scores_a, dtype=np.float64).ravel()
     b = np.asarray(scores_b, dtype=np.float64).ravel()
     if not (t.shape == a.shape == b.shape):
-        raise ValueError(f"targets {t.shape}, scores_a {a.shape} and scores_b {b.shape} must have the same length")
+        raise ValueError(
+            f"targets {t.shape}, scores_a {a.shape} and scores_b {b.shape} must have the same length"
+        )
     if not np.isin(t, (0, 1)).all():
         raise ValueError("targets must be 0 / 1")
     return t, a, b

@@ -256,7 +256,9 @@ class Cell:
             config = Config.model_validate(stored["config"])
         except (OSError, KeyError, ValueError, ValidationError):
             return False
-        same_place = stored.get("data") == str(self.data) and stored.get("held_out_site") == self.held_out_site
+        same_place = (
+            stored.get("data") == str(self.data) and stored.get("held_out_site") == self.held_out_site
+        )
         return same_place and self.fingerprint(config) == self.fingerprint()
 
 
@@ -274,9 +276,20 @@ def plan_cells(grid: GridConfig, data: Path, out: Path, base_dir: Path | None = 
                 for seed in loso.seeds or grid.seeds[:1]:
                     # The derived manifest (ours) points at the images of the original data folder,
                     # whose paths were checked when it was read: allow them outside its own folder.
-                    config = apply_overrides(model_config(grid, model, seed, base_dir), {"data.allow_outside_paths": True})
-                    cells.append(Cell(f"loso-{_safe(site)}__{model}__seed{seed}", model, seed, "loso",
-                                      config, manifest, held_out_site=site))
+                    config = apply_overrides(
+                        model_config(grid, model, seed, base_dir), {"data.allow_outside_paths": True}
+                    )
+                    cells.append(
+                        Cell(
+                            f"loso-{_safe(site)}__{model}__seed{seed}",
+                            model,
+                            seed,
+                            "loso",
+                            config,
+                            manifest,
+                            held_out_site=site,
+                        )
+                    )
     return cells
 
 
@@ -284,7 +297,9 @@ def _safe(site: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", site) or "site"
 
 
-def write_site_manifests(data: Path, config: Config, folder: Path, sites: list[str] | None) -> dict[str, Path]:
+def write_site_manifests(
+    data: Path, config: Config, folder: Path, sites: list[str] | None
+) -> dict[str, Path]:
     """One derived manifest per held-out site (``folder/<site>/manifest.csv``); see the module docstring.
 
     The split of every study is the one the toolkit assigns with ``config.data`` (so the
@@ -320,13 +335,20 @@ def _manifest_table(manifest) -> Any:
 
     rows = []
     for s in manifest.studies:
-        rows.append({
-            "id": s.id, "patient_id": s.patient_id or "", "image": str(s.image) if s.image else "",
-            **{k: v for k, v in s.sections.items()},
-            "labels": ";".join(s.labels),
-            "boxes": json.dumps([{"label": b.label, "box": list(b.box)} for b in s.boxes]) if s.boxes else "",
-            "split": s.split, "site": s.site or "",
-        })
+        rows.append(
+            {
+                "id": s.id,
+                "patient_id": s.patient_id or "",
+                "image": str(s.image) if s.image else "",
+                **{k: v for k, v in s.sections.items()},
+                "labels": ";".join(s.labels),
+                "boxes": json.dumps([{"label": b.label, "box": list(b.box)} for b in s.boxes])
+                if s.boxes
+                else "",
+                "split": s.split,
+                "site": s.site or "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -386,7 +408,9 @@ def run_benchmark(
     cells = plan_cells(grid, data, out, base_dir)
     result = BenchmarkResult(out=out, cells=cells)
     conditions = condition_names(grid.evaluation)
-    result.cells_run = run_cells(cells, out, conditions, grid.evaluation, grid.executor, run_cell, progress=progress)
+    result.cells_run = run_cells(
+        cells, out, conditions, grid.evaluation, grid.executor, run_cell, progress=progress
+    )
     write_results(out, grid, cells, conditions, data)
     if report:
         result.report = write_report(out)
@@ -394,7 +418,9 @@ def run_benchmark(
     return result
 
 
-def run_cell(cell: Cell, out: Path, conditions: list[str], settings: EvaluationSettings, *, progress: bool = False) -> bool:
+def run_cell(
+    cell: Cell, out: Path, conditions: list[str], settings: EvaluationSettings, *, progress: bool = False
+) -> bool:
     """Train (or resume) and evaluate one cell; False if it was already done."""
     folder = cell.folder(out)
     marker = folder / CELL_DONE
@@ -408,11 +434,19 @@ def run_cell(cell: Cell, out: Path, conditions: list[str], settings: EvaluationS
         if set(conditions) <= set(done.get("conditions", [])):
             return False
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "cell.json", {
-        "id": cell.id, "model": cell.model, "seed": cell.seed, "group": cell.group,
-        "held_out_site": cell.held_out_site, "data": str(cell.data), "role": model_role(cell.config),
-        "config": cell.config.model_dump(mode="json"),
-    })
+    write_json_atomic(
+        folder / "cell.json",
+        {
+            "id": cell.id,
+            "model": cell.model,
+            "seed": cell.seed,
+            "group": cell.group,
+            "held_out_site": cell.held_out_site,
+            "data": str(cell.data),
+            "role": model_role(cell.config),
+            "config": cell.config.model_dump(mode="json"),
+        },
+    )
     run_dir = folder / "run"
     t0 = time.time()
     if not (run_dir / "training_done.json").exists():
@@ -424,14 +458,24 @@ def run_cell(cell: Cell, out: Path, conditions: list[str], settings: EvaluationS
     training = json.loads((run_dir / "training_done.json").read_text())
     train_seconds = training.get("seconds", time.time() - t0)
     evaluate_cell(cell, run_dir, folder / "predictions.npz", conditions, settings.seed, progress=progress)
-    write_json_atomic(marker, {"fingerprint": cell.fingerprint(), "conditions": conditions,
-                               "train_seconds": train_seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                               # a killed and resumed training is marked (it reproduces the uninterrupted one)
-                               "resumed": bool(training.get("resumed", False)), "resumes": int(training.get("resumes", 0))})
+    write_json_atomic(
+        marker,
+        {
+            "fingerprint": cell.fingerprint(),
+            "conditions": conditions,
+            "train_seconds": train_seconds,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            # a killed and resumed training is marked (it reproduces the uninterrupted one)
+            "resumed": bool(training.get("resumed", False)),
+            "resumes": int(training.get("resumes", 0)),
+        },
+    )
     return True
 
 
-def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], seed: int, *, progress: bool = False) -> None:
+def evaluate_cell(
+    cell: Cell, run_dir: Path, path: Path, conditions: list[str], seed: int, *, progress: bool = False
+) -> None:
     """Test-split probabilities of the cell's model under every condition -> ``predictions.npz``.
 
     Arrays: ``ids`` [N], ``sites`` [N], ``labels`` [C], ``targets`` [N, C] and
@@ -446,8 +490,13 @@ def evaluate_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], 
     arrays: dict[str, np.ndarray] = {}
     for condition in conditions:
         preds = predict_split(
-            trained, studies, beam_size=1, max_tokens=cfg.evaluate.max_generate_tokens,
-            batch_size=cfg.evaluate.batch_size, generate=False, progress=progress,
+            trained,
+            studies,
+            beam_size=1,
+            max_tokens=cfg.evaluate.max_generate_tokens,
+            batch_size=cfg.evaluate.batch_size,
+            generate=False,
+            progress=progress,
             hide=hide_masks(condition, len(studies), seed),
         )
         arrays[f"probs__{condition}"] = preds.probs.astype(np.float32)
@@ -464,7 +513,9 @@ def evaluate_baseline_cell(cell: Cell, run_dir: Path, path: Path, conditions: li
     studies = read_split(cell.data, fitted.config, fitted.labels, "test")
     arrays: dict[str, np.ndarray] = {}
     for condition in conditions:
-        preds = predict_baseline_split(fitted, studies, generate=False, hide=hide_masks(condition, len(studies), seed))
+        preds = predict_baseline_split(
+            fitted, studies, generate=False, hide=hide_masks(condition, len(studies), seed)
+        )
         arrays[f"probs__{condition}"] = preds.probs.astype(np.float32)
         arrays["targets"] = preds.targets.astype(np.int8)
     arrays["ids"] = np.array([s.id for s in studies])

@@ -56,15 +56,24 @@ def _cell_info(out: Path, cell) -> dict[str, Any]:
     return info
 
 
-def _row_metrics(probs: np.ndarray, targets: np.ndarray, labels: list[str], settings, with_ci: bool) -> dict[str, Any]:
+def _row_metrics(
+    probs: np.ndarray, targets: np.ndarray, labels: list[str], settings, with_ci: bool
+) -> dict[str, Any]:
     m = classification_metrics(probs, targets, labels)
     row: dict[str, Any] = {k: m.get(k) for k in HEADLINE if k in m}
     row["exact_match"] = m["exact_match"]
     row["ece"] = expected_calibration_error(probs, targets, n_bins=settings.calibration_bins)
     for name in CI_METRICS:
         if with_ci:
-            ci = stats.bootstrap_ci(probs, targets, name, n_resamples=settings.bootstrap_resamples,
-                                    confidence=settings.confidence, method=settings.bootstrap_method, seed=settings.seed)
+            ci = stats.bootstrap_ci(
+                probs,
+                targets,
+                name,
+                n_resamples=settings.bootstrap_resamples,
+                confidence=settings.confidence,
+                method=settings.bootstrap_method,
+                seed=settings.seed,
+            )
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = ci.low, ci.high
         else:
             row[f"{name}_ci_low"] = row[f"{name}_ci_high"] = None
@@ -80,21 +89,41 @@ def result_rows(cells_info: list[dict[str, Any]], conditions: list[str], setting
     for info in cells_info:
         a = info["arrays"]
         labels, targets = a["labels"].tolist(), a["targets"].astype(np.int64)
-        base = {"group": info["group"], "model": info["model"], "role": info["role"], "seed": info["seed"],
-                "held_out_site": info["held_out_site"] or "", "train_seconds": info["train_seconds"]}
+        base = {
+            "group": info["group"],
+            "model": info["model"],
+            "role": info["role"],
+            "seed": info["seed"],
+            "held_out_site": info["held_out_site"] or "",
+            "train_seconds": info["train_seconds"],
+        }
         if info["group"] == "main":
             for condition in conditions:
                 probs = a[f"probs__{condition}"].astype(np.float64)
-                rows.append({**base, "condition": condition, "subset": "all", "n_studies": len(targets),
-                             **_row_metrics(probs, targets, labels, settings, with_ci=condition == "full")})
+                rows.append(
+                    {
+                        **base,
+                        "condition": condition,
+                        "subset": "all",
+                        "n_studies": len(targets),
+                        **_row_metrics(probs, targets, labels, settings, with_ci=condition == "full"),
+                    }
+                )
         else:
             probs = a["probs__full"].astype(np.float64)
             out_of_site = a["sites"] == info["held_out_site"]
             for subset, mask in (("in_site", ~out_of_site), ("out_of_site", out_of_site)):
                 if mask.sum() < 2:
                     continue
-                rows.append({**base, "condition": "full", "subset": subset, "n_studies": int(mask.sum()),
-                             **_row_metrics(probs[mask], targets[mask], labels, settings, with_ci=True)})
+                rows.append(
+                    {
+                        **base,
+                        "condition": "full",
+                        "subset": subset,
+                        "n_studies": int(mask.sum()),
+                        **_row_metrics(probs[mask], targets[mask], labels, settings, with_ci=True),
+                    }
+                )
     return rows
 
 
@@ -123,7 +152,11 @@ def model_summary(rows: list[dict[str, Any]], cells_info, conditions: list[str],
     table = pd.DataFrame([r for r in rows if r["group"] == "main"])
     summary: dict[str, Any] = {}
     for model, infos in models.items():
-        entry: dict[str, Any] = {"role": infos[0]["role"], "seeds": sorted(i["seed"] for i in infos), "conditions": {}}
+        entry: dict[str, Any] = {
+            "role": infos[0]["role"],
+            "seeds": sorted(i["seed"] for i in infos),
+            "conditions": {},
+        }
         for condition in conditions:
             sub = table[(table.model == model) & (table.condition == condition)]
             cond: dict[str, Any] = {}
@@ -133,9 +166,15 @@ def model_summary(rows: list[dict[str, Any]], cells_info, conditions: list[str],
             entry["conditions"][condition] = cond
         probs, targets, _ = _stacked(infos, "full")
         entry["ci"] = {
-            name: stats.bootstrap_ci(probs, targets, name, n_resamples=settings.bootstrap_resamples,
-                                     confidence=settings.confidence, method=settings.bootstrap_method,
-                                     seed=settings.seed).as_dict()
+            name: stats.bootstrap_ci(
+                probs,
+                targets,
+                name,
+                n_resamples=settings.bootstrap_resamples,
+                confidence=settings.confidence,
+                method=settings.bootstrap_method,
+                seed=settings.seed,
+            ).as_dict()
             for name in SUMMARY_CI_METRICS
         }
         entry["train_seconds_mean"] = float(np.mean([i["train_seconds"] or 0 for i in infos]))
@@ -145,7 +184,9 @@ def model_summary(rows: list[dict[str, Any]], cells_info, conditions: list[str],
 
 def best_unimodal(summary: dict[str, Any]) -> str | None:
     """The unimodal model with the highest seed-mean AUROC (macro) on the full test set."""
-    unimodal = {m: e["conditions"]["full"]["auroc_macro"]["mean"] for m, e in summary.items() if e["role"] != "fusion"}
+    unimodal = {
+        m: e["conditions"]["full"]["auroc_macro"]["mean"] for m, e in summary.items() if e["role"] != "fusion"
+    }
     unimodal = {m: v for m, v in unimodal.items() if v is not None}
     return max(unimodal, key=lambda m: unimodal[m]) if unimodal else None
 
@@ -174,8 +215,14 @@ def comparisons(cells_info, summary: dict[str, Any], settings) -> list[dict[str,
             entry: dict[str, Any] = {"fusion": fusion, "baseline": baseline, "seeds": seeds, "paired": {}}
             for metric in COMPARED:
                 entry["paired"][metric] = stats.paired_bootstrap(
-                    pf, pb, targets, metric, n_resamples=settings.bootstrap_resamples,
-                    confidence=settings.confidence, method=settings.bootstrap_method, seed=settings.seed,
+                    pf,
+                    pb,
+                    targets,
+                    metric,
+                    n_resamples=settings.bootstrap_resamples,
+                    confidence=settings.confidence,
+                    method=settings.bootstrap_method,
+                    seed=settings.seed,
                 ).as_dict()
             delong = [stats.delong_macro_test(targets, pf[s], pb[s]).as_dict() for s in range(len(seeds))]
             entry["delong_per_seed"] = delong
@@ -193,8 +240,14 @@ def robustness(summary: dict[str, Any], settings) -> dict[str, Any]:
         fractions = sorted(set(settings.drop_fractions) | {0.0, 1.0})
         curves[modality] = {"fractions": fractions, "models": {}}
         for model, entry in summary.items():
-            values = [entry["conditions"].get(drop_condition(modality, p), {}).get("auroc_macro", {}) for p in fractions]
-            curves[modality]["models"][model] = {"mean": [v.get("mean") for v in values], "sd": [v.get("sd") for v in values]}
+            values = [
+                entry["conditions"].get(drop_condition(modality, p), {}).get("auroc_macro", {})
+                for p in fractions
+            ]
+            curves[modality]["models"][model] = {
+                "mean": [v.get("mean") for v in values],
+                "sd": [v.get("sd") for v in values],
+            }
     return curves
 
 
@@ -209,8 +262,11 @@ def per_site(cells_info) -> dict[str, dict[str, float | None]]:
             for info in infos:
                 a = info["arrays"]
                 mask = a["sites"] == site
-                values.append(classification_metrics(a["probs__full"][mask].astype(np.float64),
-                                                      a["targets"][mask], a["labels"].tolist())["auroc_macro"])
+                values.append(
+                    classification_metrics(
+                        a["probs__full"][mask].astype(np.float64), a["targets"][mask], a["labels"].tolist()
+                    )["auroc_macro"]
+                )
             result[model][site or "(none)"] = stats.mean_and_sd(values)[0]
     return result
 
@@ -229,10 +285,16 @@ def loso_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             entry[subset] = {
                 "auroc_macro": stats.mean_and_sd([float(v) for v in part.auroc_macro.dropna()])[0],
-                "ci_low": _nan_none(part.auroc_macro_ci_low.iloc[0]), "ci_high": _nan_none(part.auroc_macro_ci_high.iloc[0]),
-                "f1_macro": float(part.f1_macro.mean()), "n_studies": int(part.n_studies.iloc[0]),
+                "ci_low": _nan_none(part.auroc_macro_ci_low.iloc[0]),
+                "ci_high": _nan_none(part.auroc_macro_ci_high.iloc[0]),
+                "f1_macro": float(part.f1_macro.mean()),
+                "n_studies": int(part.n_studies.iloc[0]),
             }
-        if "in_site" in entry and "out_of_site" in entry and None not in (entry["in_site"]["auroc_macro"], entry["out_of_site"]["auroc_macro"]):
+        if (
+            "in_site" in entry
+            and "out_of_site" in entry
+            and None not in (entry["in_site"]["auroc_macro"], entry["out_of_site"]["auroc_macro"])
+        ):
             entry["drop"] = entry["in_site"]["auroc_macro"] - entry["out_of_site"]["auroc_macro"]
         result.append(entry)
     return result
@@ -250,8 +312,12 @@ def per_label(cells_info) -> dict[str, Any]:
     prevalence = first["targets"].mean(axis=0).tolist()
     aurocs = {}
     for model, infos in models.items():
-        per = [classification_metrics(i["arrays"]["probs__full"].astype(np.float64), i["arrays"]["targets"], labels)["per_label"]
-               for i in infos]
+        per = [
+            classification_metrics(
+                i["arrays"]["probs__full"].astype(np.float64), i["arrays"]["targets"], labels
+            )["per_label"]
+            for i in infos
+        ]
         aurocs[model] = {lb: stats.mean_and_sd([p[lb]["auroc"] for p in per])[0] for lb in labels}
     return {"labels": labels, "prevalence": dict(zip(labels, prevalence)), "auroc": aurocs}
 
@@ -261,7 +327,9 @@ def reliability(cells_info, settings) -> dict[str, Any]:
     curves = {}
     for model, infos in _by_model(cells_info).items():
         a = min(infos, key=lambda i: i["seed"])["arrays"]
-        curves[model] = reliability_curve(a["probs__full"].astype(np.float64), a["targets"], n_bins=settings.calibration_bins)
+        curves[model] = reliability_curve(
+            a["probs__full"].astype(np.float64), a["targets"], n_bins=settings.calibration_bins
+        )
     return curves
 
 

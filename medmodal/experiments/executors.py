@@ -61,8 +61,13 @@ def run_cells(
 
 
 def run_cells_serial(
-    cells: list[Cell], out: Path, conditions: list[str], settings: EvaluationSettings,
-    run_cell: CellRunner, *, progress: bool = False,
+    cells: list[Cell],
+    out: Path,
+    conditions: list[str],
+    settings: EvaluationSettings,
+    run_cell: CellRunner,
+    *,
+    progress: bool = False,
 ) -> list[str]:
     """One cell after the other in this process; the first failing cell stops the grid."""
     done = []
@@ -78,8 +83,12 @@ class CellsFailed(RuntimeError):
 
 
 def run_cells_ray(
-    cells: list[Cell], out: Path, conditions: list[str], settings: EvaluationSettings,
-    executor: ExecutorSettings, run_cell: CellRunner,
+    cells: list[Cell],
+    out: Path,
+    conditions: list[str],
+    settings: EvaluationSettings,
+    executor: ExecutorSettings,
+    run_cell: CellRunner,
 ) -> list[str]:
     """Every cell as a Ray task with ``cpus_per_cell`` / ``gpus_per_cell``; Ray schedules as many at a
     time as the resources allow. A failed cell does not stop the others: they finish, then
@@ -102,15 +111,19 @@ def run_cells_ray(
                 log.error("cell %s failed: %s", cell.id, failed[cell.id])
         if failed:
             first = next(iter(failed.values()))
-            raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed: " + ", ".join(
-                f"{cid} ({type(e).__name__}: {e})" for cid, e in failed.items())) from first
+            raise CellsFailed(
+                f"{len(failed)} of {len(cells)} cells failed: "
+                + ", ".join(f"{cid} ({type(e).__name__}: {e})" for cid, e in failed.items())
+            ) from first
         return [c.id for c in cells if c.id in ran]
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run_one(run_cell: CellRunner, cell: Cell, out: str, conditions: list[str], settings: EvaluationSettings) -> bool:
+def _run_one(
+    run_cell: CellRunner, cell: Cell, out: str, conditions: list[str], settings: EvaluationSettings
+) -> bool:
     """The body of one Ray task (a worker process): the cell, as the serial runner would run it."""
     quiet_lightning()
     return run_cell(cell, Path(out), conditions, settings, progress=False)

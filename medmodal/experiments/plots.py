@@ -57,11 +57,16 @@ def robustness_plot(path: Path, summary: dict[str, Any]) -> str:
         for model, values in curve["models"].items():
             mean = np.array([np.nan if v is None else v for v in values["mean"]], dtype=float)
             sd = np.array([0.0 if v is None else v for v in values["sd"]], dtype=float)
-            line = ax.plot(x, mean, marker="o", markersize=3, **_style(summary["models"][model]["role"], model))[0]
+            line = ax.plot(
+                x, mean, marker="o", markersize=3, **_style(summary["models"][model]["role"], model)
+            )[0]
             ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.12)
         ax.axhline(0.5, color="grey", linewidth=0.8)
-        ax.set(xlabel=f"fraction of test studies without the {modality}", ylabel="AUROC (macro)",
-               title=f"{modality} removed at random")
+        ax.set(
+            xlabel=f"fraction of test studies without the {modality}",
+            ylabel="AUROC (macro)",
+            title=f"{modality} removed at random",
+        )
     axes[0][-1].legend(fontsize=7)
     return _save(fig, path)
 
@@ -86,7 +91,9 @@ def _grouped_bars(ax, groups: dict[str, dict[str, float | None]], title: str) ->
     width = 0.8 / max(len(series), 1)
     for j, s in enumerate(series):
         values = [groups[n].get(s) for n in names]
-        ax.bar(np.arange(len(names)) + j * width, [np.nan if v is None else v for v in values], width, label=s)
+        ax.bar(
+            np.arange(len(names)) + j * width, [np.nan if v is None else v for v in values], width, label=s
+        )
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=45, ha="right", fontsize=7)
     ax.set_ylim(0.4, 1.0)
     ax.set(ylabel="AUROC (macro)", title=title)

@@ -115,15 +115,21 @@ def _main_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     for model, e in summary["models"].items():
         full = e["conditions"]["full"]
         comp = vs_best.get(model)
-        rows.append({
-            "model": model, "role": {"image": "image only", "text": "text only", "fusion": "image + text"}[e["role"]],
-            "auroc": _mean_sd(full["auroc_macro"]), "auroc_ci": _ci(e["ci"]["auroc_macro"]),
-            "f1": _mean_sd(full["f1_macro"]), "f1_ci": _ci(e["ci"]["f1_macro"]),
-            "micro": _f(full["auroc_micro"]["mean"]), "ece": _f(full["ece"]["mean"]),
-            "diff": _ci(comp["paired"]["auroc_macro"]["difference"], signed=True) if comp else "",
-            "p_boot": _p(comp["paired"]["auroc_macro"]["p_value"]) if comp else "",
-            "p_delong": _p(comp["delong_p_max"]) if comp else "",
-        })
+        rows.append(
+            {
+                "model": model,
+                "role": {"image": "image only", "text": "text only", "fusion": "image + text"}[e["role"]],
+                "auroc": _mean_sd(full["auroc_macro"]),
+                "auroc_ci": _ci(e["ci"]["auroc_macro"]),
+                "f1": _mean_sd(full["f1_macro"]),
+                "f1_ci": _ci(e["ci"]["f1_macro"]),
+                "micro": _f(full["auroc_micro"]["mean"]),
+                "ece": _f(full["ece"]["mean"]),
+                "diff": _ci(comp["paired"]["auroc_macro"]["difference"], signed=True) if comp else "",
+                "p_boot": _p(comp["paired"]["auroc_macro"]["p_value"]) if comp else "",
+                "p_delong": _p(comp["delong_p_max"]) if comp else "",
+            }
+        )
     return rows
 
 
@@ -139,13 +145,21 @@ def _verdicts(summary: dict[str, Any]) -> list[dict[str, Any]]:
             f"{_ci(c['paired']['auroc_macro']['difference'], signed=True)} vs {c['baseline']}" for c in comps
         )
         word = "beats" if both else "does not beat"
-        verdicts.append({"both": both, "text": f"{fusion} {word} every unimodal baseline with a CI above 0 (Δ AUROC macro {parts})."})
+        verdicts.append(
+            {
+                "both": both,
+                "text": f"{fusion} {word} every unimodal baseline with a CI above 0 (Δ AUROC macro {parts}).",
+            }
+        )
     return verdicts
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th{' class=l' if i == 0 else ''}>{h}</th>" for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f"<td{' class=l' if i == 0 else ''}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=l' if i == 0 else ''}>{c}</td>" for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
     return jinja2.utils.markupsafe.Markup(f"<table><tr>{head}</tr>{body}</table>")
 
 
@@ -172,7 +186,10 @@ def _site_table(summary: dict[str, Any]) -> str:
 def _label_table(summary: dict[str, Any]) -> str:
     pl = summary["per_label"]
     header = ["label", "test prevalence"] + [_escape(m) for m in pl["auroc"]]
-    rows = [[_escape(lb), _f(pl["prevalence"][lb])] + [_f(pl["auroc"][m][lb]) for m in pl["auroc"]] for lb in pl["labels"]]
+    rows = [
+        [_escape(lb), _f(pl["prevalence"][lb])] + [_f(pl["auroc"][m][lb]) for m in pl["auroc"]]
+        for lb in pl["labels"]
+    ]
     return _html_table(header, rows)
 
 
@@ -180,33 +197,61 @@ def _loso(summary: dict[str, Any]) -> list[dict[str, str]]:
     def cell(e: dict[str, Any] | None) -> str:
         if not e:
             return "–"
-        return _ci({"estimate": e["auroc_macro"], "low": e["ci_low"], "high": e["ci_high"]}) + f" (n={e['n_studies']})"
+        return (
+            _ci({"estimate": e["auroc_macro"], "low": e["ci_low"], "high": e["ci_high"]})
+            + f" (n={e['n_studies']})"
+        )
 
-    return [{"model": e["model"], "site": e["held_out_site"], "ins": cell(e.get("in_site")),
-             "outs": cell(e.get("out_of_site")), "drop": _f(e.get("drop"))} for e in summary["loso"]]
+    return [
+        {
+            "model": e["model"],
+            "site": e["held_out_site"],
+            "ins": cell(e.get("in_site")),
+            "outs": cell(e.get("out_of_site")),
+            "drop": _f(e.get("drop")),
+        }
+        for e in summary["loso"]
+    ]
 
 
 def render_report(summary: dict[str, Any], plots_dir: Path) -> str:
     """The report HTML of a benchmark summary (see :func:`write_report`)."""
     settings = summary["grid"]["evaluation"]
-    images = {k: base64.b64encode((plots_dir / name).read_bytes()).decode() for k, name in summary["plots"].items()}
+    images = {
+        k: base64.b64encode((plots_dir / name).read_bytes()).decode() for k, name in summary["plots"].items()
+    }
     level = settings["confidence"]
-    comparisons = [{
-        "fusion": c["fusion"], "baseline": c["baseline"],
-        "auroc": _ci(c["paired"]["auroc_macro"]["difference"], signed=True), "p": _p(c["paired"]["auroc_macro"]["p_value"]),
-        "f1": _ci(c["paired"]["f1_macro"]["difference"], signed=True),
-        "delong": ", ".join(_p(d["p_value"]) for d in c["delong_per_seed"]),
-    } for c in summary["comparisons"]]
+    comparisons = [
+        {
+            "fusion": c["fusion"],
+            "baseline": c["baseline"],
+            "auroc": _ci(c["paired"]["auroc_macro"]["difference"], signed=True),
+            "p": _p(c["paired"]["auroc_macro"]["p_value"]),
+            "f1": _ci(c["paired"]["f1_macro"]["difference"], signed=True),
+            "delong": ", ".join(_p(d["p_value"]) for d in c["delong_per_seed"]),
+        }
+        for c in summary["comparisons"]
+    ]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["format"] = lambda fmt, *a: fmt % a
     return env.from_string(TEMPLATE).render(
-        grid=summary["grid"], data=summary["data"], confidence=level, resamples=settings["bootstrap_resamples"],
-        method=settings["bootstrap_method"], ci_label=f"{level * 100:.0f}% CI",
+        grid=summary["grid"],
+        data=summary["data"],
+        confidence=level,
+        resamples=settings["bootstrap_resamples"],
+        method=settings["bootstrap_method"],
+        ci_label=f"{level * 100:.0f}% CI",
         n_test=summary["data_summary"].get("split_counts", {}).get("test", "?"),
-        best=summary["best_unimodal"], table=[{k: jinja2.utils.markupsafe.Markup(v) for k, v in r.items()} for r in _main_table(summary)],
-        verdicts=_verdicts(summary), comparisons=comparisons, images=images,
-        robustness_table=_robustness_table(summary), site_table=_site_table(summary), loso=_loso(summary),
-        label_table=_label_table(summary), data_summary=json.dumps(summary["data_summary"], indent=2),
+        best=summary["best_unimodal"],
+        table=[{k: jinja2.utils.markupsafe.Markup(v) for k, v in r.items()} for r in _main_table(summary)],
+        verdicts=_verdicts(summary),
+        comparisons=comparisons,
+        images=images,
+        robustness_table=_robustness_table(summary),
+        site_table=_site_table(summary),
+        loso=_loso(summary),
+        label_table=_label_table(summary),
+        data_summary=json.dumps(summary["data_summary"], indent=2),
         grid_yaml=yaml.safe_dump(summary["grid"], sort_keys=False),
         configs={m: yaml.safe_dump(c, sort_keys=False) for m, c in summary["configs"].items()},
     )

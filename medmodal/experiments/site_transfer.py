@@ -48,7 +48,13 @@ def target_test_studies(data: str | Path, config: Config, labels: list[str], sit
 
 
 def site_transfer(
-    data: str | Path, config: Config, out: str | Path, site: str, variants: list[str], *, force: bool = False,
+    data: str | Path,
+    config: Config,
+    out: str | Path,
+    site: str,
+    variants: list[str],
+    *,
+    force: bool = False,
     n_resamples: int = 2000,
 ) -> dict[str, Any]:
     """Train each variant with ``site`` held out, test on that site; writes ``out/site_transfer.json``."""
@@ -68,16 +74,23 @@ def site_transfer(
         result = train(data, cfg, out / name, force=force)
         trained = load_trained(out / name)
         studies = target_test_studies(data, trained.config, trained.labels, site)
-        preds = predict_split(trained, studies, beam_size=1, max_tokens=4, batch_size=64, generate=False, progress=False)
+        preds = predict_split(
+            trained, studies, beam_size=1, max_tokens=4, batch_size=64, generate=False, progress=False
+        )
         probs[name], targets = preds.probs, preds.targets
         interval = stats.bootstrap_ci(preds.probs, preds.targets, "auroc_macro", n_resamples=n_resamples)
-        report["variants"][name] = {"auroc_macro": interval.as_dict(), "train_seconds": round(result.seconds, 1)}
+        report["variants"][name] = {
+            "auroc_macro": interval.as_dict(),
+            "train_seconds": round(result.seconds, 1),
+        }
     assert targets is not None  # at least one variant was scored
     report["n_test_studies"] = int(targets.shape[0])
     if "plain" in probs:
         for name, variant_probs in probs.items():
             if name != "plain":
-                diff = stats.paired_bootstrap(variant_probs, probs["plain"], targets, "auroc_macro", n_resamples=n_resamples)
+                diff = stats.paired_bootstrap(
+                    variant_probs, probs["plain"], targets, "auroc_macro", n_resamples=n_resamples
+                )
                 report["variants"][name]["minus_plain"] = diff.as_dict()
     (out / "site_transfer.json").write_text(json.dumps(report, indent=2))
     return report
@@ -85,8 +98,12 @@ def site_transfer(
 
 def format_report(report: dict[str, Any]) -> str:
     """A Markdown table of a :func:`site_transfer` report."""
-    lines = [f"held-out site: {report['site']} ({report['n_test_studies']} test studies)", "",
-             "| variant | macro AUROC [95% CI] | minus plain [95% CI] | p |", "|---|---|---|---|"]
+    lines = [
+        f"held-out site: {report['site']} ({report['n_test_studies']} test studies)",
+        "",
+        "| variant | macro AUROC [95% CI] | minus plain [95% CI] | p |",
+        "|---|---|---|---|",
+    ]
 
     def fmt(interval: dict) -> str:
         if interval["estimate"] is None:

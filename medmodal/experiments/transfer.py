@@ -82,7 +82,11 @@ def run_transfer(
         random_auc, pre_auc = row["random"]["auroc_macro"], row["pretrained"]["auroc_macro"]
         row["delta_auroc"] = pre_auc - random_auc if None not in (random_auc, pre_auc) else None
         rows.append(row)
-    table = {"data": str(Path(data).resolve()), "pretrained_run": str(Path(pretrained_run).resolve()), "rows": rows}
+    table = {
+        "data": str(Path(data).resolve()),
+        "pretrained_run": str(Path(pretrained_run).resolve()),
+        "rows": rows,
+    }
     write_json_atomic(out / "transfer.json", table)
     return table
 

@@ -25,8 +25,12 @@ from medmodal.explain.render import case_page_html, highlighted_text_html, overl
 from medmodal.explain.text import explain_text
 
 
-def classes_to_explain(labels: Sequence[str], probabilities: dict[str, float], predicted: Sequence[str],
-                       requested: Sequence[str] | None) -> list[int]:
+def classes_to_explain(
+    labels: Sequence[str],
+    probabilities: dict[str, float],
+    predicted: Sequence[str],
+    requested: Sequence[str] | None,
+) -> list[int]:
     """Indices of the findings to explain: ``requested`` if given, else the predicted ones,
     else the single most probable finding (so a negative study still gets a map)."""
     if requested:
@@ -55,8 +59,11 @@ def explain_study(
     model, tokenizer, names = trained.model, trained.tokenizer, trained.labels
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    case: dict[str, Any] = {"run": str(trained.run.root), "image": str(image) if image else None,
-                            **predictor.predict(image=image, text=text)}
+    case: dict[str, Any] = {
+        "run": str(trained.run.root),
+        "image": str(image) if image else None,
+        **predictor.predict(image=image, text=text),
+    }
     study = study_from_inputs(image, text, trained.config.data.text_fields)
     batch = predictor.batch_for(study)
     explained = classes_to_explain(names, case["labels"], case["predicted"], labels)
@@ -70,9 +77,11 @@ def explain_study(
         entries = explain_text(model, batch, tokenizer, names, explained, method=text_method)
         case["text"] = [vars(e) for e in entries]
         (out_dir / "text.html").write_text(
-            "<!doctype html><meta charset='utf-8'>\n" + "\n".join(
+            "<!doctype html><meta charset='utf-8'>\n"
+            + "\n".join(
                 f"<p>{e.method}{' for ' + e.label if e.label else ''}: "
-                f"{highlighted_text_html(e.tokens, e.weights, signed=e.method != 'attention')}</p>" for e in entries
+                f"{highlighted_text_html(e.tokens, e.weights, signed=e.method != 'attention')}</p>"
+                for e in entries
             )
         )
     if has_image and model.image_encoder is not None:
@@ -83,10 +92,14 @@ def explain_study(
             images[f"saliency_{names[c]}"] = overlay_png(picture, maps[k], title)
         if model.decoder is not None:
             cfg = trained.config.evaluate
-            sentences = decoder_attention_by_sentence(model, batch, tokenizer, max_len=cfg.max_generate_tokens)[0]
+            sentences = decoder_attention_by_sentence(
+                model, batch, tokenizer, max_len=cfg.max_generate_tokens
+            )[0]
             case["sentences"] = [s.text for s in sentences]
             for k, sentence in enumerate(sentences):
-                images[f"sentence_{k + 1:02d}"] = overlay_png(picture, sentence.attention.cpu().numpy(), _wrap(sentence.text))
+                images[f"sentence_{k + 1:02d}"] = overlay_png(
+                    picture, sentence.attention.cpu().numpy(), _wrap(sentence.text)
+                )
     write_images(images, out_dir)
     (out_dir / "case.html").write_text(case_page_html(case, images))
     (out_dir / "explanation.json").write_text(json.dumps(case, indent=2))

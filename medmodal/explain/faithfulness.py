@@ -85,11 +85,14 @@ def area_under_curve(curve: Sequence[float]) -> float:
 
 
 @torch.no_grad()
-def deletion_curve(model: Any, row_batch: Mapping[str, Any], class_index: int, order: Tensor, steps: int,
-                   baseline: Tensor) -> list[float]:
+def deletion_curve(
+    model: Any, row_batch: Mapping[str, Any], class_index: int, order: Tensor, steps: int, baseline: Tensor
+) -> list[float]:
     """The finding's probability as pixels of study 0 of ``row_batch`` are deleted in ``order``."""
     images = deletion_images(row_batch["image"][0], baseline, order, steps)
-    repeated = {k: (v.expand(len(images), *v.shape[1:]) if torch.is_tensor(v) else v) for k, v in row_batch.items()}
+    repeated = {
+        k: (v.expand(len(images), *v.shape[1:]) if torch.is_tensor(v) else v) for k, v in row_batch.items()
+    }
     logits = model({**repeated, "image": images}).logits[:, class_index]
     return torch.sigmoid(logits).tolist()
 
@@ -134,7 +137,9 @@ def read_ground_truth(data: str | Path) -> dict[str, dict]:
     """``ground_truth.jsonl`` of a synthetic dataset: id -> record."""
     path = Path(data) / "ground_truth.jsonl"
     if not path.exists():
-        raise InputNotFoundError(f"{path}: faithfulness needs the synthetic data's ground truth (medmodal synth)")
+        raise InputNotFoundError(
+            f"{path}: faithfulness needs the synthetic data's ground truth (medmodal synth)"
+        )
     return {r["id"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
 
 
@@ -148,19 +153,32 @@ def summarise(values: Sequence[float], seed: int = 0) -> dict[str, Any]:
         return {"mean": None, "low": None, "high": None, "n": 0}
     if len(x) < 2 or np.all(x == x[0]):
         return {"mean": float(x.mean()), "low": float(x.mean()), "high": float(x.mean()), "n": len(x)}
-    ci = stats.bootstrap((x,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    ci = stats.bootstrap(
+        (x,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(seed)
+    ).confidence_interval
     return {"mean": float(x.mean()), "low": float(ci.low), "high": float(ci.high), "n": len(x)}
 
 
-def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "test", max_studies: int = 200,
-                         steps: int = 20, with_text: bool = False, seed: int = 0, batch_size: int = 16,
-                         image_method: str = "gradcam") -> dict[str, Any]:
+def measure_faithfulness(
+    run: str | Path,
+    data: str | Path,
+    *,
+    split: str = "test",
+    max_studies: int = 200,
+    steps: int = 20,
+    with_text: bool = False,
+    seed: int = 0,
+    batch_size: int = 16,
+    image_method: str = "gradcam",
+) -> dict[str, Any]:
     """All the measures of the module docstring for a trained run on a synthetic dataset."""
     trained = load_trained(run)
     model, labels, cfg = trained.model, trained.labels, trained.config
     studies = trained.studies(data, split)[:max_studies]
     truth = read_ground_truth(data)
-    loader = make_dataloader(build_dataset(studies, trained.tokenizer, labels, cfg, train=False), batch_size=batch_size)
+    loader = make_dataloader(
+        build_dataset(studies, trained.tokenizer, labels, cfg, train=False), batch_size=batch_size
+    )
     generator = torch.Generator().manual_seed(seed)
     image_cases: list[dict[str, Any]] = []
     text_cases: list[dict[str, Any]] = []
@@ -169,35 +187,77 @@ def measure_faithfulness(run: str | Path, data: str | Path, *, split: str = "tes
     for batch in loader:
         rows = range(len(batch["id"]))
         if model.image_encoder is not None:
-            view = batch if with_text or model.text_encoder is None else with_modalities(batch, image=True, text=False)
+            view = (
+                batch
+                if with_text or model.text_encoder is None
+                else with_modalities(batch, image=True, text=False)
+            )
             image_cases += _image_cases(model, view, labels, steps, generator, image_method)
         if text_method is not None:
             for row in rows:
                 study = studies[offset + row]
-                text_cases += _text_cases(model, batch, trained.tokenizer, labels, study, truth.get(study.id, {}),
-                                          text_method, row, cfg.data, explain_text)
+                text_cases += _text_cases(
+                    model,
+                    batch,
+                    trained.tokenizer,
+                    labels,
+                    study,
+                    truth.get(study.id, {}),
+                    text_method,
+                    row,
+                    cfg.data,
+                    explain_text,
+                )
         offset += len(rows)
-    report: dict[str, Any] = {"run": str(run), "data": str(data), "split": split, "studies": len(studies),
-                              "image_view": "image and text" if with_text else "image only", "steps": steps,
-                              "image_method": image_method}
+    report: dict[str, Any] = {
+        "run": str(run),
+        "data": str(data),
+        "split": split,
+        "studies": len(studies),
+        "image_view": "image and text" if with_text else "image only",
+        "steps": steps,
+        "image_method": image_method,
+    }
     if image_cases:
         report["image"] = {
             "cases": len(image_cases),
-            **{key: summarise([c[key] for c in image_cases]) for key in
-               ("pointing", "pointing_chance", "mass_in_box", "deletion_auc", "random_deletion_auc")},
-            "deletion_minus_random": summarise([c["deletion_auc"] - c["random_deletion_auc"] for c in image_cases]),
-            "pointing_by_label": {name: summarise([c["pointing"] for c in image_cases if c["label"] == name])
-                                  for name in labels if any(c["label"] == name for c in image_cases)},
+            **{
+                key: summarise([c[key] for c in image_cases])
+                for key in (
+                    "pointing",
+                    "pointing_chance",
+                    "mass_in_box",
+                    "deletion_auc",
+                    "random_deletion_auc",
+                )
+            },
+            "deletion_minus_random": summarise(
+                [c["deletion_auc"] - c["random_deletion_auc"] for c in image_cases]
+            ),
+            "pointing_by_label": {
+                name: summarise([c["pointing"] for c in image_cases if c["label"] == name])
+                for name in labels
+                if any(c["label"] == name for c in image_cases)
+            },
         }
     if text_cases:
-        report["text"] = {"method": text_method, "cases": len(text_cases),
-                          "share_on_finding_words": summarise([c["share"] for c in text_cases]),
-                          "chance": summarise([c["chance"] for c in text_cases])}
+        report["text"] = {
+            "method": text_method,
+            "cases": len(text_cases),
+            "share_on_finding_words": summarise([c["share"] for c in text_cases]),
+            "chance": summarise([c["chance"] for c in text_cases]),
+        }
     return report
 
 
-def _image_cases(model: Any, batch: Mapping[str, Any], labels: Sequence[str], steps: int,
-                 generator: torch.Generator, method: str = "gradcam") -> list[dict[str, Any]]:
+def _image_cases(
+    model: Any,
+    batch: Mapping[str, Any],
+    labels: Sequence[str],
+    steps: int,
+    generator: torch.Generator,
+    method: str = "gradcam",
+) -> list[dict[str, Any]]:
     """Pointing / mass / deletion for every (study, finding) with a true box in ``batch``."""
     present = (batch["labels"] > 0) & batch["box_mask"] & batch["has_image"][:, None]
     classes = sorted(set(torch.nonzero(present)[:, 1].tolist()))
@@ -209,22 +269,30 @@ def _image_cases(model: Any, batch: Mapping[str, Any], labels: Sequence[str], st
     for row, c in torch.nonzero(present).tolist():
         saliency = maps[row, classes.index(c)]
         inside = box_pixel_mask(batch["boxes"][row, c].tolist(), height, width)
-        row_batch = {k: (v[row:row + 1] if torch.is_tensor(v) else [v[row]]) for k, v in batch.items()}
+        row_batch = {k: (v[row : row + 1] if torch.is_tensor(v) else [v[row]]) for k, v in batch.items()}
         baseline = blurred(batch["image"][row], sigma=height / 8)
         by_saliency = torch.argsort(saliency.flatten(), descending=True, stable=True)
         random_order = torch.randperm(height * width, generator=generator)
-        cases.append({
-            "label": labels[c],
-            "pointing": float(pointing_hit(saliency, inside)),
-            "pointing_chance": float(inside.float().mean()),
-            "mass_in_box": mass_in_box(saliency, inside),
-            "deletion_auc": area_under_curve(deletion_curve(model, row_batch, c, by_saliency, steps, baseline)),
-            "random_deletion_auc": area_under_curve(deletion_curve(model, row_batch, c, random_order, steps, baseline)),
-        })
+        cases.append(
+            {
+                "label": labels[c],
+                "pointing": float(pointing_hit(saliency, inside)),
+                "pointing_chance": float(inside.float().mean()),
+                "mass_in_box": mass_in_box(saliency, inside),
+                "deletion_auc": area_under_curve(
+                    deletion_curve(model, row_batch, c, by_saliency, steps, baseline)
+                ),
+                "random_deletion_auc": area_under_curve(
+                    deletion_curve(model, row_batch, c, random_order, steps, baseline)
+                ),
+            }
+        )
     return cases
 
 
-def _text_cases(model, batch, tokenizer, labels, study, record, method, row, data_cfg, explain_text) -> list[dict]:
+def _text_cases(
+    model, batch, tokenizer, labels, study, record, method, row, data_cfg, explain_text
+) -> list[dict]:
     """Share of word weight on each present finding's words, for findings whose words occur."""
     positives = [c for c, name in enumerate(labels) if batch["labels"][row, c] > 0]
     if not positives or not bool(batch["has_text"][row]):
@@ -232,7 +300,7 @@ def _text_cases(model, batch, tokenizer, labels, study, record, method, row, dat
     text = study.text(data_cfg.text_fields, sep=TEXT_SEP)
     # Character offsets of the model's tokens: the tokenizer's own encoding (exact alignment).
     offsets = tokenizer._encoding(text).offsets[: int(batch["text_mask"][row].sum())]
-    row_batch = {k: (v[row:row + 1] if torch.is_tensor(v) else [v[row]]) for k, v in batch.items()}
+    row_batch = {k: (v[row : row + 1] if torch.is_tensor(v) else [v[row]]) for k, v in batch.items()}
     entries = explain_text(model, row_batch, tokenizer, labels, positives, method=method)
     cases = []
     for c in positives:
@@ -240,30 +308,43 @@ def _text_cases(model, batch, tokenizer, labels, study, record, method, row, dat
         if not any(mask):
             continue
         weights = entries[0].weights if method == "attention" else entries[positives.index(c)].weights
-        cases.append({"label": labels[c], "share": weight_share(weights, mask), "chance": float(np.mean(mask))})
+        cases.append(
+            {"label": labels[c], "share": weight_share(weights, mask), "chance": float(np.mean(mask))}
+        )
     return cases
 
 
 def format_faithfulness(report: dict[str, Any]) -> str:
     """A short Markdown summary of :func:`measure_faithfulness`."""
+
     def ci(s: dict) -> str:
         return "n/a" if s["mean"] is None else f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
 
-    lines = [f"{report['studies']} {report['split']} studies; image measures ({report['image_method']}) on the {report['image_view']} view",
-             "", "| measure | value [95% CI] |", "|---|---|"]
+    lines = [
+        f"{report['studies']} {report['split']} studies; image measures ({report['image_method']}) on the {report['image_view']} view",
+        "",
+        "| measure | value [95% CI] |",
+        "|---|---|",
+    ]
     if "image" in report:
         im = report["image"]
-        method = {"gradcam": "Grad-CAM", "occlusion": "occlusion"}.get(report["image_method"], report["image_method"])
-        lines += [f"| cases (finding with a true box) | {im['cases']} |",
-                  f"| pointing game, {method} | {ci(im['pointing'])} |",
-                  f"| pointing chance (box share of image) | {ci(im['pointing_chance'])} |",
-                  f"| {method} mass in box | {ci(im['mass_in_box'])} |",
-                  f"| deletion AUC, {method} order | {ci(im['deletion_auc'])} |",
-                  f"| deletion AUC, random order | {ci(im['random_deletion_auc'])} |",
-                  f"| deletion AUC, {method} minus random | {ci(im['deletion_minus_random'])} |"]
+        method = {"gradcam": "Grad-CAM", "occlusion": "occlusion"}.get(
+            report["image_method"], report["image_method"]
+        )
+        lines += [
+            f"| cases (finding with a true box) | {im['cases']} |",
+            f"| pointing game, {method} | {ci(im['pointing'])} |",
+            f"| pointing chance (box share of image) | {ci(im['pointing_chance'])} |",
+            f"| {method} mass in box | {ci(im['mass_in_box'])} |",
+            f"| deletion AUC, {method} order | {ci(im['deletion_auc'])} |",
+            f"| deletion AUC, random order | {ci(im['random_deletion_auc'])} |",
+            f"| deletion AUC, {method} minus random | {ci(im['deletion_minus_random'])} |",
+        ]
     if "text" in report:
         tx = report["text"]
-        lines += [f"| text cases ({tx['method']}) | {tx['cases']} |",
-                  f"| word weight on the finding's words | {ci(tx['share_on_finding_words'])} |",
-                  f"| chance (their share of tokens) | {ci(tx['chance'])} |"]
+        lines += [
+            f"| text cases ({tx['method']}) | {tx['cases']} |",
+            f"| word weight on the finding's words | {ci(tx['share_on_finding_words'])} |",
+            f"| chance (their share of tokens) | {ci(tx['chance'])} |",
+        ]
     return "\n".join(lines)

@@ -30,7 +30,9 @@ def saliency_layer(model: MultimodalModel) -> nn.Module:
     return body
 
 
-def grad_cam(model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence[int], layer: nn.Module | None = None) -> Tensor:
+def grad_cam(
+    model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence[int], layer: nn.Module | None = None
+) -> Tensor:
     """Grad-CAM maps of the fused logits of ``classes`` (K of them).
 
     Args:
@@ -72,8 +74,11 @@ def select_rows(batch: Mapping[str, Any], keep: Tensor) -> dict[str, Any]:
     size = keep.shape[0]
     rows = keep.nonzero().flatten().tolist()
     return {
-        k: v[keep] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == size
-        else [v[i] for i in rows] if isinstance(v, list) and len(v) == size else v
+        k: v[keep]
+        if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == size
+        else [v[i] for i in rows]
+        if isinstance(v, list) and len(v) == size
+        else v
         for k, v in batch.items()
     }
 
@@ -114,14 +119,21 @@ def sentence_spans(ids: Sequence[int], stop_ids: set[int], end_ids: set[int]) ->
 
 
 def decoder_attention_by_sentence(
-    model: MultimodalModel, batch: Mapping[str, Any], tokenizer: Any, *, max_len: int = 80, beam_size: int = 1,
+    model: MultimodalModel,
+    batch: Mapping[str, Any],
+    tokenizer: Any,
+    *,
+    max_len: int = 80,
+    beam_size: int = 1,
     max_sentences: int = 12,
 ) -> list[list[SentenceAttention]]:
     """Generate each study's report and average the decoder's attention over the image grid
     per sentence. Returns per study a list of :class:`SentenceAttention` (maps [H, W]): at most
     ``max_sentences``, sentences without a word (a lone ".") skipped."""
     if model.decoder is None or model.image_encoder is None:
-        raise ValueError("decoder attention over image regions needs a model with a report decoder and an image encoder")
+        raise ValueError(
+            "decoder attention over image regions needs a model with a report decoder and an image encoder"
+        )
     generation = model.generate(batch, max_len=max_len, beam_size=beam_size)
     if generation.attention is None:
         raise ValueError(f"the decoder {model.part_names.get('decoder', '')!r} returns no attention map")
@@ -144,7 +156,9 @@ def decoder_attention_by_sentence(
     return results
 
 
-def occlusion_map(model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence[int], window: int | None = None) -> Tensor:
+def occlusion_map(
+    model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence[int], window: int | None = None
+) -> Tensor:
     """Occlusion sensitivity (captum ``Occlusion``): the drop of each finding's fused logit when
     a ``window`` x ``window`` patch (default H/4, stride half of it) is set to 0 (the mean grey of
     the normalised input). Model-agnostic and perturbation-based, so it does not share
@@ -158,14 +172,28 @@ def occlusion_map(model: MultimodalModel, batch: Mapping[str, Any], classes: Seq
 
     def logits_of(image: Tensor) -> Tensor:
         size = image.shape[0]
-        expanded = {k: (v.repeat(size // v.shape[0], *[1] * (v.dim() - 1)) if torch.is_tensor(v) and v.dim() > 0
-                        and v.shape[0] != size else v) for k, v in rest.items()}
+        expanded = {
+            k: (
+                v.repeat(size // v.shape[0], *[1] * (v.dim() - 1))
+                if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] != size
+                else v
+            )
+            for k, v in rest.items()
+        }
         return model({**expanded, "image": image}).logits
 
     occlusion = Occlusion(logits_of)
     with torch.no_grad():
-        maps = [occlusion.attribute(image, target=int(c), sliding_window_shapes=(1, window, window),
-                                    strides=(1, stride, stride), baselines=0.0) for c in classes]
+        maps = [
+            occlusion.attribute(
+                image,
+                target=int(c),
+                sliding_window_shapes=(1, window, window),
+                strides=(1, stride, stride),
+                baselines=0.0,
+            )
+            for c in classes
+        ]
     return torch.cat(maps, dim=1).clamp_min(0.0)
 
 
@@ -173,8 +201,12 @@ ImageMethod = Callable[[MultimodalModel, Mapping[str, Any], Sequence[int]], Tens
 IMAGE_METHODS: dict[str, ImageMethod] = {"gradcam": grad_cam, "occlusion": occlusion_map}
 
 
-def image_saliency(model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence[int], method: str = "gradcam") -> Tensor:
+def image_saliency(
+    model: MultimodalModel, batch: Mapping[str, Any], classes: Sequence[int], method: str = "gradcam"
+) -> Tensor:
     """[B, K, H, W] saliency of ``classes`` by ``method`` (``gradcam`` or ``occlusion``)."""
     if method not in IMAGE_METHODS:
-        raise ValueError(f"unknown image explanation method '{method}'; use one of {', '.join(IMAGE_METHODS)}")
+        raise ValueError(
+            f"unknown image explanation method '{method}'; use one of {', '.join(IMAGE_METHODS)}"
+        )
     return IMAGE_METHODS[method](model, batch, classes)

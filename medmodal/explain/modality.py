@@ -51,7 +51,9 @@ def with_modalities(batch: Mapping[str, Any], image: bool, text: bool) -> dict[s
 
 def require_both_modalities(model: MultimodalModel) -> None:
     if model.modalities != "both":
-        raise ValueError(f"this needs a model of both modalities; the run's model uses {model.modalities} only")
+        raise ValueError(
+            f"this needs a model of both modalities; the run's model uses {model.modalities} only"
+        )
 
 
 @torch.no_grad()
@@ -59,9 +61,7 @@ def coalition_probabilities(model: MultimodalModel, batch: Mapping[str, Any]) ->
     """Probabilities [B, C] of the fused model for each coalition in :data:`COALITIONS`."""
     require_both_modalities(model)
     flags = {"none": (False, False), "image": (True, False), "text": (False, True), "both": (True, True)}
-    return {
-        name: torch.sigmoid(model(with_modalities(batch, *flags[name])).logits) for name in COALITIONS
-    }
+    return {name: torch.sigmoid(model(with_modalities(batch, *flags[name])).logits) for name in COALITIONS}
 
 
 @dataclass
@@ -130,7 +130,12 @@ def unimodal_probabilities(
 
 
 def find_conflicts(
-    labels: Sequence[str], image_probs: Sequence[float], text_probs: Sequence[float], *, threshold: float, gap: float
+    labels: Sequence[str],
+    image_probs: Sequence[float],
+    text_probs: Sequence[float],
+    *,
+    threshold: float,
+    gap: float,
 ) -> list[dict[str, Any]]:
     """Findings whose image-only and text-only probabilities lie on opposite sides of
     ``threshold`` and differ by at least ``gap``: ``[{label, image_probability, text_probability}]``."""
@@ -139,12 +144,18 @@ def find_conflicts(
         opposite = (p_img >= threshold) != (p_txt >= threshold)
         if opposite and abs(p_img - p_txt) >= gap:
             conflicts.append(
-                {"label": label, "image_probability": round(float(p_img), 6), "text_probability": round(float(p_txt), 6)}
+                {
+                    "label": label,
+                    "image_probability": round(float(p_img), 6),
+                    "text_probability": round(float(p_txt), 6),
+                }
             )
     return conflicts
 
 
-def conflicts_for_prediction(trained: Any, batch: Mapping[str, Any], output: Any, threshold: float) -> dict[str, Any]:
+def conflicts_for_prediction(
+    trained: Any, batch: Mapping[str, Any], output: Any, threshold: float
+) -> dict[str, Any]:
     """What the predictor adds for a one-study batch with both modalities present:
     ``{"conflicts": [...], "conflict_view": "auxiliary" | "ablation"}``; {} when not applicable."""
     model = trained.model
@@ -154,6 +165,10 @@ def conflicts_for_prediction(trained: Any, batch: Mapping[str, Any], output: Any
     view = resolve_view(cfg.evaluate.conflict_view, model, cfg.train.loss_weights.auxiliary)
     p_img, p_txt = unimodal_probabilities(model, batch, view, output)
     conflicts = find_conflicts(
-        trained.labels, p_img[0].tolist(), p_txt[0].tolist(), threshold=threshold, gap=cfg.evaluate.conflict_gap
+        trained.labels,
+        p_img[0].tolist(),
+        p_txt[0].tolist(),
+        threshold=threshold,
+        gap=cfg.evaluate.conflict_gap,
     )
     return {"conflicts": conflicts, "conflict_view": view}

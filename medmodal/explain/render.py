@@ -13,8 +13,13 @@ from typing import Any
 import numpy as np
 
 
-def overlay_png(image: np.ndarray, saliency: np.ndarray | None, title: str = "", box: Sequence[float] | None = None,
-                alpha: float = 0.45) -> bytes:
+def overlay_png(
+    image: np.ndarray,
+    saliency: np.ndarray | None,
+    title: str = "",
+    box: Sequence[float] | None = None,
+    alpha: float = 0.45,
+) -> bytes:
     """PNG bytes of ``image`` [H, W] in [0, 1] in grey with ``saliency`` [H, W] (scaled to its
     maximum) as a 'jet' overlay, and an optional normalised box (x0, y0, x1, y1) outline."""
     import matplotlib
@@ -31,8 +36,16 @@ def overlay_png(image: np.ndarray, saliency: np.ndarray | None, title: str = "",
         axis.imshow(saliency / peak, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
     if box is not None:
         x0, y0, x1, y1 = box
-        axis.add_patch(Rectangle((x0 * width - 0.5, y0 * height - 0.5), (x1 - x0) * width, (y1 - y0) * height,
-                                 fill=False, edgecolor="lime", linewidth=1.5))
+        axis.add_patch(
+            Rectangle(
+                (x0 * width - 0.5, y0 * height - 0.5),
+                (x1 - x0) * width,
+                (y1 - y0) * height,
+                fill=False,
+                edgecolor="lime",
+                linewidth=1.5,
+            )
+        )
     axis.set_title(title, fontsize=8)
     axis.axis("off")
     buffer = io.BytesIO()
@@ -82,10 +95,14 @@ def case_page_html(case: dict[str, Any], images: dict[str, bytes]) -> str:
         case: the explanation record (see :func:`medmodal.explain.case.explain_study`).
         images: name -> PNG bytes, embedded inline.
     """
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>medmodal explanation</title><style>{_STYLE}</style></head><body>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>medmodal explanation</title><style>{_STYLE}</style></head><body>"
+    ]
     parts.append("<h1>Why did the model decide?</h1>")
-    parts.append(f"<p class='note'>run: {html.escape(str(case.get('run', '')))} &middot; "
-                 f"image: {html.escape(str(case.get('image') or '-'))} &middot; threshold {case['threshold']}</p>")
+    parts.append(
+        f"<p class='note'>run: {html.escape(str(case.get('run', '')))} &middot; "
+        f"image: {html.escape(str(case.get('image') or '-'))} &middot; threshold {case['threshold']}</p>"
+    )
     for conflict in case.get("conflicts", []):
         parts.append(
             f"<p class='warn'><b>Conflict on {html.escape(conflict['label'])}:</b> the image-only view says "
@@ -107,16 +124,25 @@ def case_page_html(case: dict[str, Any], images: dict[str, bytes]) -> str:
         parts.append(row + "</tr>")
     parts.append("</table>")
     if contributions:
-        parts.append("<p class='note'>Shapley values over the two modalities: base + image + text = probability; "
-                     "a missing modality is replaced by the model's learned placeholder.</p>")
+        parts.append(
+            "<p class='note'>Shapley values over the two modalities: base + image + text = probability; "
+            "a missing modality is replaced by the model's learned placeholder.</p>"
+        )
     if "text" in case:
         parts.append("<h2>Text</h2>")
         for entry in case["text"]:
             title = f"{entry['method']}" + (f" for {entry['label']}" if entry.get("label") else "")
-            parts.append(f"<p class='note'>{html.escape(title)}</p><p>"
-                         + highlighted_text_html(entry["tokens"], entry["weights"], signed=entry["method"] != "attention")
-                         + "</p>")
-    for section, prefix in (("Image: saliency per finding", "saliency_"), ("Report: decoder attention per sentence", "sentence_")):
+            parts.append(
+                f"<p class='note'>{html.escape(title)}</p><p>"
+                + highlighted_text_html(
+                    entry["tokens"], entry["weights"], signed=entry["method"] != "attention"
+                )
+                + "</p>"
+            )
+    for section, prefix in (
+        ("Image: saliency per finding", "saliency_"),
+        ("Report: decoder attention per sentence", "sentence_"),
+    ):
         names = [n for n in images if n.startswith(prefix)]
         if not names:
             continue

@@ -32,7 +32,11 @@ def resolve_method(model: MultimodalModel, method: str) -> str:
     if model.text_encoder is None:
         raise ValueError("text explanations need a model with a text encoder")
     if method == "auto":
-        return "attention" if model.part_names.get("text_encoder") == "bilstm_attention" else "integrated_gradients"
+        return (
+            "attention"
+            if model.part_names.get("text_encoder") == "bilstm_attention"
+            else "integrated_gradients"
+        )
     return method
 
 
@@ -60,9 +64,18 @@ def integrated_gradients(
     baseline = torch.where(mask, torch.full_like(ids, embedding.padding_idx or 0), ids)
     rest_keys = ("image", "has_image", "has_text")
 
-    def logits_of(text_ids: Tensor, text_mask: Tensor, image: Tensor, has_image: Tensor, has_text: Tensor) -> Tensor:
-        return model({"text_ids": text_ids, "text_mask": text_mask, "image": image,
-                      "has_image": has_image, "has_text": has_text}).logits
+    def logits_of(
+        text_ids: Tensor, text_mask: Tensor, image: Tensor, has_image: Tensor, has_text: Tensor
+    ) -> Tensor:
+        return model(
+            {
+                "text_ids": text_ids,
+                "text_mask": text_mask,
+                "image": image,
+                "has_image": has_image,
+                "has_text": has_text,
+            }
+        ).logits
 
     lig = LayerIntegratedGradients(logits_of, embedding)
     with torch.enable_grad():
@@ -93,8 +106,13 @@ def tokens_of(batch: Mapping[str, Any], tokenizer: Any, row: int = 0) -> list[st
 
 
 def explain_text(
-    model: MultimodalModel, batch: Mapping[str, Any], tokenizer: Any, labels: Sequence[str],
-    classes: Sequence[int], method: str = "auto", row: int = 0,
+    model: MultimodalModel,
+    batch: Mapping[str, Any],
+    tokenizer: Any,
+    labels: Sequence[str],
+    classes: Sequence[int],
+    method: str = "auto",
+    row: int = 0,
 ) -> list[WordWeights]:
     """Word weights of study ``row``: one class-agnostic entry (attention) or one per class (IG)."""
     method = resolve_method(model, method)

@@ -157,7 +157,11 @@ def _laterality_rules() -> tuple[ContextRuleSpec, ...]:
             "BIDIRECTIONAL",
             [
                 {"LOWER": {"IN": ["left", "right"]}},
-                {"LOWER": {"IN": ["greater", "more", "larger", "worse", "bigger", "less", "smaller", ">", "<"]}},
+                {
+                    "LOWER": {
+                        "IN": ["greater", "more", "larger", "worse", "bigger", "less", "smaller", ">", "<"]
+                    }
+                },
                 {"LOWER": "than", "OP": "?"},
                 {"LOWER": {"IN": ["left", "right"]}},
             ],

@@ -54,7 +54,7 @@ import functools
 import math
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -213,7 +213,11 @@ def build_pipeline(vocabulary: Vocabulary, extra_context_rules: Sequence[Context
             "medspacy_context",
             config={
                 "rules": None,
-                "terminating_types": {NEGATED: [POSSIBLE, PROBABLE], POSSIBLE: [NEGATED], PROBABLE: [NEGATED]},
+                "terminating_types": {
+                    NEGATED: [POSSIBLE, PROBABLE],
+                    POSSIBLE: [NEGATED],
+                    PROBABLE: [NEGATED],
+                },
             },
         ),
     )
@@ -342,7 +346,7 @@ def default_labeler() -> ReportLabeler:
 
 # ----------------------------------------------------------------------------- helpers
 def to_binary(
-    labels: Sequence[dict[str, str]],
+    labels: Sequence[Mapping[str, str]],
     findings: Sequence[str],
     uncertain_as: Literal["positive", "negative"] = "positive",
 ) -> np.ndarray:

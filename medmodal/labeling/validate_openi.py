@@ -141,19 +141,29 @@ def labeler_matrix(
     labels = labeler.label_many(texts)
     unknown = [f for f in findings if f not in labeler.label_names]
     if unknown:
-        raise ValueError(f"findings {unknown} are not in the labeler's vocabulary ({', '.join(labeler.label_names)})")
+        raise ValueError(
+            f"findings {unknown} are not in the labeler's vocabulary ({', '.join(labeler.label_names)})"
+        )
     return to_binary(labels, findings, uncertain_as=uncertain_as)
 
 
-def agreement(reference: np.ndarray, predicted: np.ndarray, findings: Sequence[str]) -> dict[str, dict[str, Any]]:
+def agreement(
+    reference: np.ndarray, predicted: np.ndarray, findings: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """Per finding: precision, recall, F1 (scikit-learn, 0 where undefined), support and counts."""
-    precision, recall, f1, support = precision_recall_fscore_support(reference, predicted, average=None, zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        reference, predicted, average=None, zero_division=0
+    )
     result = {}
     for j, finding in enumerate(findings):
         tp = int(((reference[:, j] == 1) & (predicted[:, j] == 1)).sum())
         result[finding] = {
-            "precision": float(precision[j]), "recall": float(recall[j]), "f1": float(f1[j]),
-            "support": int(support[j]), "predicted": int(predicted[:, j].sum()), "true_positive": tp,
+            "precision": float(precision[j]),
+            "recall": float(recall[j]),
+            "f1": float(f1[j]),
+            "support": int(support[j]),
+            "predicted": int(predicted[:, j].sum()),
+            "true_positive": tp,
         }
     return result
 
@@ -192,8 +202,9 @@ def validate_on_openi(
     with support > 0; ``common_mean_f1``: mean F1 over the :data:`COMMON_FINDINGS` scored, or None).
     """
     if list_errors and half != "dev":
-        raise ValueError("errors are listed for the development half only (half='dev'): "
-                         "the held-out half is for reporting")
+        raise ValueError(
+            "errors are listed for the development half only (half='dev'): the held-out half is for reporting"
+        )
     start = time.time()
     reports = load_openi_reports(source)
     indexed = select_half([r for r in reports if is_indexed(r)], half)
@@ -234,7 +245,10 @@ def report_text(report: OpenIReport, fields: Sequence[str]) -> str:
 
 
 def disagreements(
-    reports: Sequence[OpenIReport], texts: Sequence[str], reference: np.ndarray, predicted: np.ndarray,
+    reports: Sequence[OpenIReport],
+    texts: Sequence[str],
+    reference: np.ndarray,
+    predicted: np.ndarray,
     findings: Sequence[str],
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per finding: ``{"false_positive": [...], "false_negative": [...]}`` with id, MeSH terms and text."""
@@ -242,7 +256,9 @@ def disagreements(
     for j, finding in enumerate(findings):
         rows: dict[str, list[dict[str, Any]]] = {"false_positive": [], "false_negative": []}
         for i, report in enumerate(reports):
-            kind = {(0, 1): "false_positive", (1, 0): "false_negative"}.get((reference[i, j], predicted[i, j]))
+            kind = {(0, 1): "false_positive", (1, 0): "false_negative"}.get(
+                (reference[i, j], predicted[i, j])
+            )
             if kind:
                 rows[kind].append({"id": report.uid, "mesh_major": list(report.mesh_major), "text": texts[i]})
         out[finding] = rows
@@ -252,21 +268,30 @@ def disagreements(
 def format_validation(result: dict[str, Any]) -> str:
     """A Markdown table of :func:`validate_on_openi`'s result."""
     lines = [
-        (f"{result['reports']} indexed Open-i reports, half: {result.get('half', 'all')} "
-        f"({result['skipped_not_indexed']} not indexed, left out of the archive); "
-        f"fields: {', '.join(result['fields'])}; uncertain counted as {result['uncertain_as']}, "
-        f"probable hedges as {result.get('probable_as', 'uncertain')}"),
+        (
+            f"{result['reports']} indexed Open-i reports, half: {result.get('half', 'all')} "
+            f"({result['skipped_not_indexed']} not indexed, left out of the archive); "
+            f"fields: {', '.join(result['fields'])}; uncertain counted as {result['uncertain_as']}, "
+            f"probable hedges as {result.get('probable_as', 'uncertain')}"
+        ),
         "",
         "| finding | MeSH positives | labeler positives | precision | recall | F1 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for finding, row in result["per_finding"].items():
-        lines.append(f"| {finding} | {row['support']} | {row['predicted']} | {row['precision']:.3f} | "
-                     f"{row['recall']:.3f} | {row['f1']:.3f} |")
+        lines.append(
+            f"| {finding} | {row['support']} | {row['predicted']} | {row['precision']:.3f} | "
+            f"{row['recall']:.3f} | {row['f1']:.3f} |"
+        )
     for name in ("macro", "micro"):
         row = result[name]
         lines.append(f"| **{name}** | | | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} |")
     if result.get("common_mean_f1") is not None:
-        lines += ["", (f"mean F1 over the 7 common findings ({', '.join(COMMON_FINDINGS)}): "
-                      f"**{result['common_mean_f1']:.3f}**")]
+        lines += [
+            "",
+            (
+                f"mean F1 over the 7 common findings ({', '.join(COMMON_FINDINGS)}): "
+                f"**{result['common_mean_f1']:.3f}**"
+            ),
+        ]
     return "\n".join(lines)

@@ -80,7 +80,8 @@ class PlattScaling:
         if any(a <= 0 for a in scaling.scale):
             raise ValueError(f"{path}: every scale must be positive")
         if scaling.thresholds is not None and (
-            len(scaling.thresholds) != len(scaling.labels) or not all(0.0 <= t <= 1.0 for t in scaling.thresholds)
+            len(scaling.thresholds) != len(scaling.labels)
+            or not all(0.0 <= t <= 1.0 for t in scaling.thresholds)
         ):
             raise ValueError(f"{path}: thresholds must be one value in [0, 1] per label")
         return scaling
@@ -167,7 +168,9 @@ class LogitCalibration(nn.Module):
             got = f"{tuple(scale.shape)}, {tuple(bias.shape)}"
             raise ValueError(f"calibration needs {self.scale.numel()} scales and biases, got {got}")
         if not bool((scale > 0).all()):
-            raise ValueError("calibration scales must be positive (a negative one reverses a label's ranking)")
+            raise ValueError(
+                "calibration scales must be positive (a negative one reverses a label's ranking)"
+            )
         self.scale.copy_(scale)
         self.bias.copy_(bias)
 

@@ -152,7 +152,9 @@ class ContrastiveModel(nn.Module):
         # The encoders' widths are plain int attributes (the registry encoder contract).
         self.image_projection = ProjectionHead(cast(int, image_encoder.out_dim), projection_dim)
         self.text_projection = ProjectionHead(cast(int, text_encoder.out_dim), projection_dim)
-        self.region_projection = nn.Linear(cast(int, image_encoder.grid_dim), projection_dim) if local else None
+        self.region_projection = (
+            nn.Linear(cast(int, image_encoder.grid_dim), projection_dim) if local else None
+        )
         self.word_projection = nn.Linear(cast(int, text_encoder.seq_dim), projection_dim) if local else None
         log_scale = torch.tensor(math.log(1.0 / temperature))
         if learn_temperature:

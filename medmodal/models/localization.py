@@ -136,7 +136,9 @@ class LocalizationHead(nn.Module):
             stem.append(conv_gn_relu(channels, width, stride=2))
             channels = width
         self.image_branch = nn.Sequential(*stem)
-        self.trunk = nn.Sequential(conv_gn_relu(2 * hidden_dim + 2, hidden_dim), conv_gn_relu(hidden_dim, hidden_dim))
+        self.trunk = nn.Sequential(
+            conv_gn_relu(2 * hidden_dim + 2, hidden_dim), conv_gn_relu(hidden_dim, hidden_dim)
+        )
         self.heatmap = nn.Conv2d(hidden_dim, num_labels, 1)
         nn.init.constant_(cast(Tensor, self.heatmap.bias), -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
         self.size = nn.Conv2d(hidden_dim, 2, 1)
@@ -172,7 +174,12 @@ class LocalizationHead(nn.Module):
             gate = torch.sigmoid(class_logits.detach())
         scores = torch.sigmoid(top_logit) * (gate if gate is not None else 1.0)
         return LocalizationOutput(
-            boxes=boxes, scores=scores, heatmaps=heatmaps, log_sizes=log_sizes, offsets=offsets, score_gate=gate
+            boxes=boxes,
+            scores=scores,
+            heatmaps=heatmaps,
+            log_sizes=log_sizes,
+            offsets=offsets,
+            score_gate=gate,
         )
 
     @torch.no_grad()
@@ -200,5 +207,9 @@ class LocalizationHead(nn.Module):
             if len(keep):
                 keep = keep[batched_nms(boxes[i, keep], scores[i, keep], labels[i, keep], self.nms_iou)]
             n = len(keep)  # batched_nms returns them by decreasing score
-            out_boxes[i, :n], out_scores[i, :n], out_labels[i, :n] = boxes[i, keep], scores[i, keep], labels[i, keep]
+            out_boxes[i, :n], out_scores[i, :n], out_labels[i, :n] = (
+                boxes[i, keep],
+                scores[i, keep],
+                labels[i, keep],
+            )
         return Detections(boxes=out_boxes, scores=out_scores, labels=out_labels)

@@ -202,7 +202,9 @@ class MultimodalModel(nn.Module):
         self.condition_on_findings = condition_on_findings
         if condition_on_findings:
             if decoder is None or getattr(decoder, "condition_dim", 0) != num_labels:
-                raise ValueError(f"conditioning on the findings needs a decoder built with condition_dim={num_labels}")
+                raise ValueError(
+                    f"conditioning on the findings needs a decoder built with condition_dim={num_labels}"
+                )
             # Per-finding probability at which a finding is "predicted" for the decoder; set from the
             # validation split during training (set_finding_thresholds), saved in the checkpoint.
             self.register_buffer("finding_thresholds", torch.full((num_labels,), 0.5))
@@ -236,9 +238,13 @@ class MultimodalModel(nn.Module):
         """Per-finding probabilities [C] at which a finding is passed to a conditioned decoder as present."""
         if not self.condition_on_findings:
             raise RuntimeError("this model's decoder is not conditioned on the findings")
-        values = torch.as_tensor(thresholds, dtype=self.finding_thresholds.dtype, device=self.finding_thresholds.device)
+        values = torch.as_tensor(
+            thresholds, dtype=self.finding_thresholds.dtype, device=self.finding_thresholds.device
+        )
         if values.shape != self.finding_thresholds.shape:
-            raise ValueError(f"finding thresholds: expected {self.num_labels} values, got {tuple(values.shape)}")
+            raise ValueError(
+                f"finding thresholds: expected {self.num_labels} values, got {tuple(values.shape)}"
+            )
         self.finding_thresholds.copy_(values)
 
     def predicted_findings(
@@ -265,7 +271,10 @@ class MultimodalModel(nn.Module):
         return self.calibration.bias
 
     def build_heads(
-        self, classification: bool, localization: bool, dropout: float,
+        self,
+        classification: bool,
+        localization: bool,
+        dropout: float,
         localization_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         """The classification head (unless the fusion layer classifies itself), the auxiliary
@@ -285,7 +294,10 @@ class MultimodalModel(nn.Module):
             )
         if localization and self.image_encoder is not None:
             self.localizer = LocalizationHead(
-                cast(int, self.image_encoder.grid_dim), self.fused_dim, self.num_labels, dropout=dropout,
+                cast(int, self.image_encoder.grid_dim),
+                self.fused_dim,
+                self.num_labels,
+                dropout=dropout,
                 **dict(localization_kwargs or {}),
             )
 
@@ -328,8 +340,12 @@ class MultimodalModel(nn.Module):
         caption_logits = None
         if self.decoder is not None and batch.get("target_ids") is not None:
             memory, memory_mask = self.decoder_memory(image, text)
-            condition = batch["labels"].to(vector.dtype) if self.condition_on_findings else None  # teacher forcing
-            caption_logits = self.decoder(batch["target_ids"], vector, memory, memory_mask, condition=condition)
+            condition = (
+                batch["labels"].to(vector.dtype) if self.condition_on_findings else None
+            )  # teacher forcing
+            caption_logits = self.decoder(
+                batch["target_ids"], vector, memory, memory_mask, condition=condition
+            )
         return ModelOutput(
             logits=logits,
             image_logits=image_logits,
@@ -347,8 +363,12 @@ class MultimodalModel(nn.Module):
         )
 
     def unimodal_logits(
-        self, batch: Batch, image: ImageFeatures | None, text: TextFeatures | None,
-        image_present: Tensor | None, text_present: Tensor | None,
+        self,
+        batch: Batch,
+        image: ImageFeatures | None,
+        text: TextFeatures | None,
+        image_present: Tensor | None,
+        text_present: Tensor | None,
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """(image auxiliary logits [B, C], text auxiliary logits [B, C], logits added to the main
         ones [B, C]); each None where absent. A modality's auxiliary logits include its wide
@@ -363,8 +383,14 @@ class MultimodalModel(nn.Module):
             wide_text = self.wide_text(batch["text_ids"], batch["text_mask"])
             wide_text = wide_text * text_present[:, None].to(wide_text.dtype)
         # auxiliary heads exist only with both encoders, hence both features (build_heads, encode)
-        image_aux = self.image_aux_head(cast(ImageFeatures, image).vector) if self.image_aux_head is not None else None
-        text_aux = self.text_aux_head(cast(TextFeatures, text).vector) if self.text_aux_head is not None else None
+        image_aux = (
+            self.image_aux_head(cast(ImageFeatures, image).vector)
+            if self.image_aux_head is not None
+            else None
+        )
+        text_aux = (
+            self.text_aux_head(cast(TextFeatures, text).vector) if self.text_aux_head is not None else None
+        )
         image_logits, text_logits = _plus(image_aux, wide_image), _plus(text_aux, wide_text)
         if self.fused_logits == "with_unimodal" and self.fusion is not None and image_logits is not None:
             # the text auxiliary logits exist with the image ones (classification heads; the config
@@ -372,7 +398,9 @@ class MultimodalModel(nn.Module):
             return image_logits, text_logits, image_logits + cast(Tensor, text_logits)
         return image_logits, text_logits, _plus(wide_image, wide_text)
 
-    def coordinated_embeddings(self, image: ImageFeatures | None, text: TextFeatures | None) -> dict[str, Tensor]:
+    def coordinated_embeddings(
+        self, image: ImageFeatures | None, text: TextFeatures | None
+    ) -> dict[str, Tensor]:
         """``image_embedding`` / ``text_embedding`` [B, P] (unit norm) and ``alignment_scale`` of a
         coordinated model; an empty dict for a joint one."""
         if self.image_projector is None:
@@ -403,7 +431,12 @@ class MultimodalModel(nn.Module):
             condition = self.predicted_findings(vector, fusion_output, added)
         decoder = cast("ReportDecoder", self.decoder)  # every registered decoder is a ReportDecoder
         return decoder.generate(
-            vector, memory, memory_mask, max_len=max_len, beam_size=beam_size, length_penalty=length_penalty,
+            vector,
+            memory,
+            memory_mask,
+            max_len=max_len,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
             condition=condition,
         )
 
@@ -543,7 +576,9 @@ def create_model(
         wired = {
             "vocab_size": vocab_size,
             "context_dim": fusion.out_dim if fusion is not None else width,
-            "memory_dim": image_encoder.grid_dim if image_encoder is not None else cast(nn.Module, text_encoder).seq_dim,
+            "memory_dim": image_encoder.grid_dim
+            if image_encoder is not None
+            else cast(nn.Module, text_encoder).seq_dim,
             "pad_id": pad_id,
             "bos_id": bos_id,
             "eos_id": eos_id,

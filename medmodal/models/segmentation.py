@@ -51,7 +51,9 @@ class TextGuidedUNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.unet = BasicUNet(spatial_dims=2, in_channels=1, out_channels=num_classes, features=tuple(features), dropout=dropout)
+        self.unet = BasicUNet(
+            spatial_dims=2, in_channels=1, out_channels=num_classes, features=tuple(features), dropout=dropout
+        )
         self.text_encoder = text_encoder
         self.films = None
         if text_encoder is not None:
@@ -63,7 +65,9 @@ class TextGuidedUNet(nn.Module):
     def conditioned(self) -> bool:
         return self.text_encoder is not None
 
-    def forward(self, image: Tensor, text_ids: Tensor | None = None, text_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, image: Tensor, text_ids: Tensor | None = None, text_mask: Tensor | None = None
+    ) -> Tensor:
         """image [B,1,H,W] (H, W multiples of 16), text_ids / text_mask [B,L] -> class logits [B,K,H,W]."""
         if self.text_encoder is None or self.films is None:
             return self.unet(image)

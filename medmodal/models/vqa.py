@@ -48,9 +48,14 @@ class VQAModel(nn.Module):
         if num_answers < 1:
             raise ValueError("the answer vocabulary is empty")
         self.use_image = use_image
-        self.image_encoder = build_part("image_encoder", image_encoder, {"in_channels": 1, "out_dim": embed_dim}, {})
+        self.image_encoder = build_part(
+            "image_encoder", image_encoder, {"in_channels": 1, "out_dim": embed_dim}, {}
+        )
         self.question_encoder = build_part(
-            "text_encoder", question_encoder, {"vocab_size": vocab_size, "out_dim": embed_dim, "pad_id": pad_id}, {}
+            "text_encoder",
+            question_encoder,
+            {"vocab_size": vocab_size, "out_dim": embed_dim, "pad_id": pad_id},
+            {},
         )
         self.fusion = build_part("fusion", fusion, {
             "image_dim": self.image_encoder.out_dim, "text_dim": self.question_encoder.out_dim,
@@ -59,7 +64,9 @@ class VQAModel(nn.Module):
         }, {})  # fmt: skip
         self.classifier = mlp(cast(int, self.fusion.out_dim), embed_dim, num_answers, dropout)
 
-    def forward(self, image: Tensor, question_ids: Tensor, question_mask: Tensor, image_index: Tensor | None = None) -> Tensor:
+    def forward(
+        self, image: Tensor, question_ids: Tensor, question_mask: Tensor, image_index: Tensor | None = None
+    ) -> Tensor:
         """Answer logits [N, A].
 
         Args:

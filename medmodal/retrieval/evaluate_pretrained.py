@@ -73,7 +73,9 @@ def evaluate_retrieval(run_dir: str | Path, data: str | Path | None = None, *, s
     return result
 
 
-def supervised_probabilities(supervised_run: str | Path, studies: list[Study], labels: list[str]) -> np.ndarray:
+def supervised_probabilities(
+    supervised_run: str | Path, studies: list[Study], labels: list[str]
+) -> np.ndarray:
     """[N, C] probabilities of a supervised run (``medmodal train``) on ``studies``, columns in ``labels`` order."""
     trained = load_trained(supervised_run)
     missing = [name for name in labels if name not in trained.labels]

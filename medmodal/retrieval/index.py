@@ -126,7 +126,9 @@ class VectorIndex:
         p["nlist"] = nlist
         # index_factory owns the coarse quantizer (a hand-built one must outlive the index).
         # (faiss downcasts the result to IndexIVFFlat; its stub says Index)
-        ivf = cast(faiss.IndexIVF, faiss.index_factory(self.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT))
+        ivf = cast(
+            faiss.IndexIVF, faiss.index_factory(self.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        )
         ivf.nprobe = min(p["nprobe"], nlist)
         return ivf
 
@@ -184,7 +186,9 @@ class VectorIndex:
         path = Path(path)
         meta_path = Path(f"{path}.json")
         if not vectors_path(path).is_file() or not meta_path.is_file():
-            raise InputNotFoundError(f"vector index not found: {path} (needs {vectors_path(path).name} and {meta_path.name})")
+            raise InputNotFoundError(
+                f"vector index not found: {path} (needs {vectors_path(path).name} and {meta_path.name})"
+            )
         meta = read_meta(meta_path)
         vectors = read_vectors(vectors_path(path), meta["dim"])
         index = cls(meta["dim"], meta["kind"], **meta["params"])
@@ -217,7 +221,13 @@ def vectors_path(path: Path) -> Path:
     return Path(f"{path}.npy")
 
 
-_PARAM_LIMITS = {"nlist": 1 << 20, "nprobe": 1 << 20, "hnsw_m": 256, "ef_search": 1 << 16, "ef_construction": 1 << 16}
+_PARAM_LIMITS = {
+    "nlist": 1 << 20,
+    "nprobe": 1 << 20,
+    "hnsw_m": 256,
+    "ef_search": 1 << 16,
+    "ef_construction": 1 << 16,
+}
 _MAX_DIM = 1 << 16
 
 
@@ -246,7 +256,10 @@ def read_vectors(path: Path, dim: int) -> np.ndarray:
     with path.open("rb") as fh:
         try:
             version = np.lib.format.read_magic(fh)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }
             if version not in read_header:
                 raise ValueError(f"unsupported .npy version {version}")
             shape, fortran, dtype = read_header[version](fh)  # the header only; no data read yet
@@ -256,7 +269,9 @@ def read_vectors(path: Path, dim: int) -> np.ndarray:
     if dtype != np.dtype("<f4") or fortran or len(shape) != 2 or shape[1] != dim:
         raise ValueError(f"{path}: expected float32 vectors [N, {dim}], got {dtype} {shape}")
     if shape[0] * dim * 4 != data_bytes:
-        raise ValueError(f"{path}: header says {shape[0]} x {dim} vectors, the file holds {data_bytes} bytes of data")
+        raise ValueError(
+            f"{path}: header says {shape[0]} x {dim} vectors, the file holds {data_bytes} bytes of data"
+        )
     vectors = np.load(path, allow_pickle=False)
     return as_float32_matrix(vectors, dim, str(path))
 

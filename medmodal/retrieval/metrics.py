@@ -36,7 +36,9 @@ def first_relevant_ranks(similarity: np.ndarray, relevant: np.ndarray) -> np.nda
     similarity = np.asarray(similarity, dtype=np.float64)
     relevant = np.asarray(relevant, dtype=bool)
     if similarity.shape != relevant.shape or similarity.ndim != 2:
-        raise ValueError(f"similarity {similarity.shape} and relevant {relevant.shape} must be the same [Q, N] shape")
+        raise ValueError(
+            f"similarity {similarity.shape} and relevant {relevant.shape} must be the same [Q, N] shape"
+        )
     empty = np.flatnonzero(~relevant.any(axis=1))
     if len(empty):
         raise ValueError(f"{len(empty)} quer(ies) without a relevant item, e.g. row {empty[0]}")
@@ -90,7 +92,9 @@ def precision_at_k(similarity: np.ndarray, relevant: np.ndarray, ks: Sequence[in
     similarity = np.asarray(similarity, dtype=np.float64)
     relevant = np.asarray(relevant, dtype=bool)
     if similarity.shape != relevant.shape or similarity.ndim != 2:
-        raise ValueError(f"similarity {similarity.shape} and relevant {relevant.shape} must be the same [Q, N] shape")
+        raise ValueError(
+            f"similarity {similarity.shape} and relevant {relevant.shape} must be the same [Q, N] shape"
+        )
     order = np.argsort(-similarity, axis=1, kind="stable")
     hits = np.take_along_axis(relevant, order, axis=1)
     chance = float(relevant.mean(axis=1).mean())
@@ -142,10 +146,14 @@ def hub_penalty(vectors: np.ndarray, bank: np.ndarray, k: int = 10) -> np.ndarra
     return np.sort(sims, axis=1)[:, -k:].mean(axis=1)
 
 
-def csls_similarity(similarity: np.ndarray, row_penalty: np.ndarray, column_penalty: np.ndarray) -> np.ndarray:
+def csls_similarity(
+    similarity: np.ndarray, row_penalty: np.ndarray, column_penalty: np.ndarray
+) -> np.ndarray:
     """Cross-domain similarity local scaling (Conneau et al., arXiv 1710.04087):
     ``2 cos(x, y) - r(x) - r(y)``, which demotes hubs; [Q, N] from [Q, N], [Q], [N]."""
-    return 2.0 * np.asarray(similarity) - np.asarray(row_penalty)[:, None] - np.asarray(column_penalty)[None, :]
+    return (
+        2.0 * np.asarray(similarity) - np.asarray(row_penalty)[:, None] - np.asarray(column_penalty)[None, :]
+    )
 
 
 def normalise_report(text: str) -> str:

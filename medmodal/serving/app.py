@@ -190,15 +190,25 @@ class _BodyRejected(Exception):
 
 async def _send_json(send: Send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 # The review page loads only its own files; its images are fetched and shown as blob: URLs.
-REVIEW_CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
-              "frame-ancestors 'none'; form-action 'self'")
+REVIEW_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
 
 
 def with_security_headers(response: Any, path: str) -> Any:
@@ -219,8 +229,10 @@ def with_security_headers(response: Any, path: str) -> Any:
 def validation_problems(err: RequestValidationError) -> list[dict[str, Any]]:
     """FastAPI's validation errors without the submitted values (``input``, ``ctx``): a
     value may be report text or an upload's file name (patient data)."""
-    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in err.errors()]
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in err.errors()
+    ]
 
 
 def reject_repeated_fields(form: Any, names: Sequence[str]) -> None:
@@ -295,11 +307,18 @@ def create_app(
             try:
                 check_api_key(request.headers.get(API_KEY_HEADER), api_key)
             except RequestRejected as err:
-                return with_security_headers(JSONResponse({"detail": err.message}, status_code=err.status), path)
+                return with_security_headers(
+                    JSONResponse({"detail": err.message}, status_code=err.status), path
+                )
         response = await call_next(request)
         # Method, path and status only: never bodies, text or file names (patient data).
-        log.info("%s %s -> %d (%.0f ms)", request.method, path, response.status_code,
-                 1000 * (time.perf_counter() - started))
+        log.info(
+            "%s %s -> %d (%.0f ms)",
+            request.method,
+            path,
+            response.status_code,
+            1000 * (time.perf_counter() - started),
+        )
         return with_security_headers(response, path)
 
     # Outermost: a request with a foreign Host header (DNS rebinding) is refused before anything else.
@@ -315,14 +334,22 @@ def create_app(
 
     @app.get("/v1/health", summary="Liveness and queue depth")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "runtime": runtime, "pending": worker.pending, "labels": len(predictor.labels)}
+        return {
+            "status": "ok",
+            "runtime": runtime,
+            "pending": worker.pending,
+            "labels": len(predictor.labels),
+        }
 
     @app.get("/v1/model", summary="Label set, config, training data summary and metrics of the served run")
     def model_info() -> dict[str, Any]:
         return describe_run(predictor, run_root, runtime)
 
-    @app.post("/v1/predict", summary="Predict one study from an image upload and/or report text",
-              form_limits={"max_files": 4, "max_fields": 8})
+    @app.post(
+        "/v1/predict",
+        summary="Predict one study from an image upload and/or report text",
+        form_limits={"max_files": 4, "max_fields": 8},
+    )
     async def predict(
         request: Request,
         image: Annotated[UploadFile | None, File(description="PNG, JPEG or DICOM (Part 10) file")] = None,
@@ -332,15 +359,17 @@ def create_app(
         impression: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
         reject_repeated_fields(await request.form(), PREDICT_FIELDS)  # parsed once, cached by Starlette
-        text_input = text_from_fields(text, {"indication": indication, "findings": findings,
-                                             "impression": impression}, limits)
+        text_input = text_from_fields(
+            text, {"indication": indication, "findings": findings, "impression": impression}, limits
+        )
         data_bytes = await image.read() if image is not None else None
         with tempfile.TemporaryDirectory(prefix="medmodal-upload-") as folder:
             path = None
             if data_bytes is not None:
                 assert image is not None  # data_bytes comes from image
-                path = await run_in_threadpool(validated_image_file, data_bytes, image.content_type,
-                                               Path(folder), limits)
+                path = await run_in_threadpool(
+                    validated_image_file, data_bytes, image.content_type, Path(folder), limits
+                )
             if path is None and text_input is None:
                 raise RequestRejected(422, "send an image, some text, or both")
             try:
@@ -350,8 +379,9 @@ def create_app(
 
     if data is not None:
         ratings = ratings_url or run_root / "review" / "ratings.db"
-        service = ReviewService(predictor, data, split=split, ratings_url=ratings, worker=worker,
-                                model_name=run_root.name)
+        service = ReviewService(
+            predictor, data, split=split, ratings_url=ratings, worker=worker, model_name=run_root.name
+        )
         mount_review(app, service)
         app.state.review = service
     return app
@@ -367,7 +397,9 @@ def text_from_fields(text: str | None, sections: dict[str, str | None], limits: 
     return text if text is not None else (given or None)
 
 
-def load_predictor(run_dir: str | Path, runtime: str = "torch", onnx_path: str | Path | None = None) -> Predictor:
+def load_predictor(
+    run_dir: str | Path, runtime: str = "torch", onnx_path: str | Path | None = None
+) -> Predictor:
     """The run's predictor with the PyTorch or the onnxruntime forward."""
     if runtime not in ("torch", "onnx"):
         raise ValueError(f"runtime must be 'torch' or 'onnx', not {runtime!r}")
@@ -407,15 +439,17 @@ def describe_run(predictor: Predictor, run_root: Path, runtime: str) -> dict[str
     summary = read_json(run.data_summary)
     if isinstance(summary, dict):  # paths on the training machine are not the client's business
         summary = {k: v for k, v in summary.items() if k not in ("file", "data", "problems")}
-    return redact_paths({
-        "run": run_root.name,
-        "runtime": runtime,
-        "labels": trained.labels,
-        "label_info": read_json(run.labels),
-        "config": trained.config.model_dump(mode="json"),
-        "training_data": summary,
-        "training": read_json(run.root / "training_done.json"),
-        "metrics": read_json(run.root / "metrics.json"),
-        "checkpoint": trained.checkpoint.name,
-        "generates_reports": bool(trained.config.model.heads.generation),
-    })
+    return redact_paths(
+        {
+            "run": run_root.name,
+            "runtime": runtime,
+            "labels": trained.labels,
+            "label_info": read_json(run.labels),
+            "config": trained.config.model_dump(mode="json"),
+            "training_data": summary,
+            "training": read_json(run.root / "training_done.json"),
+            "metrics": read_json(run.root / "metrics.json"),
+            "checkpoint": trained.checkpoint.name,
+            "generates_reports": bool(trained.config.model.heads.generation),
+        }
+    )

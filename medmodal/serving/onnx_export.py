@@ -51,7 +51,15 @@ from medmodal.training.loading import TrainedRun, load_trained
 
 IMAGE_INPUTS = ("image", "has_image")
 TEXT_INPUTS = ("text_ids", "text_mask", "has_text")
-OUTPUT_ORDER = ("logits", "probabilities", "image_logits", "text_logits", "boxes", "box_heatmaps", "word_attention")
+OUTPUT_ORDER = (
+    "logits",
+    "probabilities",
+    "image_logits",
+    "text_logits",
+    "boxes",
+    "box_heatmaps",
+    "word_attention",
+)
 OPSET = 17
 
 
@@ -96,8 +104,12 @@ class InferenceGraph(nn.Module):
         return {
             "logits": logits,
             "probabilities": torch.sigmoid(logits) if logits is not None else None,
-            "image_logits": model.image_aux_head(cast(ImageFeatures, image).vector) if model.image_aux_head is not None else None,
-            "text_logits": model.text_aux_head(cast(TextFeatures, text).vector) if model.text_aux_head is not None else None,
+            "image_logits": model.image_aux_head(cast(ImageFeatures, image).vector)
+            if model.image_aux_head is not None
+            else None,
+            "text_logits": model.text_aux_head(cast(TextFeatures, text).vector)
+            if model.text_aux_head is not None
+            else None,
             "boxes": boxes,
             "box_heatmaps": heatmaps,
             "word_attention": text.attention if text is not None else None,
@@ -169,19 +181,35 @@ def export_onnx(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about Python bools in shape code
         torch.onnx.export(  # TrainingMode.EVAL (the default): dropout off, BatchNorm running statistics
-            graph, inputs, str(out), input_names=graph.input_names, output_names=graph.output_names,
-            dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+            graph,
+            inputs,
+            str(out),
+            input_names=graph.input_names,
+            output_names=graph.output_names,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
         )
     onnx.checker.check_model(onnx.load(str(out)))
     diffs = parity_check(graph, out, batch)
     worst = max(diffs.values())
     if worst > tolerance:
-        raise ValueError(f"{out}: ONNX outputs differ from PyTorch by up to {worst:.3g} (> {tolerance}): {diffs}")
-    metadata = {"run": str(trained.run.root), "inputs": graph.input_names, "outputs": graph.output_names,
-                "image_size": trained.config.data.image_size, "max_text_tokens": trained.config.data.max_text_tokens,
-                "parity_max_abs_diff": diffs, "calibrated": trained.calibrated}
+        raise ValueError(
+            f"{out}: ONNX outputs differ from PyTorch by up to {worst:.3g} (> {tolerance}): {diffs}"
+        )
+    metadata = {
+        "run": str(trained.run.root),
+        "inputs": graph.input_names,
+        "outputs": graph.output_names,
+        "image_size": trained.config.data.image_size,
+        "max_text_tokens": trained.config.data.max_text_tokens,
+        "parity_max_abs_diff": diffs,
+        "calibrated": trained.calibrated,
+    }
     out.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return ExportResult(out, graph.input_names, graph.output_names, diffs, int(batch[graph.input_names[0]].shape[0]))
+    return ExportResult(
+        out, graph.input_names, graph.output_names, diffs, int(batch[graph.input_names[0]].shape[0])
+    )
 
 
 def parity_batch(trained: TrainedRun, n: int) -> dict[str, Tensor]:
@@ -191,7 +219,11 @@ def parity_batch(trained: TrainedRun, n: int) -> dict[str, Tensor]:
     cfg = trained.config
     studies = []
     try:
-        data = json.loads(trained.run.data_summary.read_text()).get("file") if trained.run.data_summary.exists() else None
+        data = (
+            json.loads(trained.run.data_summary.read_text()).get("file")
+            if trained.run.data_summary.exists()
+            else None
+        )
         if data and Path(data).exists():
             manifest = trained.read_data(data)
             studies = (manifest.split("val") or manifest.split("test") or manifest.studies)[:n]
@@ -206,10 +238,13 @@ def parity_batch(trained: TrainedRun, n: int) -> dict[str, Tensor]:
         ids = torch.randint(4, trained.tokenizer.vocab_size, (n, length), generator=generator)
         lengths = torch.randint(1, length + 1, (n,), generator=generator)
         mask = torch.arange(length)[None] < lengths[:, None]
-        batch = {"image": torch.randn(n, 1, size, size, generator=generator),
-                 "has_image": torch.ones(n, dtype=torch.bool),
-                 "text_ids": torch.where(mask, ids, torch.full_like(ids, trained.tokenizer.pad_id)),
-                 "text_mask": mask, "has_text": torch.ones(n, dtype=torch.bool)}
+        batch = {
+            "image": torch.randn(n, 1, size, size, generator=generator),
+            "has_image": torch.ones(n, dtype=torch.bool),
+            "text_ids": torch.where(mask, ids, torch.full_like(ids, trained.tokenizer.pad_id)),
+            "text_mask": mask,
+            "has_text": torch.ones(n, dtype=torch.bool),
+        }
     rows = torch.arange(batch["has_image"].shape[0])
     batch["has_image"] = batch["has_image"] & (rows % 4 != 1)
     batch["has_text"] = batch["has_text"] & (rows % 4 != 3)
@@ -293,6 +328,8 @@ def onnx_trained_run(trained: TrainedRun, onnx_path: str | Path) -> TrainedRun:
     session = OnnxSession(onnx_path)
     expected = list(input_names_for(trained.model))
     if session.input_names != expected:
-        raise ValueError(f"{onnx_path}: inputs {session.input_names} do not match this run's model {expected}")
+        raise ValueError(
+            f"{onnx_path}: inputs {session.input_names} do not match this run's model {expected}"
+        )
     # a duck-typed stand-in: what Predictor calls (__call__, generate, parameters), the rest forwarded
     return replace(trained, model=cast(MultimodalModel, OnnxRuntimeModel(session, trained.model)))

@@ -70,7 +70,9 @@ class Predictor:
     def batch_for(self, study: Study, decoded: DecodedImage | None = None) -> dict:
         """The collated one-study batch the model takes (same preprocessing as training); ``decoded``:
         the study's image decoded from memory (:meth:`decode`), else the study's image file is read."""
-        dataset = build_dataset([study], self.trained.tokenizer, self.labels, self.trained.config, train=False)
+        dataset = build_dataset(
+            [study], self.trained.tokenizer, self.labels, self.trained.config, train=False
+        )
         if decoded is not None:
             dataset.preload(0, decoded)
         batch = default_collate([dataset[0]])
@@ -92,7 +94,9 @@ class Predictor:
 
     def batch(self, image: ImageSource | None = None, text: str | dict[str, str] | None = None) -> dict:
         """The collated one-study batch of an image (any :data:`ImageSource`) and / or report text."""
-        return self.batch_for(study_from_inputs(image, text, self.trained.config.data.text_fields), self.decode(image))
+        return self.batch_for(
+            study_from_inputs(image, text, self.trained.config.data.text_fields), self.decode(image)
+        )
 
     @torch.no_grad()
     def predict(
@@ -136,12 +140,17 @@ class Predictor:
                 }
         # Conflict flag (medmodal.explain.modality): image-only vs text-only view disagree strongly.
         # The conflict flag compares the uncalibrated unimodal heads at the single config threshold.
-        result.update(conflicts_for_prediction(self.trained, batch, out, cfg.evaluate.threshold if threshold is None else threshold))
+        result.update(
+            conflicts_for_prediction(
+                self.trained, batch, out, cfg.evaluate.threshold if threshold is None else threshold
+            )
+        )
         if out.boxes is not None and (size := self._image_size(study, decoded)) is not None:
             result["boxes"] = self._boxes_in_pixels(out.boxes[0], probs, size, result["predicted"])
         if cfg.model.heads.generation:
-            gen = self.trained.model.generate(batch, max_len=cfg.evaluate.max_generate_tokens,
-                                              beam_size=beam_size or cfg.evaluate.beam_size)
+            gen = self.trained.model.generate(
+                batch, max_len=cfg.evaluate.max_generate_tokens, beam_size=beam_size or cfg.evaluate.beam_size
+            )
             result["report"] = self.trained.tokenizer.decode(gen.ids[0].tolist())
         if out.word_attention is not None and bool(batch["has_text"][0]):
             result["word_attention"] = self._word_attention(batch, out.word_attention[0])
@@ -154,7 +163,9 @@ class Predictor:
             return decoded.size
         return image_size(study.image) if study.image is not None else None
 
-    def _boxes_in_pixels(self, boxes: torch.Tensor, probs: list[float], size: tuple[int, int], predicted: list[str]) -> list[dict]:
+    def _boxes_in_pixels(
+        self, boxes: torch.Tensor, probs: list[float], size: tuple[int, int], predicted: list[str]
+    ) -> list[dict]:
         """Boxes [C, 4] (normalised xyxy) of the predicted labels in pixels of an image of ``size`` (H, W)."""
         height, width = size
         scale = torch.tensor([width, height, width, height], dtype=boxes.dtype)
@@ -162,7 +173,9 @@ class Predictor:
         for i, name in enumerate(self.labels):
             if name in predicted:
                 box = (boxes[i].cpu() * scale).tolist()
-                rows.append({"label": name, "box": [round(v, 1) for v in box], "probability": round(probs[i], 6)})
+                rows.append(
+                    {"label": name, "box": [round(v, 1) for v in box], "probability": round(probs[i], 6)}
+                )
         return rows
 
     def _word_attention(self, batch: dict, attention: torch.Tensor) -> list[dict]:

@@ -164,7 +164,9 @@ def validate_rating(rating: Rating) -> None:
             raise ValueError(f"rating field '{field}' is longer than {MAX_NAME_CHARS} characters")
     unknown = sorted(set(rating.errors) - set(ERROR_TYPES))
     if unknown:
-        raise ValueError(f"rating field 'errors': unknown error types {unknown}; expected some of {list(ERROR_TYPES)}")
+        raise ValueError(
+            f"rating field 'errors': unknown error types {unknown}; expected some of {list(ERROR_TYPES)}"
+        )
     if len(rating.comment) > MAX_COMMENT_CHARS:
         raise ValueError(f"rating field 'comment' is longer than {MAX_COMMENT_CHARS} characters")
     if len(rating.model) > MAX_NAME_CHARS:
@@ -217,7 +219,10 @@ def summarise_ratings(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     n_per_reader = np.bincount(by_reader, minlength=len(readers))
     yes_per_reader = np.bincount(by_reader, weights=accepted, minlength=len(readers))
     per_reader = {
-        name: {"n_ratings": int(n_per_reader[i]), "acceptance_rate": float(yes_per_reader[i] / n_per_reader[i])}
+        name: {
+            "n_ratings": int(n_per_reader[i]),
+            "acceptance_rate": float(yes_per_reader[i] / n_per_reader[i]),
+        }
         for i, name in enumerate(readers)
     }
     return {
@@ -231,7 +236,9 @@ def summarise_ratings(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def pairwise_agreement(answers: dict[tuple[int, int], bool], readers: list[str], n_cases: int) -> list[dict[str, Any]]:
+def pairwise_agreement(
+    answers: dict[tuple[int, int], bool], readers: list[str], n_cases: int
+) -> list[dict[str, Any]]:
     """Agreement of every pair of readers with at least one shared case.
 
     Args:

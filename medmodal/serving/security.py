@@ -96,8 +96,17 @@ class ServingLimits:
     max_connections: int = 1024
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_image_pixels", "max_image_side", "max_text_chars", "max_pending",
-                     "body_timeout_s", "head_timeout_s", "keep_alive_s", "max_connections"):
+        for name in (
+            "max_request_bytes",
+            "max_image_pixels",
+            "max_image_side",
+            "max_text_chars",
+            "max_pending",
+            "body_timeout_s",
+            "head_timeout_s",
+            "keep_alive_s",
+            "max_connections",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"serving limit {name} must be positive")
 
@@ -137,7 +146,9 @@ def validate_api_key(key: str) -> None:
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     if key != key.strip():
-        raise ConfigError("the API key starts or ends with whitespace (HTTP strips it; the key could never match)")
+        raise ConfigError(
+            "the API key starts or ends with whitespace (HTTP strips it; the key could never match)"
+        )
     if any(not (32 <= ord(ch) < 127) for ch in key):
         raise ConfigError("the API key must be printable ASCII (it travels in an HTTP header)")
 
@@ -205,9 +216,7 @@ def check_content_type(fmt: str | None, content_type: str | None) -> str:
     if fmt is None:
         raise RequestRejected(415, "the uploaded file is not a PNG, JPEG or DICOM (Part 10) image")
     if declared not in GENERIC_CONTENT_TYPES and declared not in FORMATS[fmt][1]:
-        raise RequestRejected(
-            415, f"the upload is declared as '{declared}' but its content is {fmt.upper()}"
-        )
+        raise RequestRejected(415, f"the upload is declared as '{declared}' but its content is {fmt.upper()}")
     return fmt
 
 
@@ -226,13 +235,18 @@ def header_dimensions(path: Path, fmt: str, limits: ServingLimits) -> tuple[int,
             return height, width
     except ImageReadError as err:
         status = 413 if _is_pixel_budget(err) else 422
-        raise RequestRejected(status, f"the uploaded image cannot be read: {_without_path(err.reason, path)}") from err
+        raise RequestRejected(
+            status, f"the uploaded image cannot be read: {_without_path(err.reason, path)}"
+        ) from err
     except Image.DecompressionBombError as err:  # Pillow's own guard (twice its pixel limit) came first
         raise RequestRejected(
-            413, f"the uploaded image has more than {limits.max_image_pixels} pixels (decompression-bomb guard)"
+            413,
+            f"the uploaded image has more than {limits.max_image_pixels} pixels (decompression-bomb guard)",
         ) from err
     except Exception as err:
-        raise RequestRejected(422, f"the uploaded image header cannot be read ({type(err).__name__})") from err
+        raise RequestRejected(
+            422, f"the uploaded image header cannot be read ({type(err).__name__})"
+        ) from err
 
 
 def _is_pixel_budget(err: ImageReadError) -> bool:
@@ -303,7 +317,6 @@ def redact_paths(value: Any) -> Any:
         name = PureWindowsPath(value).name if _WINDOWS_ABSOLUTE.match(value) else Path(value.rstrip("/")).name
         return name or "(path)"
     return value
-
 
 
 # ------------------------------------------------------------------- ONNX

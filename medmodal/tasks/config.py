@@ -89,7 +89,9 @@ class SegmentationConfig(_Section):
     def _known_sections(cls, value: list[str]) -> list[str]:
         unknown = [f for f in value if f not in SECTION_FIELDS]
         if unknown or not value:
-            raise ValueError(f"text_fields must name report sections among {list(SECTION_FIELDS)}, got {value}")
+            raise ValueError(
+                f"text_fields must name report sections among {list(SECTION_FIELDS)}, got {value}"
+            )
         return value
 
     @field_validator("features")

@@ -59,7 +59,9 @@ MASK_COLUMN = "mask"
 
 
 # --------------------------------------------------------------------------- model
-def build_segmentation_model(config: SegmentationConfig, num_classes: int, vocab_size: int, pad_id: int) -> TextGuidedUNet:
+def build_segmentation_model(
+    config: SegmentationConfig, num_classes: int, vocab_size: int, pad_id: int
+) -> TextGuidedUNet:
     """The U-Net of ``config`` (text encoder from the registry when ``conditioning`` is ``film``)."""
     text_encoder = None
     if config.conditioning == "film":
@@ -73,11 +75,23 @@ def mask_path(study: Study, manifest_dir: Path, file: str) -> Path:
     """The absolute path of a study's label map; ValueError naming the file, row and field if there is none."""
     relative = str(study.extra.get(MASK_COLUMN) or "").strip()
     if not relative:
-        raise ValueError(str(RowProblem(file, study.row, MASK_COLUMN, "no mask (text-guided segmentation needs one per study)", study.id)))
+        raise ValueError(
+            str(
+                RowProblem(
+                    file,
+                    study.row,
+                    MASK_COLUMN,
+                    "no mask (text-guided segmentation needs one per study)",
+                    study.id,
+                )
+            )
+        )
     path = Path(relative)
     path = path if path.is_absolute() else manifest_dir / path
     if not path.is_file():
-        raise InputNotFoundError(str(RowProblem(file, study.row, MASK_COLUMN, f"mask file not found: {path}", study.id)))
+        raise InputNotFoundError(
+            str(RowProblem(file, study.row, MASK_COLUMN, f"mask file not found: {path}", study.id))
+        )
     return path
 
 
@@ -88,7 +102,9 @@ def read_label_map(path: Path, size: int, num_classes: int) -> Tensor:
     if labels.ndim != 2:
         raise ValueError(f"{path}: a label map must be a single-channel image, got shape {labels.shape}")
     if labels.max(initial=0) >= num_classes:
-        raise ValueError(f"{path}: label value {int(labels.max())} but only {num_classes - 1} finding classes")
+        raise ValueError(
+            f"{path}: label value {int(labels.max())} but only {num_classes - 1} finding classes"
+        )
     tensor = torch.from_numpy(labels.astype(np.int64))[None, None].float()
     return F.interpolate(tensor, size=(size, size), mode="nearest")[0, 0].long()
 
@@ -122,11 +138,15 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         stored = self.images.stored_image(index)
         if stored is None:
-            raise ValueError(f"study {self.studies[index].id}: image missing or unreadable; segmentation needs it")
+            raise ValueError(
+                f"study {self.studies[index].id}: image missing or unreadable; segmentation needs it"
+            )
         if index not in self._mask_cache:
             self._mask_cache[index] = read_label_map(self.masks[index], self.image_size, self.num_classes)
         text = self.studies[index].text(self.text_fields, sep=TEXT_SEP)
-        ids, mask = pad_ids(self.tokenizer.encode(text, self.max_text_tokens), self.max_text_tokens, self.tokenizer.pad_id)
+        ids, mask = pad_ids(
+            self.tokenizer.encode(text, self.max_text_tokens), self.max_text_tokens, self.tokenizer.pad_id
+        )
         return {
             "image": normalize_image(stored[0].float() / 255.0),
             "mask": self._mask_cache[index],
@@ -158,17 +178,29 @@ class SegmentationScores:
 
     def result(self) -> dict[str, Any]:
         # reduction "mean_batch": one tensor [K-1] per metric
-        dice, dice_all, iou = (cast(Tensor, m.aggregate()).flatten().tolist() for m in (self.dice, self.dice_all, self.iou))
+        dice, dice_all, iou = (
+            cast(Tensor, m.aggregate()).flatten().tolist() for m in (self.dice, self.dice_all, self.iou)
+        )
         per_class = {}
         for c, name in enumerate(self.class_names):
             n = int(self.cases[c])
-            per_class[name] = {"dice": dice[c] if n else None, "iou": iou[c] if n else None, "dice_all": dice_all[c], "n": n}
+            per_class[name] = {
+                "dice": dice[c] if n else None,
+                "iou": iou[c] if n else None,
+                "dice_all": dice_all[c],
+                "n": n,
+            }
         with_cases = [row for row in per_class.values() if row["n"]]
 
         def mean(key: str) -> float | None:
             return float(np.mean([row[key] for row in with_cases])) if with_cases else None
 
-        return {"dice_mean": mean("dice"), "iou_mean": mean("iou"), "dice_all_mean": mean("dice_all"), "per_class": per_class}
+        return {
+            "dice_mean": mean("dice"),
+            "iou_mean": mean("iou"),
+            "dice_all_mean": mean("dice_all"),
+            "per_class": per_class,
+        }
 
 
 def segmentation_metrics(predicted: Tensor, target: Tensor, class_names: Sequence[str]) -> dict[str, Any]:
@@ -209,7 +241,12 @@ class SegmentationModule(common.TaskModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         logits = self(batch)
-        self.log("val/loss", self.loss(logits, batch["mask"][:, None]), batch_size=len(batch["mask"]), sync_dist=True)
+        self.log(
+            "val/loss",
+            self.loss(logits, batch["mask"][:, None]),
+            batch_size=len(batch["mask"]),
+            sync_dist=True,
+        )
         self.val_scores.update(logits.argmax(dim=1).cpu(), batch["mask"].cpu())
 
     def on_validation_epoch_end(self) -> None:
@@ -263,8 +300,13 @@ def train_segmentation(data: str | Path, out: str | Path, config: SegmentationCo
         tokenizer = common.run_tokenizer(prepared.run, lambda: [
             s.sections[f] for s in train_studies for f in config.text_fields if s.sections.get(f)
         ], config.min_token_freq)  # fmt: skip
-        module = SegmentationModule(config.model_dump(mode="json"), tokenizer.vocab_size, tokenizer.pad_id, class_names)
-        summary = {"data": str(Path(data).resolve()), "studies": {"train": len(train_studies), "val": len(val_studies)}}
+        module = SegmentationModule(
+            config.model_dump(mode="json"), tokenizer.vocab_size, tokenizer.pad_id, class_names
+        )
+        summary = {
+            "data": str(Path(data).resolve()),
+            "studies": {"train": len(train_studies), "val": len(val_studies)},
+        }
         return common.TaskData(module, segmentation_dataset(train_studies, manifest, tokenizer, class_names, config),
                         segmentation_dataset(val_studies, manifest, tokenizer, class_names, config),
                         tokenizer, class_names, summary)  # fmt: skip
@@ -272,7 +314,9 @@ def train_segmentation(data: str | Path, out: str | Path, config: SegmentationCo
     return common.train_task(out, config, build, monitor=SegmentationModule.monitor, force=force)
 
 
-def evaluate_segmentation(run: str | Path, data: str | Path | None = None, *, split: str = "test") -> dict[str, Any]:
+def evaluate_segmentation(
+    run: str | Path, data: str | Path | None = None, *, split: str = "test"
+) -> dict[str, Any]:
     """Score a run's segmentation model on ``split``; adds ``segmentation`` to the run's metrics file."""
     trained = common.load_task(run, SegmentationModule)
     config = trained.module.config
@@ -295,9 +339,15 @@ def format_segmentation_metrics(metrics: dict[str, Any]) -> str:
     def cell(value: float | None) -> str:
         return "  n/a" if value is None else f"{value:.3f}"
 
-    lines = [f"split {metrics['split']}: {metrics['n_studies']} studies, conditioning={metrics['conditioning']}",
-             f"  {'class':<16}{'dice':>8}{'iou':>8}{'dice_all':>10}{'n':>6}"]
+    lines = [
+        f"split {metrics['split']}: {metrics['n_studies']} studies, conditioning={metrics['conditioning']}",
+        f"  {'class':<16}{'dice':>8}{'iou':>8}{'dice_all':>10}{'n':>6}",
+    ]
     for name, row in metrics["per_class"].items():
-        lines.append(f"  {name:<16}{cell(row['dice']):>8}{cell(row['iou']):>8}{cell(row['dice_all']):>10}{row['n']:>6}")
-    lines.append(f"  {'mean':<16}{cell(metrics['dice_mean']):>8}{cell(metrics['iou_mean']):>8}{cell(metrics['dice_all_mean']):>10}")
+        lines.append(
+            f"  {name:<16}{cell(row['dice']):>8}{cell(row['iou']):>8}{cell(row['dice_all']):>10}{row['n']:>6}"
+        )
+    lines.append(
+        f"  {'mean':<16}{cell(metrics['dice_mean']):>8}{cell(metrics['iou_mean']):>8}{cell(metrics['dice_all_mean']):>10}"
+    )
     return "\n".join(lines)

@@ -71,8 +71,13 @@ def load_vqa_data(data: str | Path, qa_file: str = "qa.jsonl") -> VQAData:
     studies = {s.id: s for s in manifest.studies}
     unknown = Counter(r.study_id for r in records if r.study_id not in studies)
     if unknown:
-        log.warning("%s: %d question(s) about %d study id(s) not in the manifest are left out (e.g. %s)",
-                    qa_path, sum(unknown.values()), len(unknown), ", ".join(list(unknown)[:5]))
+        log.warning(
+            "%s: %d question(s) about %d study id(s) not in the manifest are left out (e.g. %s)",
+            qa_path,
+            sum(unknown.values()),
+            len(unknown),
+            ", ".join(list(unknown)[:5]),
+        )
     questions: dict[str, list[tuple[QARecord, Study]]] = defaultdict(list)
     for record in records:
         study = studies.get(record.study_id)
@@ -241,7 +246,9 @@ class VQAModule(common.TaskModule):
 
 
 # ------------------------------------------------------------------- train / evaluate
-def train_vqa(data: str | Path, out: str | Path, config: VQAConfig | None = None, *, force: bool = False) -> TrainResult:
+def train_vqa(
+    data: str | Path, out: str | Path, config: VQAConfig | None = None, *, force: bool = False
+) -> TrainResult:
     """Train a VQA model on ``data``'s training questions into the run folder ``out`` (resumed if unfinished)."""
     config = config or VQAConfig()
 
@@ -287,7 +294,9 @@ def evaluate_vqa(run: str | Path, data: str | Path | None = None, *, split: str 
     questions = vqa_data.split(split)
     if not questions:
         raise ValueError(f"{data}: no question in split '{split}'")
-    dataset = VQADataset(questions, trained.tokenizer, trained.labels, config.image_size, config.max_question_tokens)
+    dataset = VQADataset(
+        questions, trained.tokenizer, trained.labels, config.image_size, config.max_question_tokens
+    )
     predicted = predict_answers(trained.module, dataset)
     records = dataset.records
     train_records = [r for r, _ in vqa_data.split("train")]
@@ -324,10 +333,14 @@ def format_vqa_metrics(metrics: dict[str, Any]) -> str:
     def cell(value: float | None) -> str:
         return "  n/a " if value is None else f"{value:.3f}"
 
-    lines = [f"split {metrics['split']}: {metrics['n']} questions ({metrics['n_closed']} closed, {metrics['n_open']} open)",
-             f"  {'':<22}{'model':>8}{'majority':>10}"]
+    lines = [
+        f"split {metrics['split']}: {metrics['n']} questions ({metrics['n_closed']} closed, {metrics['n_open']} open)",
+        f"  {'':<22}{'model':>8}{'majority':>10}",
+    ]
     for key in ("accuracy", "closed_accuracy", "open_accuracy"):
         lines.append(f"  {key:<22}{cell(metrics[key]):>8}{cell(base[key]):>10}")
     for qtype, row in metrics["per_question_type"].items():
-        lines.append(f"  {qtype:<22}{cell(row['accuracy']):>8}{cell(base['per_question_type'][qtype]['accuracy']):>10}   (n={row['n']})")
+        lines.append(
+            f"  {qtype:<22}{cell(row['accuracy']):>8}{cell(base['per_question_type'][qtype]['accuracy']):>10}   (n={row['n']})"
+        )
     return "\n".join(lines)

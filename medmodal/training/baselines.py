@@ -56,7 +56,9 @@ def build_baselines(config: Config) -> dict[str, Baseline]:
     """The configured parts by slot (``classifier`` / ``boxes`` / ``report``), checked; errors name the field."""
     b = config.baseline
     if not is_baseline_config(config):
-        raise ConfigError("baseline: name at least one of baseline.classifier, baseline.boxes, baseline.report")
+        raise ConfigError(
+            "baseline: name at least one of baseline.classifier, baseline.boxes, baseline.report"
+        )
     known = available("baseline")
     parts: dict[str, Baseline] = {}
     for slot, task in TASKS.items():
@@ -73,7 +75,9 @@ def build_baselines(config: Config) -> dict[str, Baseline]:
     if unknown:
         raise ConfigError(f"baseline.kwargs: unknown baselines {unknown}; available: {', '.join(known)}")
     if b.report == "template_report" and "classifier" not in parts:
-        raise ConfigError("baseline.report: template_report writes the findings of baseline.classifier; name one")
+        raise ConfigError(
+            "baseline.report: template_report writes the findings of baseline.classifier; name one"
+        )
     return parts
 
 
@@ -114,7 +118,9 @@ def fit_baseline(data: str | Path, config: Config, out: str | Path, *, force: bo
     if not train_studies:
         raise ValueError(f"{manifest.path}: no training studies (split 'train' is empty)")
     if not val_studies:
-        raise ValueError(f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty")
+        raise ValueError(
+            f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty"
+        )
     train_studies = training_subset(train_studies, config.data.train_fraction, config.data.split_seed)
     train = BaselineData.from_config(train_studies, labels, config)
     val = BaselineData.from_config(val_studies, labels, config)
@@ -122,7 +128,11 @@ def fit_baseline(data: str | Path, config: Config, out: str | Path, *, force: bo
     val_probs = None
     for slot, part in parts.items():  # classifier first: the report may use its validation probabilities
         t0 = time.time()
-        info[slot] = {"name": part.name, **part.fit(train, val, val_probs=val_probs), "seconds": round(time.time() - t0, 2)}
+        info[slot] = {
+            "name": part.name,
+            **part.fit(train, val, val_probs=val_probs),
+            "seconds": round(time.time() - t0, 2),
+        }
         if slot == "classifier":
             val_probs = part.predict(val)  # type: ignore[attr-defined]
         log.info("fitted %s (%s) in %.1f s", part.name, slot, time.time() - t0)
@@ -134,20 +144,36 @@ def fit_baseline(data: str | Path, config: Config, out: str | Path, *, force: bo
 
 def _check_folder(run: RunDir, config: Config, force: bool) -> None:
     if force:
-        for path in (run.config, run.labels, run.data_summary, run.done, run.metrics,
-                     run.root / STATE_JSON, run.root / STATE_ARRAYS):
+        for path in (
+            run.config,
+            run.labels,
+            run.data_summary,
+            run.done,
+            run.metrics,
+            run.root / STATE_JSON,
+            run.root / STATE_ARRAYS,
+        ):
             path.unlink(missing_ok=True)
         return
     if run.config.exists():
         if not is_baseline_run(run.root) and run.model_checkpoint().exists():
             raise ConfigError(f"{run.root} holds a deep training run; use another --out")
         if load_config(run.config) != config:
-            raise ConfigError(f"{run.root} already holds a run with a different configuration; "
-                              "use another --out, or --force to start over")
+            raise ConfigError(
+                f"{run.root} already holds a run with a different configuration; "
+                "use another --out, or --force to start over"
+            )
 
 
-def _write_run(run: RunDir, config: Config, parts: dict[str, Baseline], labels: list[str],
-               train: BaselineData, manifest, data) -> None:
+def _write_run(
+    run: RunDir,
+    config: Config,
+    parts: dict[str, Baseline],
+    labels: list[str],
+    train: BaselineData,
+    manifest,
+    data,
+) -> None:
     run.root.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
@@ -159,7 +185,9 @@ def _write_run(run: RunDir, config: Config, parts: dict[str, Baseline], labels: 
     save_json(run.root / STATE_JSON, {"parts": meta})
     save_config(config, run.config)
     prevalence = train.targets().mean(axis=0) if len(train) else np.zeros(len(labels))
-    write_json_atomic(run.labels, {"labels": labels, "train_prevalence": dict(zip(labels, prevalence.tolist()))})
+    write_json_atomic(
+        run.labels, {"labels": labels, "train_prevalence": dict(zip(labels, prevalence.tolist()))}
+    )
     summary = manifest.summary()
     summary["data"] = str(Path(data).resolve())
     summary["problems"] = [str(p) for p in manifest.problems]
@@ -182,11 +210,18 @@ def load_baseline(run_dir: str | Path) -> BaselineRun:
     for slot, part in parts.items():
         entry = stored.get(slot)
         if not isinstance(entry, dict) or entry.get("name") != part.name:
-            raise ValueError(f"{run.root / STATE_JSON}: no fitted '{part.name}' for baseline.{slot}; refit the run")
+            raise ValueError(
+                f"{run.root / STATE_JSON}: no fitted '{part.name}' for baseline.{slot}; refit the run"
+            )
         prefix = f"{slot}/"
         try:
-            part.load_state(entry.get("meta", {}), {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
-                            len(labels))
+            part.load_state(
+                entry.get("meta", {}),
+                {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)},
+                len(labels),
+            )
         except (KeyError, TypeError) as err:
-            raise ValueError(f"{run.root}: the stored state of '{part.name}' is incomplete ({err!r}); refit the run") from None
+            raise ValueError(
+                f"{run.root}: the stored state of '{part.name}' is incomplete ({err!r}); refit the run"
+            ) from None
     return BaselineRun(run=run, config=config, labels=labels, parts=parts)

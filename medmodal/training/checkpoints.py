@@ -49,7 +49,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return dict(state)
 
 
-def module_from_checkpoint(cls: type[ModuleT], path: str | Path, map_location: str | torch.device = "cpu") -> ModuleT:
+def module_from_checkpoint(
+    cls: type[ModuleT], path: str | Path, map_location: str | torch.device = "cpu"
+) -> ModuleT:
     """``cls(**hyper_parameters)`` with the checkpoint's weights loaded (strict), on ``map_location``.
 
     Raises:
@@ -59,7 +61,9 @@ def module_from_checkpoint(cls: type[ModuleT], path: str | Path, map_location: s
     state = read_checkpoint(path)
     hparams = state.get("hyper_parameters")
     if not isinstance(hparams, Mapping):
-        raise UnreadableFileError(f"{path}: the checkpoint has no hyper_parameters to rebuild a {cls.__name__} from")
+        raise UnreadableFileError(
+            f"{path}: the checkpoint has no hyper_parameters to rebuild a {cls.__name__} from"
+        )
     hparams = without_pretrained_paths(hparams)
     with torch.device("meta"):
         layout = _build(cls, hparams, path)
@@ -88,14 +92,19 @@ def without_pretrained_paths(hparams: Mapping[str, Any]) -> dict[str, Any]:
 def _without_pretrained_paths(node: Any) -> Any:
     if not isinstance(node, Mapping):
         return node
-    return {key: None if key == "pretrained_path" else _without_pretrained_paths(value) for key, value in node.items()}
+    return {
+        key: None if key == "pretrained_path" else _without_pretrained_paths(value)
+        for key, value in node.items()
+    }
 
 
 def _build(cls: type[ModuleT], hparams: Mapping[str, Any], path: str | Path) -> ModuleT:
     try:
         return cls(**hparams)
     except (TypeError, ValueError, KeyError) as err:
-        raise UnreadableFileError(f"{path}: its hyper_parameters do not describe a {cls.__name__}: {err}") from None
+        raise UnreadableFileError(
+            f"{path}: its hyper_parameters do not describe a {cls.__name__}: {err}"
+        ) from None
 
 
 def _check_layout(expected: Mapping[str, torch.Tensor], weights: Mapping[str, Any], path: str | Path) -> None:
@@ -113,7 +122,9 @@ def _check_layout(expected: Mapping[str, torch.Tensor], weights: Mapping[str, An
         value = weights[name]
         if not torch.is_tensor(value) or tuple(value.shape) != tuple(tensor.shape):
             shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
-            raise UnreadableFileError(f"{path}: weight {name} has shape {shape}, the model needs {tuple(tensor.shape)}")
+            raise UnreadableFileError(
+                f"{path}: weight {name} has shape {shape}, the model needs {tuple(tensor.shape)}"
+            )
 
 
 def resume_checkpoint(run: RunDir) -> tuple[Path, dict[str, Any]] | None:
@@ -136,7 +147,9 @@ def resume_checkpoint(run: RunDir) -> tuple[Path, dict[str, Any]] | None:
         return last, read_checkpoint(last)
     except UnreadableFileError as err:
         if not best.exists():
-            raise UnreadableFileError(f"cannot resume: {err}; no best.ckpt to fall back on. {_START_OVER}") from None
+            raise UnreadableFileError(
+                f"cannot resume: {err}; no best.ckpt to fall back on. {_START_OVER}"
+            ) from None
         try:
             state = read_checkpoint(best)
         except UnreadableFileError as best_err:

@@ -104,7 +104,9 @@ def labeled_rows(out: ModelOutput, batch: dict) -> tuple[ModelOutput, dict]:
         if isinstance(value, list) and len(value) == size:
             return [v for v, k in zip(value, keep.tolist()) if k]
         if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. LocalizationOutput
-            return dataclasses.replace(value, **{f.name: rows(getattr(value, f.name)) for f in dataclasses.fields(value)})
+            return dataclasses.replace(
+                value, **{f.name: rows(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            )
         return value
 
     fields = {f.name: rows(getattr(out, f.name)) for f in dataclasses.fields(out) if f.name != "fusion"}
@@ -137,16 +139,24 @@ class DomainAdversary(nn.Module):
         logits = self.classifier(out.fused)
         targets = site_targets(list(batch["site"]), self.sites, device=logits.device)
         known = targets >= 0
-        accuracy = (logits.argmax(-1)[known] == targets[known]).float().mean() if bool(known.any()) else logits.new_zeros(())
+        accuracy = (
+            (logits.argmax(-1)[known] == targets[known]).float().mean()
+            if bool(known.any())
+            else logits.new_zeros(())
+        )
         return site_loss(logits, targets), accuracy
 
 
-def build_domain_adversary(cfg: DomainAdaptationConfig, fused_dim: int, sites: list[str] | None) -> DomainAdversary | None:
+def build_domain_adversary(
+    cfg: DomainAdaptationConfig, fused_dim: int, sites: list[str] | None
+) -> DomainAdversary | None:
     """The adversary for ``method: dann`` (needs the training sites), else None."""
     if cfg.method != "dann":
         return None
     if not sites:
-        raise ValueError("train.domain_adaptation.method 'dann' needs the training studies' sites (manifest column 'site')")
+        raise ValueError(
+            "train.domain_adaptation.method 'dann' needs the training studies' sites (manifest column 'site')"
+        )
     return DomainAdversary(cfg, fused_dim, sites)
 
 

@@ -54,7 +54,14 @@ class RunConflictError(RunError, RuntimeError):
 
 # Settings that only change where a run executes (or when it stops early) may differ on resume.
 # Not epochs: the one-cycle learning-rate schedule is laid out over the planned number of steps.
-RESUME_MAY_CHANGE = {"devices", "num_nodes", "accelerator", "strategy", "progress_bar", "early_stopping_patience"}
+RESUME_MAY_CHANGE = {
+    "devices",
+    "num_nodes",
+    "accelerator",
+    "strategy",
+    "progress_bar",
+    "early_stopping_patience",
+}
 
 
 @dataclass
@@ -128,7 +135,9 @@ class PreparedRun:
         version = log_version(self.run, resumed=self.resumed)
         return [
             CSVLogger(save_dir=self.run.logs, name="", version=f"csv{version}"),
-            TensorBoardLogger(save_dir=self.run.logs, name="", version=f"tensorboard{version}", default_hp_metric=False),
+            TensorBoardLogger(
+                save_dir=self.run.logs, name="", version=f"tensorboard{version}", default_hp_metric=False
+            ),
         ]
 
     def trainer(self, train: TrainerConfig, callbacks: list) -> L.Trainer:
@@ -192,7 +201,10 @@ def same_run_config(old: BaseModel, new: BaseModel) -> bool:
 
 
 def check_same_config(
-    run: RunDir, config: ConfigT, resume: tuple[Path, dict] | None, read_config: Callable[[Path], BaseModel] = load_config
+    run: RunDir,
+    config: ConfigT,
+    resume: tuple[Path, dict] | None,
+    read_config: Callable[[Path], BaseModel] = load_config,
 ) -> None:
     """Refuse to continue a run folder trained with another config.
 
@@ -209,7 +221,10 @@ def check_same_config(
         else:
             if same_run_config(saved, config):
                 return
-            problem, epochs_note = f"{run.config} differs from the given configuration", _epochs_note(saved, config)
+            problem, epochs_note = (
+                f"{run.config} differs from the given configuration",
+                _epochs_note(saved, config),
+            )
     if resume is None:
         if problem is None:
             return  # nothing written yet
@@ -230,7 +245,9 @@ def check_same_config(
             f"{_epochs_note(stored, config)}; use another --out, or --force to start over (deletes its checkpoints)"
         )
     if problem is not None:
-        log.warning("%s; the config stored in %s matches, continuing (config.yaml is rewritten)", problem, path)
+        log.warning(
+            "%s; the config stored in %s matches, continuing (config.yaml is rewritten)", problem, path
+        )
         if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning on the function object
             write_config_atomic(config, run.config)  # type: ignore[arg-type]  # any pydantic config dumps the same way
 
@@ -273,7 +290,9 @@ def read_resumes(run: RunDir) -> list[dict]:
     try:
         entries = json.loads(run.resumes.read_text())
     except ValueError as err:
-        raise UnreadableFileError(f"{run.resumes}: not readable JSON ({err}); delete it to count resumes afresh") from None
+        raise UnreadableFileError(
+            f"{run.resumes}: not readable JSON ({err}); delete it to count resumes afresh"
+        ) from None
     return entries if isinstance(entries, list) else []
 
 
@@ -328,7 +347,9 @@ def lightning_strategy(name: str):
     return name
 
 
-def lightning_trainer(t: TrainerConfig, root: Path, *, strategy: Any, callbacks: list, loggers: list) -> L.Trainer:
+def lightning_trainer(
+    t: TrainerConfig, root: Path, *, strategy: Any, callbacks: list, loggers: list
+) -> L.Trainer:
     """The Lightning ``Trainer`` of a ``train`` config section (epochs, devices, precision, clipping,
     logging cadence), shared by every kind of run."""
     return L.Trainer(

@@ -82,7 +82,9 @@ def load_trained(
     if calibrated:
         scaling = PlattScaling.load(calibration_path)
         if scaling.labels != labels:
-            raise UnreadableFileError(f"{calibration_path}: labels {scaling.labels} differ from the run's {labels}; rerun medmodal calibrate")
+            raise UnreadableFileError(
+                f"{calibration_path}: labels {scaling.labels} differ from the run's {labels}; rerun medmodal calibrate"
+            )
         model.set_calibration(scaling.scale, scaling.bias)
         thresholds = scaling.thresholds
     else:  # the run folder's calibration.json decides, whatever the checkpoint's buffers hold
@@ -99,7 +101,9 @@ def load_trained(
     )
 
 
-def _check_matches_run(module: MultimodalModule, checkpoint: Path, labels: list[str], tokenizer: ReportTokenizer) -> None:
+def _check_matches_run(
+    module: MultimodalModule, checkpoint: Path, labels: list[str], tokenizer: ReportTokenizer
+) -> None:
     """The checkpoint's label count and vocabulary size are those of the run folder's files."""
     hparams = module.hparams
     if int(hparams["num_labels"]) != len(labels):

@@ -98,7 +98,9 @@ def centre_targets(
     return CentreTargets(heatmap=heatmap, cells=cells.long(), offsets=centre - cells, valid=valid)
 
 
-def centre_focal_loss(logits: Tensor, target: Tensor, mask: Tensor, alpha: float = 2.0, beta: float = 4.0) -> Tensor:
+def centre_focal_loss(
+    logits: Tensor, target: Tensor, mask: Tensor, alpha: float = 2.0, beta: float = 4.0
+) -> Tensor:
     """CenterNet's penalty-reduced focal loss, summed over the maps kept by ``mask`` [B, C] and divided
     by their number of centres (at least one). logits, target: [B, C, h, w]."""
     keep = mask[..., None, None].to(logits.dtype)
@@ -141,14 +143,22 @@ class MultitaskLoss(nn.Module):
 
     pos_weight: Tensor  # buffer [C]
 
-    def __init__(self, train_cfg: TrainConfig, num_labels: int, pad_id: int, pos_weight: list[float] | None = None):
+    def __init__(
+        self, train_cfg: TrainConfig, num_labels: int, pad_id: int, pos_weight: list[float] | None = None
+    ):
         super().__init__()
         self.weights = train_cfg.loss_weights
         self.mode = train_cfg.class_imbalance
         self.pad_id = pad_id
-        pw = torch.tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else torch.ones(num_labels)
+        pw = (
+            torch.tensor(pos_weight, dtype=torch.float32)
+            if pos_weight is not None
+            else torch.ones(num_labels)
+        )
         self.register_buffer("pos_weight", pw, persistent=False)
-        self.focal = FocalLoss(gamma=train_cfg.focal_gamma, use_softmax=False, to_onehot_y=False, reduction="none")
+        self.focal = FocalLoss(
+            gamma=train_cfg.focal_gamma, use_softmax=False, to_onehot_y=False, reduction="none"
+        )
         self.gaussian_overlap = train_cfg.localization_gaussian_overlap
         self.log_size_weight = train_cfg.localization_log_size_weight
 
@@ -158,7 +168,9 @@ class MultitaskLoss(nn.Module):
             per_entry = self.focal(logits, labels)
         else:
             pos_weight = self.pos_weight if self.mode == "pos_weight" else None
-            per_entry = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight, reduction="none")
+            per_entry = F.binary_cross_entropy_with_logits(
+                logits, labels, pos_weight=pos_weight, reduction="none"
+            )
         per_sample = per_entry.mean(dim=1)
         if keep is None:
             return per_sample.mean()
@@ -170,7 +182,9 @@ class MultitaskLoss(nn.Module):
         """Dense localization loss (class docstring). image_seen: [B] bool."""
         _, c, h, w = out.heatmaps.shape
         labels = batch["box_labels"].masked_fill(~image_seen[:, None], -1)
-        targets = centre_targets(batch["box_list"].to(out.heatmaps.dtype), labels, c, h, w, self.gaussian_overlap)
+        targets = centre_targets(
+            batch["box_list"].to(out.heatmaps.dtype), labels, c, h, w, self.gaussian_overlap
+        )
         has_box = F.one_hot(labels.clamp(min=0), c).bool() & targets.valid[..., None]  # [B, M, C]
         unboxed_positive = (batch["labels"] > 0) & ~has_box.any(dim=1)
         heat = centre_focal_loss(out.heatmaps, targets.heatmap, image_seen[:, None] & ~unboxed_positive)
@@ -191,16 +205,24 @@ class MultitaskLoss(nn.Module):
     def generation_loss(self, caption_logits: Tensor, target_ids: Tensor) -> Tensor:
         """caption_logits: [B, T-1, V] predicting target_ids[:, 1:]; target_ids: [B, T]."""
         gold = target_ids[:, 1:]
-        return F.cross_entropy(caption_logits.reshape(-1, caption_logits.shape[-1]), gold.reshape(-1), ignore_index=self.pad_id)
+        return F.cross_entropy(
+            caption_logits.reshape(-1, caption_logits.shape[-1]), gold.reshape(-1), ignore_index=self.pad_id
+        )
 
     def alignment_loss(self, out: ModelOutput, pair_seen: Tensor) -> Tensor:
         """Symmetric InfoNCE over the studies whose image and report the model both saw
         (the other studies of the batch are the negatives); zero with fewer than two pairs."""
         # called with embeddings only (forward); a coordinated model returns all three together
-        assert out.image_embedding is not None and out.text_embedding is not None and out.alignment_scale is not None
+        assert (
+            out.image_embedding is not None
+            and out.text_embedding is not None
+            and out.alignment_scale is not None
+        )
         if int(pair_seen.sum()) < 2:
             return out.image_embedding.sum() * 0.0
-        return info_nce_loss(out.image_embedding[pair_seen], out.text_embedding[pair_seen], out.alignment_scale)
+        return info_nce_loss(
+            out.image_embedding[pair_seen], out.text_embedding[pair_seen], out.alignment_scale
+        )
 
     def forward(self, out: ModelOutput, batch: dict) -> LossParts:
         labels = batch["labels"].float()

@@ -87,7 +87,12 @@ class MultimodalModule(L.LightningModule):
         self.save_hyperparameters()
         self.config = Config.model_validate(config)
         self.model = create_model(
-            self.config.model, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id
+            self.config.model,
+            vocab_size=vocab_size,
+            num_labels=num_labels,
+            pad_id=pad_id,
+            bos_id=bos_id,
+            eos_id=eos_id,
         )
         self.loss = MultitaskLoss(self.config.train, num_labels, pad_id, pos_weight)
         self.val_auroc = defined_macro_auroc(num_labels)
@@ -97,7 +102,9 @@ class MultimodalModule(L.LightningModule):
         if self.model.condition_on_findings and conditioning.threshold == "val_f1":
             self.val_thresholds = BestF1Thresholds()
         # DANN site adversary (train.domain_adaptation.method: dann), else None; training only.
-        self.domain = build_domain_adversary(self.config.train.domain_adaptation, self.model.fused_dim, site_names)
+        self.domain = build_domain_adversary(
+            self.config.train.domain_adaptation, self.model.fused_dim, site_names
+        )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resuming from a checkpoint saved before the calibration was persistent: the identity."""
@@ -115,7 +122,9 @@ class MultimodalModule(L.LightningModule):
             losses.total = losses.total + losses.parts["domain"]
             self.log("train/site_accuracy", site_accuracy, batch_size=batch["labels"].shape[0])
         batch_size = batch["labels"].shape[0]
-        self.log(f"{stage}/loss", losses.total, prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss", losses.total, prog_bar=True, batch_size=batch_size, sync_dist=stage != "train"
+        )
         for name, value in losses.parts.items():
             self.log(f"{stage}/loss_{name}", value, batch_size=batch_size, sync_dist=stage != "train")
         if stage == "val":
@@ -172,4 +181,6 @@ class MultimodalModule(L.LightningModule):
         return groups + [{"params": list(part.parameters()), **settings} for part, settings in special]
 
     def configure_optimizers(self):
-        return adamw_one_cycle(self.parameter_groups(), self.config.train, self.trainer.estimated_stepping_batches)
+        return adamw_one_cycle(
+            self.parameter_groups(), self.config.train, self.trainer.estimated_stepping_batches
+        )

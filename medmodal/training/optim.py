@@ -23,7 +23,10 @@ def adamw_one_cycle(groups: Iterable[dict], train: TrainerConfig, total_steps: i
     groups = list(groups)
     optimizer = torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(1, int(total_steps)), pct_start=WARMUP_FRACTION
+        optimizer,
+        max_lr=[g["lr"] for g in groups],
+        total_steps=max(1, int(total_steps)),
+        pct_start=WARMUP_FRACTION,
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

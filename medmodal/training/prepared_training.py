@@ -71,9 +71,13 @@ def check_prepared_config(index: PreparedIndex, config: Config) -> None:
         raise ConfigError(f"data.labels {d.labels} differ from the labels {index.label_names} of {index.root}; "
                           "prepare again with these labels")  # fmt: skip
     if d.train_fraction < 1:
-        raise ConfigError("data.train_fraction < 1 is not available on prepared data; prepare a subset instead")
+        raise ConfigError(
+            "data.train_fraction < 1 is not available on prepared data; prepare a subset instead"
+        )
     if config.train.domain_adaptation.method != "none":
-        raise ConfigError("train.domain_adaptation is not available on prepared data; train on the raw manifest")
+        raise ConfigError(
+            "train.domain_adaptation is not available on prepared data; train on the raw manifest"
+        )
 
 
 def prepared_tokenizer(index: PreparedIndex, run: RunDir | None, config: Config) -> ReportTokenizer:
@@ -104,9 +108,18 @@ def prepared_loader(index: PreparedIndex, split: str, tokenizer: ReportTokenizer
     """A DataLoader of batch dicts streamed from one split (shuffled and augmented when ``train``)."""
     t = config.train
     dataset = PreparedStudies(
-        index, split, item_builder(tokenizer, index.label_names, config.data, train=train, seed=t.seed,
-                                   targets=config.model.heads.generation),
-        shuffle=train, seed=t.seed,
+        index,
+        split,
+        item_builder(
+            tokenizer,
+            index.label_names,
+            config.data,
+            train=train,
+            seed=t.seed,
+            targets=config.model.heads.generation,
+        ),
+        shuffle=train,
+        seed=t.seed,
     )
     return DataLoader(dataset, batch_size=batch_size or t.batch_size, num_workers=config.data.num_workers,
                       collate_fn=collate, worker_init_fn=seed_worker)  # fmt: skip
@@ -129,11 +142,15 @@ def heads_for_prepared_data(config: Config, index: PreparedIndex) -> Config:
     # one stand-in study per property the training split has: heads_for_data asks only "is there any"
     stand_ins = [Study(id=f"has-{name}", row=0, sections={name: "text"}) for name, n in sections.items() if n]
     if with_boxes:
-        stand_ins.append(Study(id="has-box", row=0, image=Path(str(index.root)), boxes=[Box("box", (0, 0, 1, 1))]))
+        stand_ins.append(
+            Study(id="has-box", row=0, image=Path(str(index.root)), boxes=[Box("box", (0, 0, 1, 1))])
+        )
     return heads_for_data(config, stand_ins)
 
 
-def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = False, callbacks: Sequence[L.Callback] = ()):
+def train_prepared(
+    data: str, config: Config, out: str | Path, *, force: bool = False, callbacks: Sequence[L.Callback] = ()
+):
     """Train on prepared data into the run folder ``out`` (see :func:`medmodal.training.trainer.train`)."""
     start = time.time()
     # the shards are divided over ranks and workers by split_by_node / split_by_worker (no duplicates)
@@ -152,7 +169,9 @@ def train_prepared(data: str, config: Config, out: str | Path, *, force: bool = 
     tokenizer = prepared_tokenizer(index, run, config)
     n_train = index.splits["train"].studies
     positives = [index.label_counts("train").get(name, 0) for name in labels]
-    prepared.write_files(lambda run: _write_run_files(run, config, tokenizer, labels, positives, n_train, index, data))
+    prepared.write_files(
+        lambda run: _write_run_files(run, config, tokenizer, labels, positives, n_train, index, data)
+    )
     module = MultimodalModule(
         config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size, num_labels=len(labels),
         pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,

@@ -66,7 +66,10 @@ class ContrastiveModule(L.LightningModule):
         self.model = create_contrastive_model(self.config, vocab_size=vocab_size, pad_id=pad_id)
         p = self.config.pretrain
         self.loss = ContrastiveLoss(
-            p.local_loss_weight, p.local_attention_temperature, p.local_word_temperature, p.local_logit_temperature
+            p.local_loss_weight,
+            p.local_attention_temperature,
+            p.local_word_temperature,
+            p.local_logit_temperature,
         )
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
@@ -96,7 +99,10 @@ def pretraining_data_config(config: Config) -> Config:
     """The config the pretraining datasets are built with: the report fields as the input text."""
     return apply_overrides(
         config,
-        {"data.text_fields": config.pretrain.text_fields, "data.max_text_tokens": config.pretrain.max_text_tokens},
+        {
+            "data.text_fields": config.pretrain.text_fields,
+            "data.max_text_tokens": config.pretrain.max_text_tokens,
+        },
     )
 
 
@@ -112,7 +118,9 @@ def paired_studies(studies: list[Study], text_fields: list[str]) -> list[Study]:
     return [s for s in studies if s.image is not None and s.text(text_fields).strip()]
 
 
-def pretraining_dataset(studies: list[Study], tokenizer: ReportTokenizer, labels: list[str], config: Config, train: bool) -> StudyDataset:
+def pretraining_dataset(
+    studies: list[Study], tokenizer: ReportTokenizer, labels: list[str], config: Config, train: bool
+) -> StudyDataset:
     """Dataset whose ``text_ids`` are the report (``pretrain.text_fields``) of ``studies``."""
     return build_dataset(studies, tokenizer, labels, pretraining_data_config(config), train=train)
 
@@ -153,13 +161,21 @@ def pretrain(data: str | Path, config: Config, out: str | Path, *, force: bool =
     train_studies = paired_studies(all_train, fields)
     val_studies = paired_studies(manifest.split("val"), fields)
     if len(train_studies) < 2:
-        raise ValueError(f"{manifest.path}: fewer than 2 training studies with an image and report text in {fields}")
+        raise ValueError(
+            f"{manifest.path}: fewer than 2 training studies with an image and report text in {fields}"
+        )
     if len(val_studies) < 2:
-        raise ValueError(f"{manifest.path}: fewer than 2 validation studies with an image and report text in {fields}")
+        raise ValueError(
+            f"{manifest.path}: fewer than 2 validation studies with an image and report text in {fields}"
+        )
     tokenizer = load_or_train_tokenizer(run, all_train, vocabulary_config(config))
-    prepared.write_files(lambda run: _write_run_files(run, config, tokenizer, labels, all_train, manifest, data))
+    prepared.write_files(
+        lambda run: _write_run_files(run, config, tokenizer, labels, all_train, manifest, data)
+    )
 
-    module = ContrastiveModule(config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+    module = ContrastiveModule(
+        config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id
+    )
     t = config.train
     batch_size = min(t.batch_size, len(train_studies))
     train_loader = epoch_seeded_loader(  # each epoch's order and augmentation depend on (seed, epoch) only
@@ -218,11 +234,15 @@ def save_encoders(checkpoint: Path, paths: dict[str, Path]) -> None:
         torch.save(getattr(module.model, name).state_dict(), path)
 
 
-def _write_run_files(run: RunDir, config: Config, tokenizer: ReportTokenizer, labels, train_studies, manifest, data) -> None:
+def _write_run_files(
+    run: RunDir, config: Config, tokenizer: ReportTokenizer, labels, train_studies, manifest, data
+) -> None:
     write_config_atomic(config, run.config)  # atomic, and untouched when unchanged
     if not run.tokenizer.exists():
         tokenizer.save(run.tokenizer)
-    prevalence = label_matrix(train_studies, labels).mean(dim=0).tolist() if train_studies else [0.0] * len(labels)
+    prevalence = (
+        label_matrix(train_studies, labels).mean(dim=0).tolist() if train_studies else [0.0] * len(labels)
+    )
     write_json_atomic(run.labels, {"labels": labels, "train_prevalence": dict(zip(labels, prevalence))})
     summary = manifest.summary()
     summary["data"] = str(Path(data).resolve())

@@ -101,7 +101,11 @@ def seed_all(seed: int) -> None:
 
 
 def epoch_seeded_loader(
-    dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, drop_last: bool = False,
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    num_workers: int = 0,
+    drop_last: bool = False,
     collate_fn: Callable[[list], Any] = collate,
 ) -> DataLoader:
     """The shuffled training loader: :class:`EpochSeededSampler` over :class:`EpochSeededItems`

@@ -64,10 +64,14 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     if not train_studies:
         raise ManifestError(f"{manifest.path}: no training studies (split 'train' is empty)")
     if not val_studies:
-        raise ManifestError(f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty")
+        raise ManifestError(
+            f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty"
+        )
 
     # Target sites (domain adaptation): labels never used; their training studies come back unlabeled.
-    train_studies, val_studies, unlabeled = split_target_sites(train_studies, val_studies, config.train.domain_adaptation)
+    train_studies, val_studies, unlabeled = split_target_sites(
+        train_studies, val_studies, config.train.domain_adaptation
+    )
     train_studies = training_subset(train_studies, config.data.train_fraction, config.data.split_seed)
     tokenizer = load_or_train_tokenizer(run, train_studies, config)
     train_labels = label_matrix(train_studies, labels)
@@ -82,7 +86,9 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         bos_id=tokenizer.bos_id,
         eos_id=tokenizer.eos_id,
         pos_weight=positive_weights(train_labels),
-        site_names=site_names(train_studies + unlabeled) if config.train.domain_adaptation.method == "dann" else None,
+        site_names=site_names(train_studies + unlabeled)
+        if config.train.domain_adaptation.method == "dann"
+        else None,
     )
     t = config.train
     train_set: Dataset = build_dataset(train_studies, tokenizer, labels, config, train=True)
@@ -92,7 +98,10 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     train_loader = epoch_seeded_loader(train_set, t.batch_size, t.seed, num_workers=config.data.num_workers)
     val_loader = make_dataloader(
         build_dataset(val_studies, tokenizer, labels, config, train=False),
-        batch_size=t.batch_size, shuffle=False, num_workers=config.data.num_workers, seed=t.seed,
+        batch_size=t.batch_size,
+        shuffle=False,
+        num_workers=config.data.num_workers,
+        seed=t.seed,
     )
     return prepared.train_module(t, module, train_loader, val_loader, monitor=t.monitor, start=start,
                                  callbacks=supervised_callbacks(t, labels, tokenizer, callbacks))  # fmt: skip

@@ -70,7 +70,10 @@ def test_a_bad_manifest_row_names_file_row_and_field(tiny_data, tmp_path, capsys
     table = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
     table.loc[2, "boxes"] = '[{"label": "effusion", "box": [1, 2]}]'
     table.to_csv(data / "manifest.csv", index=False)
-    assert main(["-q", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--on-bad-row", "error"]) == 2
+    assert (
+        main(["-q", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--on-bad-row", "error"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{data / 'manifest.csv'}: row 4 (id {table.loc[2, 'id']}), field 'boxes'" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -128,13 +131,21 @@ def test_os_errors_count_as_user_errors_only_on_a_path_the_user_typed():
 def _run_cli(code: str, tmp_path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
     )
 
 
 def test_exit_status_and_stderr_of_a_real_process(tmp_path):
     """What a shell sees: a user error -> status 2 and one line; a bug -> a traceback and status 1."""
-    user = _run_cli("from medmodal.cli.main import main; raise SystemExit(main(['evaluate', 'absent']))", tmp_path)
+    user = _run_cli(
+        "from medmodal.cli.main import main; raise SystemExit(main(['evaluate', 'absent']))", tmp_path
+    )
     assert (user.returncode, user.stderr) == (2, f"error: run folder not found: {tmp_path / 'absent'}\n")
     bug = _run_cli(
         "import medmodal.config as c\n"
@@ -162,6 +173,21 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
     capsys.readouterr()
     image = min((data / "images").iterdir())
     out = tmp_path / "prediction.json"
-    assert main(["-q", "predict", str(run), "--image", str(image), "--text", "Shortness of breath.", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                str(run),
+                "--image",
+                str(image),
+                "--text",
+                "Shortness of breath.",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     prediction = json.loads(out.read_text())
     assert prediction and f"prediction written to {out}" in capsys.readouterr().out

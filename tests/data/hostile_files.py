@@ -26,7 +26,9 @@ def with_jpeg_size(data: bytes, height: int, width: int) -> bytes:
     return bytes(patched)
 
 
-def gray_dicom(path, rows: int, columns: int, *, pixel_data: bytes | None, syntax=ExplicitVRLittleEndian, bits=8):
+def gray_dicom(
+    path, rows: int, columns: int, *, pixel_data: bytes | None, syntax=ExplicitVRLittleEndian, bits=8
+):
     """A MONOCHROME2 secondary-capture DICOM written to ``path`` (a file path or a binary buffer);
     ``pixel_data`` encapsulated for compressed syntaxes, None = no Pixel Data element."""
     ds = Dataset()

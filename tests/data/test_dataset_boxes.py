@@ -52,7 +52,9 @@ def test_batch_holds_every_box_and_augmentation_moves_all_of_them(tmp_path):
 
     geometric = AugmentConfig(enabled=True, rotate_degrees=20, scale=0.1, contrast_gamma=(1.0, 1.0),
                               noise_std=0.0, prob=1.0)  # fmt: skip
-    dataset = StudyDataset([study], tokenizer, LABELS, image_size=64, augment=geometric, train=True, seed=1, max_boxes=4)
+    dataset = StudyDataset(
+        [study], tokenizer, LABELS, image_size=64, augment=geometric, train=True, seed=1, max_boxes=4
+    )
     for _ in range(3):
         item = dataset[0]
         bright = (denormalize_image(item["image"])[0] > 0.5).float()

@@ -25,7 +25,10 @@ def _studies(folder: Path) -> list[Study]:
 
 
 def _study_list(folder: Path) -> list[Study]:
-    return [Study(id=f"s{i}", row=i + 2, image=folder / name) for i, name in enumerate(["a.png", "b.jpg", "a.png"])]
+    return [
+        Study(id=f"s{i}", row=i + 2, image=folder / name)
+        for i, name in enumerate(["a.png", "b.jpg", "a.png"])
+    ]
 
 
 def _entries(cache: Path) -> list[Path]:
@@ -55,7 +58,9 @@ def test_changed_file_other_size_or_damaged_entry_is_a_miss(tmp_path):
     studies = _studies(tmp_path / "data")
     cache = DecodedImageCache(tmp_path / "cache")
     image = studies[0].image
-    dataset = StudyDataset(studies[:1], None, [], image_size=32, cache_images=False, image_cache_dir=str(cache.root))
+    dataset = StudyDataset(
+        studies[:1], None, [], image_size=32, cache_images=False, image_cache_dir=str(cache.root)
+    )
     old = dataset.stored_image(0)
     assert cache.get(image, 32) is not None and cache.get(image, 16) is None
     write_png(image, 255 - gradient())
@@ -79,7 +84,9 @@ def _fill(cache_root: str, folder: str) -> None:
             DecodedImageCache(cache_root).put(studies[i].image, 24, dataset.stored_image(i))
 
 
-@pytest.mark.skipif(multiprocessing.get_start_method(allow_none=True) not in (None, "fork"), reason="fork only")
+@pytest.mark.skipif(
+    multiprocessing.get_start_method(allow_none=True) not in (None, "fork"), reason="fork only"
+)
 def test_processes_sharing_a_cache_leave_only_whole_entries(tmp_path):
     data = tmp_path / "data"
     _studies(data)

@@ -38,7 +38,9 @@ def prepared(tiny_data, tmp_path_factory) -> Path:
 
 
 def _tokenizer(data) -> ReportTokenizer:
-    return ReportTokenizer.train([s.text(("indication", "findings", "impression")) for s in data.split("train")])
+    return ReportTokenizer.train(
+        [s.text(("indication", "findings", "impression")) for s in data.split("train")]
+    )
 
 
 def test_prepared_items_equal_raw_items(tiny_data, prepared):
@@ -76,7 +78,9 @@ def test_streamed_split_holds_each_study_once_in_a_seeded_order(tiny_data, prepa
     raw_ids = [s.id for s in read_dataset(tiny_data, config).split("train")]
     assert ids(0, shuffle=False) == raw_ids
     first, again, second = ids(0), ids(0), ids(1)
-    assert sorted(first) == sorted(raw_ids) and len(first) == len(raw_ids) == len(PreparedStudies(index, "train", None))
+    assert sorted(first) == sorted(raw_ids) and len(first) == len(raw_ids) == len(
+        PreparedStudies(index, "train", None)
+    )
     assert first == again and first != second and first != raw_ids
 
 
@@ -104,8 +108,12 @@ def test_train_and_evaluate_from_prepared_data(tiny_data, prepared, tmp_path):
     assert summary["prepared"] is True and summary["rows_kept"] == 120
     on_prepared = evaluate_run(tmp_path / "run", prepared, progress=False)
     on_raw = evaluate_run(tmp_path / "run", tiny_data, progress=False)
-    assert on_prepared["n_studies"] == on_raw["n_studies"] == len(read_dataset(tiny_data, config).split("test"))
-    assert on_prepared["classification"]["auroc_macro"] == pytest.approx(on_raw["classification"]["auroc_macro"])
+    assert (
+        on_prepared["n_studies"] == on_raw["n_studies"] == len(read_dataset(tiny_data, config).split("test"))
+    )
+    assert on_prepared["classification"]["auroc_macro"] == pytest.approx(
+        on_raw["classification"]["auroc_macro"]
+    )
 
 
 def test_prepared_settings_that_cannot_apply_are_refused(prepared, tmp_path):
@@ -124,7 +132,10 @@ def test_positive_weights_from_counts_match_the_matrix_version():
     from medmodal.training.losses import positive_weights
     from medmodal.training.prepared_training import positive_weights_from_counts
 
-    matrix = (torch.rand(500, 6, generator=torch.Generator().manual_seed(0)) < torch.tensor([0.5, 0.1, 0.01, 0, 0.9, 0.3])).float()
+    matrix = (
+        torch.rand(500, 6, generator=torch.Generator().manual_seed(0))
+        < torch.tensor([0.5, 0.1, 0.01, 0, 0.9, 0.3])
+    ).float()
     expected = positive_weights(matrix)
     assert positive_weights_from_counts(matrix.sum(0).long().tolist(), 500) == pytest.approx(expected)
 
@@ -249,7 +260,9 @@ def test_prepare_to_and_read_from_an_object_store_url(tiny_data):
     assert is_prepared(url)
     manifest = read_prepared_manifest(url)
     assert len(manifest.studies) == 120
-    dataset = PreparedStudyDataset(manifest.split("val"), _tokenizer(manifest), manifest.label_names, image_size=64)
+    dataset = PreparedStudyDataset(
+        manifest.split("val"), _tokenizer(manifest), manifest.label_names, image_size=64
+    )
     assert dataset[0]["image"].shape == (1, 64, 64)
 
 

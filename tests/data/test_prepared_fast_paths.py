@@ -63,7 +63,9 @@ def test_no_target_tokens_for_a_model_without_a_decoder(monkeypatch):
                   labels=[], split="train")  # fmt: skip
     data = Config().data
     with_targets = item_builder(tokenizer, ["effusion"], data, train=False, seed=0).item(study, None)
-    without = item_builder(tokenizer, ["effusion"], data, train=False, seed=0, targets=False).item(study, None)
+    without = item_builder(tokenizer, ["effusion"], data, train=False, seed=0, targets=False).item(
+        study, None
+    )
     assert int((with_targets["target_ids"] != tokenizer.pad_id).sum()) == 6  # [BOS] 4 words [EOS]
     assert without["target_ids"][:2].tolist() == [tokenizer.bos_id, tokenizer.eos_id]
     assert int((without["target_ids"] != tokenizer.pad_id).sum()) == 2

@@ -20,8 +20,16 @@ def cohort():
 
 def _label_in(question: str) -> str:
     """The label a presence question names (each label's phrases are distinct words)."""
-    words = {"cardio": "cardiomegaly", "heart": "cardiomegaly", "effusion": "effusion", "fluid": "effusion",
-             "nodule": "nodule", "pneumothorax": "pneumothorax", "consolidation": "consolidation", "edema": "edema"}
+    words = {
+        "cardio": "cardiomegaly",
+        "heart": "cardiomegaly",
+        "effusion": "effusion",
+        "fluid": "effusion",
+        "nodule": "nodule",
+        "pneumothorax": "pneumothorax",
+        "consolidation": "consolidation",
+        "edema": "edema",
+    }
     found = {label for key, label in words.items() if key in question.lower()}
     assert len(found) == 1, question
     return found.pop()
@@ -41,17 +49,23 @@ def test_other_questions_match_ground_truth(cohort):
     seen = Counter()
     for study in cohort:
         records = questions_for_study(study)
-        by_type = {t: [r for r in records if r.question_type == t] for t in {r.question_type for r in records}}
+        by_type = {
+            t: [r for r in records if r.question_type == t] for t in {r.question_type for r in records}
+        }
         assert [r.answer for r in by_type["normality"]] == ["no" if study.findings else "yes"]
         if len(study.findings) <= 1:
-            assert [r.answer for r in by_type["which_finding"]] == [study.labels[0] if study.findings else "none"]
+            assert [r.answer for r in by_type["which_finding"]] == [
+                study.labels[0] if study.findings else "none"
+            ]
         else:
             assert "which_finding" not in by_type
         sided = [f for f in study.findings if f.label in SIDED_LABELS]
         assert sorted(r.answer for r in by_type.get("laterality", [])) == sorted(f.side for f in sided)
         assert sorted(r.answer for r in by_type.get("size", [])) == sorted(f.grade for f in study.findings)
         consolidation = study.finding("consolidation")
-        assert [r.answer for r in by_type.get("location", [])] == ([consolidation.params["lobe"]] if consolidation else [])
+        assert [r.answer for r in by_type.get("location", [])] == (
+            [consolidation.params["lobe"]] if consolidation else []
+        )
         for r in records:
             assert r.study_id == study.id
             assert r.answer_type == ("open" if r.question_type in ("size", "location") else "closed")
@@ -61,16 +75,24 @@ def test_other_questions_match_ground_truth(cohort):
 
 def test_questions_are_deterministic_per_study(cohort):
     assert questions_for_studies(cohort[:20]) == questions_for_studies(cohort[:20])
-    assert questions_for_study(cohort[5]) == questions_for_studies(cohort)[
-        sum(len(questions_for_study(s)) for s in cohort[:5]) : sum(len(questions_for_study(s)) for s in cohort[:6])
-    ]
+    assert (
+        questions_for_study(cohort[5])
+        == questions_for_studies(cohort)[
+            sum(len(questions_for_study(s)) for s in cohort[:5]) : sum(
+                len(questions_for_study(s)) for s in cohort[:6]
+            )
+        ]
+    )
 
 
 def test_generate_dataset_writes_qa_for_every_study(tiny_data):
     records = read_qa(tiny_data)
     manifest_ids = [line.split(",")[0] for line in (tiny_data / "manifest.csv").read_text().splitlines()[1:]]
     assert {r.study_id for r in records} == set(manifest_ids)
-    truth = {json.loads(line)["id"]: json.loads(line) for line in (tiny_data / "ground_truth.jsonl").read_text().splitlines()}
+    truth = {
+        json.loads(line)["id"]: json.loads(line)
+        for line in (tiny_data / "ground_truth.jsonl").read_text().splitlines()
+    }
     for r in records:
         if r.question_type == "normality":
             present = any(v["present"] for v in truth[r.study_id]["findings"].values())
@@ -78,8 +100,10 @@ def test_generate_dataset_writes_qa_for_every_study(tiny_data):
 
 
 def test_round_trip_and_normalisation(tmp_path):
-    records = [QARecord("s1", "Is there a nodule?", "yes", "closed", "presence"),
-               QARecord("s2", "How large?", "8 mm", "open", "size", split="test", qid="7")]
+    records = [
+        QARecord("s1", "Is there a nodule?", "yes", "closed", "presence"),
+        QARecord("s2", "How large?", "8 mm", "open", "size", split="test", qid="7"),
+    ]
     write_qa(tmp_path / "qa.jsonl", records)
     assert read_qa(tmp_path / "qa.jsonl") == records
     assert normalize_answer("  Yes. ") == "yes"

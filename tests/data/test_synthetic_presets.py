@@ -14,8 +14,11 @@ def findings(spec: CohortSpec, n_sites: int = 3, n: int = 300):
 def test_hard_preset_draws_smaller_fainter_and_more_subtle_findings():
     hard = PRESETS["hard"]
     easy_findings, _ = findings(CohortSpec())
-    spec = CohortSpec(subtle_fraction=hard["subtle_fraction"], severity_scale=hard["severity_scale"],
-                      conspicuity_scale=hard["conspicuity_scale"])
+    spec = CohortSpec(
+        subtle_fraction=hard["subtle_fraction"],
+        severity_scale=hard["severity_scale"],
+        conspicuity_scale=hard["conspicuity_scale"],
+    )
     hard_findings, studies = findings(spec, hard["n_sites"])
     mean = lambda xs: sum(xs) / len(xs)
     assert mean([f.severity for f in hard_findings]) < mean([f.severity for f in easy_findings])

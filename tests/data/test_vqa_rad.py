@@ -13,11 +13,22 @@ from medmodal.data.qa import read_qa
 
 
 def _record(qid, image, question, answer, answer_type, question_type="PRES", phrase_type="freeform"):
-    return {"qid": qid, "phrase_type": phrase_type, "qid_linked_id": f"link{qid}",
-            "image_case_url": "https://medpix.nlm.nih.gov/case?id=x", "image_name": image, "image_organ": "CHEST",
-            "evaluation": "not evaluated", "question": question, "question_rephrase": "NULL",
-            "question_relation": "NULL", "question_frame": "NULL", "question_type": question_type,
-            "answer": answer, "answer_type": answer_type}
+    return {
+        "qid": qid,
+        "phrase_type": phrase_type,
+        "qid_linked_id": f"link{qid}",
+        "image_case_url": "https://medpix.nlm.nih.gov/case?id=x",
+        "image_name": image,
+        "image_organ": "CHEST",
+        "evaluation": "not evaluated",
+        "question": question,
+        "question_rephrase": "NULL",
+        "question_relation": "NULL",
+        "question_frame": "NULL",
+        "question_type": question_type,
+        "answer": answer,
+        "answer_type": answer_type,
+    }
 
 
 RECORDS = [
@@ -51,7 +62,12 @@ def test_import_writes_manifest_and_qa(release, tmp_path):
     assert result.manifest.studies[0].extra["organ"] == "CHEST"
     qa = {r.qid: r for r in read_qa(tmp_path / "out")}
     assert set(qa) == {"0", "1", "2", "3", "4"}
-    assert (qa["0"].study_id, qa["0"].answer, qa["0"].answer_type, qa["0"].split) == ("synpic100", "yes", "closed", "train")
+    assert (qa["0"].study_id, qa["0"].answer, qa["0"].answer_type, qa["0"].split) == (
+        "synpic100",
+        "yes",
+        "closed",
+        "train",
+    )
     assert (qa["1"].answer, qa["1"].answer_type, qa["1"].question_type) == ("right", "closed", "POS")
     assert (qa["2"].answer, qa["2"].answer_type, qa["2"].split) == ("2", "open", "test")
     assert (qa["3"].answer, qa["3"].split) == ("left pleural effusion", "test")
@@ -101,5 +117,17 @@ def test_command_line(release, tmp_path, capsys):
     assert main(["-q", "import-vqa-rad", str(source), str(tmp_path / "out"), "--images", str(images)]) == 0
     assert json.loads(capsys.readouterr().out)["questions"] == 5
     (tmp_path / "bad.json").write_text(json.dumps([{"qid": 1, "image_name": "x.jpg"}]))
-    assert main(["-q", "import-vqa-rad", str(tmp_path / "bad.json"), str(tmp_path / "o2"), "--images", str(images)]) == 2
+    assert (
+        main(
+            [
+                "-q",
+                "import-vqa-rad",
+                str(tmp_path / "bad.json"),
+                str(tmp_path / "o2"),
+                "--images",
+                str(images),
+            ]
+        )
+        == 2
+    )
     assert "field 'question': missing or empty" in capsys.readouterr().err

@@ -63,7 +63,12 @@ def test_findings_subset_and_empty_hypothesis(labeler):
 
 def test_report_variety_counts_distinct_reports_per_study_with_a_finding(labeler):
     refs = ["Cardiomegaly.", "Small left effusion.", "No acute abnormality.", "Pneumothorax."]
-    hyps = ["The heart is enlarged.", "the heart  is enlarged .", "Lungs are clear.", "There is a pneumothorax."]
+    hyps = [
+        "The heart is enlarged.",
+        "the heart  is enlarged .",
+        "Lungs are clear.",
+        "There is a pneumothorax.",
+    ]
     m = clinical_efficacy(refs, hyps, labeler)
     # case and spacing do not make a report distinct: 3 different reports, the commonest twice
     assert (m["n_distinct_reports"], m["most_common_report_count"]) == (3, 2)

@@ -149,7 +149,9 @@ def test_detection_bad_input(dets, message):
 
 def test_froc_reads_the_best_sensitivity_within_each_false_positive_budget():
     # 4 targets, 2 images. Descending: 0.9 TP, 0.8 FP, 0.7 TP, 0.6 FP, 0.5 FP, 0.4 TP
-    got = froc_sensitivities([0.9, 0.7, 0.4], [0.8, 0.6, 0.5], num_targets=4, num_images=2, fp_rates=(0.25, 0.5, 1, 2))
+    got = froc_sensitivities(
+        [0.9, 0.7, 0.4], [0.8, 0.6, 0.5], num_targets=4, num_images=2, fp_rates=(0.25, 0.5, 1, 2)
+    )
     # 0 FP/image -> 1/4; 0.5 (threshold 0.7) -> 2/4; 1.0 (0.6) -> 2/4; 1.5 (0.4) -> 3/4
     assert got == {"0.25": 0.25, "0.5": 0.5, "1": 0.5, "2": 0.75}
     tied = froc_sensitivities([0.5, 0.5], [], num_targets=2, num_images=1, fp_rates=(0.5,))

@@ -19,7 +19,13 @@ def _random_split(seed: int, n: int = 40):
                 w, h = 0.05 + rng.random(2) * 0.2
                 t.append((c, [x, y, x + w, y + h]))
                 for _ in range(rng.integers(0, 3)):  # near the true box: hits and misses
-                    d.append((c, list(np.array([x, y, x + w, y + h]) + rng.normal(0, 0.03, 4)), float(rng.random())))
+                    d.append(
+                        (
+                            c,
+                            list(np.array([x, y, x + w, y + h]) + rng.normal(0, 0.03, 4)),
+                            float(rng.random()),
+                        )
+                    )
             if rng.random() < 0.5:  # a stray box
                 x, y = rng.random(2) * 0.7
                 d.append((c, [x, y, x + 0.1, y + 0.1], float(rng.random() * 0.6)))

@@ -30,7 +30,9 @@ def test_vectorised_metrics_equal_classification_metrics(name):
 def test_auroc_macro_skips_single_class_labels():
     probs, targets = toy(c=3)
     targets[:, 1] = 0
-    assert stats.auroc_macro(probs, targets) == pytest.approx(classification_metrics(probs, targets)["auroc_macro"])
+    assert stats.auroc_macro(probs, targets) == pytest.approx(
+        classification_metrics(probs, targets)["auroc_macro"]
+    )
 
 
 def binormal(n, d, rng):

@@ -19,8 +19,13 @@ from medmodal.experiments.benchmark_results import load_cell_predictions
 MINI = {
     "name": "mini",
     "base": {
-        "data.image_size": 32, "model.embed_dim": 8, "model.heads.generation": False, "train.epochs": 1,
-        "train.batch_size": 32, "train.progress_bar": False, "data.check_images": False,
+        "data.image_size": 32,
+        "model.embed_dim": 8,
+        "model.heads.generation": False,
+        "train.epochs": 1,
+        "train.batch_size": 32,
+        "train.progress_bar": False,
+        "data.check_images": False,
     },
     "seeds": [0],
     "models": {"image_only": {"model.modalities": "image"}, "gated": {"model.fusion.name": "gated"}},
@@ -114,8 +119,12 @@ def test_missing_modality_conditions(interrupted_then_resumed):
     hidden = hide_masks("drop_image_0.5", len(gated["ids"]), seed=0)["image"]
     assert 0 < hidden.sum() < len(hidden)
     # only the studies whose image was hidden change; the others are predicted exactly as in "full"
-    np.testing.assert_allclose(gated["probs__drop_image_0.5"][~hidden], gated["probs__full"][~hidden], atol=1e-6)
-    np.testing.assert_allclose(gated["probs__drop_image_0.5"][hidden], gated["probs__no_image"][hidden], atol=1e-6)
+    np.testing.assert_allclose(
+        gated["probs__drop_image_0.5"][~hidden], gated["probs__full"][~hidden], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        gated["probs__drop_image_0.5"][hidden], gated["probs__no_image"][hidden], atol=1e-6
+    )
 
 
 @pytest.mark.slow  # the module's grid fixture trains and scores several models
@@ -138,7 +147,7 @@ def test_summary_and_report(interrupted_then_resumed):
     assert 0 <= comparison["delong_p_max"] <= 1
     assert set(summary["robustness"]) == {"image", "text"}
     html = result.report.read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<img src=\"http" not in html
+    assert html.count("data:image/png;base64,") == 4 and '<img src="http' not in html
     assert "Δ AUROC vs" in html or "&Delta; AUROC vs image_only" in html
     for plot in ("roc", "robustness", "per_site", "reliability"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
@@ -193,7 +202,9 @@ def test_grid_errors_name_the_problem():
 
 def test_the_default_grid_validates():
     grid, _ = benchmark.load_grid(None)
-    assert {"image_only", "text_only", "concat", "late", "gated", "bilinear", "cross_attention"} <= set(grid.models)
+    assert {"image_only", "text_only", "concat", "late", "gated", "bilinear", "cross_attention"} <= set(
+        grid.models
+    )
 
 
 def test_hide_masks_are_nested_and_reproducible():

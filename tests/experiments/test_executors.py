@@ -17,8 +17,13 @@ from medmodal.experiments.executors import CellsFailed, ExecutorSettings
 GRID = {
     "name": "ray-mini",
     "base": {
-        "data.image_size": 32, "model.embed_dim": 8, "model.heads.generation": False, "train.epochs": 1,
-        "train.batch_size": 32, "train.progress_bar": False, "data.check_images": False,
+        "data.image_size": 32,
+        "model.embed_dim": 8,
+        "model.heads.generation": False,
+        "train.epochs": 1,
+        "train.batch_size": 32,
+        "train.progress_bar": False,
+        "data.check_images": False,
     },
     "seeds": [0],
     "models": {"image_only": {"model.modalities": "image"}, "gated": {"model.fusion.name": "gated"}},
@@ -44,8 +49,13 @@ def local_ray():
     mp.setenv("RAY_DISABLE_USAGE_STATS", "1")
     mp.setenv("OMP_NUM_THREADS", "1")
     mp.setenv("TOKENIZERS_PARALLELISM", "false")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024**2, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "RAY_DISABLE_USAGE_STATS": "1"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=80 * 1024**2,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "RAY_DISABLE_USAGE_STATS": "1"}},
+    )
     # the stand-in cell functions of this module travel by value (workers need not import the tests)
     from ray import cloudpickle
 
@@ -91,7 +101,9 @@ def test_ray_grid_gives_the_serial_results_and_resumes(data, tmp_path, local_ray
     shutil.rmtree(tmp_path / "ray" / "cells" / "gated__seed0")
     again = run_benchmark(data, ray_grid, tmp_path / "ray", report=False)
     assert again.cells_run == ["gated__seed0"]
-    np.testing.assert_array_equal(_results(tmp_path / "ray")[numeric].to_numpy(float), b[numeric].to_numpy(float))
+    np.testing.assert_array_equal(
+        _results(tmp_path / "ray")[numeric].to_numpy(float), b[numeric].to_numpy(float)
+    )
 
 
 def test_failed_ray_cells_are_named_together_and_the_others_finish(tmp_path, local_ray):
@@ -100,8 +112,14 @@ def test_failed_ray_cells_are_named_together_and_the_others_finish(tmp_path, loc
 
     cells = benchmark.plan_cells(grid_from_dict(GRID), tmp_path, tmp_path)
     with pytest.raises(CellsFailed, match=r"1 of 2 cells failed: gated__seed0 \(ValueError: bad cell\)"):
-        run_cells(cells, tmp_path, ["full"], benchmark.EvaluationSettings(), ExecutorSettings(name="ray"),
-                  _fails_on_gated_seed0)
+        run_cells(
+            cells,
+            tmp_path,
+            ["full"],
+            benchmark.EvaluationSettings(),
+            ExecutorSettings(name="ray"),
+            _fails_on_gated_seed0,
+        )
     written = sorted(p.name for p in tmp_path.glob("*.ran"))
     assert written == sorted(f"{c}.ran" for c in CELLS - {"gated__seed0"})
 
@@ -118,7 +136,14 @@ def test_serial_executor_stops_at_the_first_failure(tmp_path):
 
     cells = benchmark.plan_cells(grid_from_dict(GRID), tmp_path, tmp_path)
     with pytest.raises(ValueError, match="bad cell"):
-        run_cells(cells, tmp_path, ["full"], benchmark.EvaluationSettings(), ExecutorSettings(), _fails_on_gated_seed0)
+        run_cells(
+            cells,
+            tmp_path,
+            ["full"],
+            benchmark.EvaluationSettings(),
+            ExecutorSettings(),
+            _fails_on_gated_seed0,
+        )
     assert sorted(p.name for p in tmp_path.glob("*.ran")) == ["image_only__seed0.ran"]  # then gated failed
 
 
@@ -127,7 +152,9 @@ def test_executor_settings_are_validated():
         grid_from_dict({**GRID, "executor": {"name": "dask"}})
     with pytest.raises(ConfigError, match="executor.cpus_per_cell"):
         grid_from_dict({**GRID, "executor": {"name": "ray", "cpus_per_cell": 0}})
-    assert grid_from_dict({**GRID, "executor": {"name": "ray", "gpus_per_cell": 1}}).executor.gpus_per_cell == 1
+    assert (
+        grid_from_dict({**GRID, "executor": {"name": "ray", "gpus_per_cell": 1}}).executor.gpus_per_cell == 1
+    )
 
 
 class _Stop(Exception):
@@ -149,15 +176,32 @@ def test_command_line_flags_choose_the_executor(tmp_path, monkeypatch):
         raise _Stop
 
     monkeypatch.setattr(benchmark, "run_benchmark", capture)
-    args = build_parser().parse_args(["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "b"),
-                                      "--config", str(grid_file), "--executor", "ray", "--address", "ray://head:10001",
-                                      "--gpus-per-cell", "0.5"])
+    args = build_parser().parse_args(
+        [
+            "benchmark",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "b"),
+            "--config",
+            str(grid_file),
+            "--executor",
+            "ray",
+            "--address",
+            "ray://head:10001",
+            "--gpus-per-cell",
+            "0.5",
+        ]
+    )
     with pytest.raises(_Stop):
         args.func(args)
-    assert seen["executor"] == ExecutorSettings(name="ray", address="ray://head:10001", cpus_per_cell=3, gpus_per_cell=0.5)
+    assert seen["executor"] == ExecutorSettings(
+        name="ray", address="ray://head:10001", cpus_per_cell=3, gpus_per_cell=0.5
+    )
 
-    args = build_parser().parse_args(["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "b"),
-                                      "--config", str(grid_file)])
+    args = build_parser().parse_args(
+        ["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "b"), "--config", str(grid_file)]
+    )
     with pytest.raises(_Stop):
         args.func(args)
     assert seen["executor"] == ExecutorSettings(cpus_per_cell=3)  # the grid's keys, serial by default

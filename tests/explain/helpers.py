@@ -27,13 +27,26 @@ def make_batch(batch_size: int = 3, image_size: int = 32, text_len: int = 8, see
     }
 
 
-def tiny_model(modalities: str = "both", text_encoder: str = "bilstm_attention", generation: bool = False,
-               seed: int = 0, vocab: int = VOCAB, widths=(8, 16)):
+def tiny_model(
+    modalities: str = "both",
+    text_encoder: str = "bilstm_attention",
+    generation: bool = False,
+    seed: int = 0,
+    vocab: int = VOCAB,
+    widths=(8, 16),
+):
     torch.manual_seed(seed)
-    cfg = apply_overrides(Config(), {
-        "model.modalities": modalities, "model.embed_dim": 16, "model.heads.generation": generation,
-        "model.text_encoder.name": text_encoder,
-        "model.image_encoder.kwargs": {"widths": list(widths), "stem_width": 8},
-    })
-    model = create_model(cfg.model, vocab_size=vocab, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    cfg = apply_overrides(
+        Config(),
+        {
+            "model.modalities": modalities,
+            "model.embed_dim": 16,
+            "model.heads.generation": generation,
+            "model.text_encoder.name": text_encoder,
+            "model.image_encoder.kwargs": {"widths": list(widths), "stem_width": 8},
+        },
+    )
+    model = create_model(
+        cfg.model, vocab_size=vocab, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS
+    )
     return model.eval()

@@ -23,7 +23,9 @@ def test_grad_cam_is_zero_where_the_model_saw_no_image(batch):
     assert maps[1].sum() == 0 and maps[0].sum() > 0
 
 
-def square_task(n: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def square_task(
+    n: int, size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images [n, 1, S, S] of noise with the same added brightness: positives as one bright
     square at a random place in the top-left quadrant, negatives spread evenly over the image.
     Only the square decides the label (global intensity does not).
@@ -39,7 +41,7 @@ def square_task(n: int, size: int, generator: torch.Generator) -> tuple[torch.Te
     for i in range(n):
         if labels[i]:
             y, x = place(half, side)
-            images[i, 0, y:y + side, x:x + side] += 2.0
+            images[i, 0, y : y + side, x : x + side] += 2.0
             boxes[i] = torch.tensor([x, y, x + side, y + side]) / size
         else:
             images[i] += 2.0 * side * side / (size * size)
@@ -93,9 +95,13 @@ def test_occlusion_concentrates_on_the_region_that_decides_the_label(square_mode
     assert mass > 3 * CHANCE, mass
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured: on this task Grad-CAM of the last feature map is near-uniform (pointing ~0.06, mass "
-    "~chance) although the model has learnt the task and occlusion finds the square; see docs/explain.md"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "measured: on this task Grad-CAM of the last feature map is near-uniform (pointing ~0.06, mass "
+        "~chance) although the model has learnt the task and occlusion finds the square; see docs/explain.md"
+    ),
+)
 def test_grad_cam_concentrates_on_the_region_that_decides_the_label(square_model):
     model, batch, labels, boxes = square_model
     hits, mass = localisation_scores(image_saliency(model, batch, [0], "gradcam")[:, 0], labels, boxes)

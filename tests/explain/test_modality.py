@@ -83,5 +83,9 @@ def test_ablation_view_when_the_auxiliary_heads_were_not_trained():
     assert result["conflict_view"] == "ablation"
     image_only = torch.sigmoid(model(with_modalities(batch, True, False)).logits[0])
     text_only = torch.sigmoid(model(with_modalities(batch, False, True)).logits[0])
-    expected = [i for i in range(3) if (image_only[i] >= 0.5) != (text_only[i] >= 0.5) and abs(image_only[i] - text_only[i]) >= 0.01]
+    expected = [
+        i
+        for i in range(3)
+        if (image_only[i] >= 0.5) != (text_only[i] >= 0.5) and abs(image_only[i] - text_only[i]) >= 0.01
+    ]
     assert [c["label"] for c in result["conflicts"]] == [["x", "y", "z"][i] for i in expected]

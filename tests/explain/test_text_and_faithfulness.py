@@ -32,7 +32,10 @@ def test_integrated_gradients_shape_and_completeness(batch):
     attribution = integrated_gradients(model, batch, class_index=1, n_steps=64)
     assert attribution.shape == batch["text_ids"].shape
     assert (attribution[~batch["text_mask"]] == 0).all()
-    baseline = dict(batch, text_ids=torch.where(batch["text_mask"], torch.zeros_like(batch["text_ids"]), batch["text_ids"]))
+    baseline = dict(
+        batch,
+        text_ids=torch.where(batch["text_mask"], torch.zeros_like(batch["text_ids"]), batch["text_ids"]),
+    )
     with torch.no_grad():
         gap = model(batch).logits[:, 1] - model(baseline).logits[:, 1]
     assert torch.allclose(attribution.sum(1), gap, atol=0.05 * gap.abs().max() + 1e-3)
@@ -86,10 +89,14 @@ def test_case_page_is_self_contained(tmp_path):
     tokenizer = ReportTokenizer.train(["fever and productive cough .", "chest trauma ."] * 2, min_freq=1)
     model = tiny_model(vocab=tokenizer.vocab_size)
     config = apply_overrides(Config(), {"data.image_size": 32, "model.heads.generation": False})
-    trained = TrainedRun(RunDir.at(tmp_path / "run"), config, ["x", "y", "z"], tokenizer, model, tmp_path / "none.ckpt")
+    trained = TrainedRun(
+        RunDir.at(tmp_path / "run"), config, ["x", "y", "z"], tokenizer, model, tmp_path / "none.ckpt"
+    )
     image = tmp_path / "image.png"
     Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype("uint8")).save(image)
-    case = explain_study(Predictor(trained), image, "fever and productive cough.", tmp_path / "out", labels=["y"])
+    case = explain_study(
+        Predictor(trained), image, "fever and productive cough.", tmp_path / "out", labels=["y"]
+    )
     page = (tmp_path / "out" / "case.html").read_text()
     assert "data:image/png;base64," in page and "src='http" not in page and "<script" not in page
     assert (tmp_path / "out" / "saliency_y.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

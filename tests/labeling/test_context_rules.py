@@ -20,7 +20,10 @@ def test_shipped_rules_load_with_their_reasons():
 @pytest.mark.parametrize(
     ("rule", "expected"),
     [
-        ("literal: x\n    category: NEGATED_EXISTENCE\n    direction: SIDEWAYS\n    why: y", "rules.0.direction"),
+        (
+            "literal: x\n    category: NEGATED_EXISTENCE\n    direction: SIDEWAYS\n    why: y",
+            "rules.0.direction",
+        ),
         ("literal: x\n    category: NEGATED_EXISTENCE\n    direction: FORWARD", "rules.0.why"),
         ("literal: x\n    category: C\n    direction: FORWARD\n    why: y\n    scope: 3", "rules.0.scope"),
     ],

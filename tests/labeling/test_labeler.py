@@ -121,7 +121,10 @@ def test_enlargement_words_do_not_read_as_normal(labeler):
 
 
 def test_upper_limits_of_normal_heart_is_not_a_normal_heart(labeler):
-    assert status_of(labeler, "Heart size is upper limits normal or mildly enlarged.", "cardiomegaly") != "negative"
+    assert (
+        status_of(labeler, "Heart size is upper limits normal or mildly enlarged.", "cardiomegaly")
+        != "negative"
+    )
     assert status_of(labeler, "Heart size is normal.", "cardiomegaly") == "negative"
 
 
@@ -190,5 +193,3 @@ def test_probable_does_not_cross_a_negation(probable_labeler):
 def test_probable_as_is_checked():
     with pytest.raises(ValueError, match="probable_as"):
         ReportLabeler(probable_as="negative")
-
-

@@ -18,7 +18,9 @@ from medmodal.labeling.validate_openi import (
 
 
 def report(uid, findings, impression, major):
-    return OpenIReport(uid=uid, sections={"indication": "", "findings": findings, "impression": impression}, mesh_major=major)
+    return OpenIReport(
+        uid=uid, sections={"indication": "", "findings": findings, "impression": impression}, mesh_major=major
+    )
 
 
 def xml(uid, findings, impression, major):
@@ -38,8 +40,12 @@ def test_reference_from_mesh_terms():
         report("CXR3", "", "", ["Airspace Disease/lung/base/left"]),
     ]
     findings = ["cardiomegaly", "effusion", "opacity", "normal"]
-    np.testing.assert_array_equal(reference_matrix(reports, findings), [[0, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]])
-    assert not is_indexed(report("CXR4", "", "", ["No Indexing"])) and not is_indexed(report("CXR5", "", "", []))
+    np.testing.assert_array_equal(
+        reference_matrix(reports, findings), [[0, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]]
+    )
+    assert not is_indexed(report("CXR4", "", "", ["No Indexing"])) and not is_indexed(
+        report("CXR5", "", "", [])
+    )
     assert is_indexed(reports[0])
 
 
@@ -47,16 +53,32 @@ def test_agreement_counts():
     reference = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
     predicted = np.array([[1, 0], [0, 1], [1, 1], [0, 1]])
     result = agreement(reference, predicted, ["a", "b"])
-    assert result["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2, "predicted": 2, "true_positive": 1}
+    assert result["a"] == {
+        "precision": 0.5,
+        "recall": 0.5,
+        "f1": 0.5,
+        "support": 2,
+        "predicted": 2,
+        "true_positive": 1,
+    }
     assert result["b"]["precision"] == pytest.approx(2 / 3) and result["b"]["recall"] == 1.0
 
 
 def test_validate_on_a_folder_of_reports(tmp_path, labeler):
     reports = [
         ("CXR1", "Heart size normal. Lungs are clear.", "No acute disease.", ["normal"]),
-        ("CXR2", "The heart is enlarged. Small right pleural effusion.", "Cardiomegaly and effusion.",
-         ["Cardiomegaly/mild", "Pleural Effusion/right"]),
-        ("CXR3", "No pneumothorax. Possible nodule in the right upper lobe.", "", ["Nodule/lung/upper lobe/right"]),
+        (
+            "CXR2",
+            "The heart is enlarged. Small right pleural effusion.",
+            "Cardiomegaly and effusion.",
+            ["Cardiomegaly/mild", "Pleural Effusion/right"],
+        ),
+        (
+            "CXR3",
+            "No pneumothorax. Possible nodule in the right upper lobe.",
+            "",
+            ["Nodule/lung/upper lobe/right"],
+        ),
         ("CXR4", "Some text.", "", ["No Indexing"]),
     ]
     for i, r in enumerate(reports, 1):
@@ -93,7 +115,11 @@ def test_missing_archive_is_a_clear_error(tmp_path):
 def test_split_is_fixed_and_balanced():
     # pinned: the development / held-out split must never move (docs/labeler.md reports on it)
     assert [report_half(u) for u in ("CXR1", "CXR2", "CXR3", "CXR10", "CXR3999")] == [
-        "heldout", "dev", "heldout", "heldout", "dev"
+        "heldout",
+        "dev",
+        "heldout",
+        "heldout",
+        "dev",
     ]
     halves = [report_half(f"CXR{i}") for i in range(1, 4000)]
     assert 0.45 < halves.count("dev") / len(halves) < 0.55
@@ -129,11 +155,14 @@ def test_mesh_to_finding_mapping(terms, expected):
 def test_errors_are_listed_for_the_dev_half_only(tmp_path, labeler):
     uids = [f"CXR{i}" for i in range(1, 40)]
     dev_uid = next(u for u in uids if report_half(u) == "dev")
-    (tmp_path / "1.xml").write_text(xml(dev_uid, "The heart is enlarged. No effusion.", "", ["Pleural Effusion/right"]))
+    (tmp_path / "1.xml").write_text(
+        xml(dev_uid, "The heart is enlarged. No effusion.", "", ["Pleural Effusion/right"])
+    )
     with pytest.raises(ValueError, match="development half only"):
         validate_on_openi(tmp_path, half="heldout", labeler=labeler, list_errors=True)
-    result = validate_on_openi(tmp_path, half="dev", labeler=labeler, list_errors=True,
-                               findings=("cardiomegaly", "effusion"))
+    result = validate_on_openi(
+        tmp_path, half="dev", labeler=labeler, list_errors=True, findings=("cardiomegaly", "effusion")
+    )
     assert result["half"] == "dev" and result["reports"] == 1
     errors = result["errors"]
     assert [e["id"] for e in errors["cardiomegaly"]["false_positive"]] == [dev_uid]

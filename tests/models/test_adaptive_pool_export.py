@@ -28,7 +28,9 @@ def test_default_encoder_exports_to_onnx_when_the_side_is_not_a_multiple_of_the_
     buffer = io.BytesIO()
     with torch.no_grad():
         expected = encoder(image).vector.numpy()
-        torch.onnx.export(_VectorOnly(encoder), (image,), buffer, input_names=["image"], opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            _VectorOnly(encoder), (image,), buffer, input_names=["image"], opset_version=OPSET, dynamo=False
+        )
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"image": image.numpy()})
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

@@ -17,7 +17,9 @@ LABELS = ["effusion", "nodule", "never_seen"]
 
 
 def _study(i: int, text: str, labels: list[str], split: str = "train", findings: str = "") -> Study:
-    return Study(id=f"s{i}", row=i + 2, sections={"indication": text, "findings": findings}, labels=labels, split=split)
+    return Study(
+        id=f"s{i}", row=i + 2, sections={"indication": text, "findings": findings}, labels=labels, split=split
+    )
 
 
 def _text_split(n: int, offset: int, split: str) -> BaselineData:
@@ -34,7 +36,13 @@ def _text_split(n: int, offset: int, split: str) -> BaselineData:
 
 def test_every_family_is_registered():
     assert set(available("baseline")) >= {
-        "tfidf_logreg", "pixel_logreg", "linear_probe", "late_fusion", "mean_box", "nearest_report", "template_report",
+        "tfidf_logreg",
+        "pixel_logreg",
+        "linear_probe",
+        "late_fusion",
+        "mean_box",
+        "nearest_report",
+        "template_report",
     }
 
 
@@ -89,7 +97,11 @@ def test_nearest_report_by_text_copies_the_matching_training_report():
     model.fit(train, val)
     query = BaselineData([_study(999, train.studies[7].sections["indication"], [], "test")], LABELS)
     got = model.predict(query)[0]
-    same_text = [s.sections["findings"] for s in train.studies if s.sections["indication"] == train.studies[7].sections["indication"]]
+    same_text = [
+        s.sections["findings"]
+        for s in train.studies
+        if s.sections["indication"] == train.studies[7].sections["indication"]
+    ]
     assert got == same_text[0]  # ties go to the earliest training study
     no_text = BaselineData([_study(998, "", [], "test")], LABELS)
     assert model.predict(no_text)[0] == model.reports[model.default]
@@ -102,9 +114,30 @@ def test_mean_box_is_the_training_mean_per_finding(tmp_path):
     path = tmp_path / "x.png"
     Image.fromarray(np.zeros((100, 200), dtype=np.uint8)).save(path)
     studies = [
-        Study(id="a", row=2, image=path, labels=["effusion"], boxes=[Box("effusion", (0, 0, 100, 50))], split="train"),
-        Study(id="b", row=3, image=path, labels=["effusion"], boxes=[Box("effusion", (100, 50, 200, 100))], split="train"),
-        Study(id="c", row=4, image=path, labels=["nodule"], boxes=[Box("nodule", (20, 10, 40, 30))], split="train"),
+        Study(
+            id="a",
+            row=2,
+            image=path,
+            labels=["effusion"],
+            boxes=[Box("effusion", (0, 0, 100, 50))],
+            split="train",
+        ),
+        Study(
+            id="b",
+            row=3,
+            image=path,
+            labels=["effusion"],
+            boxes=[Box("effusion", (100, 50, 200, 100))],
+            split="train",
+        ),
+        Study(
+            id="c",
+            row=4,
+            image=path,
+            labels=["nodule"],
+            boxes=[Box("nodule", (20, 10, 40, 30))],
+            split="train",
+        ),
     ]
     model = create("baseline", "mean_box")
     model.fit(BaselineData(studies, LABELS), BaselineData([], LABELS))
@@ -133,7 +166,10 @@ def test_template_report_writes_the_findings_above_the_validation_thresholds():
     val = _text_split(30, 100, "val")
     model = create("baseline", "template_report")
     model.fit(BaselineData([], LABELS), val, val_probs=val.targets().astype(float) * 0.8 + 0.1)
-    reports = model.predict(BaselineData(val.studies[:3], LABELS), probs=np.array([[0.9, 0.1, 0.1], [0.9, 0.9, 0.1], [0.1, 0.1, 0.1]]))
+    reports = model.predict(
+        BaselineData(val.studies[:3], LABELS),
+        probs=np.array([[0.9, 0.1, 0.1], [0.9, 0.9, 0.1], [0.1, 0.1, 0.1]]),
+    )
     assert reports[0] == "There is a pleural effusion."
     assert reports[1] == "There is a pleural effusion. There is a pulmonary nodule."
     assert reports[2] == model.settings.normal
@@ -146,10 +182,15 @@ def fused_run(tiny_data, tmp_path_factory):
 
     from medmodal.training.baselines import fit_baseline
 
-    config = apply_overrides(tiny_config(), {
-        "baseline.classifier": "late_fusion", "baseline.boxes": "mean_box", "baseline.report": "template_report",
-        "baseline.kwargs": {"pixel_logreg": {"size": 16}, "tfidf_logreg": {"c_grid": [0.1, 1.0]}},
-    })
+    config = apply_overrides(
+        tiny_config(),
+        {
+            "baseline.classifier": "late_fusion",
+            "baseline.boxes": "mean_box",
+            "baseline.report": "template_report",
+            "baseline.kwargs": {"pixel_logreg": {"size": 16}, "tfidf_logreg": {"c_grid": [0.1, 1.0]}},
+        },
+    )
     out = tmp_path_factory.mktemp("baseline") / "run"
     return fit_baseline(tiny_data, config, out)
 
@@ -160,15 +201,24 @@ def test_fit_writes_a_pickle_free_run_that_reloads_to_the_same_predictions(fused
     from medmodal.training.baselines import load_baseline
 
     root = fused_run.run.root
-    assert {"config.yaml", "labels.json", "data_summary.json", "baseline.json", "baseline.npz", "training_done.json"} <= {
-        p.name for p in root.iterdir()}
+    assert {
+        "config.yaml",
+        "labels.json",
+        "data_summary.json",
+        "baseline.json",
+        "baseline.npz",
+        "training_done.json",
+    } <= {p.name for p in root.iterdir()}
     assert fused_run.info["classifier"]["text"]["C"] in (0.1, 1.0)
     with np.load(root / "baseline.npz", allow_pickle=False) as npz:
         assert all(npz[k].dtype != object for k in npz.files)
     fitted = load_baseline(root)
     studies = read_dataset(tiny_data, fitted.config, labels=fitted.labels).split("test")
     preds = predict_baseline_split(fitted, studies)
-    assert preds.probs.shape == (len(studies), len(fitted.labels)) and ((0 <= preds.probs) & (preds.probs <= 1)).all()
+    assert (
+        preds.probs.shape == (len(studies), len(fitted.labels))
+        and ((0 <= preds.probs) & (preds.probs <= 1)).all()
+    )
     assert preds.boxes.shape == (len(studies), len(fitted.labels), 4)
     assert len(preds.generated) == len(studies)
     # late fusion = the mean of its parts where both modalities are present
@@ -202,7 +252,12 @@ def test_a_tampered_state_is_refused(fused_run, tmp_path):
     with pytest.raises(BaselineStateError, match="not a plain numeric type"):
         load_arrays(copy / "baseline.npz")
     # a member whose header claims a huge array is refused before its data is read
-    header = b"\x93NUMPY\x01\x00" + b"v\x00" + b"{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 100000), }".ljust(118) + b"\n"
+    header = (
+        b"\x93NUMPY\x01\x00"
+        + b"v\x00"
+        + b"{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 100000), }".ljust(118)
+        + b"\n"
+    )
     with zipfile.ZipFile(copy / "baseline.npz", "w") as z:
         z.writestr("classifier/prior.npy", header)
     with pytest.raises(BaselineStateError, match="bytes, more than"):
@@ -228,12 +283,15 @@ def test_configuration_errors_name_the_field():
         build_baselines(Config())
 
 
-@pytest.mark.parametrize("name, settings", [
-    ("pixel_logreg", {"size": 8}),
-    ("linear_probe", {"c_grid": [1.0], "size": 32}),
-    ("nearest_report", {"by": "image", "size": 8}),
-    ("nearest_report", {"by": "text"}),
-])
+@pytest.mark.parametrize(
+    "name, settings",
+    [
+        ("pixel_logreg", {"size": 8}),
+        ("linear_probe", {"c_grid": [1.0], "size": 32}),
+        ("nearest_report", {"by": "image", "size": 8}),
+        ("nearest_report", {"by": "text"}),
+    ],
+)
 def test_state_round_trip_gives_the_same_predictions(tiny_data, name, settings):
     from conftest import tiny_config
 
@@ -242,13 +300,18 @@ def test_state_round_trip_gives_the_same_predictions(tiny_data, name, settings):
 
     config = tiny_config()
     manifest = read_dataset(tiny_data, config)
-    train, val, test = (BaselineData.from_config(manifest.split(s), manifest.label_names, config) for s in ("train", "val", "test"))
+    train, val, test = (
+        BaselineData.from_config(manifest.split(s), manifest.label_names, config)
+        for s in ("train", "val", "test")
+    )
     model = create("baseline", name, seed=3, **settings)
     model.fit(train, val)
     meta, arrays = model.state()
     save_arrays(tiny_data.parent / f"{name}.npz", arrays)
     restored = create("baseline", name, seed=99, **settings)  # another seed: everything comes from the state
-    restored.load_state(json.loads(json.dumps(meta)), load_arrays(tiny_data.parent / f"{name}.npz"), len(train.labels))
+    restored.load_state(
+        json.loads(json.dumps(meta)), load_arrays(tiny_data.parent / f"{name}.npz"), len(train.labels)
+    )
     before, after = model.predict(test), restored.predict(test)
     if name == "nearest_report":
         assert before == after and all(r in model.reports for r in after)

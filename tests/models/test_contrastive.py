@@ -66,14 +66,19 @@ def test_local_similarity_ignores_padding_words():
     padded = torch.cat([words, F.normalize(torch.randn(3, 1, 3), dim=-1)], dim=1)
     padded_mask = torch.cat([mask, torch.zeros(3, 1, dtype=torch.bool)], dim=1)
     torch.testing.assert_close(
-        local_similarity(regions, padded, padded_mask, 4.0, 5.0), local_similarity(regions, words, mask, 4.0, 5.0)
+        local_similarity(regions, padded, padded_mask, 4.0, 5.0),
+        local_similarity(regions, words, mask, 4.0, 5.0),
     )
     empty = local_similarity(regions, words, torch.zeros(3, 2, dtype=torch.bool), 4.0, 5.0)
     assert torch.isfinite(empty).all() and (empty == 0).all()
 
 
 def _tiny_model(**pretrain):
-    overrides = {"model.embed_dim": 16, "pretrain.projection_dim": 8, **{f"pretrain.{k}": v for k, v in pretrain.items()}}
+    overrides = {
+        "model.embed_dim": 16,
+        "pretrain.projection_dim": 8,
+        **{f"pretrain.{k}": v for k, v in pretrain.items()},
+    }
     cfg = apply_overrides(Config(), overrides)
     return create_contrastive_model(cfg, vocab_size=30, pad_id=0)
 
@@ -82,7 +87,11 @@ def _batch(b=6, length=7):
     torch.manual_seed(0)
     mask = torch.ones(b, length, dtype=torch.bool)
     mask[0, 4:] = False
-    return {"image": torch.randn(b, 1, 32, 32), "text_ids": torch.randint(5, 30, (b, length)) * mask, "text_mask": mask}
+    return {
+        "image": torch.randn(b, 1, 32, 32),
+        "text_ids": torch.randint(5, 30, (b, length)) * mask,
+        "text_mask": mask,
+    }
 
 
 def test_model_outputs_unit_norm_embeddings_and_local_features():
@@ -107,7 +116,9 @@ def test_temperature_is_clamped_and_can_be_frozen():
 
 def test_loss_uses_only_complete_pairs_and_needs_two():
     emb = torch.eye(4)
-    out = ContrastiveOutput(image_embeddings=emb, text_embeddings=emb[[0, 1, 3, 2]], logit_scale=torch.tensor(50.0))
+    out = ContrastiveOutput(
+        image_embeddings=emb, text_embeddings=emb[[0, 1, 3, 2]], logit_scale=torch.tensor(50.0)
+    )
     total, _ = ContrastiveLoss()(out, torch.tensor([True, True, False, False]))
     assert total.item() < 1e-6  # rows 2 and 3 (swapped) are left out
     single, parts = ContrastiveLoss()(out, torch.tensor([True, False, False, False]))

@@ -62,7 +62,9 @@ def _study(i: int, site: str, split: str) -> Study:
 def test_split_target_sites_keeps_target_labels_out():
     train = [_study(0, "a", "train"), _study(1, "b", "train"), _study(2, "b", "train")]
     val = [_study(3, "a", "val"), _study(4, "b", "val")]
-    labeled, kept_val, unlabeled = split_target_sites(train, val, DomainAdaptationConfig(method="dann", target_sites=["b"]))
+    labeled, kept_val, unlabeled = split_target_sites(
+        train, val, DomainAdaptationConfig(method="dann", target_sites=["b"])
+    )
     assert [s.id for s in labeled] == ["s0"]
     assert [s.id for s in kept_val] == ["s3"]
     assert [s.id for s in unlabeled] == ["s1", "s2"]
@@ -78,11 +80,21 @@ def test_split_target_sites_keeps_target_labels_out():
 def _output_and_batch(labeled: list[bool]):
     torch.manual_seed(0)
     b, c = len(labeled), 3
-    out = ModelOutput(logits=torch.randn(b, c), image_logits=torch.randn(b, c), text_logits=torch.randn(b, c),
-                      fused=torch.randn(b, 4, requires_grad=True))
-    batch = {"labels": torch.randint(0, 2, (b, c)).float(), "has_image": torch.ones(b, dtype=torch.bool),
-             "has_text": torch.ones(b, dtype=torch.bool), "box_mask": torch.zeros(b, c, dtype=torch.bool),
-             "boxes": torch.zeros(b, c, 4), "site": ["a", "b", "a", "b"][:b], "labeled": torch.tensor(labeled)}
+    out = ModelOutput(
+        logits=torch.randn(b, c),
+        image_logits=torch.randn(b, c),
+        text_logits=torch.randn(b, c),
+        fused=torch.randn(b, 4, requires_grad=True),
+    )
+    batch = {
+        "labels": torch.randint(0, 2, (b, c)).float(),
+        "has_image": torch.ones(b, dtype=torch.bool),
+        "has_text": torch.ones(b, dtype=torch.bool),
+        "box_mask": torch.zeros(b, c, dtype=torch.bool),
+        "boxes": torch.zeros(b, c, 4),
+        "site": ["a", "b", "a", "b"][:b],
+        "labeled": torch.tensor(labeled),
+    }
     return out, batch
 
 
@@ -109,7 +121,12 @@ def test_domain_adversary_uses_every_row_and_scales_lambda_with_progress():
     assert loss.requires_grad and 0.0 <= float(accuracy) <= 1.0
     assert adversary.coefficient(0.0) == 0.0
     assert adversary.coefficient(1.0) == pytest.approx(0.5 * dann_schedule(1.0))
-    assert DomainAdversary(DomainAdaptationConfig(method="dann", weight=0.5, schedule="constant"), 4, ["a", "b"]).coefficient(0.0) == 0.5
+    assert (
+        DomainAdversary(
+            DomainAdaptationConfig(method="dann", weight=0.5, schedule="constant"), 4, ["a", "b"]
+        ).coefficient(0.0)
+        == 0.5
+    )
 
 
 @pytest.mark.slow
@@ -121,12 +138,21 @@ def test_dann_training_end_to_end_on_built_in_data(tmp_path):
     from medmodal.training.trainer import train
 
     generate_dataset(tmp_path / "data", 60, 0, image_size=32, masks=False)
-    cfg = apply_overrides(Config(), {
-        "data.image_size": 32, "model.embed_dim": 16, "train.epochs": 1, "train.progress_bar": False,
-        "model.heads.generation": False, "train.limit_train_batches": 2, "train.batch_size": 16,
-        "train.log_every_n_steps": 1, "train.domain_adaptation.method": "dann",
-        "train.domain_adaptation.target_sites": ["icu"],
-    })
+    cfg = apply_overrides(
+        Config(),
+        {
+            "data.image_size": 32,
+            "model.embed_dim": 16,
+            "train.epochs": 1,
+            "train.progress_bar": False,
+            "model.heads.generation": False,
+            "train.limit_train_batches": 2,
+            "train.batch_size": 16,
+            "train.log_every_n_steps": 1,
+            "train.domain_adaptation.method": "dann",
+            "train.domain_adaptation.target_sites": ["icu"],
+        },
+    )
     train(tmp_path / "data", cfg, tmp_path / "run")
     metrics = (tmp_path / "run" / "logs" / "csv" / "metrics.csv").read_text()
     assert "train/loss_domain" in metrics and "train/site_accuracy" in metrics

@@ -57,7 +57,9 @@ def test_both_modalities_with_each_fusion(fusion):
     if fusion == "late":
         assert out.logits is out.fusion.logits and model.classifier is None
     # Every part learns from the joint loss.
-    loss = out.logits.sum() + out.boxes.sum() + out.box_heatmaps.sum() + out.caption_logits.logsumexp(-1).sum()
+    loss = (
+        out.logits.sum() + out.boxes.sum() + out.box_heatmaps.sum() + out.caption_logits.logsumexp(-1).sum()
+    )
     loss = loss + out.image_logits.sum() + out.text_logits.sum()
     loss.backward()
     first_conv = model.image_encoder.body[0][0]

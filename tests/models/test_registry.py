@@ -36,8 +36,12 @@ def test_registering_a_taken_name_fails():
 
 
 def test_unknown_part_names_fail_with_the_field_and_the_list():
-    config = config_from_dict({"model": {"decoder": {"name": "gru"}}})  # the config reads it; the models check it
-    with pytest.raises(ConfigError, match=r"model\.decoder\.name: unknown decoder 'gru'; available: lstm, transformer"):
+    config = config_from_dict(
+        {"model": {"decoder": {"name": "gru"}}}
+    )  # the config reads it; the models check it
+    with pytest.raises(
+        ConfigError, match=r"model\.decoder\.name: unknown decoder 'gru'; available: lstm, transformer"
+    ):
         check_part_names(config.model)
     with pytest.raises(ConfigError, match="unknown decoder 'gru'"):
         create_model(config.model, vocab_size=10, num_labels=2, pad_id=0, bos_id=1, eos_id=2)

@@ -84,7 +84,9 @@ def conditioned_model(**overrides):
 
 
 def test_conditioning_is_opt_in():
-    model = create_model(model_config(), vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    model = create_model(
+        model_config(), vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS
+    )
     assert not model.condition_on_findings and model.decoder.condition_dim == 0
     assert "finding_thresholds" not in model.state_dict()
     with pytest.raises(RuntimeError, match="not conditioned"):
@@ -103,12 +105,18 @@ def test_training_reads_the_true_labels():
 @pytest.mark.parametrize("decoder", NAMES)
 def test_generation_reads_the_predicted_findings_at_the_thresholds(decoder, monkeypatch):
     kwargs = {"num_heads": 2} if decoder == "transformer" else {"attn_dim": 16}
-    config = model_config(decoder={"name": decoder, "kwargs": kwargs}, report_conditioning={"mode": "findings"})
-    model = create_model(config, vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS).eval()
+    config = model_config(
+        decoder={"name": decoder, "kwargs": kwargs}, report_conditioning={"mode": "findings"}
+    )
+    model = create_model(
+        config, vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS
+    ).eval()
     batch = {k: v for k, v in make_batch().items() if k != "target_ids"}
     seen = []
     original = model.decoder.generate
-    monkeypatch.setattr(model.decoder, "generate", lambda *a, **kw: seen.append(kw["condition"]) or original(*a, **kw))
+    monkeypatch.setattr(
+        model.decoder, "generate", lambda *a, **kw: seen.append(kw["condition"]) or original(*a, **kw)
+    )
     with torch.no_grad():
         probs = torch.sigmoid(model(batch).logits)
         thresholds = probs[0]  # the first study is exactly at every threshold: all its findings present

@@ -94,7 +94,9 @@ def test_ngram_bag_reads_word_order_through_bigrams_only():
     ids = torch.tensor([[5, 6, 7, PAD]])
     swapped = torch.tensor([[6, 5, 7, PAD]])
     mask = ids != PAD
-    with_pairs = create("text_encoder", "ngram_bag", vocab_size=VOCAB, out_dim=8, pad_id=PAD, embed_dim=8).eval()
+    with_pairs = create(
+        "text_encoder", "ngram_bag", vocab_size=VOCAB, out_dim=8, pad_id=PAD, embed_dim=8
+    ).eval()
     unigrams = create(
         "text_encoder", "ngram_bag", vocab_size=VOCAB, out_dim=8, pad_id=PAD, embed_dim=8, num_buckets=0
     ).eval()

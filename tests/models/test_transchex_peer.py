@@ -15,7 +15,12 @@ from medmodal.models.peers.transchex import TranschexText
 
 TRANSCHEX = {
     "model.image_encoder.name": "transchex_image",
-    "model.image_encoder.kwargs": {"image_size": 64, "patch_size": 16, "num_attention_heads": 2, "num_vision_layers": 1},
+    "model.image_encoder.kwargs": {
+        "image_size": 64,
+        "patch_size": 16,
+        "num_attention_heads": 2,
+        "num_vision_layers": 1,
+    },
     "model.text_encoder.name": "transchex_text",
     "model.text_encoder.kwargs": {"num_attention_heads": 2, "num_language_layers": 1},
     "model.fusion.name": "transchex",
@@ -59,12 +64,16 @@ def test_transchex_trains_one_step_through_the_trainer_and_predicts(tiny_data, t
 
 
 def test_padding_does_not_change_the_language_tokens():
-    encoder = TranschexText(vocab_size=20, out_dim=16, pad_id=0, num_attention_heads=2, num_language_layers=1).eval()
+    encoder = TranschexText(
+        vocab_size=20, out_dim=16, pad_id=0, num_attention_heads=2, num_language_layers=1
+    ).eval()
     ids = torch.tensor([[5, 6, 7]])
     padded = torch.tensor([[5, 6, 7, 0, 0]])
     short = encoder(ids, torch.ones_like(ids, dtype=torch.bool))
     long = encoder(padded, padded != 0)
-    assert long.sequence.shape == (1, 6, 16) and long.mask.tolist() == [[True] * 4 + [False] * 2]  # [CLS] first
+    assert long.sequence.shape == (1, 6, 16) and long.mask.tolist() == [
+        [True] * 4 + [False] * 2
+    ]  # [CLS] first
     torch.testing.assert_close(long.vector, short.vector)
 
 
@@ -87,12 +96,19 @@ def test_bert_weights_load_from_a_local_file_only(tmp_path):
     state = _fake_bert_file(tmp_path / "pytorch_model.bin")
     part = PartConfig(name="transchex_text", kwargs={"num_attention_heads": 2, "num_language_layers": 1},
                       pretrained_path=str(tmp_path / "pytorch_model.bin"))  # fmt: skip
-    encoder = build_part("text_encoder", part, wired={"vocab_size": 30, "pad_id": 0}, defaults={"out_dim": 16})
+    encoder = build_part(
+        "text_encoder", part, wired={"vocab_size": 30, "pad_id": 0}, defaults={"out_dim": 16}
+    )
     own = encoder.state_dict()
     torch.testing.assert_close(own["bert.embeddings.position_embeddings.weight"],
                                state["bert.embeddings.position_embeddings.weight"])  # fmt: skip
-    torch.testing.assert_close(own["bert.embeddings.LayerNorm.weight"], state["bert.embeddings.LayerNorm.gamma"])
-    assert own["bert.embeddings.word_embeddings.weight"].shape == (31, 16)  # our vocabulary + [CLS]: BERT's skipped
+    torch.testing.assert_close(
+        own["bert.embeddings.LayerNorm.weight"], state["bert.embeddings.LayerNorm.gamma"]
+    )
+    assert own["bert.embeddings.word_embeddings.weight"].shape == (
+        31,
+        16,
+    )  # our vocabulary + [CLS]: BERT's skipped
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         encoder.load_local_weights("bert-base-uncased")  # a hub name is not a local file: no fetch
 
@@ -100,5 +116,9 @@ def test_bert_weights_load_from_a_local_file_only(tmp_path):
 def test_peer_parts_are_named_by_configs_but_left_out_of_the_per_part_contract_lists():
     from medmodal.models.registry import available
 
-    for kind, name in (("image_encoder", "transchex_image"), ("text_encoder", "transchex_text"), ("fusion", "transchex")):
+    for kind, name in (
+        ("image_encoder", "transchex_image"),
+        ("text_encoder", "transchex_text"),
+        ("fusion", "transchex"),
+    ):
         assert name in available(kind) and name not in available(kind, standalone=True)

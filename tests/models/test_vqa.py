@@ -42,7 +42,9 @@ def test_question_only_model_ignores_the_image():
     b = model(torch.randn(2, 1, 32, 32), ids, mask)
     assert torch.allclose(a, b)
     seeing = _model(num_answers=4).eval()
-    assert not torch.allclose(seeing(torch.randn(2, 1, 32, 32), ids, mask), seeing(torch.randn(2, 1, 32, 32), ids, mask))
+    assert not torch.allclose(
+        seeing(torch.randn(2, 1, 32, 32), ids, mask), seeing(torch.randn(2, 1, 32, 32), ids, mask)
+    )
 
 
 def test_an_empty_answer_vocabulary_is_refused():

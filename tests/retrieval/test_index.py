@@ -105,12 +105,16 @@ def _count_faiss_reads(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
-def test_own_index_is_read_and_a_foreign_one_is_rebuilt_without_parsing_it(tmp_path, data, own_key, monkeypatch, kind):
+def test_own_index_is_read_and_a_foreign_one_is_rebuilt_without_parsing_it(
+    tmp_path, data, own_key, monkeypatch, kind
+):
     items, queries = data
     index = VectorIndex(32, kind).build(items)
     index.save(tmp_path / "x.faiss")
     reads = _count_faiss_reads(monkeypatch)
-    assert np.array_equal(VectorIndex.load(tmp_path / "x.faiss").search(queries, 5)[1], index.search(queries, 5)[1])
+    assert np.array_equal(
+        VectorIndex.load(tmp_path / "x.faiss").search(queries, 5)[1], index.search(queries, 5)[1]
+    )
     assert len(reads) == 1  # written here: faiss reads it
 
     # Someone else's run folder: the faiss file is crafted (garbage that faiss might choke on)
@@ -136,7 +140,9 @@ def test_vector_file_header_is_checked_before_reading(tmp_path, own_key):
     VectorIndex(8).build(_unit(10, 8, 3)).save(tmp_path / "x.faiss")
     npy = tmp_path / "x.faiss.npy"
     with npy.open("wb") as fh:  # claims 320 GB, holds 320 bytes
-        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (10**10, 8)})
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f4", "fortran_order": False, "shape": (10**10, 8)}
+        )
         fh.write(b"\0" * 320)
     with pytest.raises(ValueError, match="header says 10000000000 x 8 vectors"):
         VectorIndex.load(tmp_path / "x.faiss")

@@ -134,7 +134,9 @@ def test_hub_penalty_and_csls_formula():
     assert int(np.argmax(penalty)) == 0  # the hub is penalised most
     assert hub_penalty(reports, images, k=1) == pytest.approx([np.sqrt(3) / 3, 0.9, 1.0])
     similarity = images @ reports.T
-    assert csls_similarity(similarity, np.zeros(3), penalty) == pytest.approx(2 * similarity - penalty[None, :])
+    assert csls_similarity(similarity, np.zeros(3), penalty) == pytest.approx(
+        2 * similarity - penalty[None, :]
+    )
     # k larger than the bank is capped at the bank size
     assert hub_penalty(reports, images[:1], k=10) == pytest.approx(reports @ images[0])
 

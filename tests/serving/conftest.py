@@ -33,11 +33,19 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    config = apply_overrides(Config(), {
-        "data.image_size": 64, "model.embed_dim": 32, "train.epochs": 1, "train.progress_bar": False,
-        "train.batch_size": 16, "data.max_target_tokens": 24, "evaluate.max_generate_tokens": 12,
-        "evaluate.beam_size": 1,
-    })
+    config = apply_overrides(
+        Config(),
+        {
+            "data.image_size": 64,
+            "model.embed_dim": 32,
+            "train.epochs": 1,
+            "train.progress_bar": False,
+            "train.batch_size": 16,
+            "data.max_target_tokens": 24,
+            "evaluate.max_generate_tokens": 12,
+            "evaluate.beam_size": 1,
+        },
+    )
     out = tmp_path_factory.mktemp("serving-run") / "run"
     try:
         train(tiny_data, config, out)
@@ -70,8 +78,9 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn_config(app, "127.0.0.1", self.port, limits or ServingLimits(), log_level="warning",
-                                access_log=False)
+        config = uvicorn_config(
+            app, "127.0.0.1", self.port, limits or ServingLimits(), log_level="warning", access_log=False
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

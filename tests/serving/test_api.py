@@ -62,9 +62,9 @@ def png_with_header_size(width: int, height: int) -> bytes:
     """A tiny PNG whose IHDR claims ``width`` x ``height`` (CRC fixed): a decompression-bomb stand-in."""
     data = bytearray(png_bytes((4, 4)))
     ihdr = 8  # signature, then length(4) type(4) data(13) crc(4)
-    data[ihdr + 8: ihdr + 16] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(data[ihdr + 4: ihdr + 8 + 13])) & 0xFFFFFFFF
-    data[ihdr + 21: ihdr + 25] = struct.pack(">I", crc)
+    data[ihdr + 8 : ihdr + 16] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr + 4 : ihdr + 8 + 13])) & 0xFFFFFFFF
+    data[ihdr + 21 : ihdr + 25] = struct.pack(">I", crc)
     return bytes(data)
 
 
@@ -157,7 +157,9 @@ def test_ten_megabytes_of_text_is_refused(client):
 
 
 def test_text_over_the_character_limit_is_refused(tiny_run, predictor):
-    with local_client(create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_text_chars=50))) as c:
+    with local_client(
+        create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_text_chars=50))
+    ) as c:
         response = predict(c, text="x" * 51)
         assert response.status_code == 413
         assert "'text'" in response.json()["detail"]
@@ -165,14 +167,18 @@ def test_text_over_the_character_limit_is_refused(tiny_run, predictor):
 
 
 def test_request_body_limit(tiny_run, predictor):
-    with local_client(create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_request_bytes=2000))) as c:
+    with local_client(
+        create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_request_bytes=2000))
+    ) as c:
         response = predict(c, png_bytes((200, 200)))
         assert response.status_code == 413
         assert "larger than 2000 bytes" in response.json()["detail"]
 
 
 def test_image_pixel_limit_applies_to_real_images(tiny_run, predictor):
-    with local_client(create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_image_pixels=1000))) as c:
+    with local_client(
+        create_app(tiny_run, predictor=predictor, limits=ServingLimits(max_image_pixels=1000))
+    ) as c:
         assert predict(c, png_bytes((40, 30))).status_code == 413
         assert predict(c, png_bytes((20, 20))).status_code == 200
 
@@ -239,7 +245,9 @@ def test_loopback_host_headers_are_answered(client, host):
     assert client.get("/v1/health", headers={"Host": host}).status_code == 200
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.nip.io", "localhost.evil.example"])
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:8000", "127.0.0.1.nip.io", "localhost.evil.example"]
+)
 def test_foreign_host_header_is_refused(client, host):
     # DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends its own name as Host.
     response = client.get("/v1/model", headers={"Host": host})
@@ -267,7 +275,9 @@ def test_allowed_hosts_for_a_bind_address():
 
 def test_validation_errors_never_echo_the_submitted_values(client):
     name = "Zebediah_Quux_1961-02-03.txt"
-    as_file = client.post("/v1/predict", files={"text": (name, b"Zebediah Quux, left effusion", "text/plain")})
+    as_file = client.post(
+        "/v1/predict", files={"text": (name, b"Zebediah Quux, left effusion", "text/plain")}
+    )
     as_text = client.post("/v1/predict", data={"image": "Zebediah_Quux.png"})
     for response in (as_file, as_text):
         assert response.status_code == 422, response.text
@@ -304,16 +314,34 @@ def test_model_info_shows_no_server_paths(client, tiny_run):
 
 
 def test_redact_paths():
-    value = {"a": "/srv/runs/x/best.ckpt", "b": ["C:\\runs\\x\\m.ckpt", "~/data/y.csv", "relative/z.csv"],
-             "c": 3, "d": "plain text", "e": "/"}
-    assert redact_paths(value) == {"a": "best.ckpt", "b": ["m.ckpt", "y.csv", "relative/z.csv"], "c": 3,
-                                   "d": "plain text", "e": "/"}
+    value = {
+        "a": "/srv/runs/x/best.ckpt",
+        "b": ["C:\\runs\\x\\m.ckpt", "~/data/y.csv", "relative/z.csv"],
+        "c": 3,
+        "d": "plain text",
+        "e": "/",
+    }
+    assert redact_paths(value) == {
+        "a": "best.ckpt",
+        "b": ["m.ckpt", "y.csv", "relative/z.csv"],
+        "c": 3,
+        "d": "plain text",
+        "e": "/",
+    }
 
 
-@pytest.mark.parametrize("key, words", [
-    (" " * 40, "too short"), ("short-key", "too short"), ("a b c d e f g h i j k l m n o", "too short"),
-    (" " + "k" * 20, "whitespace"), ("k" * 20 + "\n", "whitespace"), ("ключ" * 8, "ASCII"), ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "key, words",
+    [
+        (" " * 40, "too short"),
+        ("short-key", "too short"),
+        ("a b c d e f g h i j k l m n o", "too short"),
+        (" " + "k" * 20, "whitespace"),
+        ("k" * 20 + "\n", "whitespace"),
+        ("ключ" * 8, "ASCII"),
+        ("", "empty"),
+    ],
+)
 def test_weak_api_keys_are_refused_at_start_up(tiny_run, predictor, key, words):
     with pytest.raises(ValueError, match=words):
         validate_api_key(key)

@@ -31,8 +31,9 @@ from medmodal.serving.security import ServingLimits
 from .conftest import local_client
 
 # Small limits so that the size cases stay small and fast; the real defaults are larger.
-LIMITS = ServingLimits(max_request_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000, max_image_side=8192,
-                       max_text_chars=5000)
+LIMITS = ServingLimits(
+    max_request_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000, max_image_side=8192, max_text_chars=5000
+)
 SECRET_NAME = "Zebediah_Quux"
 
 
@@ -85,8 +86,13 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def dicom(rows: int = 16, columns: int = 16, pixel_bytes: bytes | None = None, syntax=ExplicitVRLittleEndian,
-          with_pixels: bool = True) -> bytes:
+def dicom(
+    rows: int = 16,
+    columns: int = 16,
+    pixel_bytes: bytes | None = None,
+    syntax=ExplicitVRLittleEndian,
+    with_pixels: bool = True,
+) -> bytes:
     pixels = (pixel_bytes if pixel_bytes is not None else bytes(rows * columns)) if with_pixels else None
     buffer = io.BytesIO()
     gray_dicom(buffer, rows, columns, pixel_data=pixels, syntax=syntax)
@@ -103,9 +109,13 @@ def deflated_dicom_bomb() -> bytes:
     return buffer.getvalue()
 
 
-def multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"fuzzboundary") -> tuple[bytes, dict[str, str]]:
+def multipart(
+    parts: list[tuple[bytes, bytes]], boundary: bytes = b"fuzzboundary"
+) -> tuple[bytes, dict[str, str]]:
     """A raw multipart body from (header lines, content) pairs, for bytes no client library would send."""
-    body = b"".join(b"--" + boundary + b"\r\n" + head + b"\r\n\r\n" + content + b"\r\n" for head, content in parts)
+    body = b"".join(
+        b"--" + boundary + b"\r\n" + head + b"\r\n\r\n" + content + b"\r\n" for head, content in parts
+    )
     body += b"--" + boundary + b"--\r\n"
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary.decode()}"}
 
@@ -121,8 +131,13 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def image_case(case_id: str, content: bytes, expect: tuple[int, ...], content_type: str = "image/png",
-               name: str = f"{SECRET_NAME}.png") -> Case:
+def image_case(
+    case_id: str,
+    content: bytes,
+    expect: tuple[int, ...],
+    content_type: str = "image/png",
+    name: str = f"{SECRET_NAME}.png",
+) -> Case:
     return Case(case_id, expect, files=[("image", (name, content, content_type))])
 
 
@@ -157,7 +172,9 @@ CASES = [
     image_case("gif", b"GIF89a" + b"\0" * 200, (415,), "image/gif"),
     image_case("bmp", b"BM" + b"\0" * 200, (415,), "image/bmp"),
     image_case("tiff", b"II*\0" + b"\0" * 200, (415,), "image/tiff"),
-    image_case("svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>x</script></svg>', (415,), "image/svg+xml"),
+    image_case(
+        "svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>x</script></svg>', (415,), "image/svg+xml"
+    ),
     image_case("zip-as-dicom", b"PK\x03\x04" + b"\0" * 200, (415,), "application/dicom"),
     # content type contradicting the bytes
     image_case("png-declared-jpeg", png(), (415,), "image/jpeg"),
@@ -169,10 +186,18 @@ CASES = [
     image_case("png-idat-inflates-to-40mb", png_idat_bomb(), (200, 422)),
     image_case("png-ztxt-inflates-to-64mb", png_with_text_bomb(), (200, 422)),
     image_case("jpeg-claims-65000-squared", jpeg_claiming(65_000, 65_000), (413,), "image/jpeg"),
-    image_case("dicom-claims-60000-squared", dicom(60_000, 60_000, pixel_bytes=b"\0" * 256),
-               (413,), "application/dicom"),
-    image_case("dicom-pixel-data-shorter-than-header", dicom(64, 64, pixel_bytes=b"\0" * 100), (422,),
-               "application/dicom"),
+    image_case(
+        "dicom-claims-60000-squared",
+        dicom(60_000, 60_000, pixel_bytes=b"\0" * 256),
+        (413,),
+        "application/dicom",
+    ),
+    image_case(
+        "dicom-pixel-data-shorter-than-header",
+        dicom(64, 64, pixel_bytes=b"\0" * 100),
+        (422,),
+        "application/dicom",
+    ),
     image_case("dicom-without-pixel-data", dicom(with_pixels=False), (422,), "application/dicom"),
     image_case("dicom-deflate-bomb", deflated_dicom_bomb(), (413, 422), "application/dicom"),
     # file names: ignored, never echoed, never used as a path
@@ -180,11 +205,30 @@ CASES = [
     image_case("name-absolute-path", png(), (200,), name=f"/etc/{SECRET_NAME}"),
     image_case("name-windows-path", png(), (200,), name=f"C:\\Windows\\{SECRET_NAME}.png"),
     image_case("name-overlong", png(), (200, 400), name=SECRET_NAME + "x" * 20_000),
-    raw_case("name-with-nul-and-crlf", [(b'Content-Disposition: form-data; name="image"; filename="'
-                                         + SECRET_NAME.encode() + b'\x00.png"\r\nContent-Type: image/png',
-                                         png())], (200, 400)),
-    raw_case("name-bad-utf8", [(b'Content-Disposition: form-data; name="image"; filename="\xff\xfe'
-                                + SECRET_NAME.encode() + b'.png"\r\nContent-Type: image/png', png())], (200, 400)),
+    raw_case(
+        "name-with-nul-and-crlf",
+        [
+            (
+                b'Content-Disposition: form-data; name="image"; filename="'
+                + SECRET_NAME.encode()
+                + b'\x00.png"\r\nContent-Type: image/png',
+                png(),
+            )
+        ],
+        (200, 400),
+    ),
+    raw_case(
+        "name-bad-utf8",
+        [
+            (
+                b'Content-Disposition: form-data; name="image"; filename="\xff\xfe'
+                + SECRET_NAME.encode()
+                + b'.png"\r\nContent-Type: image/png',
+                png(),
+            )
+        ],
+        (200, 400),
+    ),
     # text fields
     Case("text-over-char-limit", (413,), data={"text": "effusion " * 1000}),
     Case("text-over-multipart-field-limit", (400, 413), data={"text": "x" * (1024 * 1024 + 10)}),
@@ -192,17 +236,31 @@ CASES = [
     Case("text-control-and-bidi-characters", (200,), data={"text": "cough\x00\x1b[31m\u202efever\ufeff"}),
     Case("text-and-sections-together", (422,), data={"text": "a", "findings": "b"}),
     # fields in the wrong shape, repeated or too many
-    Case("two-images", (422,), files=[("image", ("a.png", png(), "image/png")), ("image", ("b.png", png(), "image/png"))]),
+    Case(
+        "two-images",
+        (422,),
+        files=[("image", ("a.png", png(), "image/png")), ("image", ("b.png", png(), "image/png"))],
+    ),
     Case("five-images", (400, 422), files=[("image", (f"{i}.png", png(), "image/png")) for i in range(5)]),
     Case("image-as-text-field", (422,), data={"image": f"{SECRET_NAME}.png"}),
     Case("text-as-file", (422,), files=[("text", (f"{SECRET_NAME}.txt", b"cough", "text/plain"))]),
     Case("many-unknown-fields", (400, 422), data={f"field{i}": "x" for i in range(200)}),
     Case("json-body", (422,), content=b'{"text": "cough"}', headers={"Content-Type": "application/json"}),
-    Case("multipart-without-boundary", (400, 422), content=b"--x\r\n\r\n", headers={"Content-Type": "multipart/form-data"}),
+    Case(
+        "multipart-without-boundary",
+        (400, 422),
+        content=b"--x\r\n\r\n",
+        headers={"Content-Type": "multipart/form-data"},
+    ),
     raw_case("multipart-unterminated", [(FILE_HEAD, png())], (200, 400, 422)),
     # sizes
     image_case("body-over-limit", png(1600, 1600), (413,)),
-    Case("chunked-body-over-limit", (413,), content=None, headers={"Content-Type": "multipart/form-data; boundary=x"}),
+    Case(
+        "chunked-body-over-limit",
+        (413,),
+        content=None,
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    ),
     Case("content-length-not-a-number", (400,), content=b"x", headers={"Content-Length": "12abc"}),
 ]
 assert len(CASES) >= 30
@@ -217,12 +275,15 @@ def client(tiny_run, predictor):
 
 def send(client, case: Case):
     if case.id == "chunked-body-over-limit":  # a generator body: sent chunked, no Content-Length
-        return client.post("/v1/predict", content=chunks(LIMITS.max_request_bytes + 256 * 1024), headers=case.headers)
+        return client.post(
+            "/v1/predict", content=chunks(LIMITS.max_request_bytes + 256 * 1024), headers=case.headers
+        )
     if case.id == "multipart-unterminated":
         body, headers = multipart([(FILE_HEAD, png())])
         return client.post("/v1/predict", content=body[: -len(b"--fuzzboundary--\r\n")], headers=headers)
-    return client.post("/v1/predict", files=case.files, data=case.data, content=case.content,
-                       headers=case.headers or None)
+    return client.post(
+        "/v1/predict", files=case.files, data=case.data, content=case.content, headers=case.headers or None
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -35,8 +35,10 @@ def test_dynamic_batch_size(exported, tiny_run):
     session = OnnxSession(exported.path)
     for batch in (1, 3):
         feed = {
-            "image": np.zeros((batch, 1, 64, 64), np.float32), "has_image": np.ones(batch, bool),
-            "text_ids": np.full((batch, 48), 5, np.int64), "text_mask": np.ones((batch, 48), bool),
+            "image": np.zeros((batch, 1, 64, 64), np.float32),
+            "has_image": np.ones(batch, bool),
+            "text_ids": np.full((batch, 48), 5, np.int64),
+            "text_mask": np.ones((batch, 48), bool),
             "has_text": np.ones(batch, bool),
         }
         out = session.run(feed)
@@ -62,7 +64,9 @@ def test_service_with_onnx_runtime(exported, tiny_run):
     with local_client(create_app(tiny_run, runtime="onnx", onnx_path=exported.path)) as client:
         assert client.get("/v1/health").json()["runtime"] == "onnx"
         response = client.post("/v1/predict", data={"text": "fever and cough"})
-        assert response.status_code == 200 and set(response.json()["labels"]) == set(exported_labels(tiny_run))
+        assert response.status_code == 200 and set(response.json()["labels"]) == set(
+            exported_labels(tiny_run)
+        )
 
 
 def exported_labels(run) -> list[str]:

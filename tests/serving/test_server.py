@@ -65,10 +65,12 @@ def test_a_trickling_request_head_is_closed(server):
 
 
 def test_a_stalled_body_gets_408_and_the_connection_closes(server):
-    head = (b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            b"Content-Length: 5000\r\n\r\n")
+    head = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: 5000\r\n\r\n"
+    )
     with connect(server) as sock:
-        sock.sendall(head + b"--b\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\ncough")
+        sock.sendall(head + b'--b\r\nContent-Disposition: form-data; name="text"\r\n\r\ncough')
         data, seconds = read_until_closed(sock)
     assert data.startswith(b"HTTP/1.1 408"), data[:200]
     assert b"did not arrive within 1 seconds" in data
@@ -84,9 +86,13 @@ def test_an_idle_keep_alive_connection_is_closed_and_normal_requests_work(server
 
 
 def test_a_slow_but_steady_client_within_the_limits_succeeds(server):
-    body = b"--b\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\ncough and fever\r\n--b--\r\n"
-    head = (b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    body = b'--b\r\nContent-Disposition: form-data; name="text"\r\n\r\ncough and fever\r\n--b--\r\n'
+    head = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+    )
     with connect(server) as sock:
         sock.sendall(head[:20])
         time.sleep(0.3)

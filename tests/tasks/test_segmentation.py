@@ -40,7 +40,12 @@ def test_label_maps_are_resized_by_nearest_neighbour_and_checked(tmp_path):
     labels[:4, :4] = 3
     Image.fromarray(labels).save(tmp_path / "m.png")
     small = read_label_map(tmp_path / "m.png", 4, num_classes=7)
-    assert small.dtype == torch.long and small.tolist() == [[3, 3, 0, 0], [3, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert small.dtype == torch.long and small.tolist() == [
+        [3, 3, 0, 0],
+        [3, 3, 0, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+    ]
     with pytest.raises(ValueError, match="label value 3"):
         read_label_map(tmp_path / "m.png", 4, num_classes=3)
     with pytest.raises(ValueError, match="row 5 \\(id s9\\), field 'mask'"):
@@ -54,7 +59,17 @@ def test_train_and_evaluate_both_variants_end_to_end(tiny_data, tmp_path):
     run = tmp_path / "run"
     for conditioning in ("film", "none"):
         out = run / conditioning
-        base = ["-q", "segment", "train", "--data", str(tiny_data), "--out", str(out), "--config", str(config)]
+        base = [
+            "-q",
+            "segment",
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            "--config",
+            str(config),
+        ]
         assert main([*base, "--conditioning", conditioning]) == 0
         assert main(["-q", "segment", "evaluate", str(out)]) == 0
         metrics = json.loads((out / "metrics.json").read_text())["segmentation"]

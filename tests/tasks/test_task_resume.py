@@ -13,7 +13,12 @@ from medmodal.tasks.config import SegmentationConfig, VQAConfig, with_overrides
 from medmodal.tasks.segmentation import SegmentationModule, train_segmentation
 from medmodal.tasks.vqa import VQAModule, train_vqa
 
-TINY_TRAIN = {"train.epochs": 2, "train.limit_train_batches": 3, "train.progress_bar": False, "train.batch_size": 8}
+TINY_TRAIN = {
+    "train.epochs": 2,
+    "train.limit_train_batches": 3,
+    "train.progress_bar": False,
+    "train.batch_size": 8,
+}
 TASKS = {
     "vqa": (VQAModule, train_vqa, with_overrides(VQAConfig(), {
         **TINY_TRAIN, "embed_dim": 16, "image_size": 32,

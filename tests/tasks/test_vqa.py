@@ -20,8 +20,12 @@ from medmodal.tasks.vqa import (
 
 
 def test_accuracy_closed_open_and_per_type():
-    records = [QARecord("a", "q", "yes", "closed", "presence"), QARecord("a", "q", "no", "closed", "presence"),
-               QARecord("b", "q", "left", "closed", "laterality"), QARecord("b", "q", "small", "open", "size")]
+    records = [
+        QARecord("a", "q", "yes", "closed", "presence"),
+        QARecord("a", "q", "no", "closed", "presence"),
+        QARecord("b", "q", "left", "closed", "laterality"),
+        QARecord("b", "q", "small", "open", "size"),
+    ]
     metrics = vqa_accuracy(["yes", "yes", "left", "large"], records)
     assert metrics["accuracy"] == 0.5
     assert metrics["closed_accuracy"] == pytest.approx(2 / 3)
@@ -34,11 +38,21 @@ def test_accuracy_closed_open_and_per_type():
 
 
 def test_majority_baseline_uses_each_types_most_frequent_training_answer():
-    train = [QARecord("a", "q", "no", "closed", "presence")] * 3 + [QARecord("a", "q", "yes", "closed", "presence")] \
+    train = (
+        [QARecord("a", "q", "no", "closed", "presence")] * 3
+        + [QARecord("a", "q", "yes", "closed", "presence")]
         + [QARecord("a", "q", "small", "open", "size"), QARecord("a", "q", "large", "open", "size")]
-    test = [QARecord("b", "q", "yes", "closed", "presence"), QARecord("b", "q", "small", "open", "size"),
-            QARecord("b", "q", "right", "closed", "laterality")]
-    assert majority_baseline(train, test) == ["no", "large", "no"]  # tie -> alphabetical; unseen type -> overall
+    )
+    test = [
+        QARecord("b", "q", "yes", "closed", "presence"),
+        QARecord("b", "q", "small", "open", "size"),
+        QARecord("b", "q", "right", "closed", "laterality"),
+    ]
+    assert majority_baseline(train, test) == [
+        "no",
+        "large",
+        "no",
+    ]  # tie -> alphabetical; unseen type -> overall
     assert answer_vocabulary(train) == ["no", "large", "small", "yes"]
 
 
@@ -51,10 +65,15 @@ def test_dataset_groups_questions_by_study_and_collates(tmp_path):
         path = tmp_path / f"{i}.png"
         Image.fromarray(np.full((20, 20), 50 * (i + 1), np.uint8)).save(path)
         studies.append(Study(id=f"s{i}", row=i + 2, image=path))
-    records = [QARecord("s0", "is there a nodule?", "yes", "closed"), QARecord("s1", "which side?", "left", "closed"),
-               QARecord("s0", "how large?", "unseen", "open")]
+    records = [
+        QARecord("s0", "is there a nodule?", "yes", "closed"),
+        QARecord("s1", "which side?", "left", "closed"),
+        QARecord("s0", "how large?", "unseen", "open"),
+    ]
     tokenizer = ReportTokenizer.train([r.question for r in records], min_freq=1)
-    dataset = VQADataset([(r, studies[int(r.study_id[1])]) for r in records], tokenizer, ["yes", "left"], 16, 8)
+    dataset = VQADataset(
+        [(r, studies[int(r.study_id[1])]) for r in records], tokenizer, ["yes", "left"], 16, 8
+    )
     assert len(dataset) == 2
     batch = collate_questions([dataset[0], dataset[1]])
     assert batch["image"].shape == (2, 1, 16, 16)
@@ -67,9 +86,21 @@ def test_dataset_groups_questions_by_study_and_collates(tmp_path):
 @pytest.mark.slow
 def test_train_and_evaluate_end_to_end(tiny_data, tmp_path):
     config = tmp_path / "vqa.yaml"
-    config.write_text("embed_dim: 16\nimage_encoder:\n  name: small_cnn\n  kwargs: {widths: [8, 16], stem_width: 8}\n")
+    config.write_text(
+        "embed_dim: 16\nimage_encoder:\n  name: small_cnn\n  kwargs: {widths: [8, 16], stem_width: 8}\n"
+    )
     run = tmp_path / "run"
-    args = ["vqa", "train", "--data", str(tiny_data), "--out", str(run), "--config", str(config), "--no-progress"]
+    args = [
+        "vqa",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(run),
+        "--config",
+        str(config),
+        "--no-progress",
+    ]
     assert main(["-q", *args, "--epochs", "2"]) == 0
     assert (run / "checkpoints" / "best.ckpt").exists() and (run / "logs" / "csv" / "metrics.csv").exists()
     done = json.loads((run / "training_done.json").read_text())

@@ -41,16 +41,34 @@ def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
     from medmodal.config import apply_overrides
     from medmodal.training.trainer import train
 
-    base = tiny_config(**{"train.epochs": EPOCHS, "model.heads.generation": False, "train.log_every_n_steps": 1})
+    base = tiny_config(
+        **{"train.epochs": EPOCHS, "model.heads.generation": False, "train.log_every_n_steps": 1}
+    )
     single = train(tiny_data, apply_overrides(base, {"train.batch_size": 32}), tmp_path / "one")
     assert single.epochs_run == EPOCHS
 
     config = tmp_path / "ddp.yaml"
     save_config(apply_overrides(base, {"train.batch_size": 16}), config)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "medmodal.cli.main", "train", "--data", str(tiny_data), "--out",
-               str(tmp_path / "two"), "--config", str(config), "--no-progress",
-               "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+    command = [
+        sys.executable,
+        "-m",
+        "medmodal.cli.main",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "two"),
+        "--config",
+        str(config),
+        "--no-progress",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((tmp_path / "two" / "training_done.json").read_text())["epochs_run"] == EPOCHS

@@ -24,7 +24,9 @@ from medmodal.training.optim import adamw_one_cycle
 def test_a_changed_epoch_count_is_refused_naming_train_epochs(tmp_path):
     run = RunDir.at(tmp_path)
     write_config_atomic(tiny_config(**{"train.epochs": 2}), run.config)
-    check_same_config(run, tiny_config(**{"train.epochs": 2, "train.devices": 2}), None)  # where it runs may change
+    check_same_config(
+        run, tiny_config(**{"train.epochs": 2, "train.devices": 2}), None
+    )  # where it runs may change
     with pytest.raises(RunConflictError, match=r"train.epochs 2 -> 3"):
         check_same_config(run, tiny_config(**{"train.epochs": 3}), None)
 
@@ -67,7 +69,10 @@ def test_plain_ddp_finds_unused_parameters():
 
 def test_one_cycle_peaks_at_each_groups_learning_rate():
     head, body = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    groups = [{"params": list(body.parameters()), "lr": 0.01}, {"params": list(head.parameters()), "lr": 0.05}]
+    groups = [
+        {"params": list(body.parameters()), "lr": 0.01},
+        {"params": list(head.parameters()), "lr": 0.05},
+    ]
     optimisation = adamw_one_cycle(groups, tiny_config().train, total_steps=20)
     optimizer, scheduler = optimisation["optimizer"], optimisation["lr_scheduler"]["scheduler"]
     peaks = [0.0, 0.0]

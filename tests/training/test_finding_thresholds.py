@@ -27,6 +27,7 @@ def make_batch(seed: int, size: int = 6) -> dict:
         "target_ids": targets,
     }
 
+
 TINY = {
     "model.embed_dim": 16,
     "model.image_encoder.name": "small_cnn",
@@ -68,5 +69,10 @@ def test_validation_epoch_sets_the_models_thresholds():
 
 
 def test_fixed_threshold_and_unconditioned_models_collect_nothing():
-    assert module(**{"model.report_conditioning.mode": "findings", "model.report_conditioning.threshold": 0.4}).val_thresholds is None
+    assert (
+        module(
+            **{"model.report_conditioning.mode": "findings", "model.report_conditioning.threshold": 0.4}
+        ).val_thresholds
+        is None
+    )
     assert module().val_thresholds is None

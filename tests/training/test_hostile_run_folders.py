@@ -128,7 +128,9 @@ def test_a_shared_run_loads_without_the_initial_weights_files_it_was_trained_fro
     checkpoint holds every weight, and the file is not on the machine the run was sent to."""
     best = run_copy / "checkpoints" / "best.ckpt"
     state = load_torch_file(best)
-    state["hyper_parameters"]["config"]["model"]["image_encoder"]["pretrained_path"] = str(tmp_path / "absent.pt")
+    state["hyper_parameters"]["config"]["model"]["image_encoder"]["pretrained_path"] = str(
+        tmp_path / "absent.pt"
+    )
     torch.save(state, best)
     trained = load_trained(run_copy)
     assert trained.model.image_encoder is not None
@@ -161,7 +163,9 @@ def test_inference_names_a_truncated_checkpoint(run_copy):
 def test_truncated_last_checkpoint_resumes_from_best_with_a_warning(tiny_data, tmp_path, monkeypatch, caplog):
     from medmodal.training.module import MultimodalModule
 
-    config = tiny_config(**{"train.epochs": 3, "train.limit_train_batches": 2, "model.heads.generation": False})
+    config = tiny_config(
+        **{"train.epochs": 3, "train.limit_train_batches": 2, "model.heads.generation": False}
+    )
     run = tmp_path / "run"
 
     def killed(self):
@@ -188,7 +192,9 @@ def test_no_readable_checkpoint_is_a_clear_error_that_deletes_nothing(run_copy, 
         _truncate(run_copy / "checkpoints" / name)
     with pytest.raises(UnreadableFileError, match="cannot resume.*--force"):
         train(tiny_data, tiny_config(), run_copy)
-    assert (run_copy / "checkpoints" / "last.ckpt").exists() and (run_copy / "checkpoints" / "best.ckpt").exists()
+    assert (run_copy / "checkpoints" / "last.ckpt").exists() and (
+        run_copy / "checkpoints" / "best.ckpt"
+    ).exists()
 
 
 def test_truncated_config_is_recovered_from_the_checkpoint(run_copy, tiny_data, caplog):

@@ -153,7 +153,8 @@ def test_config_sets_the_log_size_term_and_the_gaussian_overlap():
     sized = TrainConfig(localization_log_size_weight=1.0)
     # log sizes 0 (1 cell) against a 1.6-cell box: |log 1.6| = 0.47 per side
     assert float(MultitaskLoss(sized, 3, 0).localization_loss(_output(b=1), batch, seen)) == pytest.approx(
-        base + float(torch.log(torch.tensor(1.6))), abs=1e-4)
+        base + float(torch.log(torch.tensor(1.6))), abs=1e-4
+    )
     big = _batch([[1, 0, 0]], [[[0.2, 0.2, 0.8, 0.8]]], [[0]])  # 4.8 cells: radius 1 at 0.7, 2 at 0.3
     flat = _output(b=1, requires_grad=False)
     flat.heatmaps.fill_(0.0)  # p = 0.5 everywhere: the penalty near the centre shows the target's width

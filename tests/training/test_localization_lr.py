@@ -9,7 +9,9 @@ from medmodal.training.module import MultimodalModule
 
 def _module(**overrides) -> MultimodalModule:
     config = tiny_config(**overrides)
-    return MultimodalModule(config.model_dump(mode="json"), vocab_size=30, num_labels=3, pad_id=0, bos_id=1, eos_id=2)
+    return MultimodalModule(
+        config.model_dump(mode="json"), vocab_size=30, num_labels=3, pad_id=0, bos_id=1, eos_id=2
+    )
 
 
 def test_head_gets_the_scaled_rate_and_every_parameter_is_in_exactly_one_group():

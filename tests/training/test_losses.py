@@ -124,7 +124,9 @@ def test_alignment_loss_is_info_nce_over_the_pairs_the_model_saw():
     out = ModelOutput(logits=torch.zeros(4, 3), image_embedding=image, text_embedding=text,
                       alignment_scale=scale, image_present=seen)  # fmt: skip
     result = loss(out, _batch())
-    assert result.parts["alignment"].item() == pytest.approx(info_nce_loss(image[seen], text[seen], scale).item())
+    assert result.parts["alignment"].item() == pytest.approx(
+        info_nce_loss(image[seen], text[seen], scale).item()
+    )
     result.total.backward()
     assert image.grad[2].abs().sum() == 0 and image.grad[seen].abs().sum() > 0
     # identical pairs with a sharp temperature: near-zero loss; swapped pairs: large

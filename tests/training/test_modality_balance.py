@@ -27,7 +27,11 @@ def test_scores_are_the_probability_of_the_true_labels_over_seen_samples():
     text_logits = torch.zeros(3, 2)  # p = 0.5 everywhere
     out = ModelOutput(logits=torch.zeros(3, 2), image_logits=image_logits, text_logits=text_logits,
                       image_present=torch.tensor([True, False, True]))  # fmt: skip
-    batch = {"labels": labels, "has_image": torch.ones(3, dtype=torch.bool), "has_text": torch.ones(3, dtype=torch.bool)}
+    batch = {
+        "labels": labels,
+        "has_image": torch.ones(3, dtype=torch.bool),
+        "has_text": torch.ones(3, dtype=torch.bool),
+    }
     s_image, s_text = modality_scores(out, batch).tolist()
     # seen image samples 0 and 2: positives (0, a), (2, a), (2, b) get p ~1, ~0, ~0 -> mean ~1/3;
     # the one negative (0, b) gets 1 - p ~1 -> balanced score ~(1/3 + 1) / 2

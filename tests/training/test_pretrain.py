@@ -53,7 +53,9 @@ def test_search_cli_returns_nearest_studies_as_json(pretrained, tiny_data, capsy
     scores = [h["score"] for h in result["results"]]
     assert scores == sorted(scores, reverse=True)
     assert (pretrained.run.root / "index" / "meta.json").exists()  # cached for the next query
-    assert main(["search", str(pretrained.run.root), "--text", "large left pleural effusion", "--k", "2"]) == 0
+    assert (
+        main(["search", str(pretrained.run.root), "--text", "large left pleural effusion", "--k", "2"]) == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["query"]["searched"] == "images" and len(result["results"]) == 2
     assert main(["search", str(pretrained.run.root)]) == 2  # neither --image nor --text: clean error
@@ -85,7 +87,9 @@ def test_transfer_config_initialises_only_the_pretrained_arm(pretrained):
     pre = transfer_config(base, pretrained.run.root, "pretrained", 0.25)
     rand = transfer_config(base, pretrained.run.root, "random", 0.25)
     assert pre.model.image_encoder.pretrained_path == str(pretrained.encoders["image_encoder"])
-    assert rand.model.image_encoder.pretrained_path is None and rand.model.text_encoder.pretrained_path is None
+    assert (
+        rand.model.image_encoder.pretrained_path is None and rand.model.text_encoder.pretrained_path is None
+    )
     for cfg in (pre, rand):
         assert cfg.data.train_fraction == 0.25 and cfg.model.embed_dim == 16
         assert cfg.data.tokenizer_path == str(pretrained.run.tokenizer)
@@ -107,7 +111,9 @@ class Killed(RuntimeError):
     """Stands for the process dying at the start of an epoch."""
 
 
-def test_resumed_pretraining_keeps_earlier_logs_and_refuses_another_epoch_count(tiny_data, tmp_path, monkeypatch):
+def test_resumed_pretraining_keeps_earlier_logs_and_refuses_another_epoch_count(
+    tiny_data, tmp_path, monkeypatch
+):
     from medmodal.training.engine import RunConflictError
     from medmodal.training.pretrain import DONE_FILE, ContrastiveModule, pretrain
 
@@ -126,7 +132,11 @@ def test_resumed_pretraining_keeps_earlier_logs_and_refuses_another_epoch_count(
     assert "val/loss" in first_log
 
     with pytest.raises(RunConflictError, match="train.epochs 2 -> 3"):
-        pretrain(tiny_data, tiny_config(**{**PRETRAIN_OVERRIDES, "train.epochs": 3, "pretrain.local_loss_weight": 0.0}), out)
+        pretrain(
+            tiny_data,
+            tiny_config(**{**PRETRAIN_OVERRIDES, "train.epochs": 3, "pretrain.local_loss_weight": 0.0}),
+            out,
+        )
 
     result = pretrain(tiny_data, config, out)
     assert result.epochs_run == 2 and (out / DONE_FILE).exists()

@@ -11,11 +11,21 @@ import torch
 from medmodal.runs import RunDir
 
 REQUIRED_METRICS = [
-    "classification.auroc_macro", "classification.f1_macro", "classification.accuracy",
-    "localization.iou_mean", "localization.hit_at_0_5",
-    "generation.bleu_1", "generation.bleu_2", "generation.bleu_3", "generation.bleu_4",
-    "generation.meteor", "generation.rouge_l", "generation.cider",
-    "generation.ce_precision", "generation.ce_recall", "generation.ce_f1",
+    "classification.auroc_macro",
+    "classification.f1_macro",
+    "classification.accuracy",
+    "localization.iou_mean",
+    "localization.hit_at_0_5",
+    "generation.bleu_1",
+    "generation.bleu_2",
+    "generation.bleu_3",
+    "generation.bleu_4",
+    "generation.meteor",
+    "generation.rouge_l",
+    "generation.cider",
+    "generation.ce_precision",
+    "generation.ce_recall",
+    "generation.ce_f1",
 ]
 
 
@@ -28,8 +38,16 @@ def _get(metrics: dict, dotted: str):
 
 def test_training_writes_the_run_folder(tiny_run):
     run = RunDir.at(tiny_run)
-    for path in (run.config, run.tokenizer, run.labels, run.data_summary, run.best_checkpoint,
-                 run.last_checkpoint, run.done, run.logs / "csv" / "metrics.csv"):
+    for path in (
+        run.config,
+        run.tokenizer,
+        run.labels,
+        run.data_summary,
+        run.best_checkpoint,
+        run.last_checkpoint,
+        run.done,
+        run.logs / "csv" / "metrics.csv",
+    ):
         assert path.exists(), path
     assert any((run.logs / "tensorboard").glob("events.out.tfevents.*"))
     done = json.loads(run.done.read_text())
@@ -98,11 +116,15 @@ def test_same_seed_gives_identical_weights(tiny_data, tmp_path):
 
     from medmodal.training.trainer import train
 
-    config = tiny_config(**{"train.epochs": 1, "train.limit_train_batches": 2, "model.heads.generation": False})
+    config = tiny_config(
+        **{"train.epochs": 1, "train.limit_train_batches": 2, "model.heads.generation": False}
+    )
     states = []
     for name in ("a", "b"):
         train(tiny_data, config, tmp_path / name)
-        states.append(torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+        states.append(
+            torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        )
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key

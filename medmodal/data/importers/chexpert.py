@@ -59,7 +59,10 @@ TABLE_SPLITS = {"valid": "val", "val": "val", "test": "test", "train": ""}
 
 
 def observation_labels(
-    rec: dict[str, str], columns: Sequence[str], policy: UncertainPolicy, where: tuple[str, int, str],
+    rec: dict[str, str],
+    columns: Sequence[str],
+    policy: UncertainPolicy,
+    where: tuple[str, int, str],
     problems: list[RowProblem],
 ) -> tuple[list[str], list[str]] | None:
     """``(labels, uncertain)`` of one CheXpert-labeller row, or None with a problem recorded.
@@ -110,7 +113,9 @@ def import_chexpert(
         table = read_table(table_path, ["Path"])
         columns = [c for c in OBSERVATIONS if c in table.columns]
         if not columns:
-            raise ImportFormatError(f"{table_path}: none of the CheXpert observation columns {list(OBSERVATIONS)}")
+            raise ImportFormatError(
+                f"{table_path}: none of the CheXpert observation columns {list(OBSERVATIONS)}"
+            )
         source_rows += len(table)
         for rec in records(table):
             _add_view(rec, str(table_path), split, columns, uncertain, job.images, studies, problems)
@@ -123,7 +128,11 @@ def _tables(source: Path) -> list[tuple[Path, str | None]]:
         return [(source, _table_split(source.name))]
     if not source.is_dir():
         raise InputNotFoundError(f"{source}: not found")
-    found = sorted(p for p in source.iterdir() if p.name.endswith((".csv", ".csv.gz")) and _table_split(p.name) is not None)
+    found = sorted(
+        p
+        for p in source.iterdir()
+        if p.name.endswith((".csv", ".csv.gz")) and _table_split(p.name) is not None
+    )
     if not found:
         raise InputNotFoundError(f"{source}: no CheXpert table (train.csv / valid.csv / test.csv)")
     return [(p, _table_split(p.name)) for p in found]
@@ -141,7 +150,9 @@ def _add_view(rec, file, split, columns, policy, image_folder, studies, problems
     row, path = rec["_row"], rec["Path"]
     match = _PATH.search(path.replace("\\", "/"))
     if not match:
-        problems.append(RowProblem(file, row, "Path", f"not .../patientN/studyN/viewN_frontal|lateral.jpg: {path[:80]!r}"))
+        problems.append(
+            RowProblem(file, row, "Path", f"not .../patientN/studyN/viewN_frontal|lateral.jpg: {path[:80]!r}")
+        )
         return
     patient, study, _view, orientation = match.groups()
     study_id = f"{patient}_{study}"

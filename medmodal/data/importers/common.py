@@ -124,7 +124,9 @@ def find_table(source: Path, patterns: Sequence[str], what: str) -> Path:
     raise InputNotFoundError(f"{source}: no {what} here (looked for {', '.join(patterns)})")
 
 
-def number(cell: str, file: str, row: int, field_name: str, problems: list[RowProblem], study: str = "") -> float | None:
+def number(
+    cell: str, file: str, row: int, field_name: str, problems: list[RowProblem], study: str = ""
+) -> float | None:
     """``cell`` as a finite float, or None with a problem recorded."""
     try:
         value = float(cell)
@@ -263,11 +265,16 @@ def write_import(
         fields = Counter(p.field for p in problems)
         logger.warning("%s: left out %d bad source row(s) (by field: %s); first: %s", format_name,
                        len({(p.file, p.row) for p in problems}), dict(fields), problems[0])  # fmt: skip
-    kept = [r for r in rows if r.get("image") or any(r.get(f) for f in ("indication", "findings", "impression", "report"))]
+    kept = [
+        r
+        for r in rows
+        if r.get("image") or any(r.get(f) for f in ("indication", "findings", "impression", "report"))
+    ]
     if not kept:
         raise ImportFormatError(
             f"{format_name}: none of the {len(rows)} studies has an image file or report text "
-            "(check the image folder: --images)", problems
+            "(check the image folder: --images)",
+            problems,
         )
     columns = [c for c in CONTRACT_COLUMNS if any(c in r for r in kept)]
     columns += [c for c in dict.fromkeys(k for r in kept for k in r) if c not in columns]
@@ -331,7 +338,11 @@ class ImportJob:
         return cls(format_name, out, folder, strict, check_images)
 
     def finish(
-        self, rows: list[dict[str, Any]], *, source_rows: int, problems: list[RowProblem],
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        source_rows: int,
+        problems: list[RowProblem],
         notes: dict[str, Any] | None = None,
     ) -> ImportResult:
         """Write the manifest (:func:`write_import`) with this job's strictness and image checks."""

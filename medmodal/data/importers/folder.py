@@ -85,31 +85,47 @@ def import_folder(
     return job.finish(rows, source_rows=source_rows, problems=problems)
 
 
-def _report_rows(path: Path, id_column: str, images: ImageFolder, problems: list[RowProblem]) -> tuple[list[dict], int]:
+def _report_rows(
+    path: Path, id_column: str, images: ImageFolder, problems: list[RowProblem]
+) -> tuple[list[dict], int]:
     table = read_table(path, [])
     table.columns = [c if c == "_row" else c.strip().lower().replace(" ", "_") for c in table.columns]
     key = id_column.strip().lower().replace(" ", "_")
     if key not in table.columns:
-        raise ValueError(f"{path}: no id column {id_column!r} (columns: {', '.join(c for c in table.columns if c != '_row')})")
+        raise ValueError(
+            f"{path}: no id column {id_column!r} (columns: {', '.join(c for c in table.columns if c != '_row')})"
+        )
     rows: list[dict] = []
     seen: dict[str, int] = {}  # study -> first row
     file = str(path)
     for rec in records(table):
         row_number, study = rec.pop("_row"), rec.pop(key)
         if not study or study in seen:
-            problems.append(RowProblem(file, row_number, id_column, "empty" if not study else f"duplicate (first at row {seen[study]})", study or None))
+            problems.append(
+                RowProblem(
+                    file,
+                    row_number,
+                    id_column,
+                    "empty" if not study else f"duplicate (first at row {seen[study]})",
+                    study or None,
+                )
+            )
             continue
         cell = rec.pop("image", "")
         image = images.relative(cell) if cell else images.by_name(study)
         if cell and image is None:
-            problems.append(RowProblem(file, row_number, "image", f"no file {cell[:80]!r} inside {images.root}", study))
+            problems.append(
+                RowProblem(file, row_number, "image", f"no file {cell[:80]!r} inside {images.root}", study)
+            )
             continue
         seen[study] = row_number
         rows.append({"id": study, "image": str(image) if image else "", **rec})
     return rows, len(table)
 
 
-def _add_labels(rows: list[dict], path: Path, id_column: str, policy: str, problems: list[RowProblem]) -> set[str]:
+def _add_labels(
+    rows: list[dict], path: Path, id_column: str, policy: str, problems: list[RowProblem]
+) -> set[str]:
     """Set ``labels`` / ``uncertain`` of the rows from a label table; returns the ids whose label row is bad."""
     table = read_table(path, [])
     key = next((c for c in table.columns if c.strip().lower() in (id_column.lower(), "id")), None)
@@ -126,7 +142,15 @@ def _add_labels(rows: list[dict], path: Path, id_column: str, policy: str, probl
             if value in UNCERTAIN:
                 uncertain.append(label_name(column))
             elif value not in POSITIVE | NEGATIVE:
-                problems.append(RowProblem(str(path), rec["_row"], column, f"{value[:20]!r} is not positive / negative / uncertain / absent", rec[key]))
+                problems.append(
+                    RowProblem(
+                        str(path),
+                        rec["_row"],
+                        column,
+                        f"{value[:20]!r} is not positive / negative / uncertain / absent",
+                        rec[key],
+                    )
+                )
                 bad = True
         if bad:
             bad_ids.add(rec[key])

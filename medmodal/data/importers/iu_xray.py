@@ -73,7 +73,9 @@ def import_iu_xray(
         if row is not None:
             row["labels"] = ";".join(labels.get(row["patient_id"], [])) if labels is not None else ""
             rows.append(row)
-    notes: dict[str, str | int] = {"labels_from": "Open-i MeSH" if labels is not None else "none (run medmodal label-reports)"}
+    notes: dict[str, str | int] = {
+        "labels_from": "Open-i MeSH" if labels is not None else "none (run medmodal label-reports)"
+    }
     if labels is not None:
         notes["studies_without_openi_report"] = sum(1 for r in rows if r["patient_id"] not in labels)
     return job.finish(rows, source_rows=len(records), problems=problems, notes=notes)
@@ -131,4 +133,7 @@ def _row(record, where: tuple[str, int, str], image_folder: ImageFolder, seen: s
 
 def _openi_labels(source: str | os.PathLike) -> dict[str, list[str]]:
     """``{Open-i uid ("CXR2384"): MeSH labels}``."""
-    return {report.uid: report.labels for report in (parse_openi_report(xml, name) for name, xml in iter_openi_xml(source))}
+    return {
+        report.uid: report.labels
+        for report in (parse_openi_report(xml, name) for name, xml in iter_openi_xml(source))
+    }

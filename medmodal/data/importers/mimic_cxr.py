@@ -99,7 +99,9 @@ def _studies(path: Path, problems: list[RowProblem]) -> tuple[dict[str, dict], i
         if not rec["dicom_id"]:
             problems.append(RowProblem(str(path), rec["_row"], "dicom_id", "empty"))
             continue
-        study = studies.setdefault(rec["study_id"], {"subject": rec["subject_id"], "study": rec["study_id"], "images": []})
+        study = studies.setdefault(
+            rec["study_id"], {"subject": rec["subject_id"], "study": rec["study_id"], "images": []}
+        )
         study["images"].append((rec["dicom_id"], rec.get("ViewPosition", "")))
     return studies, len(table)
 
@@ -118,18 +120,26 @@ def _splits(path: Path, studies: dict[str, dict], problems: list[RowProblem]) ->
     for rec in records(table):
         split = SPLITS.get(rec["split"].lower())
         if split is None:
-            problems.append(RowProblem(str(path), rec["_row"], "split", f"{rec['split'][:20]!r} is not train / validate / test"))
+            problems.append(
+                RowProblem(
+                    str(path), rec["_row"], "split", f"{rec['split'][:20]!r} is not train / validate / test"
+                )
+            )
         else:
             splits[rec["study_id"]] = split
     return splits
 
 
-def _labels(path: Path, policy: UncertainPolicy, problems: list[RowProblem]) -> dict[str, tuple[list[str], list[str]]]:
+def _labels(
+    path: Path, policy: UncertainPolicy, problems: list[RowProblem]
+) -> dict[str, tuple[list[str], list[str]]]:
     table = read_table(path, ["study_id"])
     columns = [c for c in OBSERVATIONS if c in table.columns]
     labels = {}
     for rec in records(table):
-        parsed = observation_labels(rec, columns, policy, (str(path), rec["_row"], f"s{rec['study_id']}"), problems)
+        parsed = observation_labels(
+            rec, columns, policy, (str(path), rec["_row"], f"s{rec['study_id']}"), problems
+        )
         if parsed is not None:
             labels[rec["study_id"]] = parsed
     return labels

@@ -141,12 +141,16 @@ def read_entries(path: Path, problems: list[RowProblem]) -> dict[str, _Entry]:
             problems.append(RowProblem(file, row, "Image Index", "empty"))
             continue
         if image in entries:
-            problems.append(RowProblem(file, row, "Image Index", f"duplicate (first at row {entries[image].row})", image))
+            problems.append(
+                RowProblem(file, row, "Image Index", f"duplicate (first at row {entries[image].row})", image)
+            )
             continue
         names = [n.strip() for n in rec["Finding Labels"].split("|") if n.strip()]
         unknown = [n for n in names if n != NO_FINDING and n.lower() not in known]
         if not names or unknown:
-            message = f"unknown finding(s) {unknown}" if unknown else "empty (the release writes 'No Finding')"
+            message = (
+                f"unknown finding(s) {unknown}" if unknown else "empty (the release writes 'No Finding')"
+            )
             problems.append(RowProblem(file, row, "Finding Labels", message, image))
             continue
         labels = sorted({label_name(known[n.lower()]) for n in names if n != NO_FINDING})
@@ -156,7 +160,9 @@ def read_entries(path: Path, problems: list[RowProblem]) -> dict[str, _Entry]:
     return entries
 
 
-def read_boxes(path: Path | None, entries: dict[str, _Entry], problems: list[RowProblem]) -> dict[str, list[dict]]:
+def read_boxes(
+    path: Path | None, entries: dict[str, _Entry], problems: list[RowProblem]
+) -> dict[str, list[dict]]:
     """``{Image Index: [{"label", "box": [x0, y0, x1, y1]}]}`` in the 1024-px grid, checked against the entries."""
     if path is None:
         return {}
@@ -170,16 +176,23 @@ def read_boxes(path: Path | None, entries: dict[str, _Entry], problems: list[Row
     for rec in records(table):
         row, image = rec["_row"], rec["Image Index"]
         finding = BOX_LABEL_ALIASES.get(rec["Finding Label"], rec["Finding Label"])
-        values = [number(rec[c], file, row, f"Bbox {'xywh'[i]}", problems, image) for i, c in enumerate(coordinate_columns)]
+        values = [
+            number(rec[c], file, row, f"Bbox {'xywh'[i]}", problems, image)
+            for i, c in enumerate(coordinate_columns)
+        ]
         numbers = [v for v in values if v is not None]
         if len(numbers) < len(values):
             continue
         x, y, w, h = numbers
         entry = entries.get(image)
         if w <= 0 or h <= 0:
-            problems.append(RowProblem(file, row, "Bbox [x,y,w,h]", f"width and height must be > 0, got {w}, {h}", image))
+            problems.append(
+                RowProblem(file, row, "Bbox [x,y,w,h]", f"width and height must be > 0, got {w}, {h}", image)
+            )
         elif entry is None:
-            problems.append(RowProblem(file, row, "Image Index", "image not in the Data_Entry table", image or None))
+            problems.append(
+                RowProblem(file, row, "Image Index", "image not in the Data_Entry table", image or None)
+            )
         elif label_name(finding) not in entry.labels:
             problems.append(RowProblem(file, row, "Finding Label",
                                        f"{rec['Finding Label']!r} is not among the image's findings {entry.labels}", image))  # fmt: skip
@@ -195,10 +208,14 @@ def _scaled_boxes(boxes: list[dict], image: Path | None) -> str:
     if size is None:
         return ""  # the manifest read-back names the unreadable image
     sy, sx = size[0] / RELEASE_SIZE, size[1] / RELEASE_SIZE
-    return boxes_cell({**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes)
+    return boxes_cell(
+        {**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes
+    )
 
 
-def _official_splits(folder: Path, entries: dict[str, _Entry], val_fraction: float, seed: int) -> dict[str, str]:
+def _official_splits(
+    folder: Path, entries: dict[str, _Entry], val_fraction: float, seed: int
+) -> dict[str, str]:
     """``{Image Index: split}`` from ``train_val_list.txt`` / ``test_list.txt``; empty if they are absent."""
     lists = {name: folder / f"{name}_list.txt" for name in ("train_val", "test")}
     if not all(p.is_file() for p in lists.values()):
@@ -219,4 +236,3 @@ def _optional(folder: Path, patterns: tuple[str, ...]) -> Path | None:
         if found:
             return found[-1]
     return None
-

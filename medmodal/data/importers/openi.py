@@ -297,7 +297,9 @@ def import_openi(
     pd.DataFrame(rows, columns=MANIFEST_COLUMNS).to_csv(manifest_path, index=False)
     if skipped:
         logger.info("Open-i: left out %d reports with no text and no image: %s", len(skipped), skipped[:10])
-    manifest = read_manifest(manifest_path, check_images=images is not None, allow_outside_paths=images is not None)
+    manifest = read_manifest(
+        manifest_path, check_images=images is not None, allow_outside_paths=images is not None
+    )
     return OpenIImport(
         manifest_path=manifest_path,
         reports_parsed=len(reports),

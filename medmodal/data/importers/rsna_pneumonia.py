@@ -84,27 +84,42 @@ def _targets(table, file: str, problems: list[RowProblem]) -> dict[str, tuple[in
             continue
         previous = found.setdefault(patient, (target, []))
         if previous[0] != target:
-            problems.append(RowProblem(file, row, "Target", f"{target} here, {previous[0]} on an earlier row", patient))
+            problems.append(
+                RowProblem(file, row, "Target", f"{target} here, {previous[0]} on an earlier row", patient)
+            )
             bad.add(patient)
         elif box is not None:
             previous[1].append({"label": LABEL, "box": box})
     return {p: v for p, v in found.items() if p not in bad}
 
 
-def _box(rec: dict[str, Any], target: int, file: str, problems: list[RowProblem]) -> list[float] | None | bool:
+def _box(
+    rec: dict[str, Any], target: int, file: str, problems: list[RowProblem]
+) -> list[float] | None | bool:
     cells = [rec[c] for c in ("x", "y", "width", "height")]
     if target == 0:
         if any(cells):
             problems.append(RowProblem(file, rec["_row"], "x", "a box on a Target 0 row", rec["patientId"]))
             return False
         return None
-    values = [number(rec[c], file, rec["_row"], c, problems, rec["patientId"]) for c in ("x", "y", "width", "height")]
+    values = [
+        number(rec[c], file, rec["_row"], c, problems, rec["patientId"])
+        for c in ("x", "y", "width", "height")
+    ]
     numbers = [v for v in values if v is not None]
     if len(numbers) < len(values):
         return False
     x, y, w, h = numbers
     if w <= 0 or h <= 0 or x < 0 or y < 0:
-        problems.append(RowProblem(file, rec["_row"], "width", f"not a box: x {x}, y {y}, width {w}, height {h}", rec["patientId"]))
+        problems.append(
+            RowProblem(
+                file,
+                rec["_row"],
+                "width",
+                f"not a box: x {x}, y {y}, width {w}, height {h}",
+                rec["patientId"],
+            )
+        )
         return False
     return [x, y, x + w, y + h]
 
@@ -116,7 +131,9 @@ def _scaled(boxes: list[dict], image: Path | None) -> str:
     if size is None:
         return ""
     sy, sx = size[0] / RELEASE_SIZE, size[1] / RELEASE_SIZE
-    return boxes_cell({**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes)
+    return boxes_cell(
+        {**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes
+    )
 
 
 def _classes(path: Path) -> dict[str, str]:

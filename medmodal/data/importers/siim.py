@@ -90,11 +90,20 @@ def import_siim(
     rows = []
     for image_id, masks in regions.items():
         path = job.images.by_name(image_id)
-        row = {"id": image_id, "patient_id": image_id, "image": "", "labels": LABEL if masks else "", "boxes": "", "mask": ""}
+        row = {
+            "id": image_id,
+            "patient_id": image_id,
+            "image": "",
+            "labels": LABEL if masks else "",
+            "boxes": "",
+            "mask": "",
+        }
         size = stored_size(path) if path is not None else None
         if path is not None and size is not None:
             row["image"] = job.images.cell(path)
-            row["mask"], row["boxes"] = _write_mask(masks, size, job.out / "masks" / f"{image_id}.png", job.out)
+            row["mask"], row["boxes"] = _write_mask(
+                masks, size, job.out / "masks" / f"{image_id}.png", job.out
+            )
         rows.append(row)
     return job.finish(rows, source_rows=len(table), problems=problems)
 
@@ -122,7 +131,9 @@ def _regions(table, file: str, problems: list[RowProblem]) -> dict[str, list[str
                 bad.add(image_id)
                 continue
         if image_id in said_none and found:
-            problems.append(RowProblem(file, row, "EncodedPixels", "both -1 (no region) and a region", image_id))
+            problems.append(
+                RowProblem(file, row, "EncodedPixels", "both -1 (no region) and a region", image_id)
+            )
             bad.add(image_id)
     return {k: v for k, v in regions.items() if k not in bad}
 
@@ -137,7 +148,9 @@ def _write_mask(codes: list[str], size: tuple[int, int], path: Path, out: Path) 
         mask = decode_relative_rle(code)
         union[mask] = 1
         ys, xs = np.nonzero(mask)
-        boxes.append({"label": LABEL, "box": [xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy]})
+        boxes.append(
+            {"label": LABEL, "box": [xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy]}
+        )
     image = Image.fromarray(union)
     if (height, width) != union.shape:
         image = image.resize((width, height), Image.Resampling.NEAREST)

@@ -127,7 +127,9 @@ def _original_size(rec: dict[str, str]) -> tuple[float, float] | None:
     return (width, height) if width > 0 and height > 0 else None
 
 
-def _merged_row(image_id: str, entry: dict, min_readers: int, split: str, image_folder: ImageFolder) -> dict[str, str]:
+def _merged_row(
+    image_id: str, entry: dict, min_readers: int, split: str, image_folder: ImageFolder
+) -> dict[str, str]:
     votes: dict[str, int] = defaultdict(int)
     for findings in entry["readers"].values():
         for finding in findings:
@@ -139,7 +141,10 @@ def _merged_row(image_id: str, entry: dict, min_readers: int, split: str, image_
         stored = stored_size(path)
         if stored is not None:
             sx, sy = stored[1] / entry["size"][0], stored[0] / entry["size"][1]
-            boxes = [{**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes]
+            boxes = [
+                {**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]}
+                for b in boxes
+            ]
     readers = sorted(entry["readers"])
     return {"id": image_id, "patient_id": image_id, "image": image_folder.cell(path) if path is not None else "",
             "labels": ";".join(labels), "boxes": boxes_cell(boxes), "split": split, "readers": ";".join(readers),

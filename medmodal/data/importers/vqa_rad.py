@@ -93,8 +93,12 @@ def read_vqa_rad_json(path: str | os.PathLike) -> list[dict[str, Any]]:
     except json.JSONDecodeError as err:
         raise VQARadFormatError(f"{file}: not valid JSON (line {err.lineno}: {err.msg})") from err
     if not isinstance(data, list):
-        raise VQARadFormatError(f"{file}: expected a JSON list of question records, got {type(data).__name__}")
-    problems = [p for index, record in enumerate(data, start=1) for p in record_problems(record, str(file), index)]
+        raise VQARadFormatError(
+            f"{file}: expected a JSON list of question records, got {type(data).__name__}"
+        )
+    problems = [
+        p for index, record in enumerate(data, start=1) for p in record_problems(record, str(file), index)
+    ]
     if problems:
         shown = "\n  ".join(str(p) for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -117,7 +121,11 @@ def record_problems(record: Any, file: str, index: int) -> list[RowProblem]:
         elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
             problems.append(RowProblem(file, index, name, f"expected text, got {type(value).__name__}", qid))
     answer_type = record.get("answer_type")
-    if isinstance(answer_type, str) and answer_type.strip() and answer_type.strip().upper() not in ANSWER_TYPES:
+    if (
+        isinstance(answer_type, str)
+        and answer_type.strip()
+        and answer_type.strip().upper() not in ANSWER_TYPES
+    ):
         problems.append(RowProblem(file, index, "answer_type", f"{answer_type!r} is not CLOSED or OPEN", qid))
     return problems
 
@@ -168,11 +176,17 @@ def import_vqa_rad(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    present = {r["image_name"].strip() for r in records if (images_dir / str(r["image_name"]).strip()).is_file()}
+    present = {
+        r["image_name"].strip() for r in records if (images_dir / str(r["image_name"]).strip()).is_file()
+    }
     missing = sorted({str(r["image_name"]).strip() for r in records} - present)
     if missing:
-        logger.warning("%d VQA-RAD image(s) not found in %s; their questions are left out (first: %s)",
-                       len(missing), images_dir, ", ".join(missing[:5]))
+        logger.warning(
+            "%d VQA-RAD image(s) not found in %s; their questions are left out (first: %s)",
+            len(missing),
+            images_dir,
+            ", ".join(missing[:5]),
+        )
     kept = [r for r in records if str(r["image_name"]).strip() in present]
     if not kept:
         raise InputNotFoundError(f"none of the {len(records)} questions' images is in {images_dir}")
@@ -187,10 +201,15 @@ def import_vqa_rad(
 
     manifest_path, qa_path = out / "manifest.csv", out / QA_FILE
     organs = {str(r["image_name"]).strip(): str(r.get("image_organ") or "").strip() for r in kept}
-    rows = [{"id": Path(name).stem, "image": _relative(images_dir / name, out), "organ": organs[name]} for name in sorted(present)]
+    rows = [
+        {"id": Path(name).stem, "image": _relative(images_dir / name, out), "organ": organs[name]}
+        for name in sorted(present)
+    ]
     pd.DataFrame(rows, columns=MANIFEST_COLUMNS).to_csv(manifest_path, index=False)
     write_qa(qa_path, qa)
-    manifest = read_manifest(manifest_path, check_images=check_images, allow_outside_paths=True)  # images in place
+    manifest = read_manifest(
+        manifest_path, check_images=check_images, allow_outside_paths=True
+    )  # images in place
     return VQARadImport(
         manifest_path=manifest_path,
         qa_path=qa_path,

@@ -219,7 +219,9 @@ def build_chest(grid: Grid, anatomy: Anatomy, ctr: float, rng: np.random.Generat
 
 def _mediastinum(anatomy: Anatomy, u, v, edge):
     """Upper mediastinum and the column behind the heart, with the aortic knob on the left."""
-    half = np.where(u < 0, mediastinum_half_width(anatomy, "right", v), mediastinum_half_width(anatomy, "left", v))
+    half = np.where(
+        u < 0, mediastinum_half_width(anatomy, "right", v), mediastinum_half_width(anatomy, "left", v)
+    )
     return soft_inside(np.abs(u) - half, edge)
 
 
@@ -227,15 +229,21 @@ def _bones(grid: Grid, anatomy: Anatomy) -> np.ndarray:
     """Spine, posterior and anterior ribs, clavicles (additive attenuation)."""
     u, v, edge = grid.u, grid.v, grid.edge
     width = anatomy.thorax_half_width
-    spine = soft_inside(np.abs(u) - 0.065, edge) * (0.045 + 0.02 * np.cos(2 * np.pi * (v - anatomy.rib_phase) / 0.12))
+    spine = soft_inside(np.abs(u) - 0.065, edge) * (
+        0.045 + 0.02 * np.cos(2 * np.pi * (v - anatomy.rib_phase) / 0.12)
+    )
     bones = spine
     lowest = max(anatomy.dome_v_right, anatomy.dome_v_left) + 0.05
     for side in ("right", "left"):
         m = lateral(u, side)
         chest_wall = soft_inside(m - width - 0.06, 2 * edge) * soft_inside(0.07 - m, 2 * edge)
         bones = bones + chest_wall * (
-            0.05 * _rib_pattern(m, v, (0.7, -0.12, 0.0), 0.12, 0.02, anatomy.rib_phase, anatomy.apex_v - 0.25, lowest, edge)
-            + 0.025 * _rib_pattern(m, v, (-0.45, 0.1, 0.0), 0.17, 0.022, anatomy.rib_phase, anatomy.apex_v, 0.3, edge)
+            0.05
+            * _rib_pattern(
+                m, v, (0.7, -0.12, 0.0), 0.12, 0.02, anatomy.rib_phase, anatomy.apex_v - 0.25, lowest, edge
+            )
+            + 0.025
+            * _rib_pattern(m, v, (-0.45, 0.1, 0.0), 0.17, 0.022, anatomy.rib_phase, anatomy.apex_v, 0.3, edge)
         )
         clavicle = curved_band(m, v, (0.15, -0.3, anatomy.apex_v + 0.1), 0.026, 0.06, width, edge)
         bones = bones + 0.1 * clavicle

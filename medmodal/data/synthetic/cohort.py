@@ -145,7 +145,9 @@ def _expected_prevalence(label, intercept, intercepts, spec, sites) -> float:
     for weight, site in zip(weights, sites):
         for heart_failure, p_hf in ((True, spec.heart_failure_rate), (False, 1 - spec.heart_failure_rate)):
             if "cardiomegaly" in intercepts:
-                p_cardio = _probability("cardiomegaly", intercepts["cardiomegaly"], site, heart_failure, False)
+                p_cardio = _probability(
+                    "cardiomegaly", intercepts["cardiomegaly"], site, heart_failure, False
+                )
             else:
                 p_cardio = 0.0  # only while solving cardiomegaly itself, which does not depend on it
             for cardio, p_c in ((True, p_cardio), (False, 1 - p_cardio)):
@@ -328,7 +330,9 @@ def sample_cohort(
             study_id = f"s{len(studies):0{width}d}"
             studies.append(sample_study(study_id, patient, visit, rng, spec, intercepts))
         patient_index += 1
-    splits = assign_splits([s.patient_id for s in studies], spec.split_fractions, np.random.default_rng([seed, 2]))
+    splits = assign_splits(
+        [s.patient_id for s in studies], spec.split_fractions, np.random.default_rng([seed, 2])
+    )
     return [replace(s, split=splits[s.patient_id]) for s in studies]
 
 

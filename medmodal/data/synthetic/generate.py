@@ -79,7 +79,9 @@ def generate_dataset(
         severity_scale=severity_scale,
         conspicuity_scale=conspicuity_scale,
     )
-    studies = assign_image_formats(sample_cohort(n, seed, default_sites(n_sites, seed), spec), dicom_fraction, seed)
+    studies = assign_image_formats(
+        sample_cohort(n, seed, default_sites(n_sites, seed), spec), dicom_fraction, seed
+    )
 
     rows, records = [], []
     for study in tqdm(studies, desc="synthesising studies", unit="study", disable=not progress):
@@ -130,8 +132,13 @@ def summarise(studies: list[StudyLatent], parameters: dict, masks: bool) -> dict
     """Counts per label (all / subtle), site, split and image format, and the relative output paths."""
     label_counts = Counter(label for s in studies for label in s.labels)
     subtle_counts = Counter(f.label for s in studies for f in s.findings if f.subtle)
-    paths = {"manifest": "manifest.csv", "ground_truth": "ground_truth.jsonl", "labels": "labels.json",
-             "summary": "summary.json", "images": "images"}
+    paths = {
+        "manifest": "manifest.csv",
+        "ground_truth": "ground_truth.jsonl",
+        "labels": "labels.json",
+        "summary": "summary.json",
+        "images": "images",
+    }
     if masks:
         paths["masks"] = "masks"
     return {
@@ -163,9 +170,13 @@ def _prepare_output(root: Path, overwrite: bool, masks: bool) -> None:
     """Create the output folders; refuse a non-empty folder unless it is a previous synthetic data set."""
     if root.exists() and any(root.iterdir()):
         if not overwrite:
-            raise OutputExistsError(f"{root} is not empty; pass overwrite=True to replace a previous synthetic data set")
+            raise OutputExistsError(
+                f"{root} is not empty; pass overwrite=True to replace a previous synthetic data set"
+            )
         if not _is_synthetic_dataset(root):
-            raise OutputExistsError(f"{root} is not empty and holds no synthetic data set ({GENERATOR}); not touching it")
+            raise OutputExistsError(
+                f"{root} is not empty and holds no synthetic data set ({GENERATOR}); not touching it"
+            )
         for name in OUTPUT_DIRS:
             shutil.rmtree(root / name, ignore_errors=True)
         for name in OUTPUT_FILES:

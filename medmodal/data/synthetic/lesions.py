@@ -232,7 +232,11 @@ def sample_edema(rng, subtle, severity, anatomy, ctr):
     """Bilateral perihilar haze: its spread, and interstitial (Kerley B) lines when marked."""
     spread = by_severity(subtle, severity, (0.18, 0.22), (0.22, 0.34))
     grade = "mild" if subtle else graded(severity, (0.7,), ("moderate", "severe"))
-    return "bilateral", grade, {"spread": round(spread, 4), "interstitial_lines": int(not subtle and severity > 0.5)}
+    return (
+        "bilateral",
+        grade,
+        {"spread": round(spread, 4), "interstitial_lines": int(not subtle and severity > 0.5)},
+    )
 
 
 def render_edema(chest: Chest, finding: Finding, rng) -> Layer:
@@ -250,7 +254,9 @@ def render_edema(chest: Chest, finding: Finding, rng) -> Layer:
         delta += density * haze * chest.lung[side]
         if int(finding.params["interstitial_lines"]):
             lines = (0.5 + 0.5 * np.cos(2 * np.pi * grid.v / 0.045)) ** 12
-            base = soft_inside(anatomy.thorax_half_width - 0.12 - m, grid.edge) * soft_inside(v_h + 0.2 - grid.v, grid.edge)
+            base = soft_inside(anatomy.thorax_half_width - 0.12 - m, grid.edge) * soft_inside(
+                v_h + 0.2 - grid.v, grid.edge
+            )
             delta += 0.05 * finding.conspicuity * lines * base * chest.lung[side]
     return make_layer(region, delta, 0.5 * finding.conspicuity * region)
 

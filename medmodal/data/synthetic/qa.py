@@ -47,7 +47,11 @@ FINDING_PHRASES: dict[str, tuple[tuple[str, str], ...]] = {
 PRESENCE = ("Is there {a}?", "Does the image show {a}?", "Is {a} present?", "Do you see {a}?")
 NORMALITY = ("Is this chest radiograph normal?", "Is the study normal?", "Is this a normal chest x-ray?")
 WHICH_FINDING = ("Which finding is present?", "What is the abnormality?", "What abnormality is seen?")
-LATERALITY = ("Which side is the {noun} on?", "On which side is the {noun}?", "Is the {noun} on the right or the left?")
+LATERALITY = (
+    "Which side is the {noun} on?",
+    "On which side is the {noun}?",
+    "Is the {noun} on the right or the left?",
+)
 SIZE = {
     "cardiomegaly": ("How severe is the {noun}?", "What is the degree of {noun}?"),
     "effusion": ("How large is the {noun}?", "What is the size of the {noun}?"),
@@ -64,7 +68,9 @@ def questions_for_study(study: StudyLatent) -> list[QARecord]:
     """All question–answer pairs of one study (see the module docstring for what is asked)."""
     rng = np.random.default_rng([study.text_seed, QA_STREAM])
     records = presence_questions(study, rng)
-    records.append(_record(study, _pick(NORMALITY, rng), "no" if study.findings else "yes", "closed", "normality"))
+    records.append(
+        _record(study, _pick(NORMALITY, rng), "no" if study.findings else "yes", "closed", "normality")
+    )
     if len(study.findings) <= 1:
         answer = study.findings[0].label if study.findings else NO_FINDING
         records.append(_record(study, _pick(WHICH_FINDING, rng), answer, "closed", "which_finding"))
@@ -83,7 +89,15 @@ def presence_questions(study: StudyLatent, rng: np.random.Generator) -> list[QAR
     for label in sorted(present + asked_absent, key=LABELS.index):
         article, _ = _pick(FINDING_PHRASES[label], rng)
         question = _pick(PRESENCE, rng).format(a=article)
-        records.append(_record(study, question[0].upper() + question[1:], "yes" if label in present else "no", "closed", "presence"))
+        records.append(
+            _record(
+                study,
+                question[0].upper() + question[1:],
+                "yes" if label in present else "no",
+                "closed",
+                "presence",
+            )
+        )
     return records
 
 
@@ -92,9 +106,13 @@ def finding_questions(study: StudyLatent, finding: Finding, rng: np.random.Gener
     _, noun = _pick(FINDING_PHRASES[finding.label], rng)
     records = []
     if finding.label in SIDED_LABELS and finding.side:
-        records.append(_record(study, _pick(LATERALITY, rng).format(noun=noun), finding.side, "closed", "laterality"))
+        records.append(
+            _record(study, _pick(LATERALITY, rng).format(noun=noun), finding.side, "closed", "laterality")
+        )
     if finding.grade:
-        records.append(_record(study, _pick(SIZE[finding.label], rng).format(noun=noun), finding.grade, "open", "size"))
+        records.append(
+            _record(study, _pick(SIZE[finding.label], rng).format(noun=noun), finding.grade, "open", "size")
+        )
     lobe = finding.params.get("lobe")
     if finding.label == "consolidation" and lobe:
         records.append(_record(study, _pick(LOCATION, rng).format(noun=noun), str(lobe), "open", "location"))

@@ -56,7 +56,8 @@ def render_study(study: StudyLatent, image_size: int = 128) -> Rendering:
     ctr = float(cardiomegaly.params["ctr"]) if cardiomegaly else study.anatomy.ctr
     chest = build_chest(grid, study.anatomy, ctr, component_rng(study.render_seed, "anatomy"))
     layers = {
-        f.label: LESIONS[f.label].render(chest, f, component_rng(study.render_seed, f.label)) for f in study.findings
+        f.label: LESIONS[f.label].render(chest, f, component_rng(study.render_seed, f.label))
+        for f in study.findings
     }
     visible_markings = np.ones_like(grid.u)
     attenuation = chest.base.copy()
@@ -68,15 +69,23 @@ def render_study(study: StudyLatent, image_size: int = 128) -> Rendering:
         attenuation += _catheter(grid, study.central_line)
     intensity = acquire(attenuation, study.acquisition, grid, component_rng(study.render_seed, "acquisition"))
     image = np.round(np.clip(intensity, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return Rendering(image=image, label_map=label_map(layers, grid.u.shape), boxes=boxes_of(layers), layers=layers)
+    return Rendering(
+        image=image, label_map=label_map(layers, grid.u.shape), boxes=boxes_of(layers), layers=layers
+    )
 
 
-def acquire(attenuation: np.ndarray, acquisition: Acquisition, grid: Grid, rng: np.random.Generator) -> np.ndarray:
+def acquire(
+    attenuation: np.ndarray, acquisition: Acquisition, grid: Grid, rng: np.random.Generator
+) -> np.ndarray:
     """The site's look: transfer curve (contrast, gamma, brightness), blur, noise, burnt-in marker."""
     scale = grid.size / 128.0
-    intensity = acquisition.brightness + acquisition.contrast * np.clip(attenuation, 0.0, None) ** acquisition.gamma
+    intensity = (
+        acquisition.brightness + acquisition.contrast * np.clip(attenuation, 0.0, None) ** acquisition.gamma
+    )
     intensity = gaussian_filter(intensity, acquisition.blur_px * scale)
-    intensity = intensity + acquisition.noise_std * (0.6 + 0.8 * intensity) * rng.standard_normal(intensity.shape)
+    intensity = intensity + acquisition.noise_std * (0.6 + 0.8 * intensity) * rng.standard_normal(
+        intensity.shape
+    )
     if acquisition.marker:
         _burn_marker(intensity, acquisition.marker)
     return intensity
@@ -113,7 +122,9 @@ def _burn_marker(intensity: np.ndarray, letter: str) -> None:
     """Write the side marker (near-white block letter) in the top corner of that side, in place."""
     size = intensity.shape[0]
     cell = max(1, round(size / 64))
-    glyph = np.kron(np.array([[c == "1" for c in row] for row in MARKER_GLYPHS[letter]]), np.ones((cell, cell), bool))
+    glyph = np.kron(
+        np.array([[c == "1" for c in row] for row in MARKER_GLYPHS[letter]]), np.ones((cell, cell), bool)
+    )
     top = round(0.05 * size)
     left = top if letter == "R" else size - top - glyph.shape[1]  # patient's right is the viewer's left
     intensity[top : top + glyph.shape[0], left : left + glyph.shape[1]][glyph] = 0.96

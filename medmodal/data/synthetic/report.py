@@ -22,8 +22,19 @@ from medmodal.data.synthetic.latent import Finding, StudyLatent
 from medmodal.data.synthetic.vocabulary import NORMAL_HEART
 
 UNCERTAIN_RATE = 0.5  # share of subtle findings reported with an uncertainty cue
-NEGATE_RATE = {"cardiomegaly": 0.85, "effusion": 0.6, "pneumothorax": 0.65, "consolidation": 0.5, "edema": 0.3, "nodule": 0.2}
-SYSTEMS = {"heart": ("cardiomegaly",), "lungs": ("nodule", "consolidation", "edema"), "pleura": ("effusion", "pneumothorax")}
+NEGATE_RATE = {
+    "cardiomegaly": 0.85,
+    "effusion": 0.6,
+    "pneumothorax": 0.65,
+    "consolidation": 0.5,
+    "edema": 0.3,
+    "nodule": 0.2,
+}
+SYSTEMS = {
+    "heart": ("cardiomegaly",),
+    "lungs": ("nodule", "consolidation", "edema"),
+    "pleura": ("effusion", "pneumothorax"),
+}
 IMPRESSION_ORDER = ("pneumothorax", "consolidation", "edema", "effusion", "nodule", "cardiomegaly")
 
 NOUNS = {
@@ -35,44 +46,81 @@ ADVERBS = {"mild": "mildly", "moderate": "moderately", "marked": "markedly", "se
 # Findings-section sentences, per label: (certain templates, uncertain templates).
 FINDING_TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "cardiomegaly": (
-        ("{Grade} cardiomegaly.", "The heart is {adverb} enlarged.", "{Adverb} enlarged cardiac silhouette.",
-         "There is {grade} cardiac enlargement."),
-        ("Possible {grade} cardiomegaly.", "Questionable {grade} cardiac enlargement.",
-         "Heart size is borderline; cannot exclude {grade} cardiomegaly."),
+        (
+            "{Grade} cardiomegaly.",
+            "The heart is {adverb} enlarged.",
+            "{Adverb} enlarged cardiac silhouette.",
+            "There is {grade} cardiac enlargement.",
+        ),
+        (
+            "Possible {grade} cardiomegaly.",
+            "Questionable {grade} cardiac enlargement.",
+            "Heart size is borderline; cannot exclude {grade} cardiomegaly.",
+        ),
     ),
     "nodule": (
-        ("There is a {mm} {noun} in the {loc}.", "{Loc} {noun} measuring {mm}.", "A {mm} {noun} projects over the {loc}."),
-        ("Cannot exclude a small {noun} in the {loc}.", "Questionable {noun} in the {loc}.",
-         "Possible {mm} {noun} in the {loc}."),
+        (
+            "There is a {mm} {noun} in the {loc}.",
+            "{Loc} {noun} measuring {mm}.",
+            "A {mm} {noun} projects over the {loc}.",
+        ),
+        (
+            "Cannot exclude a small {noun} in the {loc}.",
+            "Questionable {noun} in the {loc}.",
+            "Possible {mm} {noun} in the {loc}.",
+        ),
     ),
     "nodule_followup": (
         ("Again seen is a {mm} {noun} in the {loc}, unchanged.", "Stable {mm} {noun} in the {loc}."),
         ("Questionable {noun} in the {loc}, not clearly changed.", "Possible {noun} again in the {loc}."),
     ),
     "consolidation": (
-        ("There is {grade} {noun} in the {lobe}{bronchograms}.", "{Grade} {noun} in the {lobe}{bronchograms}.",
-         "{Lobe} {noun}{bronchograms}."),
-        ("Possible {noun} in the {lobe}.", "Questionable {noun} in the {lobe}.",
-         "Subtle hazy opacity in the {lobe} may represent early airspace disease."),
+        (
+            "There is {grade} {noun} in the {lobe}{bronchograms}.",
+            "{Grade} {noun} in the {lobe}{bronchograms}.",
+            "{Lobe} {noun}{bronchograms}.",
+        ),
+        (
+            "Possible {noun} in the {lobe}.",
+            "Questionable {noun} in the {lobe}.",
+            "Subtle hazy opacity in the {lobe} may represent early airspace disease.",
+        ),
     ),
     "edema": (
-        ("{Grade} pulmonary edema{lines}.", "There is {grade} interstitial edema{lines}.",
-         "Perihilar haziness and vascular indistinctness, consistent with {grade} pulmonary edema{lines}."),
-        ("Possible mild interstitial edema.", "Mildly prominent interstitial markings may represent mild interstitial edema.",
-         "Questionable mild pulmonary edema."),
+        (
+            "{Grade} pulmonary edema{lines}.",
+            "There is {grade} interstitial edema{lines}.",
+            "Perihilar haziness and vascular indistinctness, consistent with {grade} pulmonary edema{lines}.",
+        ),
+        (
+            "Possible mild interstitial edema.",
+            "Mildly prominent interstitial markings may represent mild interstitial edema.",
+            "Questionable mild pulmonary edema.",
+        ),
     ),
     "effusion": (
-        ("{Grade} {side} pleural effusion{s}.", "{Grade} amount of {side} pleural fluid.",
-         "Blunting of the {side} costophrenic angle{s}, compatible with {article}{grade} effusion{s}."),
-        ("Possible small {side} pleural effusion{s}.",
-         "Blunting of the {side} costophrenic angle{s} may represent {article}small effusion{s}.",
-         "Cannot exclude {article}small {side} pleural effusion{s}."),
+        (
+            "{Grade} {side} pleural effusion{s}.",
+            "{Grade} amount of {side} pleural fluid.",
+            "Blunting of the {side} costophrenic angle{s}, compatible with {article}{grade} effusion{s}.",
+        ),
+        (
+            "Possible small {side} pleural effusion{s}.",
+            "Blunting of the {side} costophrenic angle{s} may represent {article}small effusion{s}.",
+            "Cannot exclude {article}small {side} pleural effusion{s}.",
+        ),
     ),
     "pneumothorax": (
-        ("{Grade} {side} {apical}pneumothorax.", "There is a {grade} {side} {apical}pneumothorax.",
-         "{Grade} {side} {apical}pneumothorax with a visible visceral pleural line."),
-        ("Questionable small {side} apical pneumothorax.", "Cannot exclude a small {side} apical pneumothorax.",
-         "Possible small {side} apical pneumothorax."),
+        (
+            "{Grade} {side} {apical}pneumothorax.",
+            "There is a {grade} {side} {apical}pneumothorax.",
+            "{Grade} {side} {apical}pneumothorax with a visible visceral pleural line.",
+        ),
+        (
+            "Questionable small {side} apical pneumothorax.",
+            "Cannot exclude a small {side} apical pneumothorax.",
+            "Possible small {side} apical pneumothorax.",
+        ),
     ),
 }
 IMPRESSION_TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -82,7 +130,10 @@ IMPRESSION_TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "consolidation": (("{Lobe} {noun}{interpretation}",), ("Possible {lobe} {noun}",)),
     "edema": (("{Grade} pulmonary edema",), ("Possible mild interstitial edema",)),
     "effusion": (("{Grade} {side} pleural effusion{s}",), ("Possible small {side} pleural effusion{s}",)),
-    "pneumothorax": (("{Grade} {side} {apical}pneumothorax",), ("Possible small {side} apical pneumothorax",)),
+    "pneumothorax": (
+        ("{Grade} {side} {apical}pneumothorax",),
+        ("Possible small {side} apical pneumothorax",),
+    ),
 }
 NEGATED_NOUNS = {
     "effusion": ("pleural effusion", "effusion"),
@@ -93,15 +144,25 @@ NEGATED_NOUNS = {
 }
 NEGATION_TEMPLATES = ("No {x}.", "No evidence of {x}.", "Negative for {x}.", "There is no {x}.")
 NORMAL_SENTENCES = {
-    "mediastinum": ("The mediastinal contours are normal.", "Mediastinal contours are unremarkable.",
-                    "Normal mediastinal silhouette."),
+    "mediastinum": (
+        "The mediastinal contours are normal.",
+        "Mediastinal contours are unremarkable.",
+        "Normal mediastinal silhouette.",
+    ),
     "lungs_clear": ("The lungs are clear.", "Lungs are clear.", "The lungs are well expanded and clear."),
     "lungs_otherwise": ("The lungs are otherwise clear.", "Lungs are otherwise well aerated."),
     "angles": ("The costophrenic angles are sharp.",),
-    "bones": ("The osseous structures are intact.", "No acute osseous abnormality.",
-              "Visualized osseous structures are unremarkable."),
-    "normal_impression": ("No acute cardiopulmonary abnormality.", "No acute cardiopulmonary process.",
-                          "No acute intrathoracic abnormality.", "Normal chest radiograph."),
+    "bones": (
+        "The osseous structures are intact.",
+        "No acute osseous abnormality.",
+        "Visualized osseous structures are unremarkable.",
+    ),
+    "normal_impression": (
+        "No acute cardiopulmonary abnormality.",
+        "No acute cardiopulmonary process.",
+        "No acute intrathoracic abnormality.",
+        "Normal chest radiograph.",
+    ),
 }
 CATHETER_SENTENCES = (
     "{Side} internal jugular central venous catheter with tip in the superior vena cava.",
@@ -135,7 +196,9 @@ def _findings_sentences(study: StudyLatent, uncertain, rng) -> list[str]:
     present = {f.label: f for f in study.findings}
     sentences: list[str] = []
     if "cardiomegaly" in present:
-        sentences.append(_describe(present["cardiomegaly"], study, "cardiomegaly" in uncertain, FINDING_TEMPLATES, rng))
+        sentences.append(
+            _describe(present["cardiomegaly"], study, "cardiomegaly" in uncertain, FINDING_TEMPLATES, rng)
+        )
     elif rng.random() < NEGATE_RATE["cardiomegaly"]:
         sentences.append(_pick(NORMAL_HEART, rng))
     if rng.random() < 0.6:
@@ -149,11 +212,15 @@ def _findings_sentences(study: StudyLatent, uncertain, rng) -> list[str]:
     return sentences
 
 
-def _system_sentences(system: str, study: StudyLatent, present: dict[str, Finding], uncertain, rng) -> list[str]:
+def _system_sentences(
+    system: str, study: StudyLatent, present: dict[str, Finding], uncertain, rng
+) -> list[str]:
     """Positive findings of one organ system, then (some) negations of its absent findings."""
     labels = SYSTEMS[system]
     positives = [
-        _describe(present[label], study, label in uncertain, FINDING_TEMPLATES, rng) for label in labels if label in present
+        _describe(present[label], study, label in uncertain, FINDING_TEMPLATES, rng)
+        for label in labels
+        if label in present
     ]
     absent = [label for label in labels if label not in present]
     negated = [label for label in absent if rng.random() < NEGATE_RATE[label]]
@@ -189,7 +256,9 @@ def _impression(study: StudyLatent, uncertain, rng) -> str:
         return _pick(NORMAL_SENTENCES["normal_impression"], rng)
     present = {f.label: f for f in study.findings}
     ordered = [label for label in IMPRESSION_ORDER if label in present]
-    phrases = [_describe(present[label], study, label in uncertain, IMPRESSION_TEMPLATES, rng) for label in ordered]
+    phrases = [
+        _describe(present[label], study, label in uncertain, IMPRESSION_TEMPLATES, rng) for label in ordered
+    ]
     if _heart_failure_pattern(present, uncertain) and rng.random() < 0.5:
         phrases.append("Findings are consistent with congestive heart failure")
     if "nodule" in present and study.visit == 0 and "nodule" not in uncertain and rng.random() < 0.5:
@@ -223,7 +292,9 @@ def _slots(finding: Finding, study: StudyLatent, rng) -> dict[str, str]:
         "article": "" if bilateral else "a ",
         "mm": finding.grade,
         "apical": "apical " if int(params.get("apical", 0)) else "",
-        "lines": " with Kerley B lines" if int(params.get("interstitial_lines", 0)) and rng.random() < 0.6 else "",
+        "lines": " with Kerley B lines"
+        if int(params.get("interstitial_lines", 0)) and rng.random() < 0.6
+        else "",
         "bronchograms": " with air bronchograms" if not finding.subtle and rng.random() < 0.6 else "",
         "interpretation": _pick(INTERPRETATIONS, rng) if rng.random() < 0.5 else "",
         "lobe": str(params.get("lobe", "")),
@@ -251,4 +322,3 @@ def _fill(template: str, slots: dict[str, str]) -> str:
 
 def _pick(options, rng):
     return options[int(rng.integers(len(options)))]
-

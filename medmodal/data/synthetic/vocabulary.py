@@ -40,7 +40,13 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 NEGATION_CUES: tuple[str, ...] = ("no", "without", "negative for", "no evidence of")
-UNCERTAINTY_CUES: tuple[str, ...] = ("possible", "may represent", "cannot exclude", "suspicious for", "questionable")
+UNCERTAINTY_CUES: tuple[str, ...] = (
+    "possible",
+    "may represent",
+    "cannot exclude",
+    "suspicious for",
+    "questionable",
+)
 NORMAL_HEART: tuple[str, ...] = (
     "Heart size is normal.",
     "Normal heart size.",

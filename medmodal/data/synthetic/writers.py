@@ -17,7 +17,18 @@ from medmodal.data.synthetic.render import Rendering
 from medmodal.data.synthetic.report import Report
 from medmodal.data.synthetic.vocabulary import LABELS
 
-MANIFEST_COLUMNS = ("id", "patient_id", "image", "indication", "findings", "impression", "labels", "boxes", "split", "site")
+MANIFEST_COLUMNS = (
+    "id",
+    "patient_id",
+    "image",
+    "indication",
+    "findings",
+    "impression",
+    "labels",
+    "boxes",
+    "split",
+    "site",
+)
 IMAGE_FORMATS = ("png", "dicom-monochrome2", "dicom-monochrome1")
 
 # DICOM encoding of an 8-bit pixel value p (see write_dicom).
@@ -109,7 +120,9 @@ def write_mask(root: Path, study: StudyLatent, label_map: np.ndarray) -> str:
     return relative
 
 
-def manifest_row(study: StudyLatent, report: Report, rendering: Rendering, image: str, mask: str | None) -> dict:
+def manifest_row(
+    study: StudyLatent, report: Report, rendering: Rendering, image: str, mask: str | None
+) -> dict:
     """One manifest row in the dataset contract."""
     present = [label for label in LABELS if label in rendering.boxes]
     boxes = [{"label": label, "box": list(rendering.boxes[label])} for label in present]
@@ -136,7 +149,11 @@ def ground_truth_record(study: StudyLatent, report: Report, rendering: Rendering
     per_label = {}
     for label in LABELS:
         finding = study.finding(label)
-        entry: dict[str, Any] = {"present": finding is not None, "hinted": label in hinted, "reported_uncertain": label in report.uncertain}
+        entry: dict[str, Any] = {
+            "present": finding is not None,
+            "hinted": label in hinted,
+            "reported_uncertain": label in report.uncertain,
+        }
         if finding is not None:
             entry.update(
                 subtle=finding.subtle,

@@ -145,7 +145,9 @@ def _checked_true_boxes(
             if not 0 <= int(label) < c:
                 raise ValueError(f"true_boxes[{i}][{k}]: class index {label} outside 0..{c - 1}")
             if not np.isfinite(box).all() or box[2] < box[0] or box[3] < box[1]:
-                raise ValueError(f"true_boxes[{i}][{k}]: invalid box {box.tolist()} (need x0 <= x1, y0 <= y1)")
+                raise ValueError(
+                    f"true_boxes[{i}][{k}]: invalid box {box.tolist()} (need x0 <= x1, y0 <= y1)"
+                )
             rows.append((int(label), box))
         checked.append(rows)
     return checked
@@ -225,7 +227,11 @@ def _average_precision(precision: np.ndarray) -> float:
 
 
 def froc_sensitivities(
-    tp_scores: Sequence[float], fp_scores: Sequence[float], num_targets: int, num_images: int, fp_rates: Sequence[float]
+    tp_scores: Sequence[float],
+    fp_scores: Sequence[float],
+    num_targets: int,
+    num_images: int,
+    fp_rates: Sequence[float],
 ) -> dict[str, float]:
     """FROC read at ``fp_rates``: for each rate, the highest sensitivity (true positives / ``num_targets``)
     among the score thresholds whose false positives per image (``/ num_images``) stay at or below it.
@@ -352,7 +358,9 @@ def matches_at_50(
     coco_eval = _coco_eval(truth, dets, categories) if categories else None
     if coco_eval is None:
         for c in categories:
-            out[c] = [ImageMatches(np.zeros(0), np.zeros(0, dtype=bool), sum(k == c for k, _ in s)) for s in truth]
+            out[c] = [
+                ImageMatches(np.zeros(0), np.zeros(0, dtype=bool), sum(k == c for k, _ in s)) for s in truth
+            ]
         return out
     all_area = coco_eval.params.areaRng[0]
     for entry in coco_eval.evalImgs:

@@ -194,8 +194,12 @@ class OneVsRestLogistic:
     Fitted state: ``coef`` [C, D], ``intercept`` [C] -- probabilities are ``sigmoid(X coef^T + b)``.
     """
 
-    def __init__(self, c_grid: Sequence[float] = DEFAULT_C_GRID, class_weight: str | None = "balanced",
-                 max_iter: int = 2000):
+    def __init__(
+        self,
+        c_grid: Sequence[float] = DEFAULT_C_GRID,
+        class_weight: str | None = "balanced",
+        max_iter: int = 2000,
+    ):
         self.c_grid = tuple(float(c) for c in c_grid)
         self.class_weight = class_weight
         self.max_iter = max_iter
@@ -213,14 +217,20 @@ class OneVsRestLogistic:
         fitted: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         for value in self.c_grid:
             fitted[value] = self._fit_one_c(x_train, y_train, value)
-            scores[value] = _macro_auroc(y_val, _sigmoid(_linear(x_val, *fitted[value]))) if x_val.shape[0] else None
+            scores[value] = (
+                _macro_auroc(y_val, _sigmoid(_linear(x_val, *fitted[value]))) if x_val.shape[0] else None
+            )
         known = {k: v for k, v in scores.items() if v is not None}
         chosen = max(known, key=lambda c: known[c]) if known else (1.0 if 1.0 in fitted else self.c_grid[0])
         if not known:
             log.warning("no validation label with both classes: C = %g without selection", chosen)
         self.coef, self.intercept = fitted[chosen]
-        return {"C": chosen, "val_auroc_macro_by_C": {str(k): v for k, v in scores.items()},
-                "constant_labels": int((~_two_classes(y_train)).sum()), "n_train": int(n)}
+        return {
+            "C": chosen,
+            "val_auroc_macro_by_C": {str(k): v for k, v in scores.items()},
+            "constant_labels": int((~_two_classes(y_train)).sum()),
+            "n_train": int(n),
+        }
 
     def _fit_one_c(self, x, y: np.ndarray, c_value: float) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.linear_model import LogisticRegression
@@ -243,8 +253,10 @@ class OneVsRestLogistic:
     def state(self) -> State:
         # Only called on a fitted (or loaded) model: fit and load_state set all three arrays.
         assert self.coef is not None and self.intercept is not None and self.prior is not None
-        return ({"c_grid": list(self.c_grid), "class_weight": self.class_weight},
-                {"coef": self.coef.astype(np.float64), "intercept": self.intercept, "prior": self.prior})
+        return (
+            {"c_grid": list(self.c_grid), "class_weight": self.class_weight},
+            {"coef": self.coef.astype(np.float64), "intercept": self.intercept, "prior": self.prior},
+        )
 
     def load_state(self, arrays: dict[str, np.ndarray], n_labels: int, n_features: int) -> None:
         coef, intercept, prior = arrays["coef"], arrays["intercept"], arrays["prior"]
@@ -257,8 +269,10 @@ class OneVsRestLogistic:
 def check_shape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
     """A stored array of the wrong shape or kind is a broken run folder, not a crash later."""
     if array.shape != shape or array.dtype.kind not in "fiub":
-        raise ValueError(f"baseline state '{name}': expected a numeric array of shape {shape}, "
-                         f"got {array.dtype} {array.shape}")
+        raise ValueError(
+            f"baseline state '{name}': expected a numeric array of shape {shape}, "
+            f"got {array.dtype} {array.shape}"
+        )
 
 
 def _two_classes(y: np.ndarray) -> np.ndarray:

@@ -45,7 +45,9 @@ class LateFusion(ClassifierBaseline):
             name = getattr(self.settings, modality)
             part = create("baseline", name, seed=self.seed, table=self.table, **self.table.get(name, {}))
             if not isinstance(part, ClassifierBaseline) or part.modality != modality:
-                raise ValueError(f"baseline.kwargs.late_fusion.{modality}: '{name}' is not a {modality} classifier baseline")
+                raise ValueError(
+                    f"baseline.kwargs.late_fusion.{modality}: '{name}' is not a {modality} classifier baseline"
+                )
             self.parts[modality] = part
         self.prior: np.ndarray | None = None
 
@@ -87,4 +89,8 @@ class LateFusion(ClassifierBaseline):
         self.prior = arrays["prior"]
         for modality, part in self.parts.items():
             prefix = f"{modality}/"
-            part.load_state(meta[modality], {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, n_labels)
+            part.load_state(
+                meta[modality],
+                {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)},
+                n_labels,
+            )

@@ -77,7 +77,9 @@ class LinearProbe(ClassifierBaseline):
         pixels, present = data.images(self.image_size, hide)
         chunks = []
         for start in range(0, len(data), self.settings.batch_size):
-            batch = normalize_image(torch.from_numpy(pixels[start : start + self.settings.batch_size]))[:, None]
+            batch = normalize_image(torch.from_numpy(pixels[start : start + self.settings.batch_size]))[
+                :, None
+            ]
             body = getattr(self.encoder, "body", None)
             fmap = body(batch) if body is not None else self.encoder(batch).grid
             pooled = []
@@ -98,8 +100,12 @@ class LinearProbe(ClassifierBaseline):
         x_train, keep_train = self.features(train)
         x_val, keep_val = self.features(val)
         x_train = self.scaler.fit_transform(x_train[keep_train])
-        info = self.logistic.fit(x_train, train.targets()[keep_train],
-                                 self.scaler.transform(x_val[keep_val]), val.targets()[keep_val])
+        info = self.logistic.fit(
+            x_train,
+            train.targets()[keep_train],
+            self.scaler.transform(x_val[keep_val]),
+            val.targets()[keep_val],
+        )
         return {**info, "n_features": int(x_train.shape[1]), "image_size": self.image_size}
 
     def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
@@ -111,16 +117,20 @@ class LinearProbe(ClassifierBaseline):
     def state(self) -> State:
         meta, arrays = self.logistic.state()
         weights = {ENCODER_PREFIX + k: v.detach().cpu().numpy() for k, v in self.encoder.state_dict().items()}
-        return ({"logistic": meta, "image_size": self.image_size, "n_features": len(self.scaler.state()["mean"])},
-                {**arrays, **self.scaler.state(), **weights})
+        return (
+            {"logistic": meta, "image_size": self.image_size, "n_features": len(self.scaler.state()["mean"])},
+            {**arrays, **self.scaler.state(), **weights},
+        )
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n_labels: int) -> None:
         self.image_size = int(meta["image_size"])
         expected = self.encoder.state_dict()
-        weights = {k[len(ENCODER_PREFIX):]: v for k, v in arrays.items() if k.startswith(ENCODER_PREFIX)}
+        weights = {k[len(ENCODER_PREFIX) :]: v for k, v in arrays.items() if k.startswith(ENCODER_PREFIX)}
         if set(weights) != set(expected):
-            raise ValueError("baseline state: the stored encoder weights do not match the encoder "
-                             f"'{self.settings.encoder}' ({len(weights)} stored, {len(expected)} expected)")
+            raise ValueError(
+                "baseline state: the stored encoder weights do not match the encoder "
+                f"'{self.settings.encoder}' ({len(weights)} stored, {len(expected)} expected)"
+            )
         for key, value in expected.items():
             check_shape(ENCODER_PREFIX + key, weights[key], tuple(value.shape))
         self.encoder.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})

@@ -61,7 +61,9 @@ class NearestReport(Baseline):
     def _vectors(self, data: BaselineData, hide: Hide | None = None, fit: bool = False):
         if self.settings.by == "text":
             texts = data.texts(hide)
-            return (self.features.fit_transform(texts) if fit else self.features.transform(texts)), data.has_text(hide)
+            return (
+                self.features.fit_transform(texts) if fit else self.features.transform(texts)
+            ), data.has_text(hide)
         pixels, present = data.images(self.settings.size, hide)
         return pixels.reshape(len(data), -1).astype(np.float32), present
 
@@ -89,7 +91,9 @@ class NearestReport(Baseline):
             chosen.append(np.asarray(sims.toarray() if hasattr(sims, "toarray") else sims).argmax(axis=1))
         return np.concatenate(chosen)
 
-    def predict(self, data: BaselineData, probs: np.ndarray | None = None, hide: Hide | None = None) -> list[str]:
+    def predict(
+        self, data: BaselineData, probs: np.ndarray | None = None, hide: Hide | None = None
+    ) -> list[str]:
         """N reports."""
         vectors, present = self._vectors(data, hide)
         chosen = np.full(len(data), self.default)
@@ -111,14 +115,18 @@ class NearestReport(Baseline):
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n_labels: int) -> None:
         reports = meta["reports"]
-        if not isinstance(reports, list) or not 0 < len(reports) <= MAX_REPORTS or not all(isinstance(r, str) for r in reports):
+        if (
+            not isinstance(reports, list)
+            or not 0 < len(reports) <= MAX_REPORTS
+            or not all(isinstance(r, str) for r in reports)
+        ):
             raise ValueError("baseline state 'reports': expected a non-empty list of strings")
         if not 0 <= int(meta["default"]) < len(reports):
             raise ValueError("baseline state 'default': not an index of the stored reports")
         self.reports, self.default = reports, int(meta["default"])
         m = len(reports)
         if self.settings.by == "image":
-            check_shape("keys", arrays["keys"], (m, self.settings.size ** 2))
+            check_shape("keys", arrays["keys"], (m, self.settings.size**2))
             self.keys = arrays["keys"]
             return
         from scipy.sparse import csr_matrix
@@ -128,6 +136,11 @@ class NearestReport(Baseline):
         check_shape("keys_indptr", indptr, (m + 1,))
         check_shape("keys_data", arrays["keys_data"], indices.shape)
         v = self.features.size
-        if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices) or (len(indices) and (indices.min() < 0 or indices.max() >= v)):
+        if (
+            indptr[0] != 0
+            or np.any(np.diff(indptr) < 0)
+            or indptr[-1] != len(indices)
+            or (len(indices) and (indices.min() < 0 or indices.max() >= v))
+        ):
             raise ValueError("baseline state 'keys': not a valid sparse matrix of the stored vocabulary")
         self.keys = csr_matrix((arrays["keys_data"], indices, indptr), shape=(m, v))

@@ -82,8 +82,12 @@ class PixelLogistic(ClassifierBaseline):
         x_train, keep_train = self._pixels(train)
         x_val, keep_val = self._pixels(val)
         x_train = self.scaler.fit_transform(x_train[keep_train])
-        return self.logistic.fit(x_train, train.targets()[keep_train],
-                                 self.scaler.transform(x_val[keep_val]), val.targets()[keep_val])
+        return self.logistic.fit(
+            x_train,
+            train.targets()[keep_train],
+            self.scaler.transform(x_val[keep_val]),
+            val.targets()[keep_val],
+        )
 
     def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
         x, present = self._pixels(data, hide)

@@ -59,7 +59,9 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
                     shape, dtype = _header(fh, f"{path}: {info.filename}")
                 size = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
                 if size > MAX_ARRAY_BYTES:
-                    raise BaselineStateError(f"{path}: {info.filename}: {size} bytes, more than {MAX_ARRAY_BYTES}")
+                    raise BaselineStateError(
+                        f"{path}: {info.filename}: {size} bytes, more than {MAX_ARRAY_BYTES}"
+                    )
                 total += size
             if total > MAX_TOTAL_BYTES:
                 raise BaselineStateError(f"{path}: {total} bytes of arrays, more than {MAX_TOTAL_BYTES}")

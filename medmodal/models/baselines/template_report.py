@@ -78,21 +78,29 @@ class TemplateReport(Baseline):
         self.labels: list[str] = []
         self.thresholds: np.ndarray | None = None
 
-    def fit(self, train: BaselineData, val: BaselineData, *, val_probs: np.ndarray | None = None, **context: Any) -> dict[str, Any]:
+    def fit(
+        self, train: BaselineData, val: BaselineData, *, val_probs: np.ndarray | None = None, **context: Any
+    ) -> dict[str, Any]:
         """``val_probs`` [N_val, C]: the classifier's validation probabilities (for ``threshold: val_f1``)."""
         self.labels = list(train.labels)
         if self.settings.threshold != "val_f1":
             self.thresholds = np.full(len(self.labels), float(self.settings.threshold))
         elif val_probs is None or len(val) == 0:
-            raise ValueError("template_report with threshold 'val_f1' needs a classifier and validation studies")
+            raise ValueError(
+                "template_report with threshold 'val_f1' needs a classifier and validation studies"
+            )
         else:
             self.thresholds = np.asarray(best_f1_thresholds(val_probs, val.targets()), dtype=np.float64)
         return {"thresholds": dict(zip(self.labels, self.thresholds.round(4).tolist()))}
 
-    def predict(self, data: BaselineData, probs: np.ndarray | None = None, hide: Hide | None = None) -> list[str]:
+    def predict(
+        self, data: BaselineData, probs: np.ndarray | None = None, hide: Hide | None = None
+    ) -> list[str]:
         """N reports from the classifier's probabilities ``probs`` [N, C]."""
         if probs is None:
-            raise ValueError("template_report needs the probabilities of a classifier baseline (baseline.classifier)")
+            raise ValueError(
+                "template_report needs the probabilities of a classifier baseline (baseline.classifier)"
+            )
         reports = []
         for row in np.asarray(probs) >= self.thresholds:
             found = [sentence_for(name, self.settings.sentences) for name, on in zip(data.labels, row) if on]

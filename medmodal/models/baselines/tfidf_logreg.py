@@ -48,8 +48,13 @@ class TfidfFeatures:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         p = self.params
-        return TfidfVectorizer(ngram_range=(1, p["ngram_max"]), min_df=p["min_df"], max_features=p["max_features"],
-                               sublinear_tf=True, vocabulary=vocabulary)
+        return TfidfVectorizer(
+            ngram_range=(1, p["ngram_max"]),
+            min_df=p["min_df"],
+            max_features=p["max_features"],
+            sublinear_tf=True,
+            vocabulary=vocabulary,
+        )
 
     def fit_transform(self, texts: list[str]):
         """Fit on ``texts`` -> sparse [N, V]. Texts without a single word fit an empty-vocabulary stand-in."""

@@ -31,7 +31,9 @@ from medmodal.models.types import GenerationOutput
 class ReportDecoder(nn.Module):
     """Base class of the report decoders (see the module docstring)."""
 
-    def __init__(self, vocab_size: int, pad_id: int, bos_id: int, eos_id: int, condition_dim: int = 0) -> None:
+    def __init__(
+        self, vocab_size: int, pad_id: int, bos_id: int, eos_id: int, condition_dim: int = 0
+    ) -> None:
         super().__init__()
         if condition_dim < 0:
             raise ValueError(f"condition_dim must be >= 0, got {condition_dim}")
@@ -45,11 +47,15 @@ class ReportDecoder(nn.Module):
         """Raise unless ``condition`` is [batch_size, condition_dim] (None when ``condition_dim`` is 0)."""
         if self.condition_dim == 0:
             if condition is not None:
-                raise ValueError("this decoder was built without conditioning (condition_dim 0); pass condition=None")
+                raise ValueError(
+                    "this decoder was built without conditioning (condition_dim 0); pass condition=None"
+                )
             return
         if condition is None or tuple(condition.shape) != (batch_size, self.condition_dim):
             got = None if condition is None else tuple(condition.shape)
-            raise ValueError(f"condition must be [{batch_size}, {self.condition_dim}] (the findings), got {got}")
+            raise ValueError(
+                f"condition must be [{batch_size}, {self.condition_dim}] (the findings), got {got}"
+            )
 
     def init_state(
         self, context: Tensor, memory: Tensor, memory_mask: Tensor | None, condition: Tensor | None = None

@@ -100,7 +100,9 @@ class TransformerReportDecoder(ReportDecoder):
             assert condition is not None  # check_condition ran first (forward, generate)
             prompts = self.prompt_tokens(condition)
             tokens = torch.cat([tokens, prompts], dim=1)
-            padding = torch.cat([padding, torch.zeros_like(padding[:, :1]).expand(-1, prompts.shape[1])], dim=1)
+            padding = torch.cat(
+                [padding, torch.zeros_like(padding[:, :1]).expand(-1, prompts.shape[1])], dim=1
+            )
         return tokens, padding
 
     def decode(self, prefix: Tensor, memory: Tensor, memory_padding: Tensor) -> Tensor:

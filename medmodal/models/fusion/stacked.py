@@ -59,7 +59,9 @@ class StackedFusion(FusionLayer):
         self.text_classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(text_dim, num_labels))
         self.joint = None
         if hidden_dim:
-            self.joint = nn.Sequential(nn.Dropout(dropout), mlp(image_dim + text_dim, hidden_dim, num_labels, dropout))
+            self.joint = nn.Sequential(
+                nn.Dropout(dropout), mlp(image_dim + text_dim, hidden_dim, num_labels, dropout)
+            )
             last = cast(nn.Linear, cast(nn.Sequential, self.joint[-1])[-1])  # the mlp's last Linear
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)

@@ -9,6 +9,10 @@ from medmodal.models.peers import transchex  # registers its parts
 
 # Parts of a peer model: they work only together (widths, token layout), not with any other part, so
 # the per-part contract tests use ``registry.available(kind, standalone=True)``, which leaves them out.
-PEER_PARTS = {"image_encoder": ("transchex_image",), "text_encoder": ("transchex_text",), "fusion": ("transchex",)}
+PEER_PARTS = {
+    "image_encoder": ("transchex_image",),
+    "text_encoder": ("transchex_text",),
+    "fusion": ("transchex",),
+}
 
 __all__ = ["PEER_PARTS", "transchex"]

@@ -64,7 +64,9 @@ def bert_config(
     """The ``bert_config`` dict MONAI's ``MultiModal`` takes (Transchex's defaults otherwise)."""
     _require_transformers()
     if hidden_size % num_attention_heads:
-        raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
+        raise ValueError(
+            f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
+        )
     return {
         "hidden_size": hidden_size, "num_attention_heads": num_attention_heads,
         "intermediate_size": intermediate_size or 4 * hidden_size, "vocab_size": vocab_size,
@@ -186,7 +188,9 @@ class TranschexText(nn.Module):
         matched = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
         skipped = sorted(k for k in state if k in target and k not in matched)
         if not matched:
-            raise PretrainedWeightsError(f"{path}: no BERT key matches transchex_text (keys like {sorted(state)[:3]})")
+            raise PretrainedWeightsError(
+                f"{path}: no BERT key matches transchex_text (keys like {sorted(state)[:3]})"
+            )
         self.load_state_dict(matched, strict=False)
         log.info("transchex_text: %d tensors from %s; skipped (other shape): %s", len(matched), path, skipped)
         return sorted(matched)

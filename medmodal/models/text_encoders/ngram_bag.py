@@ -98,4 +98,6 @@ class NgramBagEncoder(nn.Module):
         sequence = self.embedding.weight[safe_ids] * mask.unsqueeze(-1).to(self.embedding.weight.dtype)
         word_weights = mask.float()
         attention = word_weights / word_weights.sum(dim=1, keepdim=True).clamp_min(1.0)
-        return TextFeatures(vector=self.vector_proj(pooled), sequence=sequence, mask=mask, attention=attention)
+        return TextFeatures(
+            vector=self.vector_proj(pooled), sequence=sequence, mask=mask, attention=attention
+        )

@@ -62,8 +62,16 @@ class RatingIn(BaseModel):
 class ReviewService:
     """Studies of one split, their (cached) predictions and renderings, and the ratings store."""
 
-    def __init__(self, predictor: Predictor, data: str | Path, *, split: str, ratings_url: str | Path,
-                 worker: Any, model_name: str):
+    def __init__(
+        self,
+        predictor: Predictor,
+        data: str | Path,
+        *,
+        split: str,
+        ratings_url: str | Path,
+        worker: Any,
+        model_name: str,
+    ):
         self.predictor = predictor
         self.worker = worker
         self.model_name = model_name
@@ -87,8 +95,13 @@ class ReviewService:
             if row["model"] == self.model_name:
                 rated[row["study_id"]] = rated.get(row["study_id"], 0) + 1
         return [
-            {"id": s.id, "site": s.site or "", "reference_labels": s.labels, "has_image": s.image is not None,
-             "n_ratings": rated.get(s.id, 0)}
+            {
+                "id": s.id,
+                "site": s.site or "",
+                "reference_labels": s.labels,
+                "has_image": s.image is not None,
+                "n_ratings": rated.get(s.id, 0),
+            }
             for s in self.studies.values()
         ]
 
@@ -111,7 +124,9 @@ class ReviewService:
     def case(self, study_id: str) -> dict[str, Any]:
         study = self.study(study_id)
         config = self.predictor.trained.config
-        reference = TARGET_SEP.join(study.sections[f] for f in config.data.target_fields if study.sections.get(f))
+        reference = TARGET_SEP.join(
+            study.sections[f] for f in config.data.target_fields if study.sections.get(f)
+        )
         return {
             "id": study.id,
             "site": study.site or "",
@@ -137,12 +152,16 @@ class ReviewService:
         """RGBA PNG at the stored image's size: colour where the localization heatmaps point."""
         study = self.study(study_id)
         if study.image is None or self.predictor.trained.model.localizer is None:
-            raise RequestRejected(404, f"no saliency for study '{study_id}' (no image or no localization head)")
+            raise RequestRejected(
+                404, f"no saliency for study '{study_id}' (no image or no localization head)"
+            )
         image, text = self.model_inputs(study)
         heatmaps, probs = self.worker.call(self._heatmaps, image, text)
         height, width = load_image(study.image).shape
         weights = saliency_map(heatmaps, probs, self.predictor.trained.config.evaluate.threshold)
-        resized = F.interpolate(weights[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        resized = F.interpolate(
+            weights[None, None], size=(height, width), mode="bilinear", align_corners=False
+        )[0, 0]
         alpha = np.round(resized.clamp(0, 1).numpy() * 200).astype(np.uint8)
         rgba = np.zeros((height, width, 4), dtype=np.uint8)
         rgba[..., :3] = SALIENCY_COLOUR
@@ -161,9 +180,16 @@ class ReviewService:
     def add_rating(self, rating: RatingIn) -> dict[str, Any]:
         self.study(rating.study_id)
         try:
-            row = self.ratings.add(Rating(study_id=rating.study_id, reader=rating.reader.strip(),
-                                          acceptable=rating.acceptable, errors=tuple(rating.errors),
-                                          comment=rating.comment, model=self.model_name))
+            row = self.ratings.add(
+                Rating(
+                    study_id=rating.study_id,
+                    reader=rating.reader.strip(),
+                    acceptable=rating.acceptable,
+                    errors=tuple(rating.errors),
+                    comment=rating.comment,
+                    model=self.model_name,
+                )
+            )
         except ValueError as err:
             raise RequestRejected(422, str(err)) from err
         return {"stored": True, "id": row.id}
@@ -229,8 +255,11 @@ def mount_review(app: FastAPI, service: ReviewService) -> None:
 
     @app.get("/v1/review/ratings.csv", summary="All ratings as CSV")
     def ratings_csv() -> Response:
-        return Response(service.ratings.export_csv(), media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="ratings.csv"'})
+        return Response(
+            service.ratings.export_csv(),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="ratings.csv"'},
+        )
 
     @app.get("/v1/review/ratings/summary", summary="Acceptance rate, error counts, Cohen's kappa")
     def ratings_summary() -> dict[str, Any]:

@@ -20,11 +20,15 @@ from PIL import Image
 CHECKOUT = Path(__file__).resolve().parents[3]
 WHEELS = sorted((CHECKOUT / ".cache" / "wheels").glob("torchxrayvision-*.whl"))
 needs_wheel = pytest.mark.skipif(
-    not WHEELS, reason="torchxrayvision wheel not in .cache/wheels (make setup fetches it; it holds the real tables)"
+    not WHEELS,
+    reason="torchxrayvision wheel not in .cache/wheels (make setup fetches it; it holds the real tables)",
 )
-REAL_IMAGES = Path(os.environ.get("MEDMODAL_REAL_IMAGES", CHECKOUT.parent / "shared" / "data" / "real-images"))
+REAL_IMAGES = Path(
+    os.environ.get("MEDMODAL_REAL_IMAGES", CHECKOUT.parent / "shared" / "data" / "real-images")
+)
 needs_real_images = pytest.mark.skipif(
-    not (REAL_IMAGES / "nih1000-64px").is_dir(), reason=f"real radiographs not found at {REAL_IMAGES} (MEDMODAL_REAL_IMAGES)"
+    not (REAL_IMAGES / "nih1000-64px").is_dir(),
+    reason=f"real radiographs not found at {REAL_IMAGES} (MEDMODAL_REAL_IMAGES)",
 )
 
 

@@ -70,9 +70,11 @@ def test_valid_split_and_bad_values(tmp_path):
     header = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(OBSERVATIONS)
     blank = "," * (len(OBSERVATIONS) - 1)
     rows = [
-        "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg,Male,73,Frontal,AP,1.0" + blank[:-0 or None],
+        "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg,Male,73,Frontal,AP,1.0"
+        + blank[: -0 or None],
         "CheXpert-v1.0-small/valid/patient64542/study1/view1_frontal.jpg,Male,70,Frontal,PA,,2.0" + blank[1:],
-        "CheXpert-v1.0-small/valid/../../../etc/view1_frontal.jpg,Male,70,Frontal,PA" + "," * len(OBSERVATIONS),
+        "CheXpert-v1.0-small/valid/../../../etc/view1_frontal.jpg,Male,70,Frontal,PA"
+        + "," * len(OBSERVATIONS),
         "../../outside/patient1/study1/view1_frontal.jpg,Male,70,Frontal,PA" + "," * len(OBSERVATIONS),
     ]
     folder.mkdir()

@@ -25,18 +25,20 @@ def _site(tmp_path):
     reports = tmp_path / "reports.csv"
     reports.write_text(
         "Accession,Report\n"
-        "acc001,\"FINDINGS: Small left pleural effusion. IMPRESSION: Effusion.\"\n"
-        "acc002,\"FINDINGS: Heart size is enlarged. IMPRESSION: Cardiomegaly.\"\n"
-        "acc003,\"FINDINGS: Clear lungs. IMPRESSION: No acute disease.\"\n"
+        'acc001,"FINDINGS: Small left pleural effusion. IMPRESSION: Effusion."\n'
+        'acc002,"FINDINGS: Heart size is enlarged. IMPRESSION: Cardiomegaly."\n'
+        'acc003,"FINDINGS: Clear lungs. IMPRESSION: No acute disease."\n'
         "acc001,duplicate\n"
-        "acc005,\"FINDINGS: no image for this one.\"\n"
+        'acc005,"FINDINGS: no image for this one."\n'
     )
     return dicoms, reports
 
 
 def test_dicom_headers_fill_patient_and_view(tmp_path):
     dicoms, reports = _site(tmp_path)
-    result = import_folder(dicoms, tmp_path / "out", reports=reports, id_column="Accession", check_images=True)
+    result = import_folder(
+        dicoms, tmp_path / "out", reports=reports, id_column="Accession", check_images=True
+    )
     studies = {s.id: s for s in result.manifest.studies}
     assert set(studies) == {"acc001", "acc002", "acc003", "acc005"}  # acc005: text only
     assert (studies["acc001"].patient_id, studies["acc001"].view) == ("P1", "PA")
@@ -92,5 +94,7 @@ def test_symlinks_leading_out_are_not_followed(tmp_path):
     result = import_folder(folder, tmp_path / "out", copy_images=True)
     assert [s.id for s in result.manifest.studies] == ["ok"]
     (tmp_path / "r.csv").write_text("id,image,report\na,linked/secret.png,x\n")
-    with pytest.raises(ImportFormatError, match=r"row 2 \(id a\), field 'image': no file 'linked/secret.png'"):
+    with pytest.raises(
+        ImportFormatError, match=r"row 2 \(id a\), field 'image': no file 'linked/secret.png'"
+    ):
         import_folder(folder, tmp_path / "o2", reports=tmp_path / "r.csv")

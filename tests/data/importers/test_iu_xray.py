@@ -16,7 +16,12 @@ REPORTS = find_openi_reports()
 
 
 def _record(study, report="The heart is normal.", paths=None, split="train"):
-    return {"id": study, "report": report, "image_path": paths or [f"{study}/0.png", f"{study}/1.png"], "split": split}
+    return {
+        "id": study,
+        "report": report,
+        "image_path": paths or [f"{study}/0.png", f"{study}/1.png"],
+        "split": split,
+    }
 
 
 @pytest.fixture()
@@ -46,7 +51,9 @@ def test_splits_kept_and_bad_records_named(release, tmp_path):
 
 
 @pytest.mark.slow  # parses the 3,955 report XMLs (~15 s on a shared CPU)
-@pytest.mark.skipif(REPORTS is None, reason="Open-i reports not found (make setup extracts them from the wheel)")
+@pytest.mark.skipif(
+    REPORTS is None, reason="Open-i reports not found (make setup extracts them from the wheel)"
+)
 def test_labels_from_the_openi_reports(release, tmp_path):
     result = import_iu_xray(release, tmp_path / "out", openi_reports=REPORTS)
     studies = {s.id: s for s in result.manifest.studies}

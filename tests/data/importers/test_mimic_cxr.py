@@ -37,10 +37,16 @@ def release(tmp_path):
     second[0] = "yes"
     _gz(src / "mimic-cxr-2.0.0-chexpert.csv.gz", f"subject_id,study_id,{OBS}\n"
         f"10000032,50414267,{','.join(first)}\n10000033,50414268,{','.join(second)}\n")  # fmt: skip
-    for subject, study, dicom in (("10000032", "50414267", "d1"), ("10000032", "50414267", "d2"), ("10000033", "50414268", "d3")):
+    for subject, study, dicom in (
+        ("10000032", "50414267", "d1"),
+        ("10000032", "50414267", "d2"),
+        ("10000033", "50414268", "d3"),
+    ):
         write_image(src / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg", size=16)
     report = src / "files" / "p10" / "p10000032" / "s50414267.txt"
-    report.write_text("FINAL REPORT\n INDICATION: dyspnea.\n FINDINGS: Small right effusion.\n IMPRESSION: Effusion.\n")
+    report.write_text(
+        "FINAL REPORT\n INDICATION: dyspnea.\n FINDINGS: Small right effusion.\n IMPRESSION: Effusion.\n"
+    )
     return src
 
 
@@ -52,7 +58,9 @@ def test_studies_views_reports_and_policy(release, tmp_path):
     assert first.image.name == "d2.jpg" and first.view == "PA"  # PA preferred over the lateral
     assert first.patient_id == "p10000032" and first.split == "train"
     assert first.labels == ["edema", "pleural_effusion"] and first.extra["uncertain"] == "edema"
-    assert first.sections["findings"] == "Small right effusion." and first.sections["impression"] == "Effusion."
+    assert (
+        first.sections["findings"] == "Small right effusion." and first.sections["impression"] == "Effusion."
+    )
     assert studies["s50414268"].split == "val" and studies["s50414268"].labels == []
     assert result.notes["studies_with_report"] == 1
     found = {(p.file.rsplit("/", 1)[-1], p.row, p.field) for p in result.problems}

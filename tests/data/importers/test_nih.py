@@ -27,7 +27,9 @@ def release(real_tables, tmp_path_factory):
     entries, boxes = real_tables
     folder = tmp_path_factory.mktemp("nih")
     boxed = set(boxes["Image Index"])
-    sample = pd.concat([entries.head(300), entries[entries["Image Index"].isin(boxed)]]).drop_duplicates("Image Index")
+    sample = pd.concat([entries.head(300), entries[entries["Image Index"].isin(boxed)]]).drop_duplicates(
+        "Image Index"
+    )
     with gzip.open(folder / "Data_Entry_2017_v2020.csv.gz", "wt") as out:
         sample.to_csv(out, index=False)
     (folder / "BBox_List_2017.csv").write_text(read_member_text("BBox_List_2017.csv.gz"))
@@ -52,7 +54,16 @@ def test_real_boxes_all_match_their_images(release, real_tables, tmp_path):
     assert problems == [] and len(entries) == len(sample)
     assert sum(len(b) for b in boxes.values()) == 984 and len(boxes) == 880  # the release's counts
     labels = {b["label"] for bs in boxes.values() for b in bs}
-    assert labels == {"atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia", "pneumothorax"}
+    assert labels == {
+        "atelectasis",
+        "cardiomegaly",
+        "effusion",
+        "infiltration",
+        "mass",
+        "nodule",
+        "pneumonia",
+        "pneumothorax",
+    }
 
 
 @needs_wheel
@@ -88,7 +99,9 @@ def _tiny_release(tmp_path, rows: str, boxes: str = "") -> tuple:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "Data_Entry_2017.csv").write_text(HEADER + rows)
     if boxes:
-        (tmp_path / "src" / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n" + boxes)
+        (tmp_path / "src" / "BBox_List_2017.csv").write_text(
+            "Image Index,Finding Label,Bbox [x,y,w,h],,,\n" + boxes
+        )
     return tmp_path / "src"
 
 
@@ -113,10 +126,14 @@ def test_bad_rows_are_named_by_file_row_and_field(tmp_path):
         ("Data_Entry_2017.csv", 5, "Image Index"), ("BBox_List_2017.csv", 2, "Bbox h"),
         ("BBox_List_2017.csv", 3, "Finding Label"), ("BBox_List_2017.csv", 4, "Bbox [x,y,w,h]"),
     }  # fmt: skip
-    assert "unknown finding(s) ['Dragon']" in str(next(p for p in result.problems if p.row == 3 and "Data_Entry" in p.file))
+    assert "unknown finding(s) ['Dragon']" in str(
+        next(p for p in result.problems if p.row == 3 and "Data_Entry" in p.file)
+    )
     assert sorted(s.id for s in result.manifest.studies) == ["a", "c"]
     assert result.summary()["bad_source_rows"] == 6
-    with pytest.raises(ImportFormatError, match=r"Data_Entry_2017.csv: row 3 \(id b.png\), field 'Finding Labels'"):
+    with pytest.raises(
+        ImportFormatError, match=r"Data_Entry_2017.csv: row 3 \(id b.png\), field 'Finding Labels'"
+    ):
         import_nih(src, tmp_path / "strict", strict=True)
 
 

@@ -23,7 +23,9 @@ def test_real_rows(tmp_path):
     studies = {s.id: s for s in result.manifest.studies}
     for _, rec in table.iterrows():
         study = studies[rec["ImageID"].removesuffix(".png")]
-        expected = sorted({label_name(v) for v in ast.literal_eval(rec["Labels"]) if v.strip() and v.strip() != "normal"})
+        expected = sorted(
+            {label_name(v) for v in ast.literal_eval(rec["Labels"]) if v.strip() and v.strip() != "normal"}
+        )
         assert study.labels == expected
         assert study.sections["findings"] == " ".join(rec["Report"].split())  # Spanish text, unchanged
         assert study.patient_id == rec["PatientID"] and study.extra["report_language"] == "es"
@@ -32,7 +34,13 @@ def test_real_rows(tmp_path):
 
 def test_label_cells_are_literals_only(tmp_path):
     assert parse_label_list("['normal', ' cardiomegaly ', '']") == ["normal", "cardiomegaly"]
-    for bad in ("__import__('os').system('true')", "['a', 1]", "{'a': 1}", "[" * 200 + "]" * 200, "x" * 200_000):
+    for bad in (
+        "__import__('os').system('true')",
+        "['a', 1]",
+        "{'a': 1}",
+        "[" * 200 + "]" * 200,
+        "x" * 200_000,
+    ):
         with pytest.raises(ValueError):
             parse_label_list(bad)
     (tmp_path / "padchest.csv").write_text("ImageID,ImageDir,PatientID,Labels,Report\n"

@@ -27,7 +27,9 @@ def test_unknown_format_and_option(tmp_path):
 
 
 def test_command_runs_a_format(tmp_path, capsys):
-    (tmp_path / "stage_2_train_labels.csv").write_text("patientId,x,y,width,height,Target\na,0,0,512,512,1\nb,,,,,0\n")
+    (tmp_path / "stage_2_train_labels.csv").write_text(
+        "patientId,x,y,width,height,Target\na,0,0,512,512,1\nb,,,,,0\n"
+    )
     for name in "ab":
         write_image(tmp_path / "imgs" / f"{name}.png", size=64)
     out = tmp_path / "out"

@@ -42,5 +42,10 @@ def test_bad_rows_named(tmp_path):
     for name in "abcde":
         write_image(tmp_path / f"{name}.png", size=1024)
     result = import_rsna_pneumonia(tmp_path, tmp_path / "out")
-    assert {(p.row, p.field) for p in result.problems} == {(4, "Target"), (5, "width"), (6, "Target"), (7, "x")}
+    assert {(p.row, p.field) for p in result.problems} == {
+        (4, "Target"),
+        (5, "width"),
+        (6, "Target"),
+        (7, "x"),
+    }
     assert [s.id for s in result.manifest.studies] == ["b"]  # a, c, d, e have a bad row

@@ -42,7 +42,12 @@ def test_decoder_matches_the_challenge_decoder(table):
 
 
 def test_bad_codes():
-    for code, message in (("1 2 3", "pairs"), ("5 -1", "pairs"), ("1048570 10", "beyond"), ("a b", "integers")):
+    for code, message in (
+        ("1 2 3", "pairs"),
+        ("5 -1", "pairs"),
+        ("1048570 10", "beyond"),
+        ("a b", "integers"),
+    ):
         with pytest.raises(RLEError, match=message):
             decode_relative_rle(code)
 
@@ -52,7 +57,9 @@ def test_import_writes_masks_and_boxes(table, tmp_path):
     sample = table.head(120)
     sample.to_csv(tmp_path / "train-rle.csv", index=False)
     ids = sample["ImageId"].unique()
-    positive = next(i for i in ids if (sample.loc[sample["ImageId"] == i, "EncodedPixels"].str.strip() != "-1").any())
+    positive = next(
+        i for i in ids if (sample.loc[sample["ImageId"] == i, "EncodedPixels"].str.strip() != "-1").any()
+    )
     for image_id in ids:
         write_image(tmp_path / "png" / f"{image_id}.png", size=1024 if image_id == positive else 64)
     result = import_siim(tmp_path, tmp_path / "out", images=tmp_path / "png", check_images=True)
@@ -74,7 +81,11 @@ def test_bad_rows_named(tmp_path):
     for name in "abc":
         write_image(tmp_path / f"{name}.png", size=1024)
     result = import_siim(tmp_path, tmp_path / "out")
-    assert {(p.row, p.field) for p in result.problems} == {(4, "ImageId"), (5, "EncodedPixels"), (6, "EncodedPixels")}
+    assert {(p.row, p.field) for p in result.problems} == {
+        (4, "ImageId"),
+        (5, "EncodedPixels"),
+        (6, "EncodedPixels"),
+    }
     assert [s.id for s in result.manifest.studies] == ["a"]
 
 

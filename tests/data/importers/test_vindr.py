@@ -24,7 +24,9 @@ def release(tmp_path_factory):
     src = tmp_path_factory.mktemp("vindr")
     sample.to_csv(src / "train.csv", index=False)
     for image_id in chosen:
-        write_image(src / "train" / f"{image_id}.png", size=16)  # stand-ins: boxes are in DICOM pixels, not checked
+        write_image(
+            src / "train" / f"{image_id}.png", size=16
+        )  # stand-ins: boxes are in DICOM pixels, not checked
     return src, sample
 
 
@@ -71,7 +73,12 @@ def test_bad_rows_named(tmp_path):
     for name in ("a", "b"):
         write_image(tmp_path / f"{name}.png", size=64)
     result = import_vindr(tmp_path, tmp_path / "out")
-    assert {(p.row, p.field) for p in result.problems} == {(4, "x_max"), (5, "rad_id"), (6, "x_min"), (7, "y_min")}
+    assert {(p.row, p.field) for p in result.problems} == {
+        (4, "x_max"),
+        (5, "rad_id"),
+        (6, "x_min"),
+        (7, "y_min"),
+    }
     studies = {s.id: s for s in result.manifest.studies}
     assert studies["a"].labels == ["nodule_mass"] and studies["a"].extra["readers"] == "R1;R2"
     with pytest.raises(ValueError, match="min_readers"):
