@@ -329,9 +329,15 @@ class MultimodalModel(nn.Module):
         ``has_text``, optional ``target_ids``) -> :class:`ModelOutput`."""
         image, text, image_present, text_present = self.encode(batch, modality_dropout=self.training)
         vector, fusion_output = self.fuse(image, text)
-        image_logits, text_logits, added = self.unimodal_logits(
-            batch, image, text, image_present, text_present
-        )
+        # The auxiliary heads draw dropout masks: they run first only when the main logits need
+        # them, else last, so a seeded run without model.wide / fused_logits: with_unimodal draws
+        # its random numbers in the same order as before those options existed.
+        unimodal_first = self.main_logits_use_unimodal()
+        added = None
+        if unimodal_first:
+            image_logits, text_logits, added = self.unimodal_logits(
+                batch, image, text, image_present, text_present
+            )
         logits = self.classification_logits(vector, fusion_output, added)
         localization = None
         if self.localizer is not None:
@@ -345,6 +351,10 @@ class MultimodalModel(nn.Module):
             )  # teacher forcing
             caption_logits = self.decoder(
                 batch["target_ids"], vector, memory, memory_mask, condition=condition
+            )
+        if not unimodal_first:
+            image_logits, text_logits, _ = self.unimodal_logits(
+                batch, image, text, image_present, text_present
             )
         return ModelOutput(
             logits=logits,
@@ -361,6 +371,11 @@ class MultimodalModel(nn.Module):
             fused=vector,
             **self.coordinated_embeddings(image, text),
         )
+
+    def main_logits_use_unimodal(self) -> bool:
+        """Whether the classification logits add wide-pathway or auxiliary-head logits."""
+        with_unimodal = self.fused_logits == "with_unimodal" and self.fusion is not None
+        return self.wide_image is not None or self.wide_text is not None or with_unimodal
 
     def unimodal_logits(
         self,
