@@ -49,7 +49,7 @@ def test_both_modalities_with_each_fusion(fusion):
     assert out.logits.shape == (4, NUM_LABELS)
     assert out.image_logits.shape == out.text_logits.shape == (4, NUM_LABELS)
     assert out.boxes.shape == (4, NUM_LABELS, 4)
-    assert out.box_heatmaps.shape == (4, NUM_LABELS, 4, 4)  # 32 px at the localization head's stride 8
+    assert out.box_heatmaps.shape == (4, NUM_LABELS, 8, 8)  # 32 px at the localization head's stride 4
     assert out.caption_logits.shape == (4, 9, VOCAB)
     assert out.word_attention.shape == (4, 8)
     assert out.fusion is not None and out.fusion.vector.shape == (4, model.fused_dim)

@@ -83,10 +83,17 @@ def conditioned_model(**overrides):
     return create_model(config, vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS)
 
 
-def test_conditioning_is_opt_in():
-    model = create_model(
-        model_config(), vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS
+def test_conditioning_is_the_default_and_none_builds_the_unconditioned_decoder():
+    assert (
+        conditioned_model().condition_on_findings
+        == create_model(
+            model_config(), vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS
+        ).condition_on_findings
     )
+    model = create_model(
+        model_config(report_conditioning={"mode": "none"}),
+        vocab_size=VOCAB, num_labels=NUM_LABELS, pad_id=PAD, bos_id=BOS, eos_id=EOS,
+    )  # fmt: skip
     assert not model.condition_on_findings and model.decoder.condition_dim == 0
     assert "finding_thresholds" not in model.state_dict()
     with pytest.raises(RuntimeError, match="not conditioned"):

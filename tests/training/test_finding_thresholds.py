@@ -75,4 +75,5 @@ def test_fixed_threshold_and_unconditioned_models_collect_nothing():
         ).val_thresholds
         is None
     )
-    assert module().val_thresholds is None
+    assert module(**{"model.report_conditioning.mode": "none"}).val_thresholds is None
+    assert module().val_thresholds is not None  # the default: conditioned, thresholds chosen on validation
