@@ -164,7 +164,8 @@ class MultimodalModule(L.LightningModule):
         self.log("val/auroc_macro", self.val_auroc.compute(), prog_bar=True)
         self.val_auroc.reset()
         if self.val_thresholds is not None:  # before checkpointing: the checkpoint keeps them
-            self.model.set_finding_thresholds(self.val_thresholds.compute())
+            # reshape: torchmetrics squeezes a one-label result to a scalar
+            self.model.set_finding_thresholds(self.val_thresholds.compute().reshape(-1))
             self.val_thresholds.reset()
 
     def parameter_groups(self) -> list[dict]:
