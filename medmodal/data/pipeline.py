@@ -65,25 +65,10 @@ def read_split(data: str | Path, config: Config, labels: list[str], split: str) 
 def build_dataset(
     studies: list[Study], tokenizer: ReportTokenizer, labels: list[str], config: Config, train: bool
 ) -> StudyDataset:
-    """The torch dataset of ``studies`` as the config describes it."""
-    d = config.data
-    dataset_class = (
-        PreparedStudyDataset if is_prepared_studies(studies) else StudyDataset
-    )  # images from shards
-    return dataset_class(
-        studies,
-        tokenizer,
-        labels,
-        image_size=d.image_size,
-        text_fields=d.text_fields,
-        target_fields=d.target_fields,
-        max_text_tokens=d.max_text_tokens,
-        max_target_tokens=d.max_target_tokens,
-        augment=d.augment if train else None,
-        cache_images=d.cache_images,
-        train=train,
-        seed=config.train.seed,
-        image_cache_dir=d.image_cache_dir,
+    """The torch dataset of ``studies`` as the config describes it (images from shards for prepared data)."""
+    dataset_class = PreparedStudyDataset if is_prepared_studies(studies) else StudyDataset
+    return dataset_class.from_config(
+        studies, tokenizer, labels, config.data, train=train, seed=config.train.seed
     )
 
 

@@ -35,6 +35,16 @@ HEADLINE = ("auroc_macro", "auroc_micro", "f1_macro", "accuracy", "average_preci
 COMPARED = ("auroc_macro", "f1_macro")
 
 
+def bootstrap_options(settings: Any) -> dict[str, Any]:
+    """The grid's bootstrap settings as keywords of :func:`stats.bootstrap_ci` / :func:`stats.paired_bootstrap`."""
+    return {
+        "n_resamples": settings.bootstrap_resamples,
+        "confidence": settings.confidence,
+        "method": settings.bootstrap_method,
+        "seed": settings.seed,
+    }
+
+
 def drop_condition(modality: str, p: float) -> str:
     if p == 0:
         return "full"
@@ -69,10 +79,7 @@ def _row_metrics(
                 probs,
                 targets,
                 name,
-                n_resamples=settings.bootstrap_resamples,
-                confidence=settings.confidence,
-                method=settings.bootstrap_method,
-                seed=settings.seed,
+                **bootstrap_options(settings),
             )
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = ci.low, ci.high
         else:
@@ -170,10 +177,7 @@ def model_summary(rows: list[dict[str, Any]], cells_info, conditions: list[str],
                 probs,
                 targets,
                 name,
-                n_resamples=settings.bootstrap_resamples,
-                confidence=settings.confidence,
-                method=settings.bootstrap_method,
-                seed=settings.seed,
+                **bootstrap_options(settings),
             ).as_dict()
             for name in SUMMARY_CI_METRICS
         }
@@ -219,10 +223,7 @@ def comparisons(cells_info, summary: dict[str, Any], settings) -> list[dict[str,
                     pb,
                     targets,
                     metric,
-                    n_resamples=settings.bootstrap_resamples,
-                    confidence=settings.confidence,
-                    method=settings.bootstrap_method,
-                    seed=settings.seed,
+                    **bootstrap_options(settings),
                 ).as_dict()
             delong = [stats.delong_macro_test(targets, pf[s], pb[s]).as_dict() for s in range(len(seeds))]
             entry["delong_per_seed"] = delong
