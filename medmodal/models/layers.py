@@ -9,12 +9,14 @@
 - :func:`cell_centres`: normalised coordinates of image grid cells.
 - :func:`first_position_if_empty`: key padding masks that never mask a whole row, for
   ``nn.MultiheadAttention`` / ``nn.Transformer*`` (which return NaN on all-masked rows).
+- :func:`pre_norm_layer`: the pre-norm GELU Transformer encoder / decoder layer of the text
+  encoder and the report decoder.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import cast
+from typing import TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -181,3 +183,22 @@ class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
         rows = adaptive_pool_weights(height, out_h, x.dtype, x.device)
         cols = adaptive_pool_weights(width, out_w, x.dtype, x.device)
         return torch.matmul(torch.matmul(rows, x), cols.t())  # [i, h] @ [B, C, h, w] @ [w, j]
+
+
+TransformerLayer = TypeVar("TransformerLayer", nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def pre_norm_layer(
+    layer_type: type[TransformerLayer], width: int, num_heads: int, ff_dim: int | None, dropout: float
+) -> TransformerLayer:
+    """A pre-norm, GELU, batch-first ``nn.TransformerEncoderLayer`` or ``nn.TransformerDecoderLayer``
+    of ``width`` with ``num_heads`` heads and a feed-forward width of ``ff_dim`` (None = ``4 * width``)."""
+    return layer_type(
+        width,
+        num_heads,
+        dim_feedforward=ff_dim or 4 * width,
+        dropout=dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )

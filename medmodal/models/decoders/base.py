@@ -1,14 +1,23 @@
 """What every report decoder shares: the constructor contract and ``generate``.
 
+The registry builds a decoder with the keywords ``(vocab_size, embed_dim, context_dim, memory_dim,
+pad_id, bos_id, eos_id, **kwargs)`` (plus ``condition_dim`` for a conditioned one): the model
+factory wires all but ``embed_dim`` (which defaults to the model width) and ``kwargs`` come from the
+config. The classes of this package take the wired arguments as one :class:`DecoderDims` and are
+registered with :func:`register_decoder`, which accepts those keywords:
+``cls(dims: DecoderDims, embed_dim: int, **kwargs)``.
+
 A decoder subclass implements
 
-- ``forward(target_ids [B, T], context [B, Dc], memory [B, N, Dm], memory_mask [B, N] | None)
-  -> logits [B, T-1, V]`` (teacher forcing: position t predicts ``target_ids[:, t+1]``);
 - ``init_state(context, memory, memory_mask, condition) -> state`` (dict of batch-first tensors);
+- ``teacher_forced(inputs [B, T-1], state) -> logits [B, T-1, V]`` (position t predicts the
+  token after ``inputs[:, t]``);
 - ``step(state, tokens [B']) -> (log_probs [B', V], state, attention [B', N] | None)``;
 
-and inherits :meth:`ReportDecoder.generate`, which drives ``step`` with the shared greedy
-or beam search (:mod:`medmodal.models.decoders.search`).
+and inherits :meth:`ReportDecoder.forward` (``forward(target_ids [B, T], context [B, Dc],
+memory [B, N, Dm], memory_mask [B, N] | None, condition) -> logits [B, T-1, V]``, teacher
+forcing: position t predicts ``target_ids[:, t+1]``) and :meth:`ReportDecoder.generate`, which
+drives ``step`` with the shared greedy or beam search (:mod:`medmodal.models.decoders.search`).
 
 ``memory_mask`` is True at real memory entries (image regions are all real; text tokens
 use the text mask); None means all real.
@@ -21,27 +30,57 @@ default) ``condition`` must be None and the decoder is unchanged.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
 import torch
 from torch import Tensor, nn
 
 from medmodal.models.decoders.search import State, beam_search, greedy_search
+from medmodal.models.registry import register
 from medmodal.models.types import GenerationOutput
 
 
-class ReportDecoder(nn.Module):
-    """Base class of the report decoders (see the module docstring)."""
+@dataclass(frozen=True)
+class DecoderDims:
+    """What the model factory wires into a report decoder.
 
-    def __init__(
-        self, vocab_size: int, pad_id: int, bos_id: int, eos_id: int, condition_dim: int = 0
-    ) -> None:
+    Attributes:
+        vocab_size, pad_id, bos_id, eos_id: tokenizer vocabulary and special ids.
+        context_dim: width of the context (fused) vector.
+        memory_dim: width of the memory regions.
+        condition_dim: number of findings K the decoder is conditioned on (0 = none).
+    """
+
+    vocab_size: int
+    context_dim: int
+    memory_dim: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    condition_dim: int = 0
+
+
+class ReportDecoder(nn.Module):
+    """Base class of the report decoders (see the module docstring).
+
+    Keeps the :class:`DecoderDims` as attributes (``vocab_size``, ``pad_id``, ... as the search
+    reads them) and builds the word embedding ``embedding`` [V, embed_dim] (``pad_id`` kept at zero),
+    every decoder's first parameter.
+    """
+
+    def __init__(self, dims: DecoderDims, embed_dim: int) -> None:
         super().__init__()
-        if condition_dim < 0:
-            raise ValueError(f"condition_dim must be >= 0, got {condition_dim}")
-        self.vocab_size = vocab_size
-        self.pad_id = pad_id
-        self.bos_id = bos_id
-        self.eos_id = eos_id
-        self.condition_dim = condition_dim
+        if dims.condition_dim < 0:
+            raise ValueError(f"condition_dim must be >= 0, got {dims.condition_dim}")
+        self.vocab_size = dims.vocab_size
+        self.pad_id = dims.pad_id
+        self.bos_id = dims.bos_id
+        self.eos_id = dims.eos_id
+        self.condition_dim = dims.condition_dim
+        self.embedding = nn.Embedding(dims.vocab_size, embed_dim, padding_idx=dims.pad_id)
 
     def check_condition(self, condition: Tensor | None, batch_size: int) -> None:
         """Raise unless ``condition`` is [batch_size, condition_dim] (None when ``condition_dim`` is 0)."""
@@ -61,6 +100,26 @@ class ReportDecoder(nn.Module):
         self, context: Tensor, memory: Tensor, memory_mask: Tensor | None, condition: Tensor | None = None
     ) -> State:
         raise NotImplementedError
+
+    def teacher_forced(self, inputs: Tensor, state: State) -> Tensor:
+        """inputs [B, T-1] (the targets without their last token), state of :meth:`init_state`
+        -> logits [B, T-1, V]."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        target_ids: Tensor,
+        context: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        condition: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher forcing: target_ids [B, T] (BOS first) -> logits [B, T-1, V] for target_ids[:, 1:].
+        condition: [B, K] findings of a conditioned decoder, else None."""
+        self.check_condition(condition, target_ids.shape[0])
+        return self.teacher_forced(
+            target_ids[:, :-1], self.init_state(context, memory, memory_mask, condition)
+        )
 
     def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
         raise NotImplementedError
@@ -97,3 +156,22 @@ class ReportDecoder(nn.Module):
         if beam_size == 1:
             return greedy_search(self, state, batch_size, max_len, length_penalty)
         return beam_search(self, state, batch_size, max_len, beam_size, length_penalty)
+
+
+Decoder = TypeVar("Decoder", bound=ReportDecoder)
+
+
+def register_decoder(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
+    """Class decorator: registers ``cls`` as decoder ``name``, built from the registry's keywords as
+    ``cls(DecoderDims(...the fields of DecoderDims...), **the others)`` (``embed_dim`` and the options)."""
+    wired = {field.name for field in dataclasses.fields(DecoderDims)}
+
+    def add(cls: type[Decoder]) -> type[Decoder]:
+        def build(**kwargs: Any) -> Decoder:
+            dims = DecoderDims(**{key: kwargs.pop(key) for key in wired & set(kwargs)})
+            return cls(dims, **kwargs)
+
+        register("decoder", name)(build)
+        return cls
+
+    return add

@@ -16,53 +16,42 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medmodal.models.decoders.base import ReportDecoder
+from medmodal.models.decoders.base import DecoderDims, ReportDecoder, register_decoder
 from medmodal.models.decoders.search import State
 from medmodal.models.layers import AdditiveAttention
-from medmodal.models.registry import register
 
 
-@register("decoder", "lstm")
+@register_decoder("lstm")
 class LSTMAttentionDecoder(ReportDecoder):
     """LSTM decoder with attention over memory regions.
 
     Args:
-        vocab_size, pad_id, bos_id, eos_id: tokenizer vocabulary and special ids.
+        dims: the wired widths and token ids (:class:`DecoderDims`).
         embed_dim: word embedding width.
-        context_dim: width of the context (fused) vector.
-        memory_dim: width of the memory regions.
         hidden_dim: LSTM width; None = ``embed_dim``.
         attn_dim: width of the attention scoring layer.
         dropout: on embeddings and before the output layer.
-        condition_dim: number of findings K the decoder is conditioned on (0 = none).
     """
 
     def __init__(
         self,
-        vocab_size: int,
+        dims: DecoderDims,
         embed_dim: int,
-        context_dim: int,
-        memory_dim: int,
-        pad_id: int,
-        bos_id: int,
-        eos_id: int,
         hidden_dim: int | None = None,
         attn_dim: int = 128,
         dropout: float = 0.1,
-        condition_dim: int = 0,
     ) -> None:
-        super().__init__(vocab_size, pad_id, bos_id, eos_id, condition_dim)
+        super().__init__(dims, embed_dim)
         hidden_dim = hidden_dim or embed_dim
-        cond = embed_dim if condition_dim else 0  # width of the embedded findings
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.condition = nn.Linear(condition_dim, cond) if condition_dim else None
-        self.init_hidden = nn.Linear(context_dim + cond, hidden_dim)
-        self.init_cell = nn.Linear(context_dim + cond, hidden_dim)
-        self.attention = AdditiveAttention(memory_dim, attn_dim, query_dim=hidden_dim)
-        self.attention_gate = nn.Linear(hidden_dim, memory_dim)
-        self.cell = nn.LSTMCell(embed_dim + memory_dim + cond, hidden_dim)
+        cond = embed_dim if dims.condition_dim else 0  # width of the embedded findings
+        self.condition = nn.Linear(dims.condition_dim, cond) if dims.condition_dim else None
+        self.init_hidden = nn.Linear(dims.context_dim + cond, hidden_dim)
+        self.init_cell = nn.Linear(dims.context_dim + cond, hidden_dim)
+        self.attention = AdditiveAttention(dims.memory_dim, attn_dim, query_dim=hidden_dim)
+        self.attention_gate = nn.Linear(hidden_dim, dims.memory_dim)
+        self.cell = nn.LSTMCell(embed_dim + dims.memory_dim + cond, hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self.output = nn.Linear(hidden_dim + memory_dim + cond, vocab_size)
+        self.output = nn.Linear(hidden_dim + dims.memory_dim + cond, dims.vocab_size)
 
     def init_state(
         self, context: Tensor, memory: Tensor, memory_mask: Tensor | None, condition: Tensor | None = None
@@ -111,19 +100,9 @@ class LSTMAttentionDecoder(ReportDecoder):
         features, state, weights = self.advance(state, self.embed(tokens))
         return torch.log_softmax(self.logits(features), dim=-1), state, weights
 
-    def forward(
-        self,
-        target_ids: Tensor,
-        context: Tensor,
-        memory: Tensor,
-        memory_mask: Tensor | None = None,
-        condition: Tensor | None = None,
-    ) -> Tensor:
-        """Teacher forcing: target_ids [B, T] (BOS first) -> logits [B, T-1, V] for target_ids[:, 1:].
-        condition: [B, K] findings of a conditioned decoder, else None."""
-        self.check_condition(condition, target_ids.shape[0])
-        state = self.init_state(context, memory, memory_mask, condition)
-        words = self.embed(target_ids[:, :-1])  # all steps at once
+    def teacher_forced(self, inputs: Tensor, state: State) -> Tensor:
+        """inputs [B, T-1] (BOS first), state of :meth:`init_state` -> logits [B, T-1, V] (a step a token)."""
+        words = self.embed(inputs)  # all steps at once
         outputs = []
         for t in range(words.shape[1]):
             features, state, _ = self.advance(state, words[:, t])

@@ -16,66 +16,48 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medmodal.models.decoders.base import ReportDecoder
+from medmodal.models.decoders.base import DecoderDims, ReportDecoder, register_decoder
 from medmodal.models.decoders.search import State
-from medmodal.models.registry import register
+from medmodal.models.layers import pre_norm_layer
 
 
-@register("decoder", "transformer")
+@register_decoder("transformer")
 class TransformerReportDecoder(ReportDecoder):
     """Transformer decoder over ``[context; memory]``.
 
     Args:
-        vocab_size, pad_id, bos_id, eos_id: tokenizer vocabulary and special ids.
+        dims: the wired widths and token ids (:class:`DecoderDims`).
         embed_dim: model width.
-        context_dim: width of the context (fused) vector.
-        memory_dim: width of the memory regions.
         num_layers: decoder layers; num_heads: attention heads (must divide ``embed_dim``).
         ff_dim: feed-forward width; None = ``4 * embed_dim``.
         max_len: longest target (BOS included).
         dropout: in the layers.
-        condition_dim: number of findings K the decoder is conditioned on (0 = none).
     """
 
     def __init__(
         self,
-        vocab_size: int,
+        dims: DecoderDims,
         embed_dim: int,
-        context_dim: int,
-        memory_dim: int,
-        pad_id: int,
-        bos_id: int,
-        eos_id: int,
         num_layers: int = 2,
         num_heads: int = 4,
         ff_dim: int | None = None,
         max_len: int = 256,
         dropout: float = 0.1,
-        condition_dim: int = 0,
     ) -> None:
-        super().__init__(vocab_size, pad_id, bos_id, eos_id, condition_dim)
+        super().__init__(dims, embed_dim)
         self.max_len = max_len
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.position = nn.Embedding(max_len, embed_dim)
-        self.context_proj = nn.Linear(context_dim, embed_dim)
-        self.memory_proj = nn.Linear(memory_dim, embed_dim)
+        self.context_proj = nn.Linear(dims.context_dim, embed_dim)
+        self.memory_proj = nn.Linear(dims.memory_dim, embed_dim)
         self.memory_type = nn.Embedding(2, embed_dim)  # 0 = context token, 1 = region
         self.dropout = nn.Dropout(dropout)
-        layer = nn.TransformerDecoderLayer(
-            embed_dim,
-            num_heads,
-            dim_feedforward=ff_dim or 4 * embed_dim,
-            dropout=dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
+        layer = pre_norm_layer(nn.TransformerDecoderLayer, embed_dim, num_heads, ff_dim, dropout)
         self.decoder = nn.TransformerDecoder(layer, num_layers, norm=nn.LayerNorm(embed_dim))
-        self.output = nn.Linear(embed_dim, vocab_size)
+        self.output = nn.Linear(embed_dim, dims.vocab_size)
         self.prompt_identity = self.prompt_present = None
-        if condition_dim:
-            self.prompt_identity = nn.Parameter(torch.randn(condition_dim, embed_dim) * 0.02)
-            self.prompt_present = nn.Parameter(torch.randn(condition_dim, embed_dim) * 0.02)
+        if dims.condition_dim:
+            self.prompt_identity = nn.Parameter(torch.randn(dims.condition_dim, embed_dim) * 0.02)
+            self.prompt_present = nn.Parameter(torch.randn(dims.condition_dim, embed_dim) * 0.02)
 
     def prompt_tokens(self, condition: Tensor) -> Tensor:
         """condition [B, K] -> one prompt token per finding [B, K, E]."""
@@ -117,19 +99,9 @@ class TransformerReportDecoder(ReportDecoder):
             x, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=memory_padding
         )
 
-    def forward(
-        self,
-        target_ids: Tensor,
-        context: Tensor,
-        memory: Tensor,
-        memory_mask: Tensor | None = None,
-        condition: Tensor | None = None,
-    ) -> Tensor:
-        """Teacher forcing: target_ids [B, T] (BOS first) -> logits [B, T-1, V] for target_ids[:, 1:].
-        condition: [B, K] findings of a conditioned decoder, else None."""
-        self.check_condition(condition, target_ids.shape[0])
-        memory_tokens, padding = self.memory_tokens(context, memory, memory_mask, condition)
-        return self.output(self.decode(target_ids[:, :-1], memory_tokens, padding))
+    def teacher_forced(self, inputs: Tensor, state: State) -> Tensor:
+        """inputs [B, T-1] (BOS first), state of :meth:`init_state` -> logits [B, T-1, V] (all at once)."""
+        return self.output(self.decode(inputs, state["memory"], state["memory_padding"]))
 
     def init_state(
         self, context: Tensor, memory: Tensor, memory_mask: Tensor | None, condition: Tensor | None = None

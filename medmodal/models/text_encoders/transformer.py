@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medmodal.models.layers import first_position_if_empty
+from medmodal.models.layers import first_position_if_empty, pre_norm_layer
 from medmodal.models.registry import register
 from medmodal.models.text_encoders.base import AttentionPooledTextEncoder
 
@@ -50,15 +50,7 @@ class TransformerTextEncoder(AttentionPooledTextEncoder):
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.position = nn.Embedding(max_len, embed_dim)
         self.embed_dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(
-            embed_dim,
-            num_heads,
-            dim_feedforward=ff_dim or 4 * embed_dim,
-            dropout=dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
+        layer = pre_norm_layer(nn.TransformerEncoderLayer, embed_dim, num_heads, ff_dim, dropout)
         self.encoder = nn.TransformerEncoder(
             layer, num_layers, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False
         )
