@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medmodal.models.fusion.base import FusionLayer
-from medmodal.models.registry import register
+from medmodal.models.fusion.base import FusionDims, FusionLayer, register_fusion
 from medmodal.models.types import FusionOutput, ImageFeatures, TextFeatures
 
 
@@ -24,35 +23,21 @@ def append_one(x: Tensor) -> Tensor:
     return torch.cat([x, x.new_ones(x.shape[0], 1)], dim=-1)
 
 
-@register("fusion", "bilinear")
+@register_fusion("bilinear")
 class LowRankBilinearFusion(FusionLayer):
-    """Low-rank tensor (bilinear) fusion.
+    """Low-rank tensor (bilinear) fusion of the modality vectors (``dims.image_dim``, ``dims.text_dim``).
 
     Args:
-        image_dim, text_dim: widths of the modality vectors.
-        grid_dim, seq_dim, num_labels: unused (part of the fusion contract).
-        out_dim: width of the fused vector.
         rank: number of factors.
         dropout: on the inputs.
     """
 
-    def __init__(
-        self,
-        image_dim: int,
-        text_dim: int,
-        grid_dim: int,
-        seq_dim: int,
-        out_dim: int,
-        num_labels: int,
-        rank: int = 4,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.out_dim = out_dim
+    def __init__(self, dims: FusionDims, out_dim: int, rank: int = 4, dropout: float = 0.1) -> None:
+        super().__init__(out_dim)
         self.rank = rank
         self.dropout = nn.Dropout(dropout)
-        self.image_factor = nn.Parameter(torch.empty(rank, image_dim + 1, out_dim))
-        self.text_factor = nn.Parameter(torch.empty(rank, text_dim + 1, out_dim))
+        self.image_factor = nn.Parameter(torch.empty(rank, dims.image_dim + 1, out_dim))
+        self.text_factor = nn.Parameter(torch.empty(rank, dims.text_dim + 1, out_dim))
         self.rank_weights = nn.Parameter(torch.empty(1, rank))
         self.bias = nn.Parameter(torch.zeros(out_dim))
         for factor in (self.image_factor, self.text_factor):

@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medmodal.models.fusion.base import FusionLayer
+from medmodal.models.fusion.base import FusionDims, FusionLayer, register_fusion
 from medmodal.models.layers import cell_centres, first_position_if_empty, masked_mean, mlp
-from medmodal.models.registry import register
 from medmodal.models.types import FusionOutput, ImageFeatures, TextFeatures
 
 
@@ -25,15 +24,12 @@ def grid_coordinates(height: int, width: int, device: torch.device, dtype: torch
     return torch.stack([grid_x.flatten(), grid_y.flatten()], dim=-1)
 
 
-@register("fusion", "cross_attention")
+@register_fusion("cross_attention")
 class CrossAttentionFusion(FusionLayer):
-    """Bidirectional cross-attention fusion.
+    """Bidirectional cross-attention fusion of the grid regions (``dims.grid_dim`` channels) and the
+    tokens (``dims.seq_dim``), combined with the modality vectors.
 
     Args:
-        image_dim, text_dim: widths of the modality vectors.
-        grid_dim: channels of the image grid; seq_dim: width of the token features.
-        out_dim: width of the fused vector.
-        num_labels: unused (part of the fusion contract).
         dim: width of the attention space; num_heads: heads (must divide ``dim``).
         dropout: in attention and the MLP.
 
@@ -44,27 +40,17 @@ class CrossAttentionFusion(FusionLayer):
     """
 
     def __init__(
-        self,
-        image_dim: int,
-        text_dim: int,
-        grid_dim: int,
-        seq_dim: int,
-        out_dim: int,
-        num_labels: int,
-        dim: int = 128,
-        num_heads: int = 4,
-        dropout: float = 0.1,
+        self, dims: FusionDims, out_dim: int, dim: int = 128, num_heads: int = 4, dropout: float = 0.1
     ) -> None:
-        super().__init__()
-        self.out_dim = out_dim
-        self.region_proj = nn.Linear(grid_dim, dim)
+        super().__init__(out_dim)
+        self.region_proj = nn.Linear(dims.grid_dim, dim)
         self.region_position = nn.Linear(2, dim)
-        self.token_proj = nn.Linear(seq_dim, dim)
+        self.token_proj = nn.Linear(dims.seq_dim, dim)
         self.text_to_image = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.image_to_text = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.text_norm = nn.LayerNorm(dim)
         self.image_norm = nn.LayerNorm(dim)
-        self.combine = mlp(image_dim + text_dim + 2 * dim, out_dim, out_dim, dropout)
+        self.combine = mlp(dims.joint_dim + 2 * dim, out_dim, out_dim, dropout)
         self.out_norm = nn.LayerNorm(out_dim)
 
     def image_regions(self, grid: Tensor) -> Tensor:

@@ -10,40 +10,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medmodal.models.fusion.base import FusionLayer
-from medmodal.models.registry import register
+from medmodal.models.fusion.base import FusionDims, FusionLayer, register_fusion
 from medmodal.models.types import FusionOutput, ImageFeatures, TextFeatures
 
 
-@register("fusion", "gated")
+@register_fusion("gated")
 class GatedFusion(FusionLayer):
-    """Gated Multimodal Unit.
-
-    Args:
-        image_dim, text_dim: widths of the modality vectors.
-        grid_dim, seq_dim, num_labels: unused (part of the fusion contract).
-        out_dim: width of the fused vector.
-        dropout: on the inputs.
+    """Gated Multimodal Unit; ``dropout`` on the inputs.
 
     ``extras``: ``gate`` [B, out_dim] (z, 1 = image), ``image_share`` [B] (mean of z).
     """
 
-    def __init__(
-        self,
-        image_dim: int,
-        text_dim: int,
-        grid_dim: int,
-        seq_dim: int,
-        out_dim: int,
-        num_labels: int,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.out_dim = out_dim
+    def __init__(self, dims: FusionDims, out_dim: int, dropout: float = 0.1) -> None:
+        super().__init__(out_dim)
         self.dropout = nn.Dropout(dropout)
-        self.image_proj = nn.Linear(image_dim, out_dim, bias=False)
-        self.text_proj = nn.Linear(text_dim, out_dim, bias=False)
-        self.gate = nn.Linear(image_dim + text_dim, out_dim)
+        self.image_proj = nn.Linear(dims.image_dim, out_dim, bias=False)
+        self.text_proj = nn.Linear(dims.text_dim, out_dim, bias=False)
+        self.gate = nn.Linear(dims.joint_dim, out_dim)
 
     def forward(self, image: ImageFeatures, text: TextFeatures) -> FusionOutput:
         """image.vector [B, Di], text.vector [B, Dt] -> FusionOutput(vector [B, out_dim], extras gate)."""

@@ -11,46 +11,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medmodal.models.fusion.base import FusionLayer
-from medmodal.models.registry import register
+from medmodal.models.fusion.base import DecisionFusion, FusionDims, joint_projection, register_fusion
 from medmodal.models.types import FusionOutput, ImageFeatures, TextFeatures
 
 
-@register("fusion", "late")
-class LateFusion(FusionLayer):
-    """Decision-level fusion; ``FusionOutput.logits`` are the model's logits.
-
-    Args:
-        image_dim, text_dim: widths of the modality vectors.
-        grid_dim, seq_dim: unused (part of the fusion contract).
-        out_dim: width of the projected ``vector``.
-        num_labels: classes C.
-        dropout: before each classifier and the projection.
+@register_fusion("late")
+class LateFusion(DecisionFusion):
+    """Decision-level fusion with learned per-class modality weights; ``dropout`` before each
+    classifier and the projection.
 
     ``extras``: ``image_logits`` [B, C], ``text_logits`` [B, C], ``modality_weights`` [2, C]
     (row 0 image, row 1 text).
     """
 
-    produces_logits = True
-
-    def __init__(
-        self,
-        image_dim: int,
-        text_dim: int,
-        grid_dim: int,
-        seq_dim: int,
-        out_dim: int,
-        num_labels: int,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.out_dim = out_dim
-        self.image_classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(image_dim, num_labels))
-        self.text_classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(text_dim, num_labels))
-        self.modality_scores = nn.Parameter(torch.zeros(2, num_labels))
-        self.projection = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(image_dim + text_dim, out_dim), nn.GELU()
-        )
+    def __init__(self, dims: FusionDims, out_dim: int, dropout: float = 0.1) -> None:
+        super().__init__(dims, out_dim, dropout)
+        self.modality_scores = nn.Parameter(torch.zeros(2, dims.num_labels))
+        self.projection = joint_projection(dims, out_dim, dropout)
 
     def modality_weights(self) -> torch.Tensor:
         """[2, C] softmax over (image, text) of the learned scores, per class."""
@@ -58,8 +35,7 @@ class LateFusion(FusionLayer):
 
     def forward(self, image: ImageFeatures, text: TextFeatures) -> FusionOutput:
         """image.vector [B, Di], text.vector [B, Dt] -> FusionOutput(vector [B, out_dim], logits [B, C])."""
-        image_logits = self.image_classifier(image.vector)
-        text_logits = self.text_classifier(text.vector)
+        image_logits, text_logits = self.unimodal_logits(image, text)
         weights = self.modality_weights()
         logits = weights[0] * image_logits + weights[1] * text_logits
         vector = self.projection(torch.cat([image.vector, text.vector], dim=-1))

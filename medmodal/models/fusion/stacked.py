@@ -17,63 +17,40 @@ from typing import cast
 import torch
 from torch import nn
 
-from medmodal.models.fusion.base import FusionLayer
+from medmodal.models.fusion.base import DecisionFusion, FusionDims, joint_projection, register_fusion
 from medmodal.models.layers import mlp
-from medmodal.models.registry import register
 from medmodal.models.types import FusionOutput, ImageFeatures, TextFeatures
 
 
-@register("fusion", "stacked")
-class StackedFusion(FusionLayer):
-    """Sum of unimodal logits + joint term; ``FusionOutput.logits`` are the model's logits.
+@register_fusion("stacked")
+class StackedFusion(DecisionFusion):
+    """Sum of unimodal logits + joint term.
 
     Args:
-        image_dim, text_dim: widths of the modality vectors.
-        grid_dim, seq_dim: unused (part of the fusion contract).
-        out_dim: width of the projected ``vector``.
-        num_labels: classes C.
         hidden_dim: width of the joint MLP (0 = no joint term: pure sum of unimodal logits).
         dropout: before each classifier, in the joint MLP and before the projection.
 
     ``extras``: ``image_logits``, ``text_logits``, ``joint_logits`` [B, C].
     """
 
-    produces_logits = True
-
-    def __init__(
-        self,
-        image_dim: int,
-        text_dim: int,
-        grid_dim: int,
-        seq_dim: int,
-        out_dim: int,
-        num_labels: int,
-        hidden_dim: int = 64,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
+    def __init__(self, dims: FusionDims, out_dim: int, hidden_dim: int = 64, dropout: float = 0.1) -> None:
         if hidden_dim < 0:
             raise ValueError(f"hidden_dim must be >= 0, got {hidden_dim}")
-        self.out_dim = out_dim
-        self.image_classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(image_dim, num_labels))
-        self.text_classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(text_dim, num_labels))
+        super().__init__(dims, out_dim, dropout)
         self.joint = None
         if hidden_dim:
             self.joint = nn.Sequential(
-                nn.Dropout(dropout), mlp(image_dim + text_dim, hidden_dim, num_labels, dropout)
+                nn.Dropout(dropout), mlp(dims.joint_dim, hidden_dim, dims.num_labels, dropout)
             )
             last = cast(nn.Linear, cast(nn.Sequential, self.joint[-1])[-1])  # the mlp's last Linear
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-        self.projection = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(image_dim + text_dim, out_dim), nn.GELU()
-        )
+        self.projection = joint_projection(dims, out_dim, dropout)
 
     def forward(self, image: ImageFeatures, text: TextFeatures) -> FusionOutput:
         """image.vector [B, Di], text.vector [B, Dt] -> FusionOutput(vector [B, out_dim], logits [B, C])."""
         both = torch.cat([image.vector, text.vector], dim=-1)
-        image_logits = self.image_classifier(image.vector)
-        text_logits = self.text_classifier(text.vector)
+        image_logits, text_logits = self.unimodal_logits(image, text)
         logits = image_logits + text_logits
         extras = {"image_logits": image_logits, "text_logits": text_logits}
         if self.joint is not None:
