@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from medmodal.models.layers import AdaptiveAvgPool2d, SafeBatchNorm1d
-from medmodal.models.text_encoders.ngram_bag import bigram_ids
+from medmodal.models.text_encoders.ngram_bag import HashedNgrams
 
 
 class WidePixels(nn.Module):
@@ -56,7 +56,7 @@ class WidePixels(nn.Module):
         return self.net(image)
 
 
-class WideNgrams(nn.Module):
+class WideNgrams(HashedNgrams):
     """ids, mask [B, L] -> logits [B, num_labels]: L2-normalised binary bag of uni + hashed bigrams, linear.
 
     Args:
@@ -67,22 +67,14 @@ class WideNgrams(nn.Module):
     """
 
     def __init__(self, vocab_size: int, num_labels: int, pad_id: int = 0, num_buckets: int = 16384) -> None:
-        super().__init__()
-        if num_buckets < 0:
-            raise ValueError(f"num_buckets must be >= 0, got {num_buckets}")
-        self.vocab_size = vocab_size
-        self.num_buckets = num_buckets
-        self.pad_id = pad_id
-        self.weights = nn.EmbeddingBag(vocab_size + num_buckets, num_labels, mode="sum")
+        super().__init__(vocab_size, pad_id, num_buckets)
+        self.weights = nn.EmbeddingBag(self.num_ngrams, num_labels, mode="sum")
         nn.init.zeros_(self.weights.weight)
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         """ids [B, L] long, mask [B, L] bool -> [B, num_labels] (zeros for a row without words)."""
         mask = mask.bool()
-        ids = ids.masked_fill(~mask, self.pad_id)
-        if self.num_buckets:
-            pair_ids, pair_mask = bigram_ids(ids, mask, self.vocab_size, self.num_buckets)
-            ids, mask = torch.cat([ids, pair_ids], dim=1), torch.cat([mask, pair_mask], dim=1)
+        ids, mask = self.ngrams(ids.masked_fill(~mask, self.pad_id), mask)
         present = distinct(ids, mask)
         weights = present / present.sum(dim=1, keepdim=True).clamp_min(1.0).sqrt()
         return self.weights(ids, per_sample_weights=weights.to(self.weights.weight.dtype))

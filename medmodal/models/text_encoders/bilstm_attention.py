@@ -10,19 +10,15 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from medmodal.models.registry import register
-from medmodal.models.text_encoders.base import AttentionPooledTextEncoder
+from medmodal.models.text_encoders.base import AttentionPooledTextEncoder, TextDims, register_text_encoder
 
 
-@register("text_encoder", "bilstm_attention")
+@register_text_encoder("bilstm_attention")
 class BiLSTMAttentionEncoder(AttentionPooledTextEncoder):
     """BiLSTM report encoder with attention pooling.
 
     Args:
-        vocab_size: tokenizer vocabulary size V.
-        out_dim: width of the report vector.
-        pad_id: padding token id (its embedding is kept at zero).
-        embed_dim: word embedding width.
+        dims: vocabulary and widths (:class:`TextDims`).
         hidden_dim: LSTM width per direction (``seq_dim = 2 * hidden_dim``); None = ``out_dim // 2``.
         num_layers: stacked LSTM layers.
         attn_dim: width of the attention scoring layer.
@@ -31,28 +27,24 @@ class BiLSTMAttentionEncoder(AttentionPooledTextEncoder):
 
     def __init__(
         self,
-        vocab_size: int,
-        out_dim: int = 256,
-        pad_id: int = 0,
-        embed_dim: int = 128,
+        dims: TextDims,
         hidden_dim: int | None = None,
         num_layers: int = 1,
         attn_dim: int = 128,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        hidden_dim = hidden_dim or max(out_dim // 2, 1)
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        super().__init__(dims)
+        hidden_dim = hidden_dim or max(dims.out_dim // 2, 1)
         self.embed_dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(
-            embed_dim,
+            dims.embed_dim,
             hidden_dim,
             num_layers=num_layers,
             batch_first=True,
             bidirectional=True,
             dropout=dropout if num_layers > 1 else 0.0,
         )
-        self.build_pooling(2 * hidden_dim, out_dim, attn_dim, dropout)
+        self.build_pooling(2 * hidden_dim, dims.out_dim, attn_dim, dropout)
 
     def encode_sequence(self, ids: Tensor, mask: Tensor) -> Tensor:
         """ids [B, L], mask [B, L] -> BiLSTM states [B, L, 2 * hidden_dim], zeros at padding."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medmodal.models.registry import register
+from medmodal.models.text_encoders.base import TextDims, register_text_encoder
 from medmodal.models.types import TextFeatures
 
 _HASH_MULTIPLIER = 1_000_003  # a prime; (a * p + b) mod buckets spreads the pairs
@@ -30,44 +30,24 @@ def bigram_ids(ids: Tensor, mask: Tensor, vocab_size: int, num_buckets: int) -> 
     return vocab_size + pair, mask[:, :-1] & mask[:, 1:]
 
 
-@register("text_encoder", "ngram_bag")
-class NgramBagEncoder(nn.Module):
-    """Mean of uni+bigram embeddings -> dropout -> linear.
+class HashedNgrams(nn.Module):
+    """Base of the n-gram bag models (this encoder, :class:`~medmodal.models.wide.WideNgrams`): the
+    vocabulary, the bigram hash slots and :meth:`ngrams`; an n-gram table has ``num_ngrams`` rows.
 
     Args:
         vocab_size: tokenizer vocabulary size V.
-        out_dim: width of the report vector.
-        pad_id: padding token id (padding never enters the bag).
-        embed_dim: width of the n-gram embeddings (``seq_dim``).
+        pad_id: padding token id (padding never enters a bag).
         num_buckets: hash slots for bigrams (0 = unigrams only).
-        token_dropout: share of n-grams dropped from each bag in training (word dropout).
-        dropout: before the projection.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        out_dim: int = 256,
-        pad_id: int = 0,
-        embed_dim: int = 128,
-        num_buckets: int = 16384,
-        token_dropout: float = 0.1,
-        dropout: float = 0.1,
-    ) -> None:
+    def __init__(self, vocab_size: int, pad_id: int, num_buckets: int) -> None:
         super().__init__()
         if num_buckets < 0:
             raise ValueError(f"num_buckets must be >= 0, got {num_buckets}")
-        if not 0.0 <= token_dropout < 1.0:
-            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
         self.vocab_size = vocab_size
         self.num_buckets = num_buckets
         self.pad_id = pad_id
-        self.token_dropout = token_dropout
-        self.seq_dim = embed_dim
-        self.out_dim = out_dim
-        self.embedding = nn.EmbeddingBag(vocab_size + num_buckets, embed_dim, mode="sum")
-        nn.init.normal_(self.embedding.weight, std=0.1)
-        self.vector_proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, out_dim))
+        self.num_ngrams = vocab_size + num_buckets
 
     def ngrams(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """ids, mask [B, L] -> n-gram ids [B, N] and their mask [B, N] (unigrams, then bigrams)."""
@@ -75,6 +55,32 @@ class NgramBagEncoder(nn.Module):
             return ids, mask
         pair_ids, pair_mask = bigram_ids(ids, mask, self.vocab_size, self.num_buckets)
         return torch.cat([ids, pair_ids], dim=1), torch.cat([mask, pair_mask], dim=1)
+
+
+@register_text_encoder("ngram_bag")
+class NgramBagEncoder(HashedNgrams):
+    """Mean of uni+bigram embeddings -> dropout -> linear.
+
+    Args:
+        dims: vocabulary and widths (:class:`TextDims`); ``embed_dim`` is the n-gram embeddings'
+            width (``seq_dim``); padding never enters the bag.
+        num_buckets: hash slots for bigrams (0 = unigrams only).
+        token_dropout: share of n-grams dropped from each bag in training (word dropout).
+        dropout: before the projection.
+    """
+
+    def __init__(
+        self, dims: TextDims, num_buckets: int = 16384, token_dropout: float = 0.1, dropout: float = 0.1
+    ) -> None:
+        super().__init__(dims.vocab_size, dims.pad_id, num_buckets)
+        if not 0.0 <= token_dropout < 1.0:
+            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
+        self.token_dropout = token_dropout
+        self.seq_dim = dims.embed_dim
+        self.out_dim = dims.out_dim
+        self.embedding = nn.EmbeddingBag(self.num_ngrams, dims.embed_dim, mode="sum")
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        self.vector_proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(dims.embed_dim, dims.out_dim))
 
     def bag_weights(self, mask: Tensor) -> Tensor:
         """mask [B, N] -> per-n-gram weights [B, N]: 1 / (n-grams kept) on kept ones, else 0."""

@@ -11,19 +11,15 @@ import torch
 from torch import Tensor, nn
 
 from medmodal.models.layers import first_position_if_empty, pre_norm_layer
-from medmodal.models.registry import register
-from medmodal.models.text_encoders.base import AttentionPooledTextEncoder
+from medmodal.models.text_encoders.base import AttentionPooledTextEncoder, TextDims, register_text_encoder
 
 
-@register("text_encoder", "transformer")
+@register_text_encoder("transformer")
 class TransformerTextEncoder(AttentionPooledTextEncoder):
     """Transformer report encoder.
 
     Args:
-        vocab_size: tokenizer vocabulary size V.
-        out_dim: width of the report vector.
-        pad_id: padding token id.
-        embed_dim: model width (``seq_dim``).
+        dims: vocabulary and widths (:class:`TextDims`); ``embed_dim`` is the model width (``seq_dim``).
         num_layers: encoder layers.
         num_heads: attention heads (must divide ``embed_dim``).
         ff_dim: feed-forward width; None = ``4 * embed_dim``.
@@ -34,10 +30,7 @@ class TransformerTextEncoder(AttentionPooledTextEncoder):
 
     def __init__(
         self,
-        vocab_size: int,
-        out_dim: int = 256,
-        pad_id: int = 0,
-        embed_dim: int = 128,
+        dims: TextDims,
         num_layers: int = 2,
         num_heads: int = 4,
         ff_dim: int | None = None,
@@ -45,16 +38,16 @@ class TransformerTextEncoder(AttentionPooledTextEncoder):
         attn_dim: int = 128,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
+        super().__init__(dims)
+        embed_dim = dims.embed_dim
         self.max_len = max_len
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.position = nn.Embedding(max_len, embed_dim)
         self.embed_dropout = nn.Dropout(dropout)
         layer = pre_norm_layer(nn.TransformerEncoderLayer, embed_dim, num_heads, ff_dim, dropout)
         self.encoder = nn.TransformerEncoder(
             layer, num_layers, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False
         )
-        self.build_pooling(embed_dim, out_dim, attn_dim, dropout)
+        self.build_pooling(embed_dim, dims.out_dim, attn_dim, dropout)
 
     def encode_sequence(self, ids: Tensor, mask: Tensor) -> Tensor:
         """ids [B, L], mask [B, L] -> token features [B, L, embed_dim], zeros at padding."""
