@@ -52,16 +52,11 @@ _MASKED = -10000.0  # additive attention score of a padding token (as MONAI's Tr
 
 
 def bert_config(
-    hidden_size: int,
-    num_attention_heads: int,
-    intermediate_size: int | None = None,
-    vocab_size: int = 2,
-    pad_token_id: int = 0,
-    max_position_embeddings: int = 512,
-    hidden_dropout_prob: float = 0.1,
-    attention_probs_dropout_prob: float = 0.1,
-) -> dict[str, Any]:
-    """The ``bert_config`` dict MONAI's ``MultiModal`` takes (Transchex's defaults otherwise)."""
+    hidden_size: int, num_attention_heads: int, intermediate_size: int | None = None, dropout: float = 0.1,
+    *, vocab_size: int = 2, pad_token_id: int = 0, max_position_embeddings: int = 512,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``bert_config`` dict MONAI's ``MultiModal`` takes (Transchex's defaults otherwise); ``dropout``
+    is both BERT's hidden and attention-probability dropout."""
     _require_transformers()
     if hidden_size % num_attention_heads:
         raise ValueError(
@@ -71,7 +66,7 @@ def bert_config(
         "hidden_size": hidden_size, "num_attention_heads": num_attention_heads,
         "intermediate_size": intermediate_size or 4 * hidden_size, "vocab_size": vocab_size,
         "pad_token_id": pad_token_id, "max_position_embeddings": max_position_embeddings,
-        "hidden_dropout_prob": hidden_dropout_prob, "attention_probs_dropout_prob": attention_probs_dropout_prob,
+        "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
         "hidden_act": "gelu", "initializer_range": 0.02, "layer_norm_eps": 1e-12, "type_vocab_size": 2,
         "position_embedding_type": "absolute", "classifier_dropout": None, "is_decoder": False,
         "add_cross_attention": False, "chunk_size_feed_forward": 0, "_attn_implementation": "eager",
@@ -124,8 +119,7 @@ class TranschexImage(nn.Module):
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
         hidden = hidden_size or out_dim
-        config = bert_config(hidden, num_attention_heads, intermediate_size,
-                             hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)  # fmt: skip
+        config = bert_config(hidden, num_attention_heads, intermediate_size, dropout)
         self.out_dim = self.grid_dim = hidden
         self.side = image_size // patch_size
         self.vision_proj = nn.Conv2d(in_channels, hidden, kernel_size=patch_size, stride=patch_size)
@@ -161,8 +155,8 @@ class TranschexText(nn.Module):
         super().__init__()
         hidden = hidden_size or out_dim
         self.cls_id = vocab_size
-        config = bert_config(hidden, num_attention_heads, intermediate_size, vocab_size + 1, pad_id,
-                             max_position_embeddings, dropout, dropout)  # fmt: skip
+        config = bert_config(hidden, num_attention_heads, intermediate_size, dropout, vocab_size=vocab_size + 1,
+                             pad_token_id=pad_id, max_position_embeddings=max_position_embeddings)  # fmt: skip
         self.bert = _monai_transchex().MultiModal(num_language_layers, 0, 0, config)
         self.out_dim = self.seq_dim = hidden
 
@@ -213,8 +207,7 @@ class TranschexFusion(nn.Module):
             raise ValueError(f"transchex fusion needs image and text tokens of one width, got {grid_dim} and {seq_dim}"
                              " (use transchex_image and transchex_text of the same hidden_size)")  # fmt: skip
         monai = _monai_transchex()
-        config = _config_object(bert_config(seq_dim, num_attention_heads, hidden_dropout_prob=dropout,
-                                            attention_probs_dropout_prob=dropout))  # fmt: skip
+        config = _config_object(bert_config(seq_dim, num_attention_heads, dropout=dropout))
         self.mixed_encoder = nn.ModuleList(monai.BertMixedLayer(config) for _ in range(num_mixed_layers))
         # MONAI's init_bert_weights (it reads only config.initializer_range), as MultiModal applies it
         holder = SimpleNamespace(config=config)
