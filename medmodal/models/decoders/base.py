@@ -3,9 +3,9 @@
 The registry builds a decoder with the keywords ``(vocab_size, embed_dim, context_dim, memory_dim,
 pad_id, bos_id, eos_id, **kwargs)`` (plus ``condition_dim`` for a conditioned one): the model
 factory wires all but ``embed_dim`` (which defaults to the model width) and ``kwargs`` come from the
-config. The classes of this package take the wired arguments as one :class:`DecoderDims` and are
-registered with :func:`register_decoder`, which accepts those keywords:
-``cls(dims: DecoderDims, embed_dim: int, **kwargs)``.
+config. The classes of this package take the vocabulary, the widths and the special ids as one
+:class:`DecoderDims` and are registered with :func:`register_decoder`, which accepts those
+keywords: ``cls(dims: DecoderDims, **kwargs)``.
 
 A decoder subclass implements
 
@@ -45,16 +45,19 @@ from medmodal.models.types import GenerationOutput
 
 @dataclass(frozen=True)
 class DecoderDims:
-    """What the model factory wires into a report decoder.
+    """The vocabulary, the widths and the special ids of a report decoder (registry keywords of the
+    same names; the model factory wires all but ``embed_dim``, whose default is the model width).
 
     Attributes:
         vocab_size, pad_id, bos_id, eos_id: tokenizer vocabulary and special ids.
+        embed_dim: width of the word embeddings (the model width of the ``transformer`` decoder).
         context_dim: width of the context (fused) vector.
         memory_dim: width of the memory regions.
         condition_dim: number of findings K the decoder is conditioned on (0 = none).
     """
 
     vocab_size: int
+    embed_dim: int
     context_dim: int
     memory_dim: int
     pad_id: int
@@ -71,7 +74,7 @@ class ReportDecoder(nn.Module):
     every decoder's first parameter.
     """
 
-    def __init__(self, dims: DecoderDims, embed_dim: int) -> None:
+    def __init__(self, dims: DecoderDims) -> None:
         super().__init__()
         if dims.condition_dim < 0:
             raise ValueError(f"condition_dim must be >= 0, got {dims.condition_dim}")
@@ -80,7 +83,7 @@ class ReportDecoder(nn.Module):
         self.bos_id = dims.bos_id
         self.eos_id = dims.eos_id
         self.condition_dim = dims.condition_dim
-        self.embedding = nn.Embedding(dims.vocab_size, embed_dim, padding_idx=dims.pad_id)
+        self.embedding = nn.Embedding(dims.vocab_size, dims.embed_dim, padding_idx=dims.pad_id)
 
     def check_condition(self, condition: Tensor | None, batch_size: int) -> None:
         """Raise unless ``condition`` is [batch_size, condition_dim] (None when ``condition_dim`` is 0)."""
@@ -163,7 +166,7 @@ Decoder = TypeVar("Decoder", bound=ReportDecoder)
 
 def register_decoder(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
     """Class decorator: registers ``cls`` as decoder ``name``, built from the registry's keywords as
-    ``cls(DecoderDims(...the fields of DecoderDims...), **the others)`` (``embed_dim`` and the options)."""
+    ``cls(DecoderDims(...the fields of DecoderDims...), **the others)`` (the decoder's options)."""
     wired = {field.name for field in dataclasses.fields(DecoderDims)}
 
     def add(cls: type[Decoder]) -> type[Decoder]:

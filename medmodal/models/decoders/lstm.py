@@ -26,22 +26,17 @@ class LSTMAttentionDecoder(ReportDecoder):
     """LSTM decoder with attention over memory regions.
 
     Args:
-        dims: the wired widths and token ids (:class:`DecoderDims`).
-        embed_dim: word embedding width.
+        dims: vocabulary, widths and special ids (:class:`DecoderDims`).
         hidden_dim: LSTM width; None = ``embed_dim``.
         attn_dim: width of the attention scoring layer.
         dropout: on embeddings and before the output layer.
     """
 
     def __init__(
-        self,
-        dims: DecoderDims,
-        embed_dim: int,
-        hidden_dim: int | None = None,
-        attn_dim: int = 128,
-        dropout: float = 0.1,
+        self, dims: DecoderDims, hidden_dim: int | None = None, attn_dim: int = 128, dropout: float = 0.1
     ) -> None:
-        super().__init__(dims, embed_dim)
+        super().__init__(dims)
+        embed_dim = dims.embed_dim
         hidden_dim = hidden_dim or embed_dim
         cond = embed_dim if dims.condition_dim else 0  # width of the embedded findings
         self.condition = nn.Linear(dims.condition_dim, cond) if dims.condition_dim else None

@@ -26,8 +26,7 @@ class TransformerReportDecoder(ReportDecoder):
     """Transformer decoder over ``[context; memory]``.
 
     Args:
-        dims: the wired widths and token ids (:class:`DecoderDims`).
-        embed_dim: model width.
+        dims: vocabulary, widths and special ids (:class:`DecoderDims`); ``embed_dim`` is the model width.
         num_layers: decoder layers; num_heads: attention heads (must divide ``embed_dim``).
         ff_dim: feed-forward width; None = ``4 * embed_dim``.
         max_len: longest target (BOS included).
@@ -37,14 +36,14 @@ class TransformerReportDecoder(ReportDecoder):
     def __init__(
         self,
         dims: DecoderDims,
-        embed_dim: int,
         num_layers: int = 2,
         num_heads: int = 4,
         ff_dim: int | None = None,
         max_len: int = 256,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__(dims, embed_dim)
+        super().__init__(dims)
+        embed_dim = dims.embed_dim
         self.max_len = max_len
         self.position = nn.Embedding(max_len, embed_dim)
         self.context_proj = nn.Linear(dims.context_dim, embed_dim)
