@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,7 +74,7 @@ from monai.transforms import (
     RandScaleIntensity,
     RandShiftIntensity,
 )
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from typing_extensions import Self  # typing.Self is Python 3.11+; medmodal supports 3.10
 
 from medmodal.config import AugmentConfig, DataConfig
@@ -278,6 +278,11 @@ def _mask_to_box(mask: torch.Tensor) -> torch.Tensor | None:
     )
 
 
+# The keywords of StudyDataset that DataConfig holds under the same names (StudyDataset.from_config).
+CONFIG_SETTINGS = ("image_size", "text_fields", "target_fields", "max_text_tokens", "max_target_tokens",
+                   "augment", "cache_images", "image_cache_dir")  # fmt: skip
+
+
 class StudyDataset(Dataset):
     """Map-style dataset of studies; items as in the module docstring."""
 
@@ -348,21 +353,8 @@ class StudyDataset(Dataset):
         seed: int = 0,
     ) -> Self:
         """A dataset with the settings of ``config`` (sizes, fields, augmentation, cache)."""
-        return cls(
-            studies,
-            tokenizer,
-            label_names,
-            image_size=config.image_size,
-            text_fields=config.text_fields,
-            target_fields=config.target_fields,
-            max_text_tokens=config.max_text_tokens,
-            max_target_tokens=config.max_target_tokens,
-            augment=config.augment,
-            cache_images=config.cache_images,
-            train=train,
-            seed=seed,
-            image_cache_dir=config.image_cache_dir,
-        )
+        settings = {name: getattr(config, name) for name in CONFIG_SETTINGS}
+        return cls(studies, tokenizer, label_names, train=train, seed=seed, **settings)
 
     def __len__(self) -> int:
         return len(self.studies)
@@ -485,21 +477,24 @@ def make_dataloader(
     num_workers: int = 0,
     seed: int = 0,
     drop_last: bool = False,
+    *,
+    sampler: Sampler | None = None,
+    collate_fn: Callable[[list], Any] = collate,
 ) -> DataLoader:
     """A DataLoader yielding batch dicts, with a seeded generator (same seed, same order).
 
     Workers are persistent (``num_workers > 0``), so each worker's image cache
-    survives across epochs; note each worker holds its own cache.
+    survives across epochs; note each worker holds its own cache. ``sampler``
+    (instead of ``shuffle``) and ``collate_fn`` are handed to the DataLoader as they are.
     """
-    generator = torch.Generator()
-    generator.manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate,
-        generator=generator,
+        collate_fn=collate_fn,
+        generator=torch.Generator().manual_seed(seed),  # the order and the workers' base seeds
         worker_init_fn=seed_worker,
         persistent_workers=num_workers > 0,
         drop_last=drop_last,

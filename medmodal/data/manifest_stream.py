@@ -19,21 +19,19 @@ study count: :func:`medmodal.data.prepare.prepare` does it after a first pass).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medmodal.data.images import ImageReadError
 from medmodal.data.manifest import find_manifest_file
-from medmodal.data.manifest_contract import IMAGE_CHECK_THREADS, TOO_DEEP, ManifestError, view_matcher
+from medmodal.data.manifest_contract import IMAGE_CHECK_THREADS, ManifestError, view_matcher
 from medmodal.data.manifest_rows import RowValidator, size_or_error, study_image_problems
-from medmodal.data.manifest_tables import Table, canonical_column_names, plain, read_table
+from medmodal.data.manifest_tables import Table, canonical_column_names, jsonl_tables, plain, read_table
 from medmodal.data.types import RowProblem, Study
 
 logger = logging.getLogger(__name__)
@@ -119,7 +117,7 @@ def _tables(file: Path, chunk_rows: int) -> Iterator[Table]:
         if suffix == ".csv":
             yield from _csv_tables(file, chunk_rows)
         elif suffix in (".jsonl", ".ndjson"):
-            yield from _jsonl_tables(file, chunk_rows)
+            yield from (_checked(table, file) for table in jsonl_tables(file, chunk_rows))
         elif suffix in (".parquet", ".pq"):
             yield from _parquet_tables(file, chunk_rows)
         else:
@@ -172,41 +170,6 @@ def _split_table(table: Table, chunk_rows: int) -> Iterator[Table]:
     for start in range(0, len(table.row_numbers), chunk_rows):
         stop = start + chunk_rows
         yield Table({k: v[start:stop] for k, v in table.columns.items()}, table.row_numbers[start:stop])
-
-
-def _jsonl_tables(file: Path, chunk_rows: int) -> Iterator[Table]:
-    records: list[dict[str, Any]] = []
-    row_numbers: list[int] = []
-    problems: list[RowProblem] = []
-    with open(file, encoding="utf-8-sig") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            problem = None
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    problem = "not a JSON object"
-            except json.JSONDecodeError as err:
-                problem = f"not valid JSON: {err.msg}"
-            except RecursionError:
-                problem = TOO_DEEP
-            if problem:
-                problems.append(RowProblem(str(file), line_number, "(line)", problem))
-            else:
-                records.append(record)
-                row_numbers.append(line_number)
-            if len(records) + len(problems) >= chunk_rows:
-                yield _checked(_records_table(records, row_numbers, problems), file)
-                records, row_numbers, problems = [], [], []
-    if records or problems:
-        yield _checked(_records_table(records, row_numbers, problems), file)
-
-
-def _records_table(records: list[dict], row_numbers: list[int], problems: list[RowProblem]) -> Table:
-    names = list(dict.fromkeys(key for record in records for key in record))
-    columns = {name: [plain(record.get(name)) for record in records] for name in names}
-    return Table(columns, row_numbers, problems)
 
 
 def _parquet_tables(file: Path, chunk_rows: int) -> Iterator[Table]:

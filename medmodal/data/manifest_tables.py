@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from medmodal.data.jsonl import numbered_lines
 from medmodal.data.manifest_contract import (
     CONTRACT_COLUMNS,
     CONTRACT_SET,
@@ -182,26 +183,44 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def _read_jsonl(file: Path) -> Table:
+    return next(jsonl_tables(file, chunk_rows=sys.maxsize), Table({}, []))
+
+
+def jsonl_tables(file: Path, chunk_rows: int) -> Iterator[Table]:
+    """The objects of a JSON Lines file, ``chunk_rows`` lines (objects and bad lines) a table.
+
+    Blank lines are skipped; a line that is not a JSON object is a problem (field ``(line)``) of its table.
+    """
     records: list[dict[str, Any]] = []
     row_numbers: list[int] = []
     problems: list[RowProblem] = []
-    with open(file, encoding="utf-8-sig") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                problems.append(RowProblem(str(file), line_number, "(line)", f"not valid JSON: {err.msg}"))
-                continue
-            except RecursionError:
-                problems.append(RowProblem(str(file), line_number, "(line)", TOO_DEEP))
-                continue
-            if not isinstance(record, dict):
-                problems.append(RowProblem(str(file), line_number, "(line)", "not a JSON object"))
-                continue
-            records.append(record)
+    for line_number, line in numbered_lines(file, encoding="utf-8-sig"):
+        found = _json_object(line, str(file), line_number)
+        if isinstance(found, RowProblem):
+            problems.append(found)
+        else:
+            records.append(found)
             row_numbers.append(line_number)
+        if len(records) + len(problems) >= chunk_rows:
+            yield _records_table(records, row_numbers, problems)
+            records, row_numbers, problems = [], [], []
+    if records or problems:
+        yield _records_table(records, row_numbers, problems)
+
+
+def _json_object(line: str, file: str, line_number: int) -> dict[str, Any] | RowProblem:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        return RowProblem(file, line_number, "(line)", f"not valid JSON: {err.msg}")
+    except RecursionError:
+        return RowProblem(file, line_number, "(line)", TOO_DEEP)
+    if not isinstance(record, dict):
+        return RowProblem(file, line_number, "(line)", "not a JSON object")
+    return record
+
+
+def _records_table(records: list[dict], row_numbers: list[int], problems: list[RowProblem]) -> Table:
     names = list(dict.fromkeys(key for record in records for key in record))
     columns = {name: [plain(record.get(name)) for record in records] for name in names}
     return Table(columns, row_numbers, problems)

@@ -32,7 +32,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from medmodal.data.types import SPLITS, RowProblem
+from medmodal.data.jsonl import numbered_lines
+from medmodal.data.types import SPLITS, RowProblem, listed_problems
 from medmodal.errors import DataError, InputNotFoundError
 
 QA_FILE = "qa.jsonl"
@@ -97,17 +98,12 @@ def read_qa(path: str | os.PathLike) -> list[QARecord]:
         raise InputNotFoundError(f"QA file not found: {file}")
     records: list[QARecord] = []
     problems: list[RowProblem] = []
-    with open(file, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            record = _parse_line(line, str(file), line_number, problems)
-            if record is not None:
-                records.append(record)
+    for line_number, line in numbered_lines(file):
+        record = _parse_line(line, str(file), line_number, problems)
+        if record is not None:
+            records.append(record)
     if problems:
-        shown = "\n  ".join(str(p) for p in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise QAFileError(f"{file}: {len(problems)} bad QA record(s):\n  {shown}{more}", problems)
+        raise QAFileError(f"{file}: {len(problems)} bad QA record(s):{listed_problems(problems)}", problems)
     if not records:
         raise QAFileError(f"{file}: no QA record")
     return records
@@ -117,13 +113,7 @@ def record_problems(data: object) -> list[tuple[str, str]]:
     """``(field, problem)`` pairs of one decoded record (empty list = valid)."""
     if not isinstance(data, dict):
         return [("<record>", f"expected a JSON object, got {type(data).__name__}")]
-    problems = []
-    for name in _REQUIRED:
-        value = data.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            problems.append((name, "missing or empty"))
-        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            problems.append((name, f"expected text, got {type(value).__name__}"))
+    problems = text_field_problems(data, _REQUIRED)
     answer_type = data.get("answer_type")
     if (
         isinstance(answer_type, str)
@@ -134,6 +124,18 @@ def record_problems(data: object) -> list[tuple[str, str]]:
     split = data.get("split") or ""
     if not isinstance(split, str) or (split and split.lower() not in SPLITS):
         problems.append(("split", f"{split!r} is not one of {list(SPLITS)} (or empty)"))
+    return problems
+
+
+def text_field_problems(data: dict, names: Iterable[str]) -> list[tuple[str, str]]:
+    """``(field, problem)`` for each of ``names`` that is missing or empty in ``data``, or not text or a number."""
+    problems = []
+    for name in names:
+        value = data.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            problems.append((name, "missing or empty"))
+        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            problems.append((name, f"expected text, got {type(value).__name__}"))
     return problems
 
 

@@ -34,6 +34,9 @@ _JOINERS = frozenset("-/'")
 class ReportTokenizer:
     """Word-level tokenizer for report text (see module docstring for the pipeline)."""
 
+    # The special tokens' fixed ids: their positions in SPECIAL_TOKENS (PAD, UNK, BOS, EOS, SEP; checked on load).
+    pad_id, unk_id, bos_id, eos_id, sep_id = range(len(SPECIAL_TOKENS))
+
     def __init__(self, tokenizer: Tokenizer):
         self._check_special_ids(tokenizer)
         self._tokenizer = tokenizer
@@ -139,26 +142,6 @@ class ReportTokenizer:
         # Largest id + 1, not the count: the HF trainer leaves a gap when a training text contains a
         # special token verbatim (e.g. "[SEP]"), and embedding tables must cover every id.
         return max(self._tokenizer.get_vocab(with_added_tokens=True).values()) + 1
-
-    @property
-    def pad_id(self) -> int:
-        return 0
-
-    @property
-    def unk_id(self) -> int:
-        return 1
-
-    @property
-    def bos_id(self) -> int:
-        return 2
-
-    @property
-    def eos_id(self) -> int:
-        return 3
-
-    @property
-    def sep_id(self) -> int:
-        return 4
 
     def id_to_token(self, token_id: int) -> str | None:
         return self._tokenizer.id_to_token(int(token_id))

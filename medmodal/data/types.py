@@ -56,3 +56,9 @@ class RowProblem:
     def __str__(self) -> str:
         who = f" (id {self.study_id})" if self.study_id else ""
         return f"{self.file}: row {self.row}{who}, field '{self.field}': {self.message}"
+
+
+def listed_problems(problems: Sequence[RowProblem], most: int = 20) -> str:
+    """The first ``most`` problems, each on an indented line of its own, then how many more there are."""
+    more = len(problems) - most
+    return "".join(f"\n  {p}" for p in problems[:most]) + (f"\n  ... and {more} more" if more > 0 else "")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medmodal.data.dataset import collate, seed_worker
+from medmodal.data.dataset import collate, make_dataloader
 from medmodal.data.seeding import derived_seed
 
 
@@ -110,15 +110,12 @@ def epoch_seeded_loader(
 ) -> DataLoader:
     """The shuffled training loader: :class:`EpochSeededSampler` over :class:`EpochSeededItems`
     (batch dicts as :func:`medmodal.data.dataset.make_dataloader` yields them, or as ``collate_fn`` makes them)."""
-    generator = torch.Generator().manual_seed(seed)  # worker base seeds; never the global RNG
-    return DataLoader(
+    return make_dataloader(
         EpochSeededItems(dataset, seed),
-        batch_size=batch_size,
-        sampler=EpochSeededSampler(len(cast(Sized, dataset)), seed),  # map-style, with a length
+        batch_size,
         num_workers=num_workers,
-        collate_fn=collate_fn,
-        generator=generator,
-        worker_init_fn=seed_worker,
-        persistent_workers=num_workers > 0,
+        seed=seed,  # the generator gives the worker base seeds; never the global RNG
         drop_last=drop_last,
+        sampler=EpochSeededSampler(len(cast(Sized, dataset)), seed),  # map-style, with a length
+        collate_fn=collate_fn,
     )

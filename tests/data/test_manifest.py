@@ -102,12 +102,19 @@ def test_folder_problems_are_manifest_errors(tmp_path):
         read_manifest(tmp_path)
     with pytest.raises(ManifestError, match="manifest not found"):
         read_manifest(tmp_path / "nope.csv")
-    (tmp_path / "m.csv").write_text("study,findings\na,clear\n")
-    with pytest.raises(ManifestError, match="no 'id' column"):
-        read_manifest(tmp_path / "m.csv")
-    (tmp_path / "m.txt").write_text("id\na\n")
-    with pytest.raises(ManifestError, match="unsupported manifest type"):
-        read_manifest(tmp_path / "m.txt")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("m.csv", "study,findings\na,clear\n", "no 'id' column"),
+        ("m.txt", "id\na\n", "unsupported manifest type"),
+    ],
+)
+def test_file_problems_are_manifest_errors(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(tmp_path / name)
 
 
 def test_csv_line_with_too_many_cells_is_a_bad_row(tmp_path):

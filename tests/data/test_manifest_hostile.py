@@ -9,9 +9,11 @@ import json
 import logging
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pydicom.data import get_testdata_file
 from pydicom.uid import JPEGBaseline8Bit
 
@@ -24,6 +26,7 @@ from medmodal.data.pipeline import read_dataset
 from .fixtures import gradient, truncate, write_csv, write_jsonl, write_png
 from .hostile_files import gray_dicom, jpeg_bytes, png_claiming, with_jpeg_size
 
+REFUSED_IMAGES = yaml.safe_load((Path(__file__).parent / "hostile_images.yaml").read_text(encoding="utf-8"))
 SECRET = "SECRET-REPORT-TEXT"  # in every row's findings: must never appear in a problem message or log
 
 
@@ -88,28 +91,10 @@ def hostile_csv(tmp_path):
         (cells("good-link-in", image="img/link-in.png"), None),
         (cells("good-controls", findings=f"{SECRET}\x0cpage\x1bbreak\x00."), None),
         (cells("good-box", image="img/good.png", labels="nodule", boxes=json.dumps(box)), None),
-        (cells("traversal", image="../outside/x.png"), "image"),
-        (cells("traversal-deep", image="img/../../outside/x.png"), "image"),
+        *((cells(study_id, image=image), "image") for study_id, image in REFUSED_IMAGES.items()),
         (cells("absolute-out", image=str(outside / "x.png")), "image"),
-        (cells("etc", image="/etc/passwd"), "image"),
-        (cells("link-out", image="img/link-out.png"), "image"),
-        (cells("link-passwd", image="img/passwd.png"), "image"),
-        (cells("loop", image="img/loop.png"), "image"),
-        (cells("dangling", image="img/dangling.png"), "image"),
         (cells("long-name", image="img/" + "a" * 300 + ".png"), "image"),
         (cells("long-path", image="/".join(["d" * 200] * 25)), "image"),
-        (cells("folder", image="img/folder.png"), "image"),
-        (cells("data-folder", image="."), "image"),
-        (cells("fifo", image="img/fifo.png"), "image"),
-        (cells("empty-file", image="img/empty.png"), "image"),
-        (cells("truncated", image="img/cut.png"), "image"),
-        (cells("not-image", image="img/text.png"), "image"),
-        (cells("eps", image="img/eps.png"), "image"),
-        (cells("huge-png", image="img/huge.png"), "image"),
-        (cells("huge-jpeg", image="img/huge.jpg"), "image"),
-        (cells("dicom-bomb", image="img/bomb.dcm"), "image"),
-        (cells("dicom-12bit", image="img/12bit.dcm"), "image"),
-        (cells("newline-path", image="img/good.png\nother row"), "image"),
         (cells("nan-box", labels="nodule", boxes='[{"label": "nodule", "box": [NaN, 1, 5, 5]}]'), "boxes"),
         (
             cells("inf-box", labels="nodule", boxes='[{"label": "nodule", "box": [1, 1, Infinity, 5]}]'),

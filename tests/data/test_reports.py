@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from medmodal.data.reports import normalize_whitespace, split_report_sections
 
 
@@ -27,22 +29,23 @@ def test_multiline_report_with_standard_headers():
     }
 
 
-def test_one_line_report_with_synonyms_and_mixed_case():
-    text = "Clinical History: smoker. Findings: 8 mm nodule in the left upper lobe. Conclusion: Nodule, CT advised."
-    assert split_report_sections(text) == {
-        "indication": "smoker.",
-        "findings": "8 mm nodule in the left upper lobe.",
-        "impression": "Nodule, CT advised.",
-    }
-
-
-def test_text_before_any_header_is_findings_and_repeated_headers_join():
-    text = "Heart size normal. IMPRESSION: No acute disease. impression : Stable."
-    assert split_report_sections(text) == {
-        "indication": "",
-        "findings": "Heart size normal.",
-        "impression": "No acute disease. Stable.",
-    }
+@pytest.mark.parametrize(
+    ("text", "sections"),
+    [
+        pytest.param(
+            "Clinical History: smoker. Findings: 8 mm nodule in the left upper lobe. Conclusion: Nodule, CT advised.",
+            ("smoker.", "8 mm nodule in the left upper lobe.", "Nodule, CT advised."),
+            id="synonyms-and-mixed-case",
+        ),
+        pytest.param(
+            "Heart size normal. IMPRESSION: No acute disease. impression : Stable.",
+            ("", "Heart size normal.", "No acute disease. Stable."),
+            id="text-before-any-header-is-findings-and-repeated-headers-join",
+        ),
+    ],
+)
+def test_one_line_reports(text, sections):
+    assert split_report_sections(text) == dict(zip(("indication", "findings", "impression"), sections))
 
 
 def test_report_without_headers_or_text():

@@ -101,13 +101,13 @@ def test_malformed_records_are_named(tmp_path):
     assert "'MAYBE' is not CLOSED or OPEN" in message
 
 
-def test_not_a_list_and_bad_json(tmp_path):
-    (tmp_path / "a.json").write_text('{"qid": 1}')
-    with pytest.raises(VQARadFormatError, match="expected a JSON list"):
+@pytest.mark.parametrize(
+    ("text", "message"), [('{"qid": 1}', "expected a JSON list"), ("[{", "not valid JSON")]
+)
+def test_not_a_list_and_bad_json(tmp_path, text, message):
+    (tmp_path / "a.json").write_text(text)
+    with pytest.raises(VQARadFormatError, match=message):
         read_vqa_rad_json(tmp_path / "a.json")
-    (tmp_path / "b.json").write_text("[{")
-    with pytest.raises(VQARadFormatError, match="not valid JSON"):
-        read_vqa_rad_json(tmp_path / "b.json")
 
 
 def test_command_line(release, tmp_path, capsys):

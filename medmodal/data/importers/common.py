@@ -18,17 +18,18 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
 import pandas as pd
+from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
 from medmodal.data.images import ImageReadError, image_size
 from medmodal.data.manifest import Manifest, read_manifest
 from medmodal.data.manifest_contract import CONTRACT_COLUMNS
-from medmodal.data.types import RowProblem
+from medmodal.data.types import RowProblem, listed_problems
 from medmodal.errors import DataError, InputNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,7 @@ class ImportFormatError(DataError, ValueError):
 
     def __init__(self, message: str, problems: Sequence[RowProblem] = ()):
         self.problems = list(problems)
-        listed = "".join(f"\n  {p}" for p in self.problems[:MAX_LISTED_PROBLEMS])
-        more = len(self.problems) - MAX_LISTED_PROBLEMS
-        super().__init__(message + listed + (f"\n  ... and {more} more" if more > 0 else ""))
+        super().__init__(message + listed_problems(self.problems, MAX_LISTED_PROBLEMS))
 
 
 @dataclass
@@ -117,11 +116,69 @@ def find_table(source: Path, patterns: Sequence[str], what: str) -> Path:
         return source
     if not source.is_dir():
         raise InputNotFoundError(f"{source}: not found")
+    found = first_match(source, patterns)
+    if found is None:
+        raise InputNotFoundError(f"{source}: no {what} here (looked for {', '.join(patterns)})")
+    return found
+
+
+def first_match(folder: Path, patterns: Sequence[str]) -> Path | None:
+    """The last (sorted) file in ``folder`` matching the first glob of ``patterns`` that matches any, else None."""
     for pattern in patterns:
-        found = sorted(source.glob(pattern))
+        found = sorted(folder.glob(pattern))
         if found:
             return found[-1]
-    raise InputNotFoundError(f"{source}: no {what} here (looked for {', '.join(patterns)})")
+    return None
+
+
+@dataclass(frozen=True)
+class TableFormat:
+    """A format's source table: the names it goes by (globs, in order), what it is, its required columns."""
+
+    patterns: tuple[str, ...]
+    what: str  # named when no file matches ("SIIM train-rle table")
+    required: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A table read with :func:`read_table`; ``file`` names it in :class:`RowProblem` records."""
+
+    path: Path
+    frame: pd.DataFrame
+
+    @classmethod
+    def read(cls, path: Path, required: Sequence[str]) -> SourceTable:
+        return cls(path, read_table(path, required))
+
+    @property
+    def file(self) -> str:
+        return str(self.path)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The rows as dicts (:func:`records`)."""
+        return records(self.frame)
+
+    def keyed_records(
+        self, key: str, problems: list[RowProblem], kept: Container[str] = ()
+    ) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """``(row, rec[key], rec)`` of each row whose ``key`` cell is filled and not in ``kept`` (the keys
+        of the rows the caller has kept so far); an empty cell or a kept key again is a problem."""
+        last: dict[str, int] = {}  # the row last yielded for a key: the kept one once the key is kept
+        for rec in self.records():
+            row, value = rec["_row"], rec[key]
+            if not value:
+                problems.append(RowProblem(self.file, row, key, "empty"))
+            elif value in kept:
+                problems.append(
+                    RowProblem(self.file, row, key, f"duplicate (first at row {last[value]})", value)
+                )
+            else:
+                last[value] = row
+                yield row, value, rec
 
 
 def number(
@@ -137,6 +194,23 @@ def number(
         problems.append(RowProblem(file, row, field_name, f"not a finite number: {cell!r}", study or None))
         return None
     return value
+
+
+def numbers(
+    rec: dict[str, Any],
+    columns: Sequence[str],
+    file: str,
+    problems: list[RowProblem],
+    study: str = "",
+    fields: Sequence[str] | None = None,
+) -> list[float] | None:
+    """The ``columns`` cells of a :func:`records` row as finite floats, or None when any is not
+    (each bad cell recorded by :func:`number` under its name in ``fields``, default the column's)."""
+    values = [
+        number(rec[c], file, rec["_row"], f, problems, study) for c, f in zip(columns, fields or columns)
+    ]
+    found = [v for v in values if v is not None]
+    return found if len(found) == len(values) else None
 
 
 def label_name(text: str) -> str:
@@ -235,6 +309,27 @@ def stored_size(path: Path) -> tuple[int, int] | None:
 
 
 # ------------------------------------------------------------------------- writing
+def scaled_boxes(boxes: Iterable[dict[str, Any]], sx: float, sy: float) -> list[dict[str, Any]]:
+    """``{"label", "box", ...}`` entries with the box's x coordinates times ``sx`` and y times ``sy``."""
+    return [
+        {**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes
+    ]
+
+
+def boxes_at_stored_size(boxes: list[dict[str, Any]], image: Path | None, release_size: int) -> str:
+    """The ``boxes`` cell of boxes on the release's ``release_size``-px square grid, scaled to the stored
+    image's size (read from its header, so downsampled copies get matching boxes).
+
+    Empty without boxes or image; also when the image cannot be read (the manifest read-back names it).
+    """
+    if not boxes or image is None:
+        return ""
+    size = stored_size(image)
+    if size is None:
+        return ""
+    return boxes_cell(scaled_boxes(boxes, size[1] / release_size, size[0] / release_size))
+
+
 def boxes_cell(boxes: Iterable[dict[str, Any]]) -> str:
     """The manifest ``boxes`` JSON of ``{"label", "box", ...}`` entries (coordinates rounded to 0.01 px)."""
     entries = [{**b, "box": [round(float(v), 2) for v in b["box"]]} for b in boxes]
@@ -336,6 +431,21 @@ class ImportJob:
         out = Path(out_dir)
         folder = ImageFolder(images if images is not None else default_images, out, copy=copy_images)
         return cls(format_name, out, folder, strict, check_images)
+
+    @classmethod
+    def with_table(
+        cls,
+        format_name: str,
+        table: TableFormat,
+        source: Path,
+        out_dir: str | os.PathLike,
+        **options: Unpack[TableOptions],
+    ) -> tuple[ImportJob, SourceTable]:
+        """The job of a one-table format and its table: ``source`` is the table or the folder holding it
+        (:func:`find_table`); images are looked up under that folder unless ``images`` says otherwise."""
+        path = find_table(source, table.patterns, table.what)
+        job = cls.start(format_name, out_dir, folder_of(source), **options)
+        return job, SourceTable.read(path, table.required)
 
     def finish(
         self,

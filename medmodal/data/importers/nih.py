@@ -39,16 +39,15 @@ from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal 
 from medmodal.data.importers.common import (
     ImportJob,
     ImportResult,
+    SourceTable,
     TableOptions,
-    boxes_cell,
+    boxes_at_stored_size,
     find_table,
+    first_match,
     folder_of,
     label_name,
-    number,
-    read_table,
-    records,
+    numbers,
     split_from_folders,
-    stored_size,
 )
 from medmodal.data.splits import patient_splits
 from medmodal.data.types import RowProblem, Study
@@ -63,6 +62,7 @@ NIH_FINDINGS = (
 NO_FINDING = "No Finding"
 BOX_LABEL_ALIASES = {"Infiltrate": "Infiltration"}
 RELEASE_SIZE = 1024  # the boxes' pixel grid
+BOX_FIELDS = ("Bbox x", "Bbox y", "Bbox w", "Bbox h")  # problem field names of the box columns
 SplitPolicy = Literal["official", "folders", "none"]
 
 
@@ -103,7 +103,7 @@ def import_nih(
     table_path = find_table(source, DATA_ENTRY, "NIH Data_Entry_2017 table")
     problems: list[RowProblem] = []
     entries = read_entries(table_path, problems)
-    boxes = read_boxes(_optional(folder, BBOX_LIST), entries, problems) if source.is_dir() else {}
+    boxes = read_boxes(first_match(folder, BBOX_LIST), entries, problems) if source.is_dir() else {}
     job = ImportJob.start(FORMAT, out_dir, folder, **options)
     split_of = _official_splits(folder, entries, val_fraction, seed) if splits == "official" else {}
     extra_label = label_name(any_finding) if any_finding else ""
@@ -121,7 +121,7 @@ def import_nih(
             "patient_id": entry.patient_id,
             "image": job.images.cell(path) if path is not None else "",
             "labels": ";".join(labels),
-            "boxes": _scaled_boxes(boxes.get(entry.image_index, []), path),
+            "boxes": boxes_at_stored_size(boxes.get(entry.image_index, []), path, RELEASE_SIZE),
             "split": split,
             **entry.extra,
         })  # fmt: skip
@@ -131,20 +131,11 @@ def import_nih(
 
 def read_entries(path: Path, problems: list[RowProblem]) -> dict[str, _Entry]:
     """The Data_Entry rows by ``Image Index``; bad rows go to ``problems``."""
-    table = read_table(path, ["Image Index", "Finding Labels", "Patient ID"])
+    table = SourceTable.read(path, ["Image Index", "Finding Labels", "Patient ID"])
     known = {name.lower(): name for name in NIH_FINDINGS}
     entries: dict[str, _Entry] = {}
-    file = str(path)
-    for rec in records(table):
-        row, image = rec["_row"], rec["Image Index"]
-        if not image:
-            problems.append(RowProblem(file, row, "Image Index", "empty"))
-            continue
-        if image in entries:
-            problems.append(
-                RowProblem(file, row, "Image Index", f"duplicate (first at row {entries[image].row})", image)
-            )
-            continue
+    file = table.file
+    for row, image, rec in table.keyed_records("Image Index", problems, kept=entries):
         names = [n.strip() for n in rec["Finding Labels"].split("|") if n.strip()]
         unknown = [n for n in names if n != NO_FINDING and n.lower() not in known]
         if not names or unknown:
@@ -166,24 +157,21 @@ def read_boxes(
     """``{Image Index: [{"label", "box": [x0, y0, x1, y1]}]}`` in the 1024-px grid, checked against the entries."""
     if path is None:
         return {}
-    table = read_table(path, ["Image Index", "Finding Label"])
-    position = list(table.columns).index("Finding Label")
-    coordinate_columns = list(table.columns)[position + 1 : position + 5]
+    table = SourceTable.read(path, ["Image Index", "Finding Label"])
+    columns = list(table.frame.columns)
+    position = columns.index("Finding Label")
+    coordinate_columns = columns[position + 1 : position + 5]
     if len(coordinate_columns) != 4 or "_row" in coordinate_columns:
         raise ValueError(f"{path}: expected 4 box columns (x, y, w, h) after 'Finding Label'")
-    file = str(path)
+    file = table.file
     boxes: dict[str, list[dict]] = {}
-    for rec in records(table):
+    for rec in table.records():
         row, image = rec["_row"], rec["Image Index"]
         finding = BOX_LABEL_ALIASES.get(rec["Finding Label"], rec["Finding Label"])
-        values = [
-            number(rec[c], file, row, f"Bbox {'xywh'[i]}", problems, image)
-            for i, c in enumerate(coordinate_columns)
-        ]
-        numbers = [v for v in values if v is not None]
-        if len(numbers) < len(values):
+        values = numbers(rec, coordinate_columns, file, problems, image, BOX_FIELDS)
+        if values is None:
             continue
-        x, y, w, h = numbers
+        x, y, w, h = values
         entry = entries.get(image)
         if w <= 0 or h <= 0:
             problems.append(
@@ -201,18 +189,6 @@ def read_boxes(
     return boxes
 
 
-def _scaled_boxes(boxes: list[dict], image: Path | None) -> str:
-    if not boxes or image is None:
-        return ""
-    size = stored_size(image)
-    if size is None:
-        return ""  # the manifest read-back names the unreadable image
-    sy, sx = size[0] / RELEASE_SIZE, size[1] / RELEASE_SIZE
-    return boxes_cell(
-        {**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes
-    )
-
-
 def _official_splits(
     folder: Path, entries: dict[str, _Entry], val_fraction: float, seed: int
 ) -> dict[str, str]:
@@ -228,11 +204,3 @@ def _official_splits(
     studies = [Study(id=n, row=0, patient_id=entries[n].patient_id) for n in train_val]
     split.update(zip(train_val, patient_splits(studies, (1.0 - val_fraction, val_fraction, 0.0), seed)))
     return split
-
-
-def _optional(folder: Path, patterns: tuple[str, ...]) -> Path | None:
-    for pattern in patterns:
-        found = sorted(folder.glob(pattern))
-        if found:
-            return found[-1]
-    return None

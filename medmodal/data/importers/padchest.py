@@ -35,17 +35,18 @@ from medmodal.data.importers.common import (
     MAX_CELL_CHARS,
     ImportJob,
     ImportResult,
+    TableFormat,
     TableOptions,
-    find_table,
-    folder_of,
     label_name,
-    read_table,
-    records,
 )
 from medmodal.data.types import RowProblem
 
 FORMAT = "padchest"
-TABLES = ("PADCHEST_chest_x_ray_images_labels_160K*.csv*", "*PADCHEST*.csv*", "*padchest*.csv*")
+TABLE = TableFormat(
+    ("PADCHEST_chest_x_ray_images_labels_160K*.csv*", "*PADCHEST*.csv*", "*padchest*.csv*"),
+    "PadChest label table",
+    ("ImageID", "PatientID", "Labels"),
+)
 NO_FINDING = "normal"
 
 
@@ -72,28 +73,19 @@ def import_padchest(
     source: str | os.PathLike, out_dir: str | os.PathLike, **options: Unpack[TableOptions]
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from the PadChest table and images (see the module docstring)."""
-    source = Path(source)
-    table_path = find_table(source, TABLES, "PadChest label table")
-    folder = folder_of(source)
-    job = ImportJob.start(FORMAT, out_dir, folder, **options)
-    table = read_table(table_path, ["ImageID", "PatientID", "Labels"])
+    job, table = ImportJob.with_table(FORMAT, TABLE, Path(source), out_dir, **options)
     problems: list[RowProblem] = []
     rows: list[dict] = []
-    seen: dict[str, int] = {}  # image -> first row
-    file = str(table_path)
-    for rec in records(table):
-        row, image = rec["_row"], rec["ImageID"]
-        if not image or image in seen:
-            message = "empty" if not image else f"duplicate (first at row {seen[image]})"
-            problems.append(RowProblem(file, row, "ImageID", message, image or None))
-            continue
+    kept: set[str] = set()  # images
+    file = table.file
+    for row, image, rec in table.keyed_records("ImageID", problems, kept):
         try:
             names = parse_label_list(rec["Labels"])
             localizations = parse_label_list(rec.get("Localizations", ""))
         except ValueError as err:
             problems.append(RowProblem(file, row, "Labels", str(err), image))
             continue
-        seen[image] = row
+        kept.add(image)
         path = job.images.relative(f"{rec.get('ImageDir', '')}/{image}") or job.images.by_name(image)
         labels = sorted({label_name(n) for n in names if n.lower() != NO_FINDING} - {""})
         rows.append({"id": Path(image).stem, "patient_id": rec["PatientID"], "image": job.images.cell(path) if path else "",

@@ -27,19 +27,23 @@ from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal 
 from medmodal.data.importers.common import (
     ImportJob,
     ImportResult,
+    SourceTable,
+    TableFormat,
     TableOptions,
-    boxes_cell,
-    find_table,
+    boxes_at_stored_size,
     folder_of,
-    number,
+    numbers,
     read_table,
-    records,
-    stored_size,
 )
 from medmodal.data.types import RowProblem
 
 FORMAT = "rsna-pneumonia"
-LABELS_TABLE = ("stage_2_train_labels.csv", "stage_2_train_labels.csv.zip", "*train_labels.csv*")
+TABLE = TableFormat(
+    ("stage_2_train_labels.csv", "stage_2_train_labels.csv.zip", "*train_labels.csv*"),
+    "RSNA stage_2_train_labels table",
+    ("patientId", "x", "y", "width", "height", "Target"),
+)
+BOX_COLUMNS = ("x", "y", "width", "height")
 CLASS_TABLE = "stage_2_detailed_class_info.csv"
 LABEL = "pneumonia"
 RELEASE_SIZE = 1024
@@ -50,30 +54,24 @@ def import_rsna_pneumonia(
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` from the RSNA pneumonia labels and images (see the module docstring)."""
     source = Path(source)
-    table_path = find_table(source, LABELS_TABLE, "RSNA stage_2_train_labels table")
-    folder = folder_of(source)
-    job = ImportJob.start(FORMAT, out_dir, folder, **options)
-    table = read_table(table_path, ["patientId", "x", "y", "width", "height", "Target"])
+    job, table = ImportJob.with_table(FORMAT, TABLE, source, out_dir, **options)
     problems: list[RowProblem] = []
-    targets = _targets(table, str(table_path), problems)
-    classes = _classes(folder / CLASS_TABLE) if source.is_dir() else {}
+    targets = _targets(table, problems)
+    classes = _classes(folder_of(source) / CLASS_TABLE) if source.is_dir() else {}
     rows = []
     for patient, (target, boxes) in targets.items():
         path = job.images.by_name(patient)
         rows.append({"id": patient, "patient_id": patient, "image": job.images.cell(path) if path else "",
-                     "labels": LABEL if target else "", "boxes": _scaled(boxes, path),
+                     "labels": LABEL if target else "", "boxes": boxes_at_stored_size(boxes, path, RELEASE_SIZE),
                      "class": classes.get(patient, "")})  # fmt: skip
     return job.finish(rows, source_rows=len(table), problems=problems)
 
 
-def _targets(table, file: str, problems: list[RowProblem]) -> dict[str, tuple[int, list[dict]]]:
+def _targets(table: SourceTable, problems: list[RowProblem]) -> dict[str, tuple[int, list[dict]]]:
     found: dict[str, tuple[int, list[dict]]] = {}
     bad: set[str] = set()
-    for rec in records(table):
-        row, patient = rec["_row"], rec["patientId"]
-        if not patient:
-            problems.append(RowProblem(file, row, "patientId", "empty"))
-            continue
+    file = table.file
+    for row, patient, rec in table.keyed_records("patientId", problems):
         if rec["Target"] not in ("0", "1"):
             problems.append(RowProblem(file, row, "Target", f"{rec['Target'][:20]!r} is not 0 or 1", patient))
             continue
@@ -96,44 +94,22 @@ def _targets(table, file: str, problems: list[RowProblem]) -> dict[str, tuple[in
 def _box(
     rec: dict[str, Any], target: int, file: str, problems: list[RowProblem]
 ) -> list[float] | None | bool:
-    cells = [rec[c] for c in ("x", "y", "width", "height")]
+    row, patient = rec["_row"], rec["patientId"]
     if target == 0:
-        if any(cells):
-            problems.append(RowProblem(file, rec["_row"], "x", "a box on a Target 0 row", rec["patientId"]))
+        if any(rec[c] for c in BOX_COLUMNS):
+            problems.append(RowProblem(file, row, "x", "a box on a Target 0 row", patient))
             return False
         return None
-    values = [
-        number(rec[c], file, rec["_row"], c, problems, rec["patientId"])
-        for c in ("x", "y", "width", "height")
-    ]
-    numbers = [v for v in values if v is not None]
-    if len(numbers) < len(values):
+    values = numbers(rec, BOX_COLUMNS, file, problems, patient)
+    if values is None:
         return False
-    x, y, w, h = numbers
+    x, y, w, h = values
     if w <= 0 or h <= 0 or x < 0 or y < 0:
         problems.append(
-            RowProblem(
-                file,
-                rec["_row"],
-                "width",
-                f"not a box: x {x}, y {y}, width {w}, height {h}",
-                rec["patientId"],
-            )
+            RowProblem(file, row, "width", f"not a box: x {x}, y {y}, width {w}, height {h}", patient)
         )
         return False
     return [x, y, x + w, y + h]
-
-
-def _scaled(boxes: list[dict], image: Path | None) -> str:
-    if not boxes or image is None:
-        return ""
-    size = stored_size(image)
-    if size is None:
-        return ""
-    sy, sx = size[0] / RELEASE_SIZE, size[1] / RELEASE_SIZE
-    return boxes_cell(
-        {**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes
-    )
 
 
 def _classes(path: Path) -> dict[str, str]:

@@ -30,12 +30,10 @@ from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal 
 from medmodal.data.importers.common import (
     ImportJob,
     ImportResult,
+    SourceTable,
+    TableFormat,
     TableOptions,
     boxes_cell,
-    find_table,
-    folder_of,
-    read_table,
-    records,
     relative_to,
     stored_size,
 )
@@ -43,7 +41,11 @@ from medmodal.data.types import RowProblem
 from medmodal.errors import DataError
 
 FORMAT = "siim-pneumothorax"
-TABLES = ("train-rle.csv", "siim-pneumothorax-train-rle.csv*", "*rle*.csv*")
+TABLE = TableFormat(
+    ("train-rle.csv", "siim-pneumothorax-train-rle.csv*", "*rle*.csv*"),
+    "SIIM train-rle table",
+    ("ImageId", "EncodedPixels"),
+)
 LABEL = "pneumothorax"
 RELEASE_SIZE = 1024
 NO_REGION = "-1"
@@ -80,13 +82,9 @@ def import_siim(
     source: str | os.PathLike, out_dir: str | os.PathLike, **options: Unpack[TableOptions]
 ) -> ImportResult:
     """Write ``out_dir/manifest.csv`` and ``out_dir/masks/*.png`` (see the module docstring)."""
-    source = Path(source)
-    table_path = find_table(source, TABLES, "SIIM train-rle table")
-    folder = folder_of(source)
-    job = ImportJob.start(FORMAT, out_dir, folder, **options)
-    table = read_table(table_path, ["ImageId", "EncodedPixels"])
+    job, table = ImportJob.with_table(FORMAT, TABLE, Path(source), out_dir, **options)
     problems: list[RowProblem] = []
-    regions = _regions(table, str(table_path), problems)
+    regions = _regions(table, problems)
     rows = []
     for image_id, masks in regions.items():
         path = job.images.by_name(image_id)
@@ -108,17 +106,15 @@ def import_siim(
     return job.finish(rows, source_rows=len(table), problems=problems)
 
 
-def _regions(table, file: str, problems: list[RowProblem]) -> dict[str, list[str]]:
+def _regions(table: SourceTable, problems: list[RowProblem]) -> dict[str, list[str]]:
     """``{ImageId: [checked run-length code]}`` (empty list = no pneumothorax); decoded again when writing,
     so that only one image's masks are in memory at a time."""
     regions: dict[str, list[str]] = {}
     said_none: set[str] = set()
     bad: set[str] = set()
-    for rec in records(table):
-        row, image_id, code = rec["_row"], rec["ImageId"], rec["EncodedPixels"]
-        if not image_id:
-            problems.append(RowProblem(file, row, "ImageId", "empty"))
-            continue
+    file = table.file
+    for row, image_id, rec in table.keyed_records("ImageId", problems):
+        code = rec["EncodedPixels"]
         found = regions.setdefault(image_id, [])
         if code == NO_REGION:
             said_none.add(image_id)

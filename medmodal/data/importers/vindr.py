@@ -35,22 +35,25 @@ from medmodal.data.importers.common import (
     ImageFolder,
     ImportJob,
     ImportResult,
+    SourceTable,
+    TableFormat,
     TableOptions,
     boxes_cell,
-    find_table,
-    folder_of,
     label_name,
-    number,
-    read_table,
-    records,
+    numbers,
+    scaled_boxes,
     stored_size,
 )
 from medmodal.data.types import RowProblem
 
 FORMAT = "vindr-cxr"
-TABLES = ("annotations_train.csv", "train.csv", "vinbigdata-train.csv*", "*train*.csv*")
-NO_FINDING = "no_finding"
 COORDINATES = ("x_min", "y_min", "x_max", "y_max")
+TABLE = TableFormat(
+    ("annotations_train.csv", "train.csv", "vinbigdata-train.csv*", "*train*.csv*"),
+    "VinDr-CXR annotation table",
+    ("image_id", "rad_id", "class_name", *COORDINATES),
+)
+NO_FINDING = "no_finding"
 
 
 def import_vindr(
@@ -63,21 +66,19 @@ def import_vindr(
     """Write ``out_dir/manifest.csv`` from a VinDr-CXR / VinBigData annotation table (see the module docstring)."""
     if min_readers < 1:
         raise ValueError(f"min_readers must be >= 1, got {min_readers}")
-    source = Path(source)
-    table_path = find_table(source, TABLES, "VinDr-CXR annotation table")
-    job = ImportJob.start(FORMAT, out_dir, folder_of(source), **options)
-    table = read_table(table_path, ["image_id", "rad_id", "class_name", *COORDINATES])
+    job, table = ImportJob.with_table(FORMAT, TABLE, Path(source), out_dir, **options)
     problems: list[RowProblem] = []
-    marks = _reader_marks(table, str(table_path), problems)
-    split = "test" if "test" in table_path.name.lower() else ""
+    marks = _reader_marks(table, problems)
+    split = "test" if "test" in table.path.name.lower() else ""
     rows = [_merged_row(image_id, found, min_readers, split, job.images) for image_id, found in marks.items()]
     return job.finish(rows, source_rows=len(table), problems=problems, notes={"min_readers": min_readers})
 
 
-def _reader_marks(table, file: str, problems: list[RowProblem]) -> dict[str, dict]:
+def _reader_marks(table: SourceTable, problems: list[RowProblem]) -> dict[str, dict]:
     """``{image_id: {"readers": {rad: set(findings)}, "boxes": [...], "size": (w, h) | None}}``."""
     marks: dict[str, dict] = {}
-    for rec in records(table):
+    file = table.file
+    for rec in table.records():
         row, image_id, reader = rec["_row"], rec["image_id"], rec["rad_id"]
         for column in ("image_id", "rad_id"):
             if not rec[column]:
@@ -108,15 +109,14 @@ def _box(rec: dict[str, Any], file: str, problems: list[RowProblem]) -> list[flo
     cells = [rec[c] for c in COORDINATES]
     if not any(cells):
         return None
-    values = [number(rec[c], file, rec["_row"], c, problems, rec["image_id"]) for c in COORDINATES]
-    numbers = [v for v in values if v is not None]
-    if len(numbers) < len(values):
+    values = numbers(rec, COORDINATES, file, problems, rec["image_id"])
+    if values is None:
         return False
-    x0, y0, x1, y1 = numbers
-    if x1 <= x0 or y1 <= y0 or min(numbers) < 0:
-        problems.append(RowProblem(file, rec["_row"], "x_max", f"not a box: {numbers}", rec["image_id"]))
+    x0, y0, x1, y1 = values
+    if x1 <= x0 or y1 <= y0 or min(values) < 0:
+        problems.append(RowProblem(file, rec["_row"], "x_max", f"not a box: {values}", rec["image_id"]))
         return False
-    return numbers
+    return values
 
 
 def _original_size(rec: dict[str, str]) -> tuple[float, float] | None:
@@ -140,11 +140,7 @@ def _merged_row(
     if boxes and path is not None and entry["size"] is not None:
         stored = stored_size(path)
         if stored is not None:
-            sx, sy = stored[1] / entry["size"][0], stored[0] / entry["size"][1]
-            boxes = [
-                {**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]}
-                for b in boxes
-            ]
+            boxes = scaled_boxes(boxes, stored[1] / entry["size"][0], stored[0] / entry["size"][1])
     readers = sorted(entry["readers"])
     return {"id": image_id, "patient_id": image_id, "image": image_folder.cell(path) if path is not None else "",
             "labels": ";".join(labels), "boxes": boxes_cell(boxes), "split": split, "readers": ";".join(readers),

@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 
 from medmodal.data.manifest import Manifest, read_manifest
-from medmodal.data.qa import QA_FILE, QARecord, normalize_answer, write_qa
-from medmodal.data.types import RowProblem
+from medmodal.data.qa import QA_FILE, QARecord, normalize_answer, text_field_problems, write_qa
+from medmodal.data.types import RowProblem, listed_problems
 from medmodal.errors import DataError, InputNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -100,9 +100,9 @@ def read_vqa_rad_json(path: str | os.PathLike) -> list[dict[str, Any]]:
         p for index, record in enumerate(data, start=1) for p in record_problems(record, str(file), index)
     ]
     if problems:
-        shown = "\n  ".join(str(p) for p in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise VQARadFormatError(f"{file}: {len(problems)} bad record(s):\n  {shown}{more}", problems)
+        raise VQARadFormatError(
+            f"{file}: {len(problems)} bad record(s):{listed_problems(problems)}", problems
+        )
     if not data:
         raise VQARadFormatError(f"{file}: no question records")
     return data
@@ -113,13 +113,10 @@ def record_problems(record: Any, file: str, index: int) -> list[RowProblem]:
     if not isinstance(record, dict):
         return [RowProblem(file, index, "<record>", f"expected a JSON object, got {type(record).__name__}")]
     qid = str(record.get("qid", "")) or None
-    problems = []
-    for name in REQUIRED_FIELDS:
-        value = record.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            problems.append(RowProblem(file, index, name, "missing or empty", qid))
-        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            problems.append(RowProblem(file, index, name, f"expected text, got {type(value).__name__}", qid))
+    problems = [
+        RowProblem(file, index, name, message, qid)
+        for name, message in text_field_problems(record, REQUIRED_FIELDS)
+    ]
     answer_type = record.get("answer_type")
     if (
         isinstance(answer_type, str)

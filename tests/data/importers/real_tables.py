@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,16 @@ def write_image(path: Path, size: int = 64, value: int = 100) -> Path:
     pixels[: size // 2] = 200  # not constant
     Image.fromarray(pixels).save(path)
     return path
+
+
+def write_source(folder: Path, table: str, text: str, images: Iterable[str], size: int = 64) -> Path:
+    """A release folder: ``folder/table`` holding ``text`` and a stand-in ``folder/<name>.png`` per image."""
+    (folder / table).write_text(text)
+    for name in images:
+        write_image(folder / f"{name}.png", size=size)
+    return folder
+
+
+def problem_cells(result) -> set[tuple[int, str]]:
+    """``(row, field)`` of each bad source row an import left out."""
+    return {(p.row, p.field) for p in result.problems}

@@ -9,7 +9,7 @@ import pytest
 from medmodal.data.importers.common import label_name
 from medmodal.data.importers.padchest import import_padchest, parse_label_list
 
-from .real_tables import needs_wheel, read_member, write_image
+from .real_tables import needs_wheel, problem_cells, read_member, write_image
 
 
 @needs_wheel
@@ -48,5 +48,5 @@ def test_label_cells_are_literals_only(tmp_path):
                                            "b.png,0,p2,\"__import__('os')\",x\n"
                                            "a.png,0,p3,[],y\n")  # fmt: skip
     result = import_padchest(tmp_path / "padchest.csv", tmp_path / "out")
-    assert {(p.row, p.field) for p in result.problems} == {(3, "Labels"), (4, "ImageID")}
+    assert problem_cells(result) == {(3, "Labels"), (4, "ImageID")}
     assert result.manifest.studies[0].labels == ["pleural_effusion"]

@@ -6,7 +6,7 @@ import pytest
 
 from medmodal.data.importers.rsna_pneumonia import import_rsna_pneumonia
 
-from .real_tables import needs_wheel, read_member, write_image
+from .real_tables import needs_wheel, problem_cells, read_member, write_image, write_source
 
 
 @needs_wheel
@@ -31,7 +31,7 @@ def test_real_rows_boxes_scaled(tmp_path):
 
 
 def test_bad_rows_named(tmp_path):
-    (tmp_path / "stage_2_train_labels.csv").write_text(
+    table = (
         "patientId,x,y,width,height,Target\n"
         "a,10,10,100,100,1\nb,,,,,0\n"
         "c,,,,,2\n"  # row 4
@@ -39,13 +39,7 @@ def test_bad_rows_named(tmp_path):
         "a,,,,,0\n"  # row 6: disagrees with row 2
         "e,1,1,1,1,0\n"  # row 7: a box on a negative
     )
-    for name in "abcde":
-        write_image(tmp_path / f"{name}.png", size=1024)
+    write_source(tmp_path, "stage_2_train_labels.csv", table, "abcde", size=1024)
     result = import_rsna_pneumonia(tmp_path, tmp_path / "out")
-    assert {(p.row, p.field) for p in result.problems} == {
-        (4, "Target"),
-        (5, "width"),
-        (6, "Target"),
-        (7, "x"),
-    }
+    assert problem_cells(result) == {(4, "Target"), (5, "width"), (6, "Target"), (7, "x")}
     assert [s.id for s in result.manifest.studies] == ["b"]  # a, c, d, e have a bad row

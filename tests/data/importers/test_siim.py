@@ -8,7 +8,15 @@ from PIL import Image
 
 from medmodal.data.importers.siim import RLEError, decode_relative_rle, import_siim
 
-from .real_tables import REAL_IMAGES, needs_real_images, needs_wheel, read_member, write_image
+from .real_tables import (
+    REAL_IMAGES,
+    needs_real_images,
+    needs_wheel,
+    problem_cells,
+    read_member,
+    write_image,
+    write_source,
+)
 
 
 def challenge_rle2mask(rle: str, width: int, height: int) -> np.ndarray:
@@ -77,15 +85,9 @@ def test_import_writes_masks_and_boxes(table, tmp_path):
 
 
 def test_bad_rows_named(tmp_path):
-    (tmp_path / "train-rle.csv").write_text("ImageId, EncodedPixels\na,-1\nb,10 5\n,-1\nc,3 x\nb,-1\n")
-    for name in "abc":
-        write_image(tmp_path / f"{name}.png", size=1024)
-    result = import_siim(tmp_path, tmp_path / "out")
-    assert {(p.row, p.field) for p in result.problems} == {
-        (4, "ImageId"),
-        (5, "EncodedPixels"),
-        (6, "EncodedPixels"),
-    }
+    table = "ImageId, EncodedPixels\na,-1\nb,10 5\n,-1\nc,3 x\nb,-1\n"
+    result = import_siim(write_source(tmp_path, "train-rle.csv", table, "abc", size=1024), tmp_path / "out")
+    assert problem_cells(result) == {(4, "ImageId"), (5, "EncodedPixels"), (6, "EncodedPixels")}
     assert [s.id for s in result.manifest.studies] == ["a"]
 
 

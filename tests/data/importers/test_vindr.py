@@ -9,7 +9,7 @@ import pytest
 from medmodal.data.importers.common import label_name
 from medmodal.data.importers.vindr import import_vindr
 
-from .real_tables import needs_wheel, read_member, write_image
+from .real_tables import needs_wheel, problem_cells, read_member, write_image, write_source
 
 IMAGES = 40
 
@@ -61,7 +61,7 @@ def test_reader_agreement(release, tmp_path):
 
 
 def test_bad_rows_named(tmp_path):
-    (tmp_path / "train.csv").write_text(
+    table = (
         "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
         "a,Nodule/Mass,8,R1,10,10,20,20\n"
         "a,No finding,14,R2,,,,\n"
@@ -70,15 +70,8 @@ def test_bad_rows_named(tmp_path):
         "b,No finding,14,R1,1,1,2,2\n"  # row 6: a box on No finding
         "b,Cardiomegaly,3,R2,1,x,5,5\n"  # row 7: not a number
     )
-    for name in ("a", "b"):
-        write_image(tmp_path / f"{name}.png", size=64)
-    result = import_vindr(tmp_path, tmp_path / "out")
-    assert {(p.row, p.field) for p in result.problems} == {
-        (4, "x_max"),
-        (5, "rad_id"),
-        (6, "x_min"),
-        (7, "y_min"),
-    }
+    result = import_vindr(write_source(tmp_path, "train.csv", table, "ab"), tmp_path / "out")
+    assert problem_cells(result) == {(4, "x_max"), (5, "rad_id"), (6, "x_min"), (7, "y_min")}
     studies = {s.id: s for s in result.manifest.studies}
     assert studies["a"].labels == ["nodule_mass"] and studies["a"].extra["readers"] == "R1;R2"
     with pytest.raises(ValueError, match="min_readers"):
