@@ -113,31 +113,14 @@ def test_mean_box_is_the_training_mean_per_finding(tmp_path):
 
     path = tmp_path / "x.png"
     Image.fromarray(np.zeros((100, 200), dtype=np.uint8)).save(path)
+    true_boxes = [
+        ("effusion", (0, 0, 100, 50)),
+        ("effusion", (100, 50, 200, 100)),
+        ("nodule", (20, 10, 40, 30)),
+    ]
     studies = [
-        Study(
-            id="a",
-            row=2,
-            image=path,
-            labels=["effusion"],
-            boxes=[Box("effusion", (0, 0, 100, 50))],
-            split="train",
-        ),
-        Study(
-            id="b",
-            row=3,
-            image=path,
-            labels=["effusion"],
-            boxes=[Box("effusion", (100, 50, 200, 100))],
-            split="train",
-        ),
-        Study(
-            id="c",
-            row=4,
-            image=path,
-            labels=["nodule"],
-            boxes=[Box("nodule", (20, 10, 40, 30))],
-            split="train",
-        ),
+        Study(id=f"s{i}", row=i + 2, image=path, labels=[label], boxes=[Box(label, box)], split="train")
+        for i, (label, box) in enumerate(true_boxes)
     ]
     model = create("baseline", "mean_box")
     model.fit(BaselineData(studies, LABELS), BaselineData([], LABELS))

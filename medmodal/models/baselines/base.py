@@ -8,24 +8,27 @@ once and cached.
 Every baseline is a :class:`Baseline` with a pydantic ``Settings`` model (unknown or bad
 settings fail naming the field), ``fit`` on the training split (model selection on the
 validation split, never the test split), ``predict`` and a pickle-free ``state`` (JSON
-metadata + numpy arrays) that :meth:`Baseline.from_state` reads back.
+metadata + numpy arrays) that :meth:`Baseline.load_state` reads back; :func:`register_baseline`
+registers it under its name. The classifiers that end in one logistic regression per label
+subclass :class:`LogisticBaseline` (fitted input features + :class:`OneVsRestLogistic`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medmodal.config import ConfigError
 from medmodal.data.dataset import StudyDataset
 from medmodal.data.pipeline import label_matrix, true_boxes_normalised
 from medmodal.data.types import Study
 from medmodal.evaluation.metrics import classification_metrics
+from medmodal.models.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ class BaselineSettings(BaseModel):
     """Base of each baseline's settings: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+S = TypeVar("S", bound=BaselineSettings)
 
 
 # ------------------------------------------------------------------------ data
@@ -121,23 +127,25 @@ def _read_images(studies: Sequence[Study], size: int) -> tuple[np.ndarray, np.nd
 
 
 # ----------------------------------------------------------------- base class
-class Baseline:
+class Baseline(Generic[S]):
     """A fitted-on-train, selected-on-val scikit-learn baseline (see the module docstring).
 
-    Subclasses set ``task``, ``modality`` and ``Settings`` and implement ``fit``, ``predict``,
-    ``state`` and ``load_state``.
+    Subclasses (``Baseline[TheirSettings]``) set ``task``, ``modality`` and ``Settings`` and
+    implement ``fit``, ``predict``, ``state`` and ``load_state``; :func:`register_baseline`
+    gives them their ``name``.
     """
 
     name: ClassVar[str]
     task: ClassVar[Task]
     modality: ClassVar[Modality]
     Settings: ClassVar[type[BaselineSettings]] = BaselineSettings
+    settings: S
 
     def __init__(self, *, seed: int = 0, table: dict[str, dict[str, Any]] | None = None, **settings: Any):
         """seed: random seed (encoder initialisation); table: every baseline's settings by name
         (a composite baseline builds its parts from it); settings: this baseline's own."""
         try:
-            self.settings = self.Settings(**settings)
+            self.settings = cast(S, self.Settings(**settings))
         except ValidationError as err:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
             raise ConfigError(f"baseline.kwargs.{self.name}: {problems}") from None
@@ -157,7 +165,20 @@ class Baseline:
         raise NotImplementedError
 
 
-class ClassifierBaseline(Baseline):
+B = TypeVar("B", bound=type[Baseline])
+
+
+def register_baseline(name: str) -> Callable[[B], B]:
+    """Class decorator: the baseline ``name`` of the registry (``create("baseline", name)``) is this class."""
+
+    def add(cls: B) -> B:
+        cls.name = name
+        return register("baseline", name)(cls)
+
+    return add
+
+
+class ClassifierBaseline(Baseline[S]):
     """A baseline for the classification task: probabilities [N, C] per study."""
 
     task: ClassVar[Task] = "classification"
@@ -304,3 +325,93 @@ def prevalence_fill(probs: np.ndarray, available: np.ndarray, prior: np.ndarray)
     out = np.array(probs, dtype=np.float64, copy=True)
     out[~available] = prior
     return out
+
+
+# ------------------------------------------------- logistic-regression classifiers
+class FeatureMap(Protocol):
+    """What a :class:`LogisticBaseline` fits on its training inputs (:class:`Standardizer`, TF-IDF)."""
+
+    def fit_transform(self, x: Any) -> Any: ...
+
+    def transform(self, x: Any) -> Any: ...
+
+
+class Standardizer:
+    """scikit-learn ``StandardScaler`` whose fitted mean / scale store as two arrays."""
+
+    def __init__(self) -> None:
+        from sklearn.preprocessing import StandardScaler
+
+        self.scaler = StandardScaler()
+
+    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+        return self.scaler.fit_transform(x)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return self.scaler.transform(x)
+
+    @property
+    def size(self) -> int:
+        """The number of features it was fitted on."""
+        return len(self.scaler.mean_)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"mean": self.scaler.mean_, "scale": self.scaler.scale_}
+
+    def load_state(self, arrays: dict[str, np.ndarray], n_features: int) -> None:
+        check_shape("mean", arrays["mean"], (n_features,))
+        check_shape("scale", arrays["scale"], (n_features,))
+        self.scaler.mean_, self.scaler.scale_ = arrays["mean"], arrays["scale"]
+        self.scaler.var_ = arrays["scale"] ** 2
+        self.scaler.n_features_in_ = n_features
+
+
+class LogisticSettings(BaselineSettings):
+    """The settings every :class:`LogisticBaseline` has: the values of C tried, the class weights."""
+
+    c_grid: list[float] = Field(list(DEFAULT_C_GRID), min_length=1)
+    class_weight: str | None = "balanced"
+
+
+L = TypeVar("L", bound=LogisticSettings)
+
+
+class LogisticBaseline(ClassifierBaseline[L]):
+    """A classifier that is fitted features of its input + :class:`OneVsRestLogistic`.
+
+    Subclasses give :meth:`inputs` (each study's raw input and whether it is there) and, when
+    not a :class:`Standardizer`, :meth:`make_features`. ``fit`` fits ``features`` and the
+    regressions on the training studies that have the input (C chosen on the validation
+    studies that have it); ``predict`` gives the others the training prevalence.
+    """
+
+    features: FeatureMap
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.features = self.make_features()
+        self.logistic = OneVsRestLogistic(self.settings.c_grid, self.settings.class_weight)
+
+    def make_features(self) -> FeatureMap:
+        """The (unfitted) map from the raw inputs to the regressions' features."""
+        return Standardizer()
+
+    def inputs(self, data: BaselineData, hide: Hide | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(the raw input of each study, [N, ...]; bool [N]: the input is there and not hidden)."""
+        raise NotImplementedError
+
+    def fit(self, train: BaselineData, val: BaselineData, **context: Any) -> dict[str, Any]:
+        x_train, keep_train = self.inputs(train)
+        x_val, keep_val = self.inputs(val)
+        return self.logistic.fit(
+            self.features.fit_transform(x_train[keep_train]),
+            train.targets()[keep_train],
+            self.features.transform(x_val[keep_val]),
+            val.targets()[keep_val],
+        )
+
+    def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
+        x, present = self.inputs(data, hide)
+        probs = self.logistic.predict_proba(self.features.transform(x))
+        assert self.logistic.prior is not None  # predict_proba raised if unfitted; fit / load_state set it
+        return prevalence_fill(probs, present, self.logistic.prior)

@@ -20,8 +20,9 @@ from medmodal.models.baselines.base import (
     State,
     check_shape,
     prevalence_fill,
+    register_baseline,
 )
-from medmodal.models.registry import create, register
+from medmodal.models.registry import create
 
 
 class LateFusionSettings(BaselineSettings):
@@ -29,14 +30,12 @@ class LateFusionSettings(BaselineSettings):
     image: str = "pixel_logreg"
 
 
-@register("baseline", "late_fusion")
-class LateFusion(ClassifierBaseline):
+@register_baseline("late_fusion")
+class LateFusion(ClassifierBaseline[LateFusionSettings]):
     """Mean of the available modalities' probabilities (module docstring)."""
 
-    name = "late_fusion"
     modality = "both"
     Settings = LateFusionSettings
-    settings: LateFusionSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -20,49 +20,42 @@ from pydantic import Field
 
 from medmodal.data.dataset import normalize_image
 from medmodal.models.baselines.base import (
-    DEFAULT_C_GRID,
     BaselineData,
-    BaselineSettings,
-    ClassifierBaseline,
     Hide,
-    OneVsRestLogistic,
+    LogisticBaseline,
+    LogisticSettings,
+    Standardizer,
     State,
     check_shape,
-    prevalence_fill,
+    register_baseline,
 )
-from medmodal.models.baselines.pixel_logreg import Standardizer
 from medmodal.models.pretrained import load_pretrained
-from medmodal.models.registry import create, register
+from medmodal.models.registry import create
 
 ENCODER_PREFIX = "encoder."
 
 
-class ProbeSettings(BaselineSettings):
+class ProbeSettings(LogisticSettings):
     encoder: str = "small_cnn"
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     pretrained_path: str | None = None  # local weights file; None: random initialisation (seeded)
     size: int | None = Field(None, ge=16, le=1024)  # None: data.image_size
     pooling: Literal["avg", "max", "avgmax"] = "avgmax"
     batch_size: int = Field(64, ge=1)
-    c_grid: list[float] = Field(list(DEFAULT_C_GRID), min_length=1)
-    class_weight: str | None = "balanced"
 
 
-@register("baseline", "linear_probe")
-class LinearProbe(ClassifierBaseline):
+@register_baseline("linear_probe")
+class LinearProbe(LogisticBaseline[ProbeSettings]):
     """Frozen image-encoder features + one-vs-rest logistic regression (module docstring)."""
 
-    name = "linear_probe"
     modality = "image"
     Settings = ProbeSettings
-    settings: ProbeSettings
+    features: Standardizer
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.image_size = self.settings.size or 128
         self.encoder = self._build_encoder()
-        self.scaler = Standardizer()
-        self.logistic = OneVsRestLogistic(self.settings.c_grid, self.settings.class_weight)
 
     def _build_encoder(self) -> torch.nn.Module:
         s = self.settings
@@ -72,7 +65,7 @@ class LinearProbe(ClassifierBaseline):
         return encoder.eval()
 
     @torch.no_grad()
-    def features(self, data: BaselineData, hide: Hide | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def inputs(self, data: BaselineData, hide: Hide | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(float [N, F] pooled feature maps, zeros where the image is missing; bool [N] present)."""
         pixels, present = data.images(self.image_size, hide)
         chunks = []
@@ -97,29 +90,15 @@ class LinearProbe(ClassifierBaseline):
             self.encoder.eval()
         if self.settings.size is None:
             self.image_size = train.image_size
-        x_train, keep_train = self.features(train)
-        x_val, keep_val = self.features(val)
-        x_train = self.scaler.fit_transform(x_train[keep_train])
-        info = self.logistic.fit(
-            x_train,
-            train.targets()[keep_train],
-            self.scaler.transform(x_val[keep_val]),
-            val.targets()[keep_val],
-        )
-        return {**info, "n_features": int(x_train.shape[1]), "image_size": self.image_size}
-
-    def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
-        x, present = self.features(data, hide)
-        probs = self.logistic.predict_proba(self.scaler.transform(x))
-        assert self.logistic.prior is not None  # predict_proba raised if unfitted; fit / load_state set it
-        return prevalence_fill(probs, present, self.logistic.prior)
+        info = super().fit(train, val)
+        return {**info, "n_features": self.features.size, "image_size": self.image_size}
 
     def state(self) -> State:
         meta, arrays = self.logistic.state()
         weights = {ENCODER_PREFIX + k: v.detach().cpu().numpy() for k, v in self.encoder.state_dict().items()}
         return (
-            {"logistic": meta, "image_size": self.image_size, "n_features": len(self.scaler.state()["mean"])},
-            {**arrays, **self.scaler.state(), **weights},
+            {"logistic": meta, "image_size": self.image_size, "n_features": self.features.size},
+            {**arrays, **self.features.state(), **weights},
         )
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], n_labels: int) -> None:
@@ -135,5 +114,5 @@ class LinearProbe(ClassifierBaseline):
             check_shape(ENCODER_PREFIX + key, weights[key], tuple(value.shape))
         self.encoder.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
         n_features = int(meta["n_features"])
-        self.scaler.load_state(arrays, n_features)
+        self.features.load_state(arrays, n_features)
         self.logistic.load_state(arrays, n_labels, n_features)

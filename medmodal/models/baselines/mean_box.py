@@ -12,17 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from medmodal.models.baselines.base import Baseline, BaselineData, Hide, State, check_shape
-from medmodal.models.registry import register
+from medmodal.models.baselines.base import Baseline, BaselineData, Hide, State, check_shape, register_baseline
 
 WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
 
 
-@register("baseline", "mean_box")
-class MeanBox(Baseline):
+@register_baseline("mean_box")
+class MeanBox(Baseline):  # no settings
     """One box per finding: its training mean (module docstring)."""
 
-    name = "mean_box"
     task = "localization"
     modality = "none"
 

@@ -26,9 +26,9 @@ from medmodal.models.baselines.base import (
     Modality,
     State,
     check_shape,
+    register_baseline,
 )
 from medmodal.models.baselines.tfidf_logreg import TfidfFeatures
-from medmodal.models.registry import register
 
 MAX_REPORTS = 5_000_000
 QUERY_CHUNK = 1024  # queries per similarity block (memory: QUERY_CHUNK x training studies)
@@ -40,15 +40,13 @@ class NearestSettings(BaselineSettings):
     ngram_max: int = Field(2, ge=1, le=4)  # TF-IDF for by=text
 
 
-@register("baseline", "nearest_report")
-class NearestReport(Baseline):
+@register_baseline("nearest_report")
+class NearestReport(Baseline[NearestSettings]):
     """Copy the report of the nearest training study (module docstring)."""
 
-    name = "nearest_report"
     task = "generation"
     modality: ClassVar[Modality] = "text"  # overwritten per instance from ``by``
     Settings = NearestSettings
-    settings: NearestSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

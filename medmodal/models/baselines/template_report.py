@@ -20,8 +20,15 @@ from pydantic import Field
 
 from medmodal.config import ConfigError
 from medmodal.evaluation.metrics import best_f1_thresholds
-from medmodal.models.baselines.base import Baseline, BaselineData, BaselineSettings, Hide, State, check_shape
-from medmodal.models.registry import register
+from medmodal.models.baselines.base import (
+    Baseline,
+    BaselineData,
+    BaselineSettings,
+    Hide,
+    State,
+    check_shape,
+    register_baseline,
+)
 
 SENTENCES: dict[str, str] = {
     "cardiomegaly": "The heart is enlarged.",
@@ -61,15 +68,13 @@ class TemplateSettings(BaselineSettings):
     normal: str = Field(NORMAL_REPORT, min_length=1)
 
 
-@register("baseline", "template_report")
-class TemplateReport(Baseline):
+@register_baseline("template_report")
+class TemplateReport(Baseline[TemplateSettings]):
     """Sentences of the predicted findings (module docstring); needs the run's classifier."""
 
-    name = "template_report"
     task = "generation"
     modality = "none"
     Settings = TemplateSettings
-    settings: TemplateSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

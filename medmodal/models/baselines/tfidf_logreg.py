@@ -14,27 +14,22 @@ import numpy as np
 from pydantic import Field
 
 from medmodal.models.baselines.base import (
-    DEFAULT_C_GRID,
     BaselineData,
-    BaselineSettings,
-    ClassifierBaseline,
     Hide,
-    OneVsRestLogistic,
+    LogisticBaseline,
+    LogisticSettings,
     State,
     check_shape,
-    prevalence_fill,
+    register_baseline,
 )
-from medmodal.models.registry import register
 
 MAX_VOCABULARY = 1_000_000  # a stored vocabulary beyond this is refused (memory)
 
 
-class TfidfSettings(BaselineSettings):
+class TfidfSettings(LogisticSettings):
     ngram_max: int = Field(2, ge=1, le=4)
     min_df: int = Field(1, ge=1)
     max_features: int | None = Field(50_000, ge=1, le=MAX_VOCABULARY)
-    c_grid: list[float] = Field(list(DEFAULT_C_GRID), min_length=1)
-    class_weight: str | None = "balanced"
 
 
 class TfidfFeatures:
@@ -89,33 +84,24 @@ class TfidfFeatures:
         self.vectorizer.idf_ = arrays["idf"]
 
 
-@register("baseline", "tfidf_logreg")
-class TfidfLogistic(ClassifierBaseline):
+@register_baseline("tfidf_logreg")
+class TfidfLogistic(LogisticBaseline[TfidfSettings]):
     """TF-IDF n-grams of the input text + one-vs-rest logistic regression (module docstring)."""
 
-    name = "tfidf_logreg"
     modality = "text"
     Settings = TfidfSettings
-    settings: TfidfSettings
+    features: TfidfFeatures
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
+    def make_features(self) -> TfidfFeatures:
         s = self.settings
-        self.features = TfidfFeatures(s.ngram_max, s.min_df, s.max_features)
-        self.logistic = OneVsRestLogistic(s.c_grid, s.class_weight)
+        return TfidfFeatures(s.ngram_max, s.min_df, s.max_features)
+
+    def inputs(self, data: BaselineData, hide: Hide | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(object [N] input texts, "" where missing or hidden; bool [N] the text is non-empty)."""
+        return np.array(data.texts(hide), dtype=object), data.has_text(hide)
 
     def fit(self, train: BaselineData, val: BaselineData, **context: Any) -> dict[str, Any]:
-        keep_train, keep_val = train.has_text(), val.has_text()
-        texts = [t for t, k in zip(train.texts(), keep_train) if k]
-        x_train = self.features.fit_transform(texts)
-        x_val = self.features.transform([t for t, k in zip(val.texts(), keep_val) if k])
-        info = self.logistic.fit(x_train, train.targets()[keep_train], x_val, val.targets()[keep_val])
-        return {**info, "vocabulary_size": self.features.size}
-
-    def predict(self, data: BaselineData, hide: Hide | None = None) -> np.ndarray:
-        probs = self.logistic.predict_proba(self.features.transform(data.texts(hide)))
-        assert self.logistic.prior is not None  # predict_proba raised if unfitted; fit / load_state set it
-        return prevalence_fill(probs, self.available(data, hide), self.logistic.prior)
+        return {**super().fit(train, val), "vocabulary_size": self.features.size}
 
     def state(self) -> State:
         f_meta, f_arrays = self.features.state()
