@@ -34,6 +34,7 @@ from medmodal.models.baselines.base import Baseline, BaselineData, ClassifierBas
 from medmodal.models.baselines.storage import load_arrays, load_json, save_arrays, save_json
 from medmodal.models.registry import available, create
 from medmodal.runs import RunDir, write_json_atomic
+from medmodal.training.fit_splits import fit_splits
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +115,7 @@ def fit_baseline(data: str | Path, config: Config, out: str | Path, *, force: bo
     parts = build_baselines(config)
     manifest = read_dataset(data, config)
     labels = manifest.label_names
-    train_studies, val_studies = manifest.split("train"), manifest.split("val")
-    if not train_studies:
-        raise ValueError(f"{manifest.path}: no training studies (split 'train' is empty)")
-    if not val_studies:
-        raise ValueError(
-            f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty"
-        )
+    train_studies, val_studies = fit_splits(manifest)
     train_studies = training_subset(train_studies, config.data.train_fraction, config.data.split_seed)
     train = BaselineData.from_config(train_studies, labels, config)
     val = BaselineData.from_config(val_studies, labels, config)

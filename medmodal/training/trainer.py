@@ -21,7 +21,6 @@ from torch.utils.data import Dataset
 
 from medmodal.config import Config, write_config_atomic
 from medmodal.data.dataset import make_dataloader
-from medmodal.data.manifest_contract import ManifestError
 from medmodal.data.pipeline import (
     build_dataset,
     label_matrix,
@@ -35,6 +34,7 @@ from medmodal.training.callbacks import supervised_callbacks
 from medmodal.training.data_defaults import heads_for_data
 from medmodal.training.domain_adaptation import site_names, split_target_sites, with_unlabeled
 from medmodal.training.engine import RunConflictError, TrainResult, prepare_run
+from medmodal.training.fit_splits import fit_splits
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
 from medmodal.training.prepared_training import train_prepared
@@ -60,13 +60,7 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         return prepared.finished
 
     labels = manifest.label_names
-    train_studies, val_studies = manifest.split("train"), manifest.split("val")
-    if not train_studies:
-        raise ManifestError(f"{manifest.path}: no training studies (split 'train' is empty)")
-    if not val_studies:
-        raise ManifestError(
-            f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty"
-        )
+    train_studies, val_studies = fit_splits(manifest)
 
     # Target sites (domain adaptation): labels never used; their training studies come back unlabeled.
     train_studies, val_studies, unlabeled = split_target_sites(
