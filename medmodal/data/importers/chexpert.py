@@ -33,15 +33,13 @@ from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal 
 
 from medmodal.data.importers.common import (
     ImageFolder,
-    ImportFormatError,
     ImportJob,
     ImportResult,
     TableOptions,
     folder_of,
     label_name,
-    read_table,
-    records,
 )
+from medmodal.data.importers.tables import ImportFormatError, read_table, records
 from medmodal.data.types import RowProblem
 from medmodal.errors import InputNotFoundError
 

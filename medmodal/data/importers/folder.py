@@ -35,15 +35,8 @@ import pydicom
 from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
 from medmodal.data.images import is_dicom
-from medmodal.data.importers.common import (
-    ImageFolder,
-    ImportJob,
-    ImportResult,
-    TableOptions,
-    label_name,
-    read_table,
-    records,
-)
+from medmodal.data.importers.common import ImageFolder, ImportJob, ImportResult, TableOptions, label_name
+from medmodal.data.importers.tables import read_table, records
 from medmodal.data.types import RowProblem
 
 FORMAT = "folder"

@@ -29,14 +29,9 @@ from pathlib import Path
 
 from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
-from medmodal.data.importers.common import (
-    ImageFolder,
-    ImportFormatError,
-    ImportJob,
-    ImportResult,
-    TableOptions,
-)
+from medmodal.data.importers.common import ImageFolder, ImportJob, ImportResult, TableOptions
 from medmodal.data.importers.openi import iter_openi_xml, parse_openi_report
+from medmodal.data.importers.tables import ImportFormatError
 from medmodal.data.types import RowProblem
 from medmodal.errors import InputNotFoundError
 

@@ -30,15 +30,8 @@ from typing import Any
 from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
 from medmodal.data.importers.chexpert import OBSERVATIONS, UncertainPolicy, observation_labels
-from medmodal.data.importers.common import (
-    ImageFolder,
-    ImportJob,
-    ImportResult,
-    TableOptions,
-    find_table,
-    read_table,
-    records,
-)
+from medmodal.data.importers.common import ImageFolder, ImportJob, ImportResult, TableOptions
+from medmodal.data.importers.tables import find_table, read_table, records
 from medmodal.data.types import RowProblem
 from medmodal.errors import InputNotFoundError
 

@@ -39,16 +39,13 @@ from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal 
 from medmodal.data.importers.common import (
     ImportJob,
     ImportResult,
-    SourceTable,
     TableOptions,
     boxes_at_stored_size,
-    find_table,
-    first_match,
     folder_of,
     label_name,
-    numbers,
     split_from_folders,
 )
+from medmodal.data.importers.tables import SourceTable, find_table, first_match, numbers
 from medmodal.data.splits import patient_splits
 from medmodal.data.types import RowProblem, Study
 

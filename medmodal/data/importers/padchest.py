@@ -31,14 +31,8 @@ from pathlib import Path
 
 from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
-from medmodal.data.importers.common import (
-    MAX_CELL_CHARS,
-    ImportJob,
-    ImportResult,
-    TableFormat,
-    TableOptions,
-    label_name,
-)
+from medmodal.data.importers.common import ImportJob, ImportResult, TableOptions, label_name
+from medmodal.data.importers.tables import MAX_CELL_CHARS, TableFormat
 from medmodal.data.types import RowProblem
 
 FORMAT = "padchest"

@@ -24,17 +24,8 @@ from typing import Any
 
 from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
-from medmodal.data.importers.common import (
-    ImportJob,
-    ImportResult,
-    SourceTable,
-    TableFormat,
-    TableOptions,
-    boxes_at_stored_size,
-    folder_of,
-    numbers,
-    read_table,
-)
+from medmodal.data.importers.common import ImportJob, ImportResult, TableOptions, boxes_at_stored_size
+from medmodal.data.importers.tables import SourceTable, TableFormat, numbers, read_table
 from medmodal.data.types import RowProblem
 
 FORMAT = "rsna-pneumonia"
@@ -57,7 +48,7 @@ def import_rsna_pneumonia(
     job, table = ImportJob.with_table(FORMAT, TABLE, source, out_dir, **options)
     problems: list[RowProblem] = []
     targets = _targets(table, problems)
-    classes = _classes(folder_of(source) / CLASS_TABLE) if source.is_dir() else {}
+    classes = _classes(source / CLASS_TABLE) if source.is_dir() else {}
     rows = []
     for patient, (target, boxes) in targets.items():
         path = job.images.by_name(patient)

@@ -30,13 +30,12 @@ from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal 
 from medmodal.data.importers.common import (
     ImportJob,
     ImportResult,
-    SourceTable,
-    TableFormat,
     TableOptions,
     boxes_cell,
     relative_to,
     stored_size,
 )
+from medmodal.data.importers.tables import SourceTable, TableFormat
 from medmodal.data.types import RowProblem
 from medmodal.errors import DataError
 

@@ -35,15 +35,13 @@ from medmodal.data.importers.common import (
     ImageFolder,
     ImportJob,
     ImportResult,
-    SourceTable,
-    TableFormat,
     TableOptions,
     boxes_cell,
     label_name,
-    numbers,
     scaled_boxes,
     stored_size,
 )
+from medmodal.data.importers.tables import SourceTable, TableFormat, numbers
 from medmodal.data.types import RowProblem
 
 FORMAT = "vindr-cxr"

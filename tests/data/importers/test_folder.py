@@ -7,8 +7,8 @@ import json
 import pytest
 
 from medmodal.cli.main import main
-from medmodal.data.importers.common import ImportFormatError
 from medmodal.data.importers.folder import import_folder
+from medmodal.data.importers.tables import ImportFormatError
 
 from ..fixtures import copy_pydicom_file
 from .real_tables import write_image

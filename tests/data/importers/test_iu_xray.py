@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from medmodal.data.importers.common import ImportFormatError
 from medmodal.data.importers.iu_xray import import_iu_xray
 from medmodal.data.importers.openi import find_openi_reports
+from medmodal.data.importers.tables import ImportFormatError
 
 from .real_tables import write_image
 

@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from medmodal.data.importers.common import ImportFormatError
 from medmodal.data.importers.nih import NIH_FINDINGS, import_nih, read_boxes, read_entries
+from medmodal.data.importers.tables import ImportFormatError
 
 from .real_tables import REAL_IMAGES, needs_real_images, needs_wheel, read_member, write_image
 
