@@ -16,32 +16,14 @@ from medmodal.experiments.benchmark import (
 )
 from medmodal.experiments.benchmark_results import load_cell_predictions
 
-MINI = {
-    "name": "mini",
-    "base": {
-        "data.image_size": 32,
-        "model.embed_dim": 8,
-        "model.heads.generation": False,
-        "train.epochs": 1,
-        "train.batch_size": 32,
-        "train.progress_bar": False,
-        "data.check_images": False,
-    },
-    "seeds": [0],
-    "models": {"image_only": {"model.modalities": "image"}, "gated": {"model.fusion.name": "gated"}},
-    "evaluation": {"bootstrap_resamples": 50, "drop_fractions": [0, 0.5, 1]},
-    "leave_one_site_out": {"enabled": True, "models": ["gated"], "sites": ["icu"]},
-}
+from .helpers import mini_grid
+
+MINI = mini_grid(
+    "mini",
+    evaluation={"bootstrap_resamples": 50, "drop_fractions": [0, 0.5, 1]},
+    leave_one_site_out={"enabled": True, "models": ["gated"], "sites": ["icu"]},
+)
 CELLS = ["image_only__seed0", "gated__seed0", "loso-icu__gated__seed0"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from medmodal.data.synthetic import generate_dataset
-
-    out = tmp_path_factory.mktemp("bench_data")
-    generate_dataset(out, n=80, seed=0, image_size=32, masks=False)
-    return out
 
 
 class Killed(RuntimeError):

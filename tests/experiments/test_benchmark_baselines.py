@@ -35,11 +35,7 @@ GRID = {
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    from medmodal.data.synthetic import generate_dataset
-
-    data = tmp_path_factory.mktemp("bench_bl_data")
-    generate_dataset(data, n=80, seed=0, image_size=32, masks=False)
+def finished(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_bl_out")
     return run_benchmark(data, grid_from_dict(GRID), out, report=False)
 

@@ -9,24 +9,15 @@ from .helpers import BOS, EOS, PAD, VOCAB, assert_all_params_get_grad
 
 NAMES = available("decoder")
 CONTEXT_DIM, MEMORY_DIM, N = 12, 10, 6
+# every decoder of these tests: its widths and special token ids
+WIDTHS = {"embed_dim": 16, "context_dim": CONTEXT_DIM, "memory_dim": MEMORY_DIM}
+TOKENS = {"pad_id": PAD, "bos_id": BOS, "eos_id": EOS}
 
 
 def build(name: str, vocab_size: int = VOCAB, dropout: float = 0.0, **kwargs):
     if name == "transformer":
         kwargs.setdefault("num_heads", 2)
-    return create(
-        "decoder",
-        name,
-        vocab_size=vocab_size,
-        embed_dim=16,
-        context_dim=CONTEXT_DIM,
-        memory_dim=MEMORY_DIM,
-        pad_id=PAD,
-        bos_id=BOS,
-        eos_id=EOS,
-        dropout=dropout,
-        **kwargs,
-    )
+    return create("decoder", name, vocab_size=vocab_size, dropout=dropout, **WIDTHS, **TOKENS, **kwargs)
 
 
 def inputs(batch_size=3, target_len=7, seed=0, vocab_size=VOCAB):

@@ -9,12 +9,13 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from medmodal.config import save_config
+
+from .helpers import TWO_CPU_PROCESSES, train_command
 
 # After 3 epochs the two runs' validation classification loss agrees within 5 % (relative); measured
 # 0.926 vs 0.931 (0.5 %) with the coord_cnn + bilstm_attention + gated defaults and the dense box head.
@@ -50,25 +51,7 @@ def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
     config = tmp_path / "ddp.yaml"
     save_config(apply_overrides(base, {"train.batch_size": 16}), config)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [
-        sys.executable,
-        "-m",
-        "medmodal.cli.main",
-        "train",
-        "--data",
-        str(tiny_data),
-        "--out",
-        str(tmp_path / "two"),
-        "--config",
-        str(config),
-        "--no-progress",
-        "--accelerator",
-        "cpu",
-        "--devices",
-        "2",
-        "--strategy",
-        "ddp",
-    ]
+    command = train_command(tiny_data, tmp_path / "two", config, *TWO_CPU_PROCESSES)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((tmp_path / "two" / "training_done.json").read_text())["epochs_run"] == EPOCHS

@@ -75,21 +75,32 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert {e for _, e in fresh} == {1}
 
 
+class Draws(torch.utils.data.Dataset):
+    """``size`` items, each a draw from the dataset's own generator (which ``set_random_state`` reseeds)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.generator = torch.Generator()
+
+    def __len__(self):
+        return self.size
+
+    def set_random_state(self, seed):
+        self.generator.manual_seed(seed)
+
+    def __getitem__(self, index):
+        return float(torch.rand(1, generator=self.generator))
+
+
+class IndexedDraws(Draws):
+    """Batchable items: the index and the draw."""
+
+    def __getitem__(self, index):
+        return {"index": torch.tensor(index), "draw": torch.rand(1, generator=self.generator)}
+
+
 def test_items_are_reseeded_by_seed_epoch_and_index():
-    class Draws(torch.utils.data.Dataset):
-        def __init__(self):
-            self.generator = torch.Generator()
-
-        def __len__(self):
-            return 4
-
-        def set_random_state(self, seed):
-            self.generator.manual_seed(seed)
-
-        def __getitem__(self, index):
-            return float(torch.rand(1, generator=self.generator))
-
-    items = EpochSeededItems(Draws(), seed=0)
+    items = EpochSeededItems(Draws(4), seed=0)
     first = [items[(i, 0)] for i in range(4)]
     assert [items[(i, 0)] for i in reversed(range(4))] == first[::-1]  # order / history does not matter
     assert items[(0, 1)] != first[0]  # another epoch, another draw
@@ -99,21 +110,8 @@ def test_items_are_reseeded_by_seed_epoch_and_index():
 def test_loader_batches_do_not_depend_on_worker_processes():
     from medmodal.training.reproducibility import epoch_seeded_loader
 
-    class Draws(torch.utils.data.Dataset):
-        def __init__(self):
-            self.generator = torch.Generator()
-
-        def __len__(self):
-            return 6
-
-        def set_random_state(self, seed):
-            self.generator.manual_seed(seed)
-
-        def __getitem__(self, index):
-            return {"index": torch.tensor(index), "draw": torch.rand(1, generator=self.generator)}
-
     def epochs(num_workers):
-        loader = epoch_seeded_loader(Draws(), batch_size=4, seed=5, num_workers=num_workers)
+        loader = epoch_seeded_loader(IndexedDraws(6), batch_size=4, seed=5, num_workers=num_workers)
         seen = []
         for epoch in (0, 1):
             loader.sampler.set_epoch(epoch)  # what Lightning does at every epoch start

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from medmodal.config import save_config
 from medmodal.safeio import load_torch_file
 
-CLI = [sys.executable, "-m", "medmodal.cli.main"]
+from .helpers import TWO_CPU_PROCESSES, train_command
 
 
 def _env() -> dict:
@@ -46,17 +45,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     """SIGKILLed mid-training, resumed in a new process: the same model and score as without the kill."""
     config = _config_file(tmp_path, **{"train.epochs": 4})
     run = tmp_path / "run"
-    command = [
-        *CLI,
-        "train",
-        "--data",
-        str(tiny_data),
-        "--out",
-        str(run),
-        "--config",
-        str(config),
-        "--no-progress",
-    ]
+    command = train_command(tiny_data, run, config)
     last = run / "checkpoints" / "last.ckpt"
 
     first = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -102,23 +91,7 @@ def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
     config = _config_file(tmp_path, **{"train.epochs": 1, "model.heads.generation": False,
                                        "train.modality_balance": "ogm", "train.log_every_n_steps": 1})  # fmt: skip
     run = tmp_path / "ddp"
-    command = [
-        *CLI,
-        "train",
-        "--data",
-        str(tiny_data),
-        "--out",
-        str(run),
-        "--config",
-        str(config),
-        "--no-progress",
-        "--accelerator",
-        "cpu",
-        "--devices",
-        "2",
-        "--strategy",
-        "ddp",
-    ]
+    command = train_command(tiny_data, run, config, *TWO_CPU_PROCESSES)
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=900, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
