@@ -44,6 +44,35 @@ def _iou_pairs(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return out
 
 
+def _checked_boxes(studies: Sequence[Sequence[Any]], c: int, name: str, *, scored: bool) -> list[list[tuple]]:
+    """``studies`` validated: per study a list of (class index, float box [4]), the float score last
+    when ``scored`` (detections). A true box (not ``scored``) needs x0 <= x1 and y0 <= y1; a detected
+    one may be empty. Errors name the item: ``name[study][item]``."""
+    expected = "(class_index, (x0, y0, x1, y1), score)" if scored else "(class_index, (x0, y0, x1, y1))"
+    checked = []
+    for i, study in enumerate(studies):
+        rows = []
+        for k, item in enumerate(study):
+            where = f"{name}[{i}][{k}]"
+            try:
+                label, raw_box, *score = item
+                if len(score) != int(scored):
+                    raise ValueError(f"{len(score) + 2} values")
+                box = np.asarray(raw_box, dtype=np.float64).reshape(4)
+                score = [float(x) for x in score]
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: expected {expected}, got {item!r}") from None
+            if not 0 <= int(label) < c:
+                raise ValueError(f"{where}: class index {label} outside 0..{c - 1}")
+            if scored and not (np.isfinite(box).all() and np.isfinite(score).all()):
+                raise ValueError(f"{where}: NaN or inf in box or score")
+            if not scored and (not np.isfinite(box).all() or box[2] < box[0] or box[3] < box[1]):
+                raise ValueError(f"{where}: invalid box {box.tolist()} (need x0 <= x1, y0 <= y1)")
+            rows.append((int(label), box, *score))
+        checked.append(rows)
+    return checked
+
+
 def localization_metrics(
     pred_boxes: Any,
     true_boxes: Sequence[Sequence[tuple[int, Sequence[float]]]],
@@ -78,28 +107,11 @@ def localization_metrics(
 
     ious: list[float] = []
     classes: list[int] = []
-    for i, study in enumerate(true_boxes):
+    for i, study in enumerate(_checked_boxes(true_boxes, c, "true_boxes", scored=False)):
         if not study:
             continue
-        cls = []
-        boxes = []
-        for k, item in enumerate(study):
-            try:
-                label, raw_box = item
-                box = np.asarray(raw_box, dtype=np.float64).reshape(4)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"true_boxes[{i}][{k}]: expected (class_index, (x0, y0, x1, y1)), got {item!r}"
-                )
-            if not 0 <= int(label) < c:
-                raise ValueError(f"true_boxes[{i}][{k}]: class index {label} outside 0..{c - 1}")
-            if not np.isfinite(box).all() or box[2] < box[0] or box[3] < box[1]:
-                raise ValueError(
-                    f"true_boxes[{i}][{k}]: invalid box {box.tolist()} (need x0 <= x1, y0 <= y1)"
-                )
-            cls.append(int(label))
-            boxes.append(box)
-        ious.extend(_iou_pairs(np.stack(boxes), pred[i, cls]).tolist())
+        cls = [label for label, _ in study]
+        ious.extend(_iou_pairs(np.stack([box for _, box in study]), pred[i, cls]).tolist())
         classes.extend(cls)
 
     iou = np.asarray(ious)
@@ -125,57 +137,6 @@ def localization_metrics(
 # --------------------------------------------------------------------------- detection
 FROC_FP_RATES = (0.5, 1.0, 2.0)
 COCO_MAX_DETECTIONS = 100
-
-
-def _checked_true_boxes(
-    true_boxes: Sequence[Sequence[tuple[int, Sequence[float]]]], c: int
-) -> list[list[tuple[int, np.ndarray]]]:
-    """``true_boxes`` validated: per study a list of (class index, float box [4])."""
-    checked = []
-    for i, study in enumerate(true_boxes):
-        rows = []
-        for k, item in enumerate(study):
-            try:
-                label, raw_box = item
-                box = np.asarray(raw_box, dtype=np.float64).reshape(4)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"true_boxes[{i}][{k}]: expected (class_index, (x0, y0, x1, y1)), got {item!r}"
-                ) from None
-            if not 0 <= int(label) < c:
-                raise ValueError(f"true_boxes[{i}][{k}]: class index {label} outside 0..{c - 1}")
-            if not np.isfinite(box).all() or box[2] < box[0] or box[3] < box[1]:
-                raise ValueError(
-                    f"true_boxes[{i}][{k}]: invalid box {box.tolist()} (need x0 <= x1, y0 <= y1)"
-                )
-            rows.append((int(label), box))
-        checked.append(rows)
-    return checked
-
-
-def _checked_detections(
-    detections: Sequence[Sequence[tuple[int, Sequence[float], float]]], c: int
-) -> list[list[tuple[int, np.ndarray, float]]]:
-    """``detections`` validated: per study a list of (class index, float box [4], score)."""
-    checked = []
-    for i, study in enumerate(detections):
-        rows = []
-        for k, item in enumerate(study):
-            try:
-                label, raw_box, score = item
-                box = np.asarray(raw_box, dtype=np.float64).reshape(4)
-                score = float(score)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"detections[{i}][{k}]: expected (class_index, (x0, y0, x1, y1), score), got {item!r}"
-                ) from None
-            if not 0 <= int(label) < c:
-                raise ValueError(f"detections[{i}][{k}]: class index {label} outside 0..{c - 1}")
-            if not (np.isfinite(box).all() and np.isfinite(score)):
-                raise ValueError(f"detections[{i}][{k}]: NaN or inf in box or score")
-            rows.append((int(label), box, score))
-        checked.append(rows)
-    return checked
 
 
 def _xywh(box: np.ndarray) -> list[float]:
@@ -295,8 +256,8 @@ def detection_metrics(
     names = list(label_names)
     if len(detections) != len(true_boxes):
         raise ValueError(f"detections has {len(detections)} studies, true_boxes {len(true_boxes)}")
-    truth = _checked_true_boxes(true_boxes, len(names))
-    dets = _checked_detections(detections, len(names))
+    truth = _checked_boxes(true_boxes, len(names), "true_boxes", scored=False)
+    dets = _checked_boxes(detections, len(names), "detections", scored=True)
     counts = np.bincount([label for study in truth for label, _ in study], minlength=len(names))
     categories = [c for c in range(len(names)) if counts[c] > 0]
     result: dict[str, Any] = {"n_images": len(truth), "n_boxes": int(counts.sum())}
@@ -349,8 +310,8 @@ def matches_at_50(
     Matching is per image, so a bootstrap over images reuses it: :func:`map_50_of_images` gives the
     mAP@0.5 of any resample (with repeats) without re-running COCOeval.
     """
-    truth = _checked_true_boxes(true_boxes, num_labels)
-    dets = _checked_detections(detections, num_labels)
+    truth = _checked_boxes(true_boxes, num_labels, "true_boxes", scored=False)
+    dets = _checked_boxes(detections, num_labels, "detections", scored=True)
     counts = np.bincount([label for study in truth for label, _ in study], minlength=num_labels)
     categories = [c for c in range(num_labels) if counts[c] > 0]
     empty = ImageMatches(np.zeros(0), np.zeros(0, dtype=bool), 0)
