@@ -89,15 +89,16 @@ def load_trained(
         thresholds = scaling.thresholds
     else:  # the run folder's calibration.json decides, whatever the checkpoint's buffers hold
         model.set_calibration(torch.ones(len(labels)), torch.zeros(len(labels)))
+    return _trained_run(run, ckpt, module, ModelArtifacts(labels, tokenizer, thresholds, calibrated))
+
+
+def _trained_run(
+    run: RunDir, checkpoint: Path, module: MultimodalModule, artifacts: ModelArtifacts
+) -> TrainedRun:
+    """``module``'s model (already in eval mode on its device) with the label order, tokenizer and
+    calibration of ``artifacts`` (:class:`TrainedRun` has fields of the same names)."""
     return TrainedRun(
-        run=run,
-        config=module.config,
-        labels=labels,
-        tokenizer=tokenizer,
-        model=model,
-        checkpoint=ckpt,
-        calibrated=calibrated,
-        thresholds=thresholds,
+        run=run, config=module.config, model=module.model, checkpoint=checkpoint, **vars(artifacts)
     )
 
 
@@ -135,6 +136,5 @@ def load_checkpoint_file(path: str | Path, device: str | torch.device = "cpu") -
         )
     module = module_from_checkpoint(MultimodalModule, path, map_location=device)  # never unpickles code
     _check_matches_run(module, path, artifacts.labels, artifacts.tokenizer)
-    return TrainedRun(run=RunDir.at(path.parent), config=module.config, labels=artifacts.labels,
-                      tokenizer=artifacts.tokenizer, model=module.model.to(device).eval(), checkpoint=path,
-                      calibrated=artifacts.calibrated, thresholds=artifacts.thresholds)  # fmt: skip
+    module.model.to(device).eval()
+    return _trained_run(RunDir.at(path.parent), path, module, artifacts)
