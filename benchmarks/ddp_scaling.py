@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training_overhead import build, lightning_loop
+from training_overhead import add_workload_flags, build, lightning_loop
 
 
 def train_run(data: Path, config: Path, out: Path, devices: int) -> dict:
@@ -85,11 +85,7 @@ def precision_ratio(work: Path, n: int, image_size: int, batch_size: int, repeat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=320)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16, help="per process")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="bf16 / fp32 alternations")
+    add_workload_flags(parser, n=320, image_size=64, repeats_help="bf16 / fp32 alternations")
     parser.add_argument("--skip-ddp", action="store_true")
     parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument("--out")

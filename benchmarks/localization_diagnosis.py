@@ -30,12 +30,13 @@ import numpy as np
 import torch
 
 from medmodal.data.dataset import make_dataloader
-from medmodal.data.pipeline import build_dataset, read_dataset, true_boxes_normalised
+from medmodal.data.manifest import Manifest
+from medmodal.data.pipeline import build_dataset, true_boxes_normalised
 from medmodal.evaluation.metrics.localization import detection_metrics
 from medmodal.evaluation.scoring import detections_as_lists
 from medmodal.models.localization import decode_boxes
 from medmodal.models.types import LocalizationOutput
-from medmodal.training.loading import load_trained
+from medmodal.training.loading import TrainedRun, load_trained
 
 GROUPS = ("hit", "centre_wrong", "size_wrong")
 
@@ -135,17 +136,28 @@ def ap_summary(metrics: dict) -> dict:
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_split_parser(description: str) -> argparse.ArgumentParser:
+    """A command line ``RUN [--split SPLIT] [--data DATA]``: a trained run and one split of a dataset."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("run")
     parser.add_argument("--split", default="val")
     parser.add_argument("--data", default=None, help="default: the data the run was trained on")
+    return parser
+
+
+def trained_and_data(args: argparse.Namespace) -> tuple[TrainedRun, Manifest]:
+    """The run of :func:`run_split_parser`'s arguments and its ``--data``, read as the run reads it."""
+    trained = load_trained(args.run)
+    return trained, trained.read_data(args.data or trained.run.training_data())
+
+
+def main() -> None:
+    parser = run_split_parser(__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true", help="also score decoding settings")
     parser.add_argument("--out", default=None, help="write the result as JSON here too")
     args = parser.parse_args()
-    trained = load_trained(args.run)
-    data = args.data or json.loads(trained.run.data_summary.read_text())["data"]
-    studies = read_dataset(data, trained.config, labels=trained.labels).split(args.split)
+    trained, manifest = trained_and_data(args)
+    studies = manifest.split(args.split)
     studies = [s for s in studies if s.image is not None]
     truth = true_boxes_normalised(studies, trained.labels)
     dense = dense_outputs(trained, studies)

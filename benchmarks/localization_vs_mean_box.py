@@ -17,16 +17,19 @@ studies score both).
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from medmodal.data.pipeline import read_dataset, true_boxes_normalised
+from medmodal.data.pipeline import true_boxes_normalised
 from medmodal.evaluation.evaluate import predict_split
 from medmodal.evaluation.metrics.localization import localization_metrics, map_50_of_images, matches_at_50
 from medmodal.evaluation.scoring import SplitPredictions, localization_scores, study_detections
-from medmodal.training.loading import load_trained
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from localization_diagnosis import run_split_parser, trained_and_data
 
 
 def mean_training_boxes(studies, labels: list[str]) -> np.ndarray:
@@ -98,17 +101,12 @@ def summary(metrics: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--data", default=None, help="default: the data the run was trained on")
+    parser = run_split_parser(__doc__.splitlines()[0])
     parser.add_argument("--head", action="append", default=[], metavar="KEY=VALUE", help="decoding setting")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="paired study resamples")
     args = parser.parse_args()
-    trained = load_trained(args.run)
+    trained, manifest = trained_and_data(args)
     decoding = set_decoding(trained.model.localizer, args.head)
-    data = args.data or json.loads(trained.run.data_summary.read_text())["data"]
-    manifest = read_dataset(data, trained.config, labels=trained.labels)
     studies = manifest.split(args.split)
     preds = predict_split(trained, studies, beam_size=1, max_tokens=4, batch_size=64, generate=False, progress=False)
     baseline = SplitPredictions(

@@ -107,13 +107,18 @@ def loader_seconds(loader) -> float:
     return time.perf_counter() - start
 
 
+def add_workload_flags(parser: argparse.ArgumentParser, *, n: int, image_size: int, repeats_help: str) -> None:
+    """The workload of :func:`build` and the timed loops: studies, image size, batch size, epochs, repeats."""
+    parser.add_argument("--n", type=int, default=n, help="synthetic studies (about 70 %% train)")
+    parser.add_argument("--image-size", type=int, default=image_size)
+    parser.add_argument("--batch-size", type=int, default=16, help="per process")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs (passes over the batches) of each timed run")
+    parser.add_argument("--repeats", type=int, default=3, help=repeats_help)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=400, help="synthetic studies (about 70 %% train)")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=2, help="passes over the batches per timed run")
-    parser.add_argument("--repeats", type=int, default=3)
+    add_workload_flags(parser, n=400, image_size=128, repeats_help="bare / Lightning alternations")
     parser.add_argument("--num-workers", type=int, default=0, help="data.num_workers of the loader measured")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
