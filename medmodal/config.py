@@ -14,13 +14,15 @@ YAML file only lists what it changes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medmodal.errors import ConfigError
 from medmodal.runs import write_text_atomic
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # The report sections of a study (manifest columns; Study.sections keys).
 SECTION_FIELDS = ("indication", "findings", "impression")
@@ -340,27 +342,49 @@ class Config(_Section):
         return self
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+def validation_report(
+    err: ValidationError, heading: str, *, unknown_key: str | None = None, strip_value_error: bool = False
+) -> str:
+    """``heading`` and a line per error of ``err``: the dotted path of the field and what is wrong
+    (``unknown_key`` for a key the model does not have, when given; without pydantic's "Value error, "
+    prefix with ``strip_value_error``)."""
+    lines = [heading]
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(root)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (misspelt, or not a setting of this section)"
+        msg = e["msg"].removeprefix("Value error, ") if strip_value_error else e["msg"]
+        if unknown_key is not None and e["type"] == "extra_forbidden":
+            msg = unknown_key
         lines.append(f"  {path}: {msg}")
     return "\n".join(lines)
 
 
+def validated(
+    model: type[ModelT],
+    data: Any,
+    what: str,
+    source: str,
+    *,
+    error: type[ConfigError] = ConfigError,
+    not_a_mapping: str = "the top level must be a mapping",
+    unknown_key: str | None = None,
+    strip_value_error: bool = False,
+) -> ModelT:
+    """``data`` (e.g. parsed YAML) validated into ``model``; else ``error``: "invalid ``what`` in
+    ``source``" and each bad field (:func:`validation_report`)."""
+    if not isinstance(data, dict):
+        raise error(f"invalid {what} in {source}: {not_a_mapping}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        heading = f"invalid {what} in {source}:"
+        report = validation_report(err, heading, unknown_key=unknown_key, strip_value_error=strip_value_error)
+        raise error(report) from None
+
+
 def config_from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Config:
     """Validate a plain dict (e.g. parsed YAML) into a :class:`Config`."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+    unknown_key = "unknown key (misspelt, or not a setting of this section)"
+    return validated(Config, {} if data is None else data, "configuration", source, unknown_key=unknown_key)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -368,13 +392,18 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
+    return config_from_dict(read_yaml(path, "config"), str(path))
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed YAML file ``path``; :class:`ConfigError` names it as a ``what`` file when it is
+    missing, and says where the YAML is broken."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigError(f"{what} file not found: {path}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return config_from_dict(data, str(path))
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:

@@ -42,6 +42,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -50,13 +51,15 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medmodal.config import Config, ConfigError, apply_overrides, load_config
+from medmodal.config import Config, ConfigError, apply_overrides, load_config, read_yaml, validated
 from medmodal.data.pipeline import read_dataset, read_split
+from medmodal.data.types import Study
 from medmodal.errors import InputNotFoundError
 from medmodal.evaluation.evaluate import predict_split
 from medmodal.evaluation.evaluate_baseline import predict_baseline_split
+from medmodal.evaluation.scoring import SplitPredictions
 from medmodal.experiments.benchmark_results import drop_condition, write_results
-from medmodal.experiments.executors import ExecutorSettings, run_cells
+from medmodal.experiments.executors import CellJob, ExecutorSettings, run_cells
 from medmodal.experiments.report_html import write_report
 from medmodal.models.registry import check_part_names
 from medmodal.runs import write_json_atomic
@@ -152,13 +155,7 @@ class GridConfig(_Strict):
 def load_grid(path: str | Path | None) -> tuple[GridConfig, Path | None]:
     """Read and validate a grid YAML; ``None`` gives the built-in default grid (``benchmarks/grids/default.yaml``)."""
     path = Path(path) if path is not None else default_grid_path()
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"grid file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return grid_from_dict(data, str(path)), path.parent
+    return grid_from_dict(read_yaml(path, "grid"), str(path)), path.parent
 
 
 def default_grid_path() -> Path:
@@ -167,16 +164,7 @@ def default_grid_path() -> Path:
 
 def grid_from_dict(data: Any, source: str = "<dict>", base_dir: Path | None = None) -> GridConfig:
     """Validate a grid and every model's resolved config; errors name the field or the model."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid grid in {source}: the top level must be a mapping")
-    try:
-        grid = GridConfig.model_validate(data)
-    except ValidationError as err:
-        lines = [f"invalid grid in {source}:"]
-        for e in err.errors():
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"  {'.'.join(str(p) for p in e['loc']) or '(root)'}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+    grid = validated(GridConfig, data, "grid", source, unknown_key="unknown key")
     for name in grid.models:
         try:
             config = model_config(grid, name, grid.seeds[0], base_dir)
@@ -408,9 +396,8 @@ def run_benchmark(
     cells = plan_cells(grid, data, out, base_dir)
     result = BenchmarkResult(out=out, cells=cells)
     conditions = condition_names(grid.evaluation)
-    result.cells_run = run_cells(
-        cells, out, conditions, grid.evaluation, grid.executor, run_cell, progress=progress
-    )
+    job = CellJob(run_cell, out, conditions, grid.evaluation)
+    result.cells_run = run_cells(cells, job, grid.executor, progress=progress)
     write_results(out, grid, cells, conditions, data)
     if report:
         result.report = write_report(out)
@@ -487,9 +474,9 @@ def evaluate_cell(
     trained = load_trained(run_dir)
     cfg = trained.config
     studies = trained.studies(cell.data, "test")
-    arrays: dict[str, np.ndarray] = {}
-    for condition in conditions:
-        preds = predict_split(
+
+    def predict(hide: dict[str, np.ndarray]) -> SplitPredictions:
+        return predict_split(
             trained,
             studies,
             beam_size=1,
@@ -497,30 +484,40 @@ def evaluate_cell(
             batch_size=cfg.evaluate.batch_size,
             generate=False,
             progress=progress,
-            hide=hide_masks(condition, len(studies), seed),
+            hide=hide,
         )
-        arrays[f"probs__{condition}"] = preds.probs.astype(np.float32)
-        arrays["targets"] = preds.targets.astype(np.int8)
-    arrays["ids"] = np.array([s.id for s in studies])
-    arrays["sites"] = np.array([s.site or "" for s in studies])
-    arrays["labels"] = np.array(trained.labels)
-    _save_npz(path, arrays)
+
+    _save_predictions(path, studies, trained.labels, conditions, seed, predict)
 
 
 def evaluate_baseline_cell(cell: Cell, run_dir: Path, path: Path, conditions: list[str], seed: int) -> None:
     """:func:`evaluate_cell` for a baseline run: the same arrays, the same hidden studies per condition."""
     fitted = load_baseline(run_dir)
     studies = read_split(cell.data, fitted.config, fitted.labels, "test")
+
+    def predict(hide: dict[str, np.ndarray]) -> SplitPredictions:
+        return predict_baseline_split(fitted, studies, generate=False, hide=hide)
+
+    _save_predictions(path, studies, fitted.labels, conditions, seed, predict)
+
+
+def _save_predictions(
+    path: Path,
+    studies: list[Study],
+    labels: list[str],
+    conditions: list[str],
+    seed: int,
+    predict: Callable[[dict[str, np.ndarray]], SplitPredictions],
+) -> None:
+    """``predict(hide)`` under every condition (:func:`hide_masks`) -> the arrays of ``predictions.npz``."""
     arrays: dict[str, np.ndarray] = {}
     for condition in conditions:
-        preds = predict_baseline_split(
-            fitted, studies, generate=False, hide=hide_masks(condition, len(studies), seed)
-        )
+        preds = predict(hide_masks(condition, len(studies), seed))
         arrays[f"probs__{condition}"] = preds.probs.astype(np.float32)
         arrays["targets"] = preds.targets.astype(np.int8)
     arrays["ids"] = np.array([s.id for s in studies])
     arrays["sites"] = np.array([s.site or "" for s in studies])
-    arrays["labels"] = np.array(fitted.labels)
+    arrays["labels"] = np.array(labels)
     _save_npz(path, arrays)
 
 

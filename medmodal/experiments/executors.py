@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,35 +45,33 @@ class ExecutorSettings(BaseModel):
     local_cpus: int | None = Field(None, ge=1)  # CPUs of a local Ray (None: all of this machine's)
 
 
+@dataclass(frozen=True)
+class CellJob:
+    """What every cell of a grid is run with: ``run_cell(cell, out, conditions, settings, progress=...)``."""
+
+    run_cell: CellRunner
+    out: Path
+    conditions: list[str]
+    settings: EvaluationSettings
+
+    def __call__(self, cell: Cell, *, progress: bool = False) -> bool:
+        return self.run_cell(cell, self.out, self.conditions, self.settings, progress=progress)
+
+
 def run_cells(
-    cells: list[Cell],
-    out: Path,
-    conditions: list[str],
-    settings: EvaluationSettings,
-    executor: ExecutorSettings,
-    run_cell: CellRunner,
-    *,
-    progress: bool = False,
+    cells: list[Cell], job: CellJob, executor: ExecutorSettings, *, progress: bool = False
 ) -> list[str]:
     """Run every cell with the chosen executor; returns the ids of the cells run now, in plan order."""
     if executor.name == "ray":
-        return run_cells_ray(cells, out, conditions, settings, executor, run_cell)
-    return run_cells_serial(cells, out, conditions, settings, run_cell, progress=progress)
+        return run_cells_ray(cells, job, executor)
+    return run_cells_serial(cells, job, progress=progress)
 
 
-def run_cells_serial(
-    cells: list[Cell],
-    out: Path,
-    conditions: list[str],
-    settings: EvaluationSettings,
-    run_cell: CellRunner,
-    *,
-    progress: bool = False,
-) -> list[str]:
+def run_cells_serial(cells: list[Cell], job: CellJob, *, progress: bool = False) -> list[str]:
     """One cell after the other in this process; the first failing cell stops the grid."""
     done = []
     for i, cell in enumerate(cells, 1):
-        if run_cell(cell, out, conditions, settings, progress=progress):
+        if job(cell, progress=progress):
             done.append(cell.id)
             log.info("[%d/%d] %s done", i, len(cells), cell.id)
     return done
@@ -82,14 +81,7 @@ class CellsFailed(RuntimeError):
     """Some cells of a distributed grid failed; the others finished (and are kept for a resume)."""
 
 
-def run_cells_ray(
-    cells: list[Cell],
-    out: Path,
-    conditions: list[str],
-    settings: EvaluationSettings,
-    executor: ExecutorSettings,
-    run_cell: CellRunner,
-) -> list[str]:
+def run_cells_ray(cells: list[Cell], job: CellJob, executor: ExecutorSettings) -> list[str]:
     """Every cell as a Ray task with ``cpus_per_cell`` / ``gpus_per_cell``; Ray schedules as many at a
     time as the resources allow. A failed cell does not stop the others: they finish, then
     :class:`CellsFailed` names every failed cell (re-running the grid redoes only those)."""
@@ -97,7 +89,7 @@ def run_cells_ray(
     started_here = connect_ray(ray, executor)
     try:
         task = ray.remote(num_cpus=executor.cpus_per_cell, num_gpus=executor.gpus_per_cell)(_run_one)
-        pending = {task.remote(run_cell, cell, str(out), conditions, settings): cell for cell in cells}
+        pending = {task.remote(job, cell): cell for cell in cells}
         ran, failed = set(), {}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -121,12 +113,10 @@ def run_cells_ray(
             ray.shutdown()
 
 
-def _run_one(
-    run_cell: CellRunner, cell: Cell, out: str, conditions: list[str], settings: EvaluationSettings
-) -> bool:
+def _run_one(job: CellJob, cell: Cell) -> bool:
     """The body of one Ray task (a worker process): the cell, as the serial runner would run it."""
     quiet_lightning()
-    return run_cell(cell, Path(out), conditions, settings, progress=False)
+    return job(cell, progress=False)
 
 
 def connect_ray(ray: Any, executor: ExecutorSettings) -> bool:

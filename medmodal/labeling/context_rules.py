@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from medmodal.config import validation_report
 from medmodal.labeling.vocabulary import VocabularyError
 
 NEGATED = "NEGATED_EXISTENCE"
@@ -95,19 +96,11 @@ def load_context_rules(path: str | Path = RULES_FILE) -> ContextRules:
     try:
         parsed = _RuleFileModel.model_validate(data)
     except ValidationError as err:
-        raise ContextRuleError(_format_errors(err, path)) from None
+        raise ContextRuleError(validation_report(err, f"invalid ConText rules in {path}:")) from None
     rules = tuple(
         ContextRuleSpec(**{**r.model_dump(), "terminated_by": tuple(r.terminated_by)}) for r in parsed.rules
     )
     return ContextRules(rules, dict(parsed.removed_default_rules))
-
-
-def _format_errors(err: ValidationError, path: Path) -> str:
-    lines = [f"invalid ConText rules in {path}:"]
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"  {where}: {e['msg']}")
-    return "\n".join(lines)
 
 
 def _laterality_rules() -> tuple[ContextRuleSpec, ...]:

@@ -45,8 +45,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medmodal.config import validated
 from medmodal.errors import ConfigError
 
 VOCABULARY_DIR = Path(__file__).parent / "vocabularies"
@@ -218,25 +219,18 @@ def _rules_for(
         yield MatchRule(finding, kind, f"{finding}:{kind}:pattern{i}", pattern)
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid vocabulary in {source}:"]
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(root)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (expected phrases, patterns, negative_phrases, negative_patterns, description)"
-        lines.append(f"  {path}: {msg}")
-    return "\n".join(lines)
-
-
 def vocabulary_from_dict(data: Any, source: str = "<dict>") -> Vocabulary:
     """Validate a parsed YAML mapping; errors name ``source`` and each bad key."""
-    if not isinstance(data, dict):
-        raise VocabularyError(f"invalid vocabulary in {source}: expected a mapping with a 'findings' key")
-    try:
-        return Vocabulary.model_validate(data)
-    except ValidationError as err:
-        raise VocabularyError(_format_errors(err, source)) from None
+    return validated(
+        Vocabulary,
+        data,
+        "vocabulary",
+        source,
+        error=VocabularyError,
+        not_a_mapping="expected a mapping with a 'findings' key",
+        unknown_key="unknown key (expected phrases, patterns, negative_phrases, negative_patterns, description)",
+        strip_value_error=True,
+    )
 
 
 def available_vocabularies() -> list[str]:

@@ -12,33 +12,12 @@ import pytest
 from medmodal.config import ConfigError
 from medmodal.experiments import benchmark
 from medmodal.experiments.benchmark import grid_from_dict, run_benchmark
-from medmodal.experiments.executors import CellsFailed, ExecutorSettings
+from medmodal.experiments.executors import CellJob, CellsFailed, ExecutorSettings
 
-GRID = {
-    "name": "ray-mini",
-    "base": {
-        "data.image_size": 32,
-        "model.embed_dim": 8,
-        "model.heads.generation": False,
-        "train.epochs": 1,
-        "train.batch_size": 32,
-        "train.progress_bar": False,
-        "data.check_images": False,
-    },
-    "seeds": [0],
-    "models": {"image_only": {"model.modalities": "image"}, "gated": {"model.fusion.name": "gated"}},
-    "evaluation": {"bootstrap_resamples": 50, "drop_fractions": [0, 1]},
-}
+from .helpers import mini_grid
+
+GRID = mini_grid("ray-mini", evaluation={"bootstrap_resamples": 50, "drop_fractions": [0, 1]})
 CELLS = {"image_only__seed0", "gated__seed0"}
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from medmodal.data.synthetic import generate_dataset
-
-    out = tmp_path_factory.mktemp("ray_data")
-    generate_dataset(out, n=80, seed=0, image_size=32, masks=False)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +91,7 @@ def test_failed_ray_cells_are_named_together_and_the_others_finish(tmp_path, loc
 
     cells = benchmark.plan_cells(grid_from_dict(GRID), tmp_path, tmp_path)
     with pytest.raises(CellsFailed, match=r"1 of 2 cells failed: gated__seed0 \(ValueError: bad cell\)"):
-        run_cells(
-            cells,
-            tmp_path,
-            ["full"],
-            benchmark.EvaluationSettings(),
-            ExecutorSettings(name="ray"),
-            _fails_on_gated_seed0,
-        )
+        run_cells(cells, _job_failing_on_gated_seed0(tmp_path), ExecutorSettings(name="ray"))
     written = sorted(p.name for p in tmp_path.glob("*.ran"))
     assert written == sorted(f"{c}.ran" for c in CELLS - {"gated__seed0"})
 
@@ -131,19 +103,16 @@ def _fails_on_gated_seed0(cell, out, conditions, settings, *, progress=False) ->
     return True
 
 
+def _job_failing_on_gated_seed0(out) -> CellJob:
+    return CellJob(_fails_on_gated_seed0, out, ["full"], benchmark.EvaluationSettings())
+
+
 def test_serial_executor_stops_at_the_first_failure(tmp_path):
     from medmodal.experiments.executors import run_cells
 
     cells = benchmark.plan_cells(grid_from_dict(GRID), tmp_path, tmp_path)
     with pytest.raises(ValueError, match="bad cell"):
-        run_cells(
-            cells,
-            tmp_path,
-            ["full"],
-            benchmark.EvaluationSettings(),
-            ExecutorSettings(),
-            _fails_on_gated_seed0,
-        )
+        run_cells(cells, _job_failing_on_gated_seed0(tmp_path), ExecutorSettings())
     assert sorted(p.name for p in tmp_path.glob("*.ran")) == ["image_only__seed0.ran"]  # then gated failed
 
 
