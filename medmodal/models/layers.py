@@ -9,8 +9,8 @@
 - :func:`cell_centres`: normalised coordinates of image grid cells.
 - :func:`first_position_if_empty`: key padding masks that never mask a whole row, for
   ``nn.MultiheadAttention`` / ``nn.Transformer*`` (which return NaN on all-masked rows).
-- :func:`pre_norm_layer`: the pre-norm GELU Transformer encoder / decoder layer of the text
-  encoder and the report decoder.
+- :func:`pre_norm_layer` / :class:`LearnedPositions`: the pre-norm GELU Transformer layer and the
+  learned position embeddings of the Transformer text encoder and report decoder.
 """
 
 from __future__ import annotations
@@ -202,3 +202,24 @@ def pre_norm_layer(
         batch_first=True,
         norm_first=True,
     )
+
+
+class LearnedPositions:
+    """Mixin of the Transformer text encoder and report decoder (``nn.Module`` subclasses with a word
+    embedding ``embedding``): learned position embeddings ``position`` [max_len, E] added to the words."""
+
+    embedding: nn.Embedding
+    position: nn.Embedding
+    max_len: int
+
+    def build_positions(self, max_len: int) -> None:
+        """Create ``position``: one learned vector per position below ``max_len``, as wide as ``embedding``."""
+        self.max_len = max_len
+        self.position = nn.Embedding(max_len, self.embedding.embedding_dim)
+
+    def embed_with_positions(self, ids: Tensor, what: str) -> Tensor:
+        """ids [B, L] -> word + position embeddings [B, L, E]; a ValueError naming ``what`` if L > ``max_len``."""
+        length = ids.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"{what} of {length} tokens is longer than max_len={self.max_len}")
+        return self.embedding(ids) + self.position(torch.arange(length, device=ids.device))

@@ -18,11 +18,11 @@ from torch import Tensor, nn
 
 from medmodal.models.decoders.base import DecoderDims, ReportDecoder, register_decoder
 from medmodal.models.decoders.search import State
-from medmodal.models.layers import pre_norm_layer
+from medmodal.models.layers import LearnedPositions, pre_norm_layer
 
 
 @register_decoder("transformer")
-class TransformerReportDecoder(ReportDecoder):
+class TransformerReportDecoder(LearnedPositions, ReportDecoder):
     """Transformer decoder over ``[context; memory]``.
 
     Args:
@@ -44,8 +44,7 @@ class TransformerReportDecoder(ReportDecoder):
     ) -> None:
         super().__init__(dims)
         embed_dim = dims.embed_dim
-        self.max_len = max_len
-        self.position = nn.Embedding(max_len, embed_dim)
+        self.build_positions(max_len)
         self.context_proj = nn.Linear(dims.context_dim, embed_dim)
         self.memory_proj = nn.Linear(dims.memory_dim, embed_dim)
         self.memory_type = nn.Embedding(2, embed_dim)  # 0 = context token, 1 = region
@@ -88,12 +87,10 @@ class TransformerReportDecoder(ReportDecoder):
 
     def decode(self, prefix: Tensor, memory: Tensor, memory_padding: Tensor) -> Tensor:
         """prefix ids [B, t] -> hidden states [B, t, E] (causal: position i sees prefix[:, :i+1])."""
-        length = prefix.shape[1]
-        if length > self.max_len:
-            raise ValueError(f"target of {length} tokens is longer than max_len={self.max_len}")
-        positions = torch.arange(length, device=prefix.device)
-        x = self.dropout(self.embedding(prefix) + self.position(positions))
-        causal = nn.Transformer.generate_square_subsequent_mask(length, device=prefix.device, dtype=x.dtype)
+        x = self.dropout(self.embed_with_positions(prefix, "target"))
+        causal = nn.Transformer.generate_square_subsequent_mask(
+            prefix.shape[1], device=prefix.device, dtype=x.dtype
+        )
         return self.decoder(
             x, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=memory_padding
         )

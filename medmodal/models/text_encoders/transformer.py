@@ -7,15 +7,14 @@ pooling as ``bilstm_attention``.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from medmodal.models.layers import first_position_if_empty, pre_norm_layer
+from medmodal.models.layers import LearnedPositions, first_position_if_empty, pre_norm_layer
 from medmodal.models.text_encoders.base import AttentionPooledTextEncoder, TextDims, register_text_encoder
 
 
 @register_text_encoder("transformer")
-class TransformerTextEncoder(AttentionPooledTextEncoder):
+class TransformerTextEncoder(LearnedPositions, AttentionPooledTextEncoder):
     """Transformer report encoder.
 
     Args:
@@ -40,8 +39,7 @@ class TransformerTextEncoder(AttentionPooledTextEncoder):
     ) -> None:
         super().__init__(dims)
         embed_dim = dims.embed_dim
-        self.max_len = max_len
-        self.position = nn.Embedding(max_len, embed_dim)
+        self.build_positions(max_len)
         self.embed_dropout = nn.Dropout(dropout)
         layer = pre_norm_layer(nn.TransformerEncoderLayer, embed_dim, num_heads, ff_dim, dropout)
         self.encoder = nn.TransformerEncoder(
@@ -51,11 +49,7 @@ class TransformerTextEncoder(AttentionPooledTextEncoder):
 
     def encode_sequence(self, ids: Tensor, mask: Tensor) -> Tensor:
         """ids [B, L], mask [B, L] -> token features [B, L, embed_dim], zeros at padding."""
-        length = ids.shape[1]
-        if length > self.max_len:
-            raise ValueError(f"text of {length} tokens is longer than max_len={self.max_len}")
-        positions = torch.arange(length, device=ids.device)
-        x = self.embed_dropout(self.embedding(ids) + self.position(positions))
+        x = self.embed_dropout(self.embed_with_positions(ids, "text"))
         # Rows without tokens attend to position 0 (an all-masked row would give NaN); zeroed below.
         x = self.encoder(x, src_key_padding_mask=~first_position_if_empty(mask))
         return x * mask.unsqueeze(-1).to(x.dtype)
