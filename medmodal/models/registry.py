@@ -12,8 +12,9 @@ with the list of known ones.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from medmodal.config import ConfigError, ModelConfig
 
@@ -76,3 +77,25 @@ def _import_builtin_parts(kind: str | None = None) -> None:
 
     if kind == "baseline":  # scikit-learn baselines: imported only when asked for
         from medmodal.models import baselines  # noqa: F401
+
+
+Part = TypeVar("Part")
+
+
+def register_with_dims(kind: str, name: str, dims_type: type) -> Callable[[type[Part]], type[Part]]:
+    """Class decorator for a part whose constructor takes its sizes as one dataclass ``dims_type``
+    (``TextDims``, ``DecoderDims``): registers ``cls`` under ``kind`` / ``name`` with a builder that
+    takes the registry's keywords and calls ``cls(dims_type(**those naming its fields), **the others)``."""
+    names = {field.name for field in dataclasses.fields(dims_type)}
+
+    def add(cls: type[Part]) -> type[Part]:
+        construct: Callable[..., Part] = cls
+
+        def build(**kwargs: Any) -> Part:
+            dims = dims_type(**{key: kwargs.pop(key) for key in names & set(kwargs)})
+            return construct(dims, **kwargs)
+
+        register(kind, name)(build)
+        return cls
+
+    return add

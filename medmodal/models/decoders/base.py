@@ -30,16 +30,15 @@ default) ``condition`` must be None and the decoder is unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from medmodal.models.decoders.search import State, beam_search, greedy_search
-from medmodal.models.registry import register
+from medmodal.models.registry import register_with_dims
 from medmodal.models.types import GenerationOutput
 
 
@@ -69,9 +68,9 @@ class DecoderDims:
 class ReportDecoder(nn.Module):
     """Base class of the report decoders (see the module docstring).
 
-    Keeps the :class:`DecoderDims` as attributes (``vocab_size``, ``pad_id``, ... as the search
-    reads them) and builds the word embedding ``embedding`` [V, embed_dim] (``pad_id`` kept at zero),
-    every decoder's first parameter.
+    Keeps ``vocab_size``, ``pad_id``, ``bos_id``, ``eos_id`` (read by the search) and
+    ``condition_dim`` of the :class:`DecoderDims` as attributes and builds the word embedding
+    ``embedding`` [V, embed_dim] (``pad_id`` kept at zero), every decoder's first parameter.
     """
 
     def __init__(self, dims: DecoderDims) -> None:
@@ -167,14 +166,4 @@ Decoder = TypeVar("Decoder", bound=ReportDecoder)
 def register_decoder(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
     """Class decorator: registers ``cls`` as decoder ``name``, built from the registry's keywords as
     ``cls(DecoderDims(...the fields of DecoderDims...), **the others)`` (the decoder's options)."""
-    wired = {field.name for field in dataclasses.fields(DecoderDims)}
-
-    def add(cls: type[Decoder]) -> type[Decoder]:
-        def build(**kwargs: Any) -> Decoder:
-            dims = DecoderDims(**{key: kwargs.pop(key) for key in wired & set(kwargs)})
-            return cls(dims, **kwargs)
-
-        register("decoder", name)(build)
-        return cls
-
-    return add
+    return register_with_dims("decoder", name, DecoderDims)

@@ -15,15 +15,14 @@ and projects the pooled vector to ``out_dim``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from torch import Tensor, nn
 
 from medmodal.models.layers import AdditiveAttention
-from medmodal.models.registry import register
+from medmodal.models.registry import register_with_dims
 from medmodal.models.types import TextFeatures
 
 
@@ -50,16 +49,7 @@ Encoder = TypeVar("Encoder", bound=nn.Module)
 def register_text_encoder(name: str) -> Callable[[type[Encoder]], type[Encoder]]:
     """Class decorator: registers ``cls`` as text encoder ``name``, built from the registry's keywords
     as ``cls(TextDims(...the fields of TextDims...), **the others)`` (the encoder's options)."""
-    sizes = {field.name for field in dataclasses.fields(TextDims)}
-
-    def add(cls: type[Encoder]) -> type[Encoder]:
-        def build(**kwargs: Any) -> Encoder:
-            return cls(TextDims(**{key: kwargs.pop(key) for key in sizes & set(kwargs)}), **kwargs)
-
-        register("text_encoder", name)(build)
-        return cls
-
-    return add
+    return register_with_dims("text_encoder", name, TextDims)
 
 
 class AttentionPooledTextEncoder(nn.Module):
