@@ -6,19 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from medmodal.cli.flags import add_budget_flags, add_progress_flag, add_run_flags
+from medmodal.cli.flags import add_budget_flags, add_progress_flag, add_run_flags, budget_overrides
 from medmodal.errors import UsageError
 
 
 def _config(args: argparse.Namespace):
     from medmodal.config import apply_overrides, load_config
 
-    return apply_overrides(load_config(args.config), {
-        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.seed": args.seed,
-        "train.lr": args.lr, "data.image_size": args.image_size, "model.embed_dim": args.embed_dim,
+    overrides = {
+        **budget_overrides(args, image_size="data.image_size"),
+        "model.embed_dim": args.embed_dim,
         "pretrain.local_loss_weight": args.local_loss_weight,
-        "train.progress_bar": False if args.no_progress else None,
-    })  # fmt: skip
+    }
+    return apply_overrides(load_config(args.config), overrides)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from medmodal.cli.flags import add_budget_flags, add_progress_flag, add_run_flags
+from medmodal.cli.flags import add_budget_flags, add_progress_flag, add_run_flags, budget_overrides
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -33,23 +33,13 @@ def _evaluate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch intra-op threads")
 
 
-def _common_overrides(args: argparse.Namespace) -> dict:
-    return {
-        "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size,
-        "train.lr": args.lr,
-        "train.seed": args.seed,
-        "image_size": args.image_size,
-        "train.progress_bar": False if args.no_progress else None,
-    }
-
-
 def _task_config(args: argparse.Namespace, config_class: type, overrides: dict):
     """The task config of ``--config`` with the common flags and ``overrides`` applied."""
     from medmodal.tasks.config import load_task_config, with_overrides
 
     return with_overrides(
-        load_task_config(config_class, args.config), {**_common_overrides(args), **overrides}
+        load_task_config(config_class, args.config),
+        {**budget_overrides(args, image_size="image_size"), **overrides},
     )
 
 

@@ -24,6 +24,19 @@ def add_budget_flags(p: argparse.ArgumentParser, *, config_help: str) -> None:
     p.add_argument("--image-size", type=int)
 
 
+def budget_overrides(args: argparse.Namespace, *, image_size: str) -> dict:
+    """The flags of :func:`add_budget_flags` and :func:`add_progress_flag` as dotted config overrides
+    (flags not given are None and ignored); ``image_size`` names where the config keeps the image size."""
+    return {
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "train.seed": args.seed,
+        "train.lr": args.lr,
+        image_size: args.image_size,
+        "train.progress_bar": False if args.no_progress else None,
+    }
+
+
 def add_manifest_flags(p: argparse.ArgumentParser) -> None:
     """How a manifest is read: bad rows, image paths outside the data folder, views."""
     p.add_argument("--on-bad-row", choices=["skip", "error"])

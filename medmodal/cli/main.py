@@ -13,7 +13,13 @@ import os
 import sys
 from pathlib import Path
 
-from medmodal.cli.flags import add_budget_flags, add_manifest_flags, add_progress_flag, add_run_flags
+from medmodal.cli.flags import (
+    add_budget_flags,
+    add_manifest_flags,
+    add_progress_flag,
+    add_run_flags,
+    budget_overrides,
+)
 from medmodal.errors import MedmodalError, UsageError
 
 log = logging.getLogger("medmodal")
@@ -42,16 +48,11 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def config_overrides(args: argparse.Namespace) -> dict:
     """Command-line flags as dotted config overrides (flags not given are None and ignored)."""
     return {
-        "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size,
-        "train.seed": args.seed,
-        "train.lr": args.lr,
+        **budget_overrides(args, image_size="data.image_size"),
         "train.devices": _int_or_str(args.devices),
         "train.num_nodes": args.num_nodes,
         "train.strategy": args.strategy,
         "train.accelerator": args.accelerator,
-        "train.progress_bar": False if args.no_progress else None,
-        "data.image_size": args.image_size,
         "data.on_bad_row": args.on_bad_row,
         "data.allow_outside_paths": True if getattr(args, "allow_outside_paths", False) else None,
         "data.views": [v.strip() for v in args.views.split(",")] if getattr(args, "views", None) else None,
