@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from scipy import stats as sps
+from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; medmodal supports 3.10
 
 from medmodal.evaluation.metrics._arrays import probabilities_and_targets
 
@@ -164,29 +165,47 @@ def _resampled_metric(probs: np.ndarray, targets: np.ndarray, metric: MetricFn) 
     return statistic
 
 
-def _bootstrap(statistic, n: int, *, n_resamples: int, confidence: float, method: str, seed: int):
-    """scipy's bootstrap over the study indices 0..n-1 (vectorised, in batches)."""
-    return sps.bootstrap(
-        (np.arange(n),),
-        statistic,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method=method,
-        vectorized=True,
-        batch=250,
-        rng=np.random.default_rng(seed),
-    )
+class BootstrapOptions(TypedDict, total=False):
+    """The resampling options of :func:`bootstrap_ci` and :func:`paired_bootstrap` (keywords)."""
+
+    n_resamples: int  # default 1000
+    confidence: float  # default 0.95
+    method: str  # "percentile" (default) or "BCa" (scipy's names)
+    seed: int  # default 0
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """:class:`BootstrapOptions` with their defaults; runs scipy's bootstrap over study indices."""
+
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    method: str = "percentile"
+    seed: int = 0
+
+    def undefined(self) -> Interval:
+        """The interval of a metric that is undefined on the studies themselves."""
+        return Interval(None, None, None, self.confidence, self.n_resamples)
+
+    def run(self, statistic, n: int):
+        """scipy's bootstrap over the study indices 0..n-1 (vectorised, in batches)."""
+        return sps.bootstrap(
+            (np.arange(n),),
+            statistic,
+            n_resamples=self.n_resamples,
+            confidence_level=self.confidence,
+            method=self.method,
+            vectorized=True,
+            batch=250,
+            rng=np.random.default_rng(self.seed),
+        )
 
 
 def bootstrap_ci(
     probs: Any,
     targets: Any,
     metric: str | MetricFn = "auroc_macro",
-    *,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    method: str = "percentile",
-    seed: int = 0,
+    **options: Unpack[BootstrapOptions],
 ) -> Interval:
     """Bootstrap confidence interval of ``metric`` over test studies.
 
@@ -195,27 +214,26 @@ def bootstrap_ci(
             metric is averaged over seeds inside each resample).
         targets: ``[N, C]`` 0/1.
         metric: a name in :data:`METRICS` or a vectorised function ``([..., N, C], [..., N, C]) -> [...]``.
-        method: ``"percentile"`` or ``"BCa"`` (scipy's names).
+        options: :class:`BootstrapOptions` (n_resamples, confidence, method, seed).
 
     Returns:
         :class:`Interval`; bounds are ``None`` when resamples leave the metric undefined
         (e.g. AUROC on a test set with a single class).
     """
+    bootstrap = Bootstrap(**options)
     p, t = _stack_seeds(probs, targets)
     fn = METRICS[metric] if isinstance(metric, str) else metric
     estimate = _float_or_none(fn(p, np.broadcast_to(t, p.shape)).mean())
     statistic = _resampled_metric(p, t, fn)
     low = high = None
     if estimate is not None:
-        result = _bootstrap(
-            statistic, t.shape[0], n_resamples=n_resamples, confidence=confidence, method=method, seed=seed
-        )
+        result = bootstrap.run(statistic, t.shape[0])
         if not np.isnan(result.bootstrap_distribution).any():
             low, high = (
                 _float_or_none(result.confidence_interval.low),
                 _float_or_none(result.confidence_interval.high),
             )
-    return Interval(estimate, low, high, confidence, n_resamples)
+    return Interval(estimate, low, high, bootstrap.confidence, bootstrap.n_resamples)
 
 
 def paired_bootstrap(
@@ -223,16 +241,13 @@ def paired_bootstrap(
     probs_b: Any,
     targets: Any,
     metric: str | MetricFn = "auroc_macro",
-    *,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    method: str = "percentile",
-    seed: int = 0,
+    **options: Unpack[BootstrapOptions],
 ) -> PairedComparison:
     """``metric(A) - metric(B)`` on the same test studies, resampled together (paired).
 
     probs_a, probs_b: ``[N, C]`` or ``[S, N, C]`` (seeds; A and B may have different S).
     """
+    bootstrap = Bootstrap(**options)
     pa, t = _stack_seeds(probs_a, targets)
     pb, _ = _stack_seeds(probs_b, targets)
     if pa.shape[1:] != pb.shape[1:]:
@@ -247,17 +262,19 @@ def paired_bootstrap(
     est_b = _float_or_none(fn(pb, np.broadcast_to(t, pb.shape)).mean())
     name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
     if est_a is None or est_b is None:
-        return PairedComparison(name, est_a, est_b, Interval(None, None, None, confidence, n_resamples), None)
-    result = _bootstrap(
-        difference, t.shape[0], n_resamples=n_resamples, confidence=confidence, method=method, seed=seed
-    )
+        return PairedComparison(name, est_a, est_b, bootstrap.undefined(), None)
+    result = bootstrap.run(difference, t.shape[0])
     dist = result.bootstrap_distribution
     low = high = p_value = None
     if not np.isnan(dist).any():
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         p_value = bootstrap_p_value(dist)
     return PairedComparison(
-        name, est_a, est_b, Interval(est_a - est_b, low, high, confidence, n_resamples), p_value
+        name,
+        est_a,
+        est_b,
+        Interval(est_a - est_b, low, high, bootstrap.confidence, bootstrap.n_resamples),
+        p_value,
     )
 
 

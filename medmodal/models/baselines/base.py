@@ -415,3 +415,25 @@ class LogisticBaseline(ClassifierBaseline[L]):
         probs = self.logistic.predict_proba(self.features.transform(x))
         assert self.logistic.prior is not None  # predict_proba raised if unfitted; fit / load_state set it
         return prevalence_fill(probs, present, self.logistic.prior)
+
+
+class ImageSettings(LogisticSettings):
+    """The settings of an image :class:`ImageLogisticBaseline`: ``size``, the side its images are read at."""
+
+    size: int | None = None  # None: the baseline's ``default_size``
+
+
+I = TypeVar("I", bound=ImageSettings)
+
+
+class ImageLogisticBaseline(LogisticBaseline[I]):
+    """A :class:`LogisticBaseline` on the image (standardised features of it), read at
+    ``image_size``: ``settings.size``, else the class's ``default_size``."""
+
+    modality = "image"
+    default_size: ClassVar[int] = 32
+    features: Standardizer
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.image_size = self.settings.size or self.default_size

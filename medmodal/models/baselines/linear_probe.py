@@ -22,9 +22,8 @@ from medmodal.data.dataset import normalize_image
 from medmodal.models.baselines.base import (
     BaselineData,
     Hide,
-    LogisticBaseline,
-    LogisticSettings,
-    Standardizer,
+    ImageLogisticBaseline,
+    ImageSettings,
     State,
     check_shape,
     register_baseline,
@@ -35,7 +34,7 @@ from medmodal.models.registry import create
 ENCODER_PREFIX = "encoder."
 
 
-class ProbeSettings(LogisticSettings):
+class ProbeSettings(ImageSettings):
     encoder: str = "small_cnn"
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     pretrained_path: str | None = None  # local weights file; None: random initialisation (seeded)
@@ -45,16 +44,14 @@ class ProbeSettings(LogisticSettings):
 
 
 @register_baseline("linear_probe")
-class LinearProbe(LogisticBaseline[ProbeSettings]):
+class LinearProbe(ImageLogisticBaseline[ProbeSettings]):
     """Frozen image-encoder features + one-vs-rest logistic regression (module docstring)."""
 
-    modality = "image"
     Settings = ProbeSettings
-    features: Standardizer
+    default_size = 128  # data.image_size replaces it at fit time unless ``size`` is set
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.image_size = self.settings.size or 128
         self.encoder = self._build_encoder()
 
     def _build_encoder(self) -> torch.nn.Module:

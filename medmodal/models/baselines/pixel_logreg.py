@@ -17,29 +17,22 @@ from pydantic import Field
 from medmodal.models.baselines.base import (
     BaselineData,
     Hide,
-    LogisticBaseline,
-    LogisticSettings,
-    Standardizer,
+    ImageLogisticBaseline,
+    ImageSettings,
     State,
     register_baseline,
 )
 
 
-class PixelSettings(LogisticSettings):
+class PixelSettings(ImageSettings):
     size: int = Field(32, ge=4, le=256)
 
 
 @register_baseline("pixel_logreg")
-class PixelLogistic(LogisticBaseline[PixelSettings]):
+class PixelLogistic(ImageLogisticBaseline[PixelSettings]):
     """Downsampled pixels + one-vs-rest logistic regression (module docstring)."""
 
-    modality = "image"
     Settings = PixelSettings
-    features: Standardizer
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.image_size = self.settings.size
 
     def inputs(self, data: BaselineData, hide: Hide | None = None) -> tuple[np.ndarray, np.ndarray]:
         pixels, present = data.images(self.image_size, hide)
