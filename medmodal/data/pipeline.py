@@ -19,6 +19,7 @@ from medmodal.config import Config
 from medmodal.data.dataset import StudyDataset
 from medmodal.data.images import image_size
 from medmodal.data.manifest import Manifest, read_manifest
+from medmodal.data.manifest_contract import ManifestError
 from medmodal.data.prepared import is_prepared
 from medmodal.data.prepared_manifest import PreparedStudyDataset, is_prepared_studies, read_prepared_manifest
 from medmodal.data.tokenizer import ReportTokenizer
@@ -50,6 +51,22 @@ def read_dataset(data: str | Path, config: Config, labels: list[str] | None = No
 
 class EmptySplitError(DataError, ValueError):
     """The split a command works on has no studies."""
+
+
+def fit_splits(manifest: Manifest) -> tuple[list[Study], list[Study]]:
+    """(training studies, validation studies) of ``manifest``; :class:`ManifestError` if either is empty.
+
+    Every fit (supervised training, the baselines) selects on the validation split, so a manifest
+    without one is an error naming the manifest, not a run without model selection.
+    """
+    train, val = manifest.split("train"), manifest.split("val")
+    if not train:
+        raise ManifestError(f"{manifest.path}: no training studies (split 'train' is empty)")
+    if not val:
+        raise ManifestError(
+            f"{manifest.path}: no validation studies (split 'val' is empty); add a val split or leave 'split' empty"
+        )
+    return train, val
 
 
 def read_split(data: str | Path, config: Config, labels: list[str], split: str) -> list[Study]:

@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 
 from medmodal.config import Config, ConfigError, load_config, save_config
-from medmodal.data.pipeline import read_dataset, training_subset
+from medmodal.data.pipeline import fit_splits, read_dataset, training_subset
 from medmodal.errors import RunNotFoundError
 from medmodal.models.baselines.base import Baseline, BaselineData, ClassifierBaseline
 from medmodal.models.baselines.storage import load_arrays, load_json, save_arrays, save_json
 from medmodal.models.registry import available, create
 from medmodal.runs import RunDir, write_json_atomic
-from medmodal.training.fit_splits import fit_splits
 
 log = logging.getLogger(__name__)
 

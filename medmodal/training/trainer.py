@@ -23,6 +23,7 @@ from medmodal.config import Config, write_config_atomic
 from medmodal.data.dataset import make_dataloader
 from medmodal.data.pipeline import (
     build_dataset,
+    fit_splits,
     label_matrix,
     load_or_train_tokenizer,
     read_dataset,
@@ -34,7 +35,6 @@ from medmodal.training.callbacks import supervised_callbacks
 from medmodal.training.data_defaults import heads_for_data
 from medmodal.training.domain_adaptation import site_names, split_target_sites, with_unlabeled
 from medmodal.training.engine import RunConflictError, TrainResult, prepare_run
-from medmodal.training.fit_splits import fit_splits
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
 from medmodal.training.prepared_training import train_prepared
