@@ -3,7 +3,9 @@
 setup:
 	@./scripts/setup.sh
 
-demo: setup
+# the demo needs no browser: Chromium (apt-get, ~30 s) is for the review-page test, which `make test` runs
+demo:
+	@MEDMODAL_SKIP_BROWSER=1 ./scripts/setup.sh
 	.venv/bin/medmodal demo --out runs/demo
 
 test: setup
