@@ -13,11 +13,13 @@ test: setup
 	@# tests/models/test_transchex_peer.py); kept out of `make demo` (a ~80 MB wheel)
 	@.venv/bin/python -c "import ray, transformers" 2>/dev/null || { .venv/bin/python -m pip install -q --disable-pip-version-check \
 		-c constraints/cpu.txt -e ".[distributed,peers]" 2>&1 | grep -v "is ignored: it is neither" || true; }
-	.venv/bin/python -m pytest -q
+	@# PYTHONDONTWRITEBYTECODE unset for the tests: the many test subprocesses import the same modules,
+	@# compiled once and cached (uv's set-up does not byte-compile site-packages up front, unlike pip)
+	PYTHONDONTWRITEBYTECODE= .venv/bin/python -m pytest -q
 
 # the quick local loop: everything but the tests marked slow (CI runs them all: `make test`)
 test-fast: setup
-	.venv/bin/python -m pytest -q -m "not slow"
+	PYTHONDONTWRITEBYTECODE= .venv/bin/python -m pytest -q -m "not slow"
 
 # formatter, linter and type checker (CI runs it before the tests); settings in pyproject.toml
 lint: setup
