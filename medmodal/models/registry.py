@@ -84,7 +84,7 @@ Part = TypeVar("Part")
 
 def register_with_dims(kind: str, name: str, dims_type: type) -> Callable[[type[Part]], type[Part]]:
     """Class decorator for a part whose constructor takes its sizes as one dataclass ``dims_type``
-    (``TextDims``, ``DecoderDims``): registers ``cls`` under ``kind`` / ``name`` with a builder that
+    (``TextDims``, ``DecoderDims``, ``FusionDims``): registers ``cls`` under ``kind`` / ``name`` with a builder that
     takes the registry's keywords and calls ``cls(dims_type(**those naming its fields), **the others)``."""
     names = {field.name for field in dataclasses.fields(dims_type)}
 

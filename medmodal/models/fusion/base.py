@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from torch import Tensor, nn
 
-from medmodal.models.registry import register
+from medmodal.models.registry import register_with_dims
 from medmodal.models.types import ImageFeatures, TextFeatures
 
 
@@ -62,24 +62,14 @@ class FusionLayer(nn.Module):
         self.out_dim = out_dim
 
 
-LayerClass = TypeVar("LayerClass", bound=Callable[..., FusionLayer])
+Layer = TypeVar("Layer", bound=FusionLayer)
 
 
-def register_fusion(name: str) -> Callable[[LayerClass], LayerClass]:
+def register_fusion(name: str) -> Callable[[type[Layer]], type[Layer]]:
     """Class decorator: registers ``cls`` as fusion ``name``, built from the registry's keywords
-    ``(image_dim, text_dim, grid_dim, seq_dim, num_labels, **kwargs)`` as
-    ``cls(FusionDims(...), **kwargs)`` (``kwargs`` hold ``out_dim`` and the layer's options)."""
-
-    def add(cls: LayerClass) -> LayerClass:
-        def build(
-            *, image_dim: int, text_dim: int, grid_dim: int, seq_dim: int, num_labels: int, **kwargs: Any
-        ) -> FusionLayer:
-            return cls(FusionDims(image_dim, text_dim, grid_dim, seq_dim, num_labels), **kwargs)
-
-        register("fusion", name)(build)
-        return cls
-
-    return add
+    as ``cls(FusionDims(...the fields of FusionDims...), **the others)`` (``out_dim`` and the
+    layer's options)."""
+    return register_with_dims("fusion", name, FusionDims)
 
 
 class DecisionFusion(FusionLayer):
