@@ -126,6 +126,9 @@ class LocalizationConfig(_Section):
     max_detections: int = Field(50, ge=1, le=100)  # boxes kept per study (COCO scores at most 100)
     min_score: float = Field(0.01, ge=0, lt=1)  # boxes scored below are dropped
     nms_iou: float = Field(0.5, gt=0, le=1)  # class-wise NMS: a weaker box overlapping more goes
+    # Box-size maps: "shared" = one for all findings (CenterNet's class-agnostic size); "per_finding" =
+    # one per finding, read at its own peaks and trained at its own centres (findings share centres here).
+    size_maps: Literal["shared", "per_finding"] = "shared"
 
 
 class ReportConditioningConfig(_Section):

@@ -1,6 +1,7 @@
 """The dense localization head: a CenterNet-style detector (Zhou et al., "Objects as Points", 2019).
 
-Per-finding centre heatmaps, box size and sub-cell offset are regressed at every cell of a
+Per-finding centre heatmaps, box size (one map for all findings, or one per finding with
+``model.localization.size_maps: per_finding``) and sub-cell offset are regressed at every cell of a
 stride-``s`` feature map (``model.localization.stride``, 8 by default) and decoded into several
 scored boxes per finding (3 x 3 peak extraction, then class-wise IoU NMS from MONAI). A box's
 score is its heatmap peak, or (``model.localization.score: heatmap_x_probability``) that peak
@@ -28,6 +29,10 @@ LOG_SIZE_RANGE = (-6.0, 4.0)
 # How a detected box is scored (model.localization.score).
 BoxScore = Literal["heatmap", "heatmap_x_probability"]
 BOX_SCORES: tuple[str, ...] = ("heatmap", "heatmap_x_probability")
+# How many size maps the head regresses (model.localization.size_maps): one for all findings
+# (CenterNet's class-agnostic size), or one per finding, read at that finding's own peaks.
+SizeMaps = Literal["shared", "per_finding"]
+SIZE_MAPS: tuple[str, ...] = ("shared", "per_finding")
 
 
 def conv_gn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -61,6 +66,25 @@ def decode_boxes(offsets: Tensor, log_sizes: Tensor) -> Tensor:
     return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=-1).clamp(0.0, 1.0)
 
 
+def decode_class_boxes(offsets: Tensor, log_sizes: Tensor) -> Tensor:
+    """Dense box of each size map at every cell: offsets [B, 2, h, w], log sizes [B, 2K, h, w]
+    (K = 1 shared map or one per finding, channels (w, h) of map 0, then of map 1, ...)
+    -> boxes [B, K, h, w, 4] (:func:`decode_boxes` per map, all with the same offsets)."""
+    b, _, h, w = offsets.shape
+    k = log_sizes.shape[1] // 2
+    if k == 1:
+        return decode_boxes(offsets, log_sizes)[:, None]
+    per_map = offsets[:, None].expand(b, k, 2, h, w).reshape(b * k, 2, h, w)
+    return decode_boxes(per_map, log_sizes.reshape(b * k, 2, h, w)).reshape(b, k, h, w, 4)
+
+
+def class_log_sizes(log_sizes: Tensor, num_labels: int) -> Tensor:
+    """log sizes [B, 2K, h, w] (K = 1 or ``num_labels``) -> [B, C, 2, h, w]: the size map each
+    finding reads (the shared one repeated, or its own)."""
+    b, _, h, w = log_sizes.shape
+    return log_sizes.reshape(b, -1, 2, h, w).expand(b, num_labels, 2, h, w)
+
+
 def heatmap_peaks(heatmaps: Tensor) -> Tensor:
     """Centre probabilities kept only at 3 x 3 local maxima (CenterNet's max-pool NMS), zero elsewhere:
     logits [B, C, h, w] -> [B, C, h, w] in [0, 1]."""
@@ -78,6 +102,9 @@ class LocalizationHead(nn.Module):
     3. both + two coordinate channels -> two 3x3 convs -> three 1x1 outputs per cell:
        ``heatmaps`` [B, C, h, w] (centre logits per finding), ``log_sizes`` [B, 2, h, w]
        (box width / height in log cells), ``offsets`` [B, 2, h, w] (centre within the cell, sigmoid).
+       With ``size_maps="per_finding"`` ``log_sizes`` is [B, 2C, h, w], one (w, h) pair per finding
+       (finding c at channels 2c, 2c + 1), and a finding's boxes read its own pair; the offsets
+       stay shared (a centre's position in its cell does not depend on the finding).
 
     :attr:`LocalizationOutput.boxes` [B, C, 4] is the box at each finding's highest heatmap
     cell (the one-box-per-finding view that serving and explanations read); :meth:`detect`
@@ -97,6 +124,8 @@ class LocalizationHead(nn.Module):
         score: ``heatmap`` (a box's score is its heatmap peak) or ``heatmap_x_probability``
             (the peak times the finding's classifier probability, when :meth:`forward` is given
             the classification logits).
+        size_maps: ``shared`` (one size map for all findings, CenterNet's class-agnostic size)
+            or ``per_finding`` (one per finding: findings that share centres get their own sizes).
     """
 
     def __init__(
@@ -113,6 +142,7 @@ class LocalizationHead(nn.Module):
         nms_iou: float = 0.5,
         min_score: float = 0.01,
         score: BoxScore = "heatmap",
+        size_maps: SizeMaps = "shared",
     ) -> None:
         super().__init__()
         steps = round(math.log2(stride))
@@ -120,12 +150,15 @@ class LocalizationHead(nn.Module):
             raise ValueError(f"stride must be a power of two >= 2, got {stride}")
         if score not in BOX_SCORES:
             raise ValueError(f"score must be one of {BOX_SCORES}, got {score!r}")
+        if size_maps not in SIZE_MAPS:
+            raise ValueError(f"size_maps must be one of {SIZE_MAPS}, got {size_maps!r}")
         self.num_labels = num_labels
         self.stride = stride
         self.max_detections = max_detections
         self.nms_iou = nms_iou
         self.min_score = min_score
         self.score = score
+        self.size_maps = size_maps
         self.grid_proj = nn.Conv2d(grid_dim, hidden_dim, 1)
         self.film = nn.Linear(context_dim, 2 * hidden_dim)
         nn.init.zeros_(self.film.weight)
@@ -141,7 +174,7 @@ class LocalizationHead(nn.Module):
         )
         self.heatmap = nn.Conv2d(hidden_dim, num_labels, 1)
         nn.init.constant_(cast(Tensor, self.heatmap.bias), -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
-        self.size = nn.Conv2d(hidden_dim, 2, 1)
+        self.size = nn.Conv2d(hidden_dim, 2 * (num_labels if size_maps == "per_finding" else 1), 1)
         nn.init.zeros_(cast(Tensor, self.size.bias))
         self.offset = nn.Conv2d(hidden_dim, 2, 1)
 
@@ -164,10 +197,10 @@ class LocalizationHead(nn.Module):
         heatmaps = self.heatmap(features)
         log_sizes = self.size(features)
         offsets = torch.sigmoid(self.offset(features))
-        dense = decode_boxes(offsets, log_sizes)  # [B, h, w, 4]
+        dense = decode_class_boxes(offsets, log_sizes)  # [B, K, h, w, 4], K = 1 or C
         b, c, h, w = heatmaps.shape
         top_logit, top_cell = heatmaps.flatten(2).max(dim=-1)  # [B, C]
-        boxes = torch.gather(dense.reshape(b, 1, h * w, 4).expand(b, c, h * w, 4), 2,
+        boxes = torch.gather(dense.reshape(b, -1, h * w, 4).expand(b, c, h * w, 4), 2,
                              top_cell[..., None, None].expand(b, c, 1, 4)).squeeze(2)  # fmt: skip
         gate = None
         if self.score == "heatmap_x_probability" and class_logits is not None:
@@ -197,8 +230,10 @@ class LocalizationHead(nn.Module):
         k = min(self.max_detections, c * h * w)
         scores, index = peaks.flatten(1).topk(k, dim=1)  # [B, K] over classes x cells
         labels, cells = index // (h * w), index % (h * w)
-        dense = decode_boxes(output.offsets, output.log_sizes).reshape(b, h * w, 4)
-        boxes = torch.gather(dense, 1, cells[..., None].expand(b, k, 4))
+        dense = decode_class_boxes(output.offsets, output.log_sizes)  # [B, K, h, w, 4], K = 1 or C
+        maps = dense.shape[1]
+        cells = cells if maps == 1 else index  # a finding's own size map: index = label * h * w + cell
+        boxes = torch.gather(dense.reshape(b, maps * h * w, 4), 1, cells[..., None].expand(b, k, 4))
         out_boxes = boxes.new_zeros(b, self.max_detections, 4)
         out_scores = scores.new_zeros(b, self.max_detections)
         out_labels = labels.new_full((b, self.max_detections), -1)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from medmodal.config import TrainConfig
 from medmodal.models.contrastive import info_nce_loss
-from medmodal.models.localization import LOG_SIZE_RANGE, decode_boxes
+from medmodal.models.localization import LOG_SIZE_RANGE, class_log_sizes, decode_class_boxes
 from medmodal.models.types import LocalizationOutput, ModelOutput
 
 
@@ -134,7 +134,8 @@ class MultitaskLoss(nn.Module):
       have that modality (counters modality competition: each encoder must learn alone);
     - localization (dense CenterNet head): penalty-reduced focal loss on the centre heatmaps
       (``centre_focal_loss``; a finding labelled present without a box is left out of its map)
-      + L1 on the centre offsets + (1 - GIoU) of the box read at each true centre, over every
+      + L1 on the centre offsets + (1 - GIoU) of the box read at each true centre (from the box's
+      own finding's size map with ``model.localization.size_maps: per_finding``), over every
       box of the studies whose image the model saw (``box_list`` / ``box_labels``);
     - generation: token cross-entropy under teacher forcing, padding ignored;
     - alignment (coordinated models only): symmetric InfoNCE between each study's image and
@@ -193,13 +194,16 @@ class MultitaskLoss(nn.Module):
         rows, slots = torch.nonzero(targets.valid, as_tuple=True)
         col, row = targets.cells[rows, slots, 0], targets.cells[rows, slots, 1]
         offsets = out.offsets[rows, :, row, col]  # [K, 2]
-        dense = decode_boxes(out.offsets, out.log_sizes)  # [B, h, w, 4]
-        pred = dense[rows, row, col]
+        dense = decode_class_boxes(out.offsets, out.log_sizes)  # [B, K, h, w, 4], K = 1 or C
+        # the size map each box is read from: the shared one, or its own finding's (per_finding)
+        size_map = labels[rows, slots] if dense.shape[1] > 1 else torch.zeros_like(rows)
+        pred = dense[rows, size_map, row, col]
         true = batch["box_list"][rows, slots].to(pred.dtype)
         offset = F.l1_loss(offsets, targets.offsets[rows, slots])
         loss = heat + offset + (1.0 - paired_giou(pred, true)).mean()
         if self.log_size_weight > 0:
-            loss = loss + self.log_size_weight * log_size_l1(out.log_sizes[rows, :, row, col], true, h, w)
+            sizes = class_log_sizes(out.log_sizes, c)[rows, size_map, :, row, col]  # [K, 2]
+            loss = loss + self.log_size_weight * log_size_l1(sizes, true, h, w)
         return loss
 
     def generation_loss(self, caption_logits: Tensor, target_ids: Tensor) -> Tensor:

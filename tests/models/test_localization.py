@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from medmodal.models.localization import LocalizationHead, decode_boxes
+from medmodal.models.localization import LocalizationHead, decode_boxes, decode_class_boxes
 from medmodal.models.types import LocalizationOutput
 
 from .helpers import assert_all_params_get_grad
@@ -159,3 +159,53 @@ def test_model_config_reaches_the_head():
     assert torch.allclose(out.localization.score_gate, torch.sigmoid(out.logits))
     with pytest.raises(ConfigError, match="stride"):
         apply_overrides(Config(), {"model.localization.stride": 6})
+
+
+def test_per_finding_size_maps_give_one_size_pair_per_finding_and_shared_offsets():
+    shared, per_finding = _head(), _head(size_maps="per_finding")
+    assert shared.size.out_channels == 2 and per_finding.size.out_channels == 2 * 3
+    assert [n for n, _ in shared.named_parameters()] == [n for n, _ in per_finding.named_parameters()]
+    out = per_finding.train()(torch.randn(4, 6, 4, 4), torch.randn(4, 5), torch.randn(4, 1, 64, 64))
+    assert out.log_sizes.shape == (4, 6, 8, 8) and out.offsets.shape == (4, 2, 8, 8)
+    assert out.boxes.shape == (4, 3, 4) and torch.isfinite(out.boxes).all()
+    with pytest.raises(ValueError, match="size_maps must be one of"):
+        _head(size_maps="per_class")
+
+
+def test_per_finding_top_box_reads_its_own_finding_s_size_map():
+    head = _head(size_maps="per_finding").eval()
+    out = head(torch.randn(2, 6, 4, 4), torch.randn(2, 5), torch.randn(2, 1, 64, 64))
+    dense = decode_class_boxes(out.offsets, out.log_sizes)  # [B, C, h, w, 4]
+    assert dense.shape == (2, 3, 8, 8, 4)
+    for b in range(2):
+        for c in range(3):
+            cell = int(out.heatmaps[b, c].flatten().argmax())
+            size = out.log_sizes[b, 2 * c : 2 * c + 2].flatten(1)[:, cell]
+            own = decode_boxes(out.offsets[b : b + 1], size[None, :, None, None].expand(1, 2, 8, 8))
+            assert torch.allclose(out.boxes[b, c], own[0].reshape(-1, 4)[cell])
+
+
+def test_shared_map_decodes_like_decode_boxes():
+    offsets, log_sizes = torch.rand(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
+    assert torch.equal(decode_class_boxes(offsets, log_sizes)[:, 0], decode_boxes(offsets, log_sizes))
+
+
+def test_detect_reads_each_finding_s_own_size_at_a_shared_centre():
+    head = _head(max_detections=5, size_maps="per_finding")
+    out = _output_with_peaks([(0, 4, 4, 3.0), (2, 4, 4, 2.0)])  # two findings, one centre cell
+    out.log_sizes = torch.zeros(1, 6, 8, 8)  # 1-cell boxes ...
+    out.log_sizes[0, 4:6] = torch.log(torch.tensor(4.0))  # ... but 4-cell boxes for finding 2
+    det = head.detect(out)
+    assert det.labels[0, :2].tolist() == [0, 2]
+    assert torch.allclose(det.boxes[0, 0], torch.tensor([4.0, 4.0, 5.0, 5.0]) / 8)
+    assert torch.allclose(det.boxes[0, 1], torch.tensor([2.5, 2.5, 6.5, 6.5]) / 8)
+
+
+def test_size_maps_config_reaches_the_head():
+    from medmodal.config import Config, apply_overrides
+    from medmodal.models.multimodal import create_model
+
+    assert Config().model.localization.size_maps == "shared"
+    cfg = apply_overrides(Config(), {"model.localization.size_maps": "per_finding"})
+    model = create_model(cfg.model, vocab_size=20, num_labels=3, pad_id=0, bos_id=1, eos_id=2)
+    assert model.localizer.size_maps == "per_finding" and model.localizer.size.out_channels == 6

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medmodal.config import TrainConfig
-from medmodal.models.localization import decode_boxes
+from medmodal.models.localization import decode_boxes, decode_class_boxes
 from medmodal.models.types import LocalizationOutput, ModelOutput
 from medmodal.training.losses import (
     MultitaskLoss,
@@ -161,3 +161,54 @@ def test_config_sets_the_log_size_term_and_the_gaussian_overlap():
     narrow = float(MultitaskLoss(TrainConfig(), 3, 0).localization_loss(flat, big, seen))
     wide = TrainConfig(localization_gaussian_overlap=0.3)
     assert float(MultitaskLoss(wide, 3, 0).localization_loss(flat, big, seen)) < narrow - 0.01
+
+
+def _fit_two_findings_at_one_centre(size_pairs: int, steps: int = 150):
+    """Two boxes of findings 0 and 2 centred at one cell (5 and 2 cells wide); the head's maps fitted
+    by the localization loss alone, with ``size_pairs`` size maps (1 shared, 3 per finding)."""
+    loss = MultitaskLoss(TrainConfig(), num_labels=3, pad_id=0)
+    boxes = [[[0.1875, 0.1875, 0.8125, 0.8125], [0.375, 0.375, 0.625, 0.625]]]  # centre (0.5, 0.5)
+    batch = _batch([[1, 0, 1]], boxes, [[0, 2]])
+    heat = torch.full((1, 3, 8, 8), -4.6, requires_grad=True)
+    log_sizes = torch.zeros(1, 2 * size_pairs, 8, 8, requires_grad=True)
+    raw_offsets = torch.zeros(1, 2, 8, 8, requires_grad=True)
+    optimiser = torch.optim.Adam([heat, log_sizes, raw_offsets], lr=0.1)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        out = LocalizationOutput(boxes=torch.zeros(1, 3, 4), scores=torch.zeros(1, 3), heatmaps=heat,
+                                 log_sizes=log_sizes, offsets=torch.sigmoid(raw_offsets))  # fmt: skip
+        loss.localization_loss(out, batch, torch.ones(1, dtype=torch.bool)).backward()
+        optimiser.step()
+    return decode_class_boxes(torch.sigmoid(raw_offsets), log_sizes)[0, :, 4, 4], log_sizes, boxes[0]
+
+
+def test_per_finding_size_maps_are_trained_at_their_own_finding_s_centres():
+    fitted, log_sizes, (big, small) = _fit_two_findings_at_one_centre(size_pairs=3)
+    assert torch.allclose(fitted[0], torch.tensor(big), atol=0.02)
+    assert torch.allclose(fitted[2], torch.tensor(small), atol=0.02)
+    assert log_sizes.grad[0, 2:4].abs().sum() == 0  # finding 1 has no box: its size map gets nothing
+    assert log_sizes.grad[0].abs().sum(dim=0).nonzero().tolist() == [[4, 4]]
+    shared, _, _ = _fit_two_findings_at_one_centre(size_pairs=1)  # one box for both findings
+    assert shared.shape == (1, 4)
+    misses = [float((shared[0] - torch.tensor(box)).abs().max()) for box in (big, small)]
+    assert max(misses) > 0.1  # misses at least one of them by more than a cell
+
+
+def test_log_size_term_reads_the_box_s_own_finding_map():
+    batch = _batch([[0, 0, 1]], [[[0.1, 0.1, 0.3, 0.3]]], [[2]])  # a 1.6-cell box of finding 2
+    seen = torch.ones(1, dtype=torch.bool)
+    out = _output(b=1, requires_grad=False)
+    out.log_sizes = torch.zeros(1, 6, 8, 8)
+    out.log_sizes[0, 4:6] = float(torch.log(torch.tensor(1.6)))  # finding 2's map has the exact size
+    plain = float(MultitaskLoss(TrainConfig(), 3, 0).localization_loss(out, batch, seen))
+    sized = TrainConfig(localization_log_size_weight=1.0)
+    assert float(MultitaskLoss(sized, 3, 0).localization_loss(out, batch, seen)) == pytest.approx(
+        plain, abs=1e-5
+    )
+    out.log_sizes[0, 4:6] = 0.0  # now finding 2's map is off by log 1.6; finding 0's map is never read
+    out.log_sizes[0, 0:2] = float(torch.log(torch.tensor(1.6)))
+    assert float(MultitaskLoss(sized, 3, 0).localization_loss(out, batch, seen)) == pytest.approx(
+        float(MultitaskLoss(TrainConfig(), 3, 0).localization_loss(out, batch, seen))
+        + float(torch.log(torch.tensor(1.6))),
+        abs=1e-4,
+    )
