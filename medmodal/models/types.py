@@ -61,7 +61,8 @@ class LocalizationOutput:
     boxes:     [B, C, 4] the box at each finding's highest heatmap cell, normalised xyxy.
     scores:    [B, C] sigmoid of that cell's heatmap logit (times ``score_gate`` when set).
     heatmaps:  [B, C, h, w] centre logits per finding.
-    log_sizes: [B, 2, h, w] log of the box width and height, in cells, at every cell.
+    log_sizes: [B, 2, h, w] log of the box width and height, in cells, at every cell ([B, 2C, h, w]
+               with ``model.localization.size_maps: per_finding``: channels 2c, 2c+1 are finding c's).
     offsets:   [B, 2, h, w] the box centre's position inside the cell, in [0, 1] (x, y).
     score_gate: [B, C] the classifier's probability of each finding when boxes are scored
                ``heatmap_x_probability`` (``scores`` and ``detect`` multiply by it), else None.
