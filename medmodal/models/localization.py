@@ -78,13 +78,6 @@ def decode_class_boxes(offsets: Tensor, log_sizes: Tensor) -> Tensor:
     return decode_boxes(per_map, log_sizes.reshape(b * k, 2, h, w)).reshape(b, k, h, w, 4)
 
 
-def class_log_sizes(log_sizes: Tensor, num_labels: int) -> Tensor:
-    """log sizes [B, 2K, h, w] (K = 1 or ``num_labels``) -> [B, C, 2, h, w]: the size map each
-    finding reads (the shared one repeated, or its own)."""
-    b, _, h, w = log_sizes.shape
-    return log_sizes.reshape(b, -1, 2, h, w).expand(b, num_labels, 2, h, w)
-
-
 def heatmap_peaks(heatmaps: Tensor) -> Tensor:
     """Centre probabilities kept only at 3 x 3 local maxima (CenterNet's max-pool NMS), zero elsewhere:
     logits [B, C, h, w] -> [B, C, h, w] in [0, 1]."""

@@ -96,9 +96,16 @@ def _trained_run(
     run: RunDir, checkpoint: Path, module: MultimodalModule, artifacts: ModelArtifacts
 ) -> TrainedRun:
     """``module``'s model (already in eval mode on its device) with the label order, tokenizer and
-    calibration of ``artifacts`` (:class:`TrainedRun` has fields of the same names)."""
+    calibration of ``artifacts``."""
     return TrainedRun(
-        run=run, config=module.config, model=module.model, checkpoint=checkpoint, **vars(artifacts)
+        run=run,
+        config=module.config,
+        model=module.model,
+        checkpoint=checkpoint,
+        labels=artifacts.labels,
+        tokenizer=artifacts.tokenizer,
+        calibrated=artifacts.calibrated,
+        thresholds=artifacts.thresholds,
     )
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from medmodal.config import TrainConfig
 from medmodal.models.contrastive import info_nce_loss
-from medmodal.models.localization import LOG_SIZE_RANGE, class_log_sizes, decode_class_boxes
+from medmodal.models.localization import LOG_SIZE_RANGE, decode_class_boxes
 from medmodal.models.types import LocalizationOutput, ModelOutput
 
 
@@ -196,13 +196,13 @@ class MultitaskLoss(nn.Module):
         offsets = out.offsets[rows, :, row, col]  # [K, 2]
         dense = decode_class_boxes(out.offsets, out.log_sizes)  # [B, K, h, w, 4], K = 1 or C
         # the size map each box is read from: the shared one, or its own finding's (per_finding)
-        size_map = labels[rows, slots] if dense.shape[1] > 1 else torch.zeros_like(rows)
+        size_map = labels[rows, slots] if dense.shape[1] > 1 else 0
         pred = dense[rows, size_map, row, col]
         true = batch["box_list"][rows, slots].to(pred.dtype)
         offset = F.l1_loss(offsets, targets.offsets[rows, slots])
         loss = heat + offset + (1.0 - paired_giou(pred, true)).mean()
         if self.log_size_weight > 0:
-            sizes = class_log_sizes(out.log_sizes, c)[rows, size_map, :, row, col]  # [K, 2]
+            sizes = out.log_sizes.unflatten(1, (-1, 2))[rows, size_map, :, row, col]  # [K, 2]
             loss = loss + self.log_size_weight * log_size_l1(sizes, true, h, w)
         return loss
 
