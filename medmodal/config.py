@@ -150,6 +150,12 @@ class WideConfig(_Section):
     pixels: int = Field(0, ge=0, le=256)  # side of the pooled image of the pixel pathway; 0 = off
     ngrams: bool = False  # a linear pathway on the bag of word uni + bigrams
     ngram_buckets: int = Field(16384, ge=0, le=1_048_576)  # hash slots of the bigrams (0 = unigrams)
+    # How the pathways' linear maps are learnt: "sgd" = jointly with the deep parts, from zero;
+    # "stacked" = fitted before training by L-BFGS logistic regression (C chosen on val) and frozen,
+    # the training studies reading K-fold out-of-fold logits, per-label stacking weights on top
+    # (docs/diagnosis.md, "Round 3"; medmodal/training/wide_stacking.py).
+    fit: Literal["sgd", "stacked"] = "sgd"
+    folds: int = Field(5, ge=2, le=20)  # K of the out-of-fold logits (fit: stacked)
 
 
 class ModelConfig(_Section):

@@ -59,7 +59,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -438,6 +439,15 @@ class StudyDataset(Dataset):
         if self.cache_images:
             self._cache[index] = entry
         return entry
+
+    @contextmanager
+    def augmentation_off(self) -> Iterator[Self]:
+        """Within the block, items are read without augmentation (the image cache is shared)."""
+        saved, self.augmentation = self.augmentation, None
+        try:
+            yield self
+        finally:
+            self.augmentation = saved
 
     def preload(self, index: int, decoded: DecodedImage) -> None:
         """Use ``decoded`` as study ``index``'s image (an image decoded from memory: array, PIL

@@ -53,7 +53,7 @@ from medmodal.models.localization import LocalizationHead
 from medmodal.models.missing import ImagePlaceholder, TextPlaceholder, hide_one_modality
 from medmodal.models.pretrained import load_pretrained
 from medmodal.models.types import FusionOutput, GenerationOutput, ImageFeatures, ModelOutput, TextFeatures
-from medmodal.models.wide import WideNgrams, WidePixels
+from medmodal.models.wide import OUT_OF_FOLD, WideNgrams, WidePixels
 
 if TYPE_CHECKING:  # the config imports the registry (name validation); keep the import one-way
     from medmodal.config import ModelConfig, PartConfig
@@ -208,6 +208,15 @@ class MultimodalModel(nn.Module):
             # Per-finding probability at which a finding is "predicted" for the decoder; set from the
             # validation split during training (set_finding_thresholds), saved in the checkpoint.
             self.register_buffer("finding_thresholds", torch.full((num_labels,), 0.5))
+        # Stacked wide pathways (model.wide.fit: stacked): in eval mode the deep head's logits are
+        # scaled by this weight, chosen on the validation split after each epoch from
+        # DEEP_WEIGHTS (medmodal.training.module), so the model is never worse there than the
+        # stacked regressions alone (weight 0); saved in the checkpoint.
+        self.deep_weight: Tensor | None
+        if self.stacked:
+            self.register_buffer("deep_weight", torch.tensor(1.0))
+        else:
+            self.deep_weight = None
 
     def classification_logits(
         self, vector: Tensor, fusion_output: FusionOutput | None, added: Tensor | None = None
@@ -232,7 +241,14 @@ class MultimodalModel(nn.Module):
         else:  # no head: the fusion layer classifies itself (``produces_logits``, build_heads)
             assert fusion_output is not None and fusion_output.logits is not None
             logits = fusion_output.logits
+        if self.deep_weight is not None and not self.training:
+            logits = logits * self.deep_weight
         return logits if added is None else logits + added
+
+    @property
+    def stacked(self) -> bool:
+        """Whether a wide pathway is stacked (``model.wide.fit: stacked``, :mod:`medmodal.models.wide`)."""
+        return any(getattr(p, "stacking", None) is not None for p in (self.wide_image, self.wide_text))
 
     def set_finding_thresholds(self, thresholds: Tensor | list[float]) -> None:
         """Per-finding probabilities [C] at which a finding is passed to a conditioned decoder as present."""
@@ -370,6 +386,7 @@ class MultimodalModel(nn.Module):
             text_present=text_present,
             fused=vector,
             **self.coordinated_embeddings(image, text),
+            stacked_logits=added if self.stacked else None,
         )
 
     def main_logits_use_unimodal(self) -> bool:
@@ -392,10 +409,11 @@ class MultimodalModel(nn.Module):
         wide_image = wide_text = None
         if self.wide_image is not None:
             assert image_present is not None  # a wide image pathway needs an image encoder (__init__)
-            wide_image = self.wide_image(batch["image"]) * image_present[:, None].to(batch["image"].dtype)
+            wide_image = self.wide_image(batch["image"], batch.get(OUT_OF_FOLD["image"]))
+            wide_image = wide_image * image_present[:, None].to(wide_image.dtype)
         if self.wide_text is not None:
             assert text_present is not None  # a wide text pathway needs a text encoder (__init__)
-            wide_text = self.wide_text(batch["text_ids"], batch["text_mask"])
+            wide_text = self.wide_text(batch["text_ids"], batch["text_mask"], batch.get(OUT_OF_FOLD["text"]))
             wide_text = wide_text * text_present[:, None].to(wide_text.dtype)
         # auxiliary heads exist only with both encoders, hence both features (build_heads, encode)
         image_aux = (
@@ -630,6 +648,11 @@ def create_model(
         **wide_pathways(cfg, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id),
         fused_logits=cfg.fused_logits,
     )
+    if cfg.wide.fit == "stacked" and model.classifier is not None:
+        # The model starts as the stacked regressions alone; the deep head learns what they miss.
+        last = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
     threshold = cfg.report_conditioning.threshold
     if conditioned and threshold != "val_f1":
         model.set_finding_thresholds([float(threshold)] * num_labels)
@@ -643,9 +666,12 @@ def wide_pathways(
     wide = cfg.wide
     image = wide.pixels > 0 and cfg.modalities in ("image", "both")
     text = wide.ngrams and cfg.modalities in ("text", "both")
+    stacked = wide.fit == "stacked"
     return {
-        "wide_image": WidePixels(num_labels, wide.pixels) if image else None,
-        "wide_text": WideNgrams(vocab_size, num_labels, pad_id, wide.ngram_buckets) if text else None,
+        "wide_image": WidePixels(num_labels, wide.pixels, stacked=stacked) if image else None,
+        "wide_text": WideNgrams(vocab_size, num_labels, pad_id, wide.ngram_buckets, stacked=stacked)
+        if text
+        else None,
     }
 
 

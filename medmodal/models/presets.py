@@ -3,8 +3,9 @@
 A preset is a set of dotted config overrides (``{"model.embed_dim": 32}``) applied to the
 default :class:`~medmodal.config.Config`, so it can be trained and evaluated like any config
 file. ``default`` is the configuration ``medmodal train`` uses without ``--config``; ``tiny``
-is for notebooks, examples and tests (64 px, narrow parts, one epoch); the others change one
-part of the default model and keep everything else.
+is for notebooks, examples and tests (64 px, narrow parts, one epoch); ``stacked`` is the demo's
+recipe (the default model with stacked wide pathways); the others change one part of the default
+model and keep everything else.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "evaluate.beam_size": 1,
         "evaluate.max_generate_tokens": 12,
     },
+    # The demo's recipe: the logistic regressions on 32 x 32 pixels and on TF-IDF n-grams inside the
+    # model, cross-fitted, the deep head's weight chosen on validation (medmodal/training/wide_stacking.py).
+    "stacked": {"model.wide.pixels": 32, "model.wide.ngrams": True, "model.wide.fit": "stacked"},
     "image_only": {"model.modalities": "image"},
     "text_only": {"model.modalities": "text"},
     "coordinated": {"model.representation": "coordinated"},

@@ -115,6 +115,8 @@ class ModelOutput:
                     [B, P] unit-norm projections into the shared space of a coordinated model
                     (``representation: coordinated``), else None.
     alignment_scale: scalar 1 / temperature of the alignment logits, or None.
+    stacked_logits: [B, C] the stacked wide pathways' share of ``logits`` (``model.wide.fit:
+                    stacked``), else None: ``logits`` = deep head * ``deep_weight`` (eval mode) + these.
     """
 
     logits: Tensor | None
@@ -132,6 +134,7 @@ class ModelOutput:
     image_embedding: Tensor | None = None
     text_embedding: Tensor | None = None
     alignment_scale: Tensor | None = None
+    stacked_logits: Tensor | None = None
 
 
 @dataclass

@@ -19,6 +19,9 @@ from medmodal.training.losses import MultitaskLoss
 from medmodal.training.modality_balance import modality_scores, ogm_coefficients, scale_gradients
 from medmodal.training.optim import adamw_one_cycle
 
+# Weights of the deep head tried on the validation split after each epoch (stacked wide pathways).
+DEEP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
 
 class DefinedMacroAUROC(MultilabelAUROC):
     """Macro AUROC over the labels whose targets contain both classes.
@@ -96,6 +99,12 @@ class MultimodalModule(L.LightningModule):
         )
         self.loss = MultitaskLoss(self.config.train, num_labels, pad_id, pos_weight)
         self.val_auroc = defined_macro_auroc(num_labels)
+        # Stacked wide pathways: the validation AUROC at each weight of the deep head (DEEP_WEIGHTS).
+        self.val_auroc_by_deep_weight = (
+            torch.nn.ModuleList(defined_macro_auroc(num_labels) for _ in DEEP_WEIGHTS)
+            if self.model.deep_weight is not None
+            else None
+        )
         # Diagnosis-driven generation with thresholds chosen on validation (docs/reports.md), else None.
         self.val_thresholds = None
         conditioning = self.config.model.report_conditioning
@@ -129,6 +138,11 @@ class MultimodalModule(L.LightningModule):
             self.log(f"{stage}/loss_{name}", value, batch_size=batch_size, sync_dist=stage != "train")
         if stage == "val":
             self.val_auroc.update(torch.sigmoid(out.logits.detach()), batch["labels"].long())
+            if self.val_auroc_by_deep_weight is not None and out.stacked_logits is not None:
+                # validation runs at deep weight 1 (on_validation_epoch_start): logits = deep + stacked
+                stacked, deep = out.stacked_logits.detach(), out.logits.detach() - out.stacked_logits.detach()
+                for weight, metric in zip(DEEP_WEIGHTS, self.val_auroc_by_deep_weight):
+                    metric.update(torch.sigmoid(stacked + weight * deep), batch["labels"].long())
             if self.val_thresholds is not None:
                 self.val_thresholds.update(torch.sigmoid(out.logits.detach()), batch["labels"])
         if stage == "train" and self.config.train.modality_balance == "ogm":
@@ -160,20 +174,43 @@ class MultimodalModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
+    def on_validation_epoch_start(self) -> None:
+        if self.model.deep_weight is not None:
+            self.model.deep_weight.fill_(1.0)
+
     def on_validation_epoch_end(self) -> None:
-        self.log("val/auroc_macro", self.val_auroc.compute(), prog_bar=True)
+        auroc = self.val_auroc.compute()
         self.val_auroc.reset()
+        if self.val_auroc_by_deep_weight is not None:
+            auroc = self._choose_deep_weight(auroc)
+        self.log("val/auroc_macro", auroc, prog_bar=True)
         if self.val_thresholds is not None:  # before checkpointing: the checkpoint keeps them
             # reshape: torchmetrics squeezes a one-label result to a scalar
             self.model.set_finding_thresholds(self.val_thresholds.compute().reshape(-1))
             self.val_thresholds.reset()
 
+    def _choose_deep_weight(self, auroc_at_one: torch.Tensor) -> torch.Tensor:
+        """Set the model's deep weight to the one of DEEP_WEIGHTS with the best validation macro AUROC
+        (ties: the larger weight); returns that AUROC. Before checkpointing, so the checkpoint keeps it."""
+        assert self.val_auroc_by_deep_weight is not None and self.model.deep_weight is not None
+        scores = [metric.compute() for metric in self.val_auroc_by_deep_weight]
+        for metric in self.val_auroc_by_deep_weight:
+            metric.reset()
+        if any(bool(torch.isnan(score)) for score in scores):
+            return auroc_at_one
+        best = max(range(len(DEEP_WEIGHTS)), key=lambda i: (float(scores[i]), DEEP_WEIGHTS[i]))
+        self.model.deep_weight.fill_(DEEP_WEIGHTS[best])
+        self.log("val/deep_weight", DEEP_WEIGHTS[best])
+        return scores[best]
+
     def parameter_groups(self) -> list[dict]:
         """Optimiser groups: the localization head at ``lr * train.localization_lr_scale`` (a dense head
         trained from scratch), the wide pathways (``model.wide``) at ``lr * train.wide_lr_scale`` with
-        ``train.wide_weight_decay``, everything else at ``lr``."""
+        ``train.wide_weight_decay`` (0 for stacked pathways), everything else at ``lr``."""
         cfg = self.config.train
-        wide = {"lr": cfg.lr * cfg.wide_lr_scale, "weight_decay": cfg.wide_weight_decay}
+        # A stacked pathway's only trained parameters are its stacking weights: no decay towards 0.
+        decay = 0.0 if self.config.model.wide.fit == "stacked" else cfg.wide_weight_decay
+        wide = {"lr": cfg.lr * cfg.wide_lr_scale, "weight_decay": decay}
         parts = [(self.model.localizer, {"lr": cfg.lr * cfg.localization_lr_scale}),
                  (self.model.wide_image, wide), (self.model.wide_text, wide)]  # fmt: skip
         special = [(part, settings) for part, settings in parts if part is not None]

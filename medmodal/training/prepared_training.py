@@ -78,6 +78,11 @@ def check_prepared_config(index: PreparedIndex, config: Config) -> None:
         raise ConfigError(
             "train.domain_adaptation is not available on prepared data; train on the raw manifest"
         )
+    if config.model.wide.fit == "stacked":
+        raise ConfigError(
+            "model.wide.fit: stacked is not available on prepared data (it cross-fits regressions on "
+            "every training study in memory); train on the raw manifest or use fit: sgd"
+        )
 
 
 def prepared_tokenizer(index: PreparedIndex, run: RunDir | None, config: Config) -> ReportTokenizer:

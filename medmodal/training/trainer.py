@@ -39,6 +39,7 @@ from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
 from medmodal.training.prepared_training import train_prepared
 from medmodal.training.reproducibility import epoch_seeded_loader
+from medmodal.training.wide_stacking import STACKING_FILE, WithOutOfFold, check_stacking, stack_wide_pathways
 
 __all__ = ["RunConflictError", "TrainResult", "train"]
 
@@ -52,6 +53,7 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     if is_prepared(data):  # streamed from the shards, never all studies in memory (docs/prepare.md)
         return train_prepared(str(data), config, out, force=force, callbacks=callbacks)
     start = time.time()
+    check_stacking(config)
     manifest = read_dataset(data, config)
     config = heads_for_data(config, manifest.split("train"))  # no target text / no boxes: no such head
     prepared = prepare_run(out, config, force=force)
@@ -85,13 +87,19 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         else None,
     )
     t = config.train
-    train_set: Dataset = build_dataset(train_studies, tokenizer, labels, config, train=True)
+    studies_set = build_dataset(train_studies, tokenizer, labels, config, train=True)
+    train_set: Dataset = studies_set
+    val_set = build_dataset(val_studies, tokenizer, labels, config, train=False)
+    if config.model.wide.fit == "stacked":  # the regressions inside the model, cross-fitted (wide_stacking)
+        out_of_fold, chosen = stack_wide_pathways(module.model, studies_set, val_set, config)
+        write_json_atomic(run.root / STACKING_FILE, chosen)
+        train_set = WithOutOfFold(train_set, out_of_fold)
     if unlabeled:
         train_set = with_unlabeled(train_set, build_dataset(unlabeled, tokenizer, labels, config, train=True))
     # Each epoch's order and augmentation depend only on (seed, epoch): resume reproduces.
     train_loader = epoch_seeded_loader(train_set, t.batch_size, t.seed, num_workers=config.data.num_workers)
     val_loader = make_dataloader(
-        build_dataset(val_studies, tokenizer, labels, config, train=False),
+        val_set,
         batch_size=t.batch_size,
         shuffle=False,
         num_workers=config.data.num_workers,

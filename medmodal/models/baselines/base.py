@@ -253,6 +253,17 @@ class OneVsRestLogistic:
             "n_train": int(n),
         }
 
+    def fit_at(self, x, y: np.ndarray, c_value: float) -> None:
+        """Fit on (x [N, D], y [N, C]) with the given C, no selection (e.g. a cross-fitting fold)."""
+        self.prior = (y.sum(axis=0) + 0.5) / (y.shape[0] + 1.0)
+        self.coef, self.intercept = self._fit_one_c(x, y, c_value)
+
+    def logits(self, x) -> np.ndarray:
+        """float [N, C] log-odds ``x coef^T + intercept``."""
+        if self.coef is None or self.intercept is None:  # set together by fit and load_state
+            raise RuntimeError("the logistic regression is not fitted")
+        return _linear(x, self.coef, self.intercept)
+
     def _fit_one_c(self, x, y: np.ndarray, c_value: float) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.linear_model import LogisticRegression
 
@@ -267,9 +278,7 @@ class OneVsRestLogistic:
 
     def predict_proba(self, x) -> np.ndarray:
         """float [N, C] probabilities."""
-        if self.coef is None or self.intercept is None:  # set together by fit and load_state
-            raise RuntimeError("the logistic regression is not fitted")
-        return _sigmoid(_linear(x, self.coef, self.intercept))
+        return _sigmoid(self.logits(x))
 
     def state(self) -> State:
         # Only called on a fitted (or loaded) model: fit and load_state set all three arrays.
