@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -62,6 +62,11 @@ class DefinedBinaryAUROC(BinaryAUROC):
         return super().compute()
 
 
+def _metrics(metrics: torch.nn.ModuleList | None) -> list[Metric]:
+    """The metrics of a ModuleList (registered there so Lightning moves them with the module); [] for None."""
+    return cast(list[Metric], list(metrics or []))
+
+
 def defined_macro_auroc(num_labels: int) -> Metric:
     """Validation AUROC for ``num_labels`` findings (one label: binary AUROC)."""
     return DefinedBinaryAUROC(thresholds=None) if num_labels == 1 else DefinedMacroAUROC(num_labels)
@@ -99,17 +104,21 @@ class MultimodalModule(L.LightningModule):
         )
         self.loss = MultitaskLoss(self.config.train, num_labels, pad_id, pos_weight)
         self.val_auroc = defined_macro_auroc(num_labels)
-        # Stacked wide pathways: the validation AUROC at each weight of the deep head (DEEP_WEIGHTS).
-        self.val_auroc_by_deep_weight = (
-            torch.nn.ModuleList(defined_macro_auroc(num_labels) for _ in DEEP_WEIGHTS)
-            if self.model.deep_weight is not None
-            else None
-        )
         # Diagnosis-driven generation with thresholds chosen on validation (docs/reports.md), else None.
-        self.val_thresholds = None
         conditioning = self.config.model.report_conditioning
-        if self.model.condition_on_findings and conditioning.threshold == "val_f1":
-            self.val_thresholds = BestF1Thresholds()
+        with_thresholds = self.model.condition_on_findings and conditioning.threshold == "val_f1"
+        self.val_thresholds = BestF1Thresholds() if with_thresholds else None
+        # Stacked wide pathways: the validation AUROC (and finding thresholds) at each weight of the
+        # deep head (DEEP_WEIGHTS); the thresholds are those of the chosen weight's probabilities.
+        self.val_auroc_by_deep_weight = self.val_thresholds_by_deep_weight = None
+        if self.model.deep_weight is not None:
+            self.val_auroc_by_deep_weight = torch.nn.ModuleList(
+                defined_macro_auroc(num_labels) for _ in DEEP_WEIGHTS
+            )
+            if with_thresholds:
+                self.val_thresholds_by_deep_weight = torch.nn.ModuleList(
+                    BestF1Thresholds() for _ in DEEP_WEIGHTS
+                )
         # DANN site adversary (train.domain_adaptation.method: dann), else None; training only.
         self.domain = build_domain_adversary(
             self.config.train.domain_adaptation, self.model.fused_dim, site_names
@@ -141,9 +150,16 @@ class MultimodalModule(L.LightningModule):
             if self.val_auroc_by_deep_weight is not None and out.stacked_logits is not None:
                 # validation runs at deep weight 1 (on_validation_epoch_start): logits = deep + stacked
                 stacked, deep = out.stacked_logits.detach(), out.logits.detach() - out.stacked_logits.detach()
-                for weight, metric in zip(DEEP_WEIGHTS, self.val_auroc_by_deep_weight):
-                    metric.update(torch.sigmoid(stacked + weight * deep), batch["labels"].long())
-            if self.val_thresholds is not None:
+                aurocs, thresholds = (
+                    _metrics(self.val_auroc_by_deep_weight),
+                    _metrics(self.val_thresholds_by_deep_weight),
+                )
+                for i, weight in enumerate(DEEP_WEIGHTS):
+                    probs = torch.sigmoid(stacked + weight * deep)
+                    aurocs[i].update(probs, batch["labels"].long())
+                    if thresholds:
+                        thresholds[i].update(probs, batch["labels"])
+            if self.val_thresholds is not None and self.val_thresholds_by_deep_weight is None:
                 self.val_thresholds.update(torch.sigmoid(out.logits.detach()), batch["labels"])
         if stage == "train" and self.config.train.modality_balance == "ogm":
             self._set_ogm_coefficients(out, batch, batch_size)
@@ -181,27 +197,33 @@ class MultimodalModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         auroc = self.val_auroc.compute()
         self.val_auroc.reset()
+        thresholds = self.val_thresholds
         if self.val_auroc_by_deep_weight is not None:
-            auroc = self._choose_deep_weight(auroc)
+            auroc, chosen = self._choose_deep_weight(auroc)
+            if self.val_thresholds_by_deep_weight is not None:
+                thresholds = cast(BestF1Thresholds, self.val_thresholds_by_deep_weight[chosen])
         self.log("val/auroc_macro", auroc, prog_bar=True)
-        if self.val_thresholds is not None:  # before checkpointing: the checkpoint keeps them
+        if thresholds is not None:  # before checkpointing: the checkpoint keeps them
             # reshape: torchmetrics squeezes a one-label result to a scalar
-            self.model.set_finding_thresholds(self.val_thresholds.compute().reshape(-1))
-            self.val_thresholds.reset()
+            self.model.set_finding_thresholds(thresholds.compute().reshape(-1))
+        for metric in [self.val_thresholds, *(self.val_thresholds_by_deep_weight or [])]:
+            if metric is not None:
+                metric.reset()
 
-    def _choose_deep_weight(self, auroc_at_one: torch.Tensor) -> torch.Tensor:
+    def _choose_deep_weight(self, auroc_at_one: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Set the model's deep weight to the one of DEEP_WEIGHTS with the best validation macro AUROC
-        (ties: the larger weight); returns that AUROC. Before checkpointing, so the checkpoint keeps it."""
+        (ties: the larger weight; before checkpointing, so the checkpoint keeps it). Returns (that
+        AUROC, its index); with an undefined AUROC, (``auroc_at_one``, the index of weight 1)."""
         assert self.val_auroc_by_deep_weight is not None and self.model.deep_weight is not None
-        scores = [metric.compute() for metric in self.val_auroc_by_deep_weight]
-        for metric in self.val_auroc_by_deep_weight:
+        scores = [metric.compute() for metric in _metrics(self.val_auroc_by_deep_weight)]
+        for metric in _metrics(self.val_auroc_by_deep_weight):
             metric.reset()
         if any(bool(torch.isnan(score)) for score in scores):
-            return auroc_at_one
+            return auroc_at_one, DEEP_WEIGHTS.index(1.0)
         best = max(range(len(DEEP_WEIGHTS)), key=lambda i: (float(scores[i]), DEEP_WEIGHTS[i]))
         self.model.deep_weight.fill_(DEEP_WEIGHTS[best])
         self.log("val/deep_weight", DEEP_WEIGHTS[best])
-        return scores[best]
+        return scores[best], best
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser groups: the localization head at ``lr * train.localization_lr_scale`` (a dense head

@@ -269,5 +269,33 @@ def test_validation_chooses_the_deep_weight_with_the_best_auroc(tiny_data):
     for weight, metric in zip(DEEP_WEIGHTS, module.val_auroc_by_deep_weight):
         metric.update(torch.sigmoid(stacked_logits + weight * noise), labels)
     module.log = lambda *args, **kwargs: None
-    assert float(module._choose_deep_weight(torch.tensor(0.0))) == 1.0
+    auroc, chosen = module._choose_deep_weight(torch.tensor(0.0))
+    assert float(auroc) == 1.0 and DEEP_WEIGHTS[chosen] == 0.0
     assert float(module.model.deep_weight) == 0.0
+
+
+def test_report_thresholds_come_from_the_chosen_deep_weights_probabilities():
+    from medmodal.training.finding_thresholds import BestF1Thresholds
+    from medmodal.training.module import DEEP_WEIGHTS, MultimodalModule
+
+    config = tiny_config(**{**STACKED, "model.heads.generation": True})
+    module = MultimodalModule(
+        config.model_dump(mode="json"), vocab_size=30, num_labels=2, pad_id=0, bos_id=1, eos_id=2
+    )
+    assert module.model.condition_on_findings and module.val_thresholds_by_deep_weight is not None
+    labels = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0], [0, 0], [1, 0]])
+    stacked_logits = torch.tensor(
+        [[2.0, -1.0], [-2.0, 1.0], [1.0, 0.5], [-1.0, -0.5], [-3.0, -2.0], [0.5, -1.5]]
+    )
+    noise = torch.tensor([[-9.0, 9.0], [9.0, -9.0], [-9.0, -9.0], [9.0, 9.0], [5.0, 5.0], [-5.0, 5.0]])
+    for i, weight in enumerate(DEEP_WEIGHTS):
+        probs = torch.sigmoid(stacked_logits + weight * noise)
+        module.val_auroc_by_deep_weight[i].update(probs, labels)
+        module.val_thresholds_by_deep_weight[i].update(probs, labels.float())
+    module.val_auroc.update(torch.sigmoid(stacked_logits + noise), labels)  # (the run's own, at weight 1)
+    expected = BestF1Thresholds()
+    expected.update(torch.sigmoid(stacked_logits), labels.float())
+    module.log = lambda *args, **kwargs: None
+    module.on_validation_epoch_end()
+    assert float(module.model.deep_weight) == 0.0
+    torch.testing.assert_close(module.model.finding_thresholds, expected.compute().reshape(-1))
