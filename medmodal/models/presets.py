@@ -3,7 +3,7 @@
 A preset is a set of dotted config overrides (``{"model.embed_dim": 32}``) applied to the
 default :class:`~medmodal.config.Config`, so it can be trained and evaluated like any config
 file. ``default`` is the configuration ``medmodal train`` uses without ``--config``; ``tiny``
-is for notebooks, examples and tests (64 px, narrow parts, one epoch); ``stacked`` is the demo's
+is for notebooks, examples and tests (64 px, narrow parts, one epoch); ``stacked_wide`` is the demo's
 recipe (the default model with stacked wide pathways); the others change one part of the default
 model and keep everything else.
 """
@@ -29,7 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The demo's recipe: the logistic regressions on 32 x 32 pixels and on TF-IDF n-grams inside the
     # model, cross-fitted, the deep head's weight chosen on validation (medmodal/training/wide_stacking.py).
-    "stacked": {"model.wide.pixels": 32, "model.wide.ngrams": True, "model.wide.fit": "stacked"},
+    "stacked_wide": {"model.wide.pixels": 32, "model.wide.ngrams": True, "model.wide.fit": "stacked"},
     "image_only": {"model.modalities": "image"},
     "text_only": {"model.modalities": "text"},
     "coordinated": {"model.representation": "coordinated"},

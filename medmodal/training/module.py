@@ -198,11 +198,15 @@ class MultimodalModule(L.LightningModule):
         auroc = self.val_auroc.compute()
         self.val_auroc.reset()
         thresholds = self.val_thresholds
+        # val/auroc_macro (the checkpoint and early-stopping monitor) stays the deep model's own (deep
+        # weight 1): the epoch is chosen as for any model; the stacked regressions' flat validation
+        # AUROC would pick epoch 0 and its untrained localization and report heads (measured, hard preset).
+        self.log("val/auroc_macro", auroc, prog_bar=True)
         if self.val_auroc_by_deep_weight is not None:
-            auroc, chosen = self._choose_deep_weight(auroc)
+            weighted, chosen = self._choose_deep_weight(auroc)
+            self.log("val/auroc_macro_at_deep_weight", weighted, prog_bar=True)
             if self.val_thresholds_by_deep_weight is not None:
                 thresholds = cast(BestF1Thresholds, self.val_thresholds_by_deep_weight[chosen])
-        self.log("val/auroc_macro", auroc, prog_bar=True)
         if thresholds is not None:  # before checkpointing: the checkpoint keeps them
             # reshape: torchmetrics squeezes a one-label result to a scalar
             self.model.set_finding_thresholds(thresholds.compute().reshape(-1))

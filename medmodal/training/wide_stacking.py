@@ -27,8 +27,10 @@ own classification head starts at zero, so before its first step the model is th
 regressions; the deep parts learn the rest on out-of-fold residuals. After each epoch the deep
 head's weight in eval mode is chosen on the validation split among
 :data:`~medmodal.training.module.DEEP_WEIGHTS` (0 = the stacked regressions alone; the
-checkpoint keeps it, ``val/deep_weight`` in the logs): a deep head that overfits its residuals
-(on the demo data the BiLSTM's, within one epoch) is shrunk rather than trusted.
+checkpoint keeps it; ``val/deep_weight`` and ``val/auroc_macro_at_deep_weight`` in the logs): a
+deep head that overfits its residuals (on the demo data the BiLSTM's, within one epoch) is shrunk
+rather than trusted. The epoch itself is still chosen by the deep model's own validation AUROC
+(``val/auroc_macro``, deep weight 1), as for any model.
 
 Everything is deterministic (L-BFGS, a seeded fold split): a resumed run refits the same
 regressions and the checkpoint restores the same weights.
