@@ -14,10 +14,14 @@ from medmodal.training.weight_averaging import weight_averaging_callbacks
 
 
 def supervised_callbacks(t: TrainConfig, labels: list[str], tokenizer: ReportTokenizer,
-                         extra: Sequence[L.Callback] = ()) -> list[L.Callback]:  # fmt: skip
+                         extra: Sequence[L.Callback] = (), *, monitor: tuple[str, str] | None = None,
+                         ) -> list[L.Callback]:  # fmt: skip
     """Labels and vocabulary stored in every checkpoint (:mod:`medmodal.training.artifacts`), weight
-    averaging (``train.weight_averaging``, :mod:`medmodal.training.weight_averaging`), the caller's ``extra`` callbacks, then early stopping on ``train.monitor`` (when its patience is set)."""
+    averaging (``train.weight_averaging``, :mod:`medmodal.training.weight_averaging`), the caller's
+    ``extra`` callbacks, then early stopping (when ``train.early_stopping_patience`` is set) on
+    ``monitor`` = (metric, "max" / "min"), by default ``(train.monitor, "max")``."""
     callbacks = [StoreArtifacts(ModelArtifacts(labels, tokenizer)), *weight_averaging_callbacks(t), *extra]
+    metric, mode = monitor or (t.monitor, "max")
     if t.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=t.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience))
     return callbacks

@@ -198,9 +198,8 @@ class MultimodalModule(L.LightningModule):
         auroc = self.val_auroc.compute()
         self.val_auroc.reset()
         thresholds = self.val_thresholds
-        # val/auroc_macro (the checkpoint and early-stopping monitor) stays the deep model's own (deep
-        # weight 1): the epoch is chosen as for any model; the stacked regressions' flat validation
-        # AUROC would pick epoch 0 and its untrained localization and report heads (measured, hard preset).
+        # val/auroc_macro stays the deep model's own (deep weight 1); a stacked run's checkpoint is
+        # chosen by the validation loss (wide_stacking.checkpoint_monitor).
         self.log("val/auroc_macro", auroc, prog_bar=True)
         if self.val_auroc_by_deep_weight is not None:
             weighted, chosen = self._choose_deep_weight(auroc)

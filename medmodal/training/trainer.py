@@ -39,7 +39,13 @@ from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
 from medmodal.training.prepared_training import train_prepared
 from medmodal.training.reproducibility import epoch_seeded_loader
-from medmodal.training.wide_stacking import STACKING_FILE, WithOutOfFold, check_stacking, stack_wide_pathways
+from medmodal.training.wide_stacking import (
+    STACKING_FILE,
+    WithOutOfFold,
+    check_stacking,
+    checkpoint_monitor,
+    stack_wide_pathways,
+)
 
 __all__ = ["RunConflictError", "TrainResult", "train"]
 
@@ -105,8 +111,10 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         num_workers=config.data.num_workers,
         seed=t.seed,
     )
-    return prepared.train_module(t, module, train_loader, val_loader, monitor=t.monitor, start=start,
-                                 callbacks=supervised_callbacks(t, labels, tokenizer, callbacks))  # fmt: skip
+    monitor, mode = checkpoint_monitor(config)
+    return prepared.train_module(t, module, train_loader, val_loader, monitor=monitor, mode=mode, start=start,
+                                 callbacks=supervised_callbacks(t, labels, tokenizer, callbacks,
+                                                                monitor=(monitor, mode)))  # fmt: skip
 
 
 def _write_run_files(run: RunDir, *, config, tokenizer, labels, train_labels, manifest, data) -> None:

@@ -299,3 +299,11 @@ def test_report_thresholds_come_from_the_chosen_deep_weights_probabilities():
     module.on_validation_epoch_end()
     assert float(module.model.deep_weight) == 0.0
     torch.testing.assert_close(module.model.finding_thresholds, expected.compute().reshape(-1))
+
+
+def test_a_stacked_run_chooses_its_checkpoint_by_validation_loss_unless_told_otherwise():
+    from medmodal.training.wide_stacking import checkpoint_monitor
+
+    assert checkpoint_monitor(tiny_config()) == ("val/auroc_macro", "max")
+    assert checkpoint_monitor(tiny_config(**STACKED)) == ("val/loss", "min")
+    assert checkpoint_monitor(tiny_config(**STACKED, **{"train.monitor": "val/f1"})) == ("val/f1", "max")
