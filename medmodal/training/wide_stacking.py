@@ -50,7 +50,7 @@ from torch.utils.data import Dataset
 
 from medmodal.config import Config, ConfigError
 from medmodal.data.dataset import StudyDataset, make_dataloader
-from medmodal.models.baselines.base import OneVsRestLogistic
+from medmodal.models.baselines.base import OneVsRestLogistic, one_blas_thread
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.models.wide import OUT_OF_FOLD, WideNgrams, WidePixels
 
@@ -255,7 +255,8 @@ def _stacking_weights(
         # regularised regression's logits span little and would be shrunk away: demo val, text C 0.01).
         spread = z[:, c, :].std(axis=0)
         spread = np.where(spread > 0, spread, 1.0)
-        meta = LogisticRegression(C=1.0, max_iter=1000).fit(z[:, c, :] / spread, y[:, c])
+        with one_blas_thread():
+            meta = LogisticRegression(C=1.0, max_iter=1000).fit(z[:, c, :] / spread, y[:, c])
         scales[:, c], shifts[c] = meta.coef_[0] / spread, meta.intercept_[0]
     return list(scales), shifts
 
