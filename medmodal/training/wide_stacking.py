@@ -196,16 +196,20 @@ def _sparse_bag(pathway: WideNgrams, ids: Tensor, mask: Tensor) -> sp.csr_matrix
 
 def _idf(bag: sp.csr_matrix) -> np.ndarray:
     """Smoothed inverse document frequency [num_ngrams] of the training bags (scikit-learn's
-    ``TfidfVectorizer(smooth_idf=True)``: ``ln((1 + n) / (1 + df)) + 1``)."""
-    df = np.asarray((bag > 0).sum(axis=0)).ravel()
-    return np.log((1.0 + bag.shape[0]) / (1.0 + df)) + 1.0
+    ``TfidfTransformer(smooth_idf=True)`` on the binary bags: ``ln((1 + n) / (1 + df)) + 1``)."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    return np.asarray(TfidfTransformer(smooth_idf=True).fit(bag > 0).idf_)
 
 
 def _tfidf(bag: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
-    """Binary bags [N, num_ngrams] -> idf-weighted, each row L2-normalised (as ``WideNgrams.features``)."""
-    weighted = sp.csr_matrix((bag > 0).multiply(idf[None, :]))
-    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
-    return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted)
+    """Binary bags [N, num_ngrams] -> idf-weighted, each row L2-normalised (as ``WideNgrams.features``),
+    by scikit-learn's ``TfidfTransformer`` with the given ``idf``."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    transformer = TfidfTransformer(smooth_idf=True).fit(bag[:1] > 0)  # fitted only to take ``idf``
+    transformer.idf_ = idf
+    return sp.csr_matrix(transformer.transform((bag > 0).astype(np.float64)))
 
 
 def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
