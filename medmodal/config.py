@@ -140,7 +140,24 @@ class ReportConditioningConfig(_Section):
     # When a finding counts as predicted: "val_f1" = probability >= the per-finding threshold with
     # the best F1 on the validation split (chosen at each validation epoch, kept in the
     # checkpoint), or one fixed probability for every finding.
-    threshold: Literal["val_f1"] | Annotated[float, Field(gt=0, lt=1)] = "val_f1"
+    # "val_micro_f1": the thresholds with the best F1 pooled over all findings (the CE F1's
+    # averaging) on the validation split, by coordinate ascent from the per-finding ones; a finding
+    # may get a threshold above 1 (never stated) when stating it only costs pooled F1.
+    threshold: Literal["val_f1", "val_micro_f1"] | Annotated[float, Field(gt=0, lt=1)] = "val_f1"
+    # "generated": the decoder writes the report; "retrieved": the report of the training study
+    # whose findings are nearest the predicted ones (fewest differing findings), ties broken by
+    # the cosine of the model's joint vectors (medmodal/models/report_bank.py), filled from the best
+    # checkpoint when training ends. The decoder still trains: its loss shapes the joint vector.
+    reports: Literal["generated", "retrieved"] = "generated"
+    bank_size: int = Field(20_000, ge=1, le=1_000_000)  # most training reports kept (the first ones)
+
+    @model_validator(mode="after")
+    def _retrieval_needs_findings(self) -> ReportConditioningConfig:
+        if self.reports == "retrieved" and self.mode != "findings":
+            raise ValueError(
+                "reports: 'retrieved' looks reports up by the predicted findings; it needs mode: findings"
+            )
+        return self
 
 
 class WideConfig(_Section):

@@ -1,8 +1,8 @@
 """``medmodal demo``: the whole path on the built-in data, in a few minutes on a laptop CPU.
 
 1. writes the synthetic dataset (``OUT/data``) unless it is there already;
-2. trains an image-only, a text-only and a fused model with the same budget and the ``stacked_wide``
-   recipe (``OUT/image_only``, ``OUT/text_only``, ``OUT/fused``; each resumes if interrupted);
+2. trains an image-only, a text-only and a fused model with the same budget and the
+   ``stacked_retrieved`` recipe (``OUT/image_only``, ``OUT/text_only``, ``OUT/fused``; each resumes if interrupted);
 3. fits the simple scikit-learn baselines on the same splits (seconds; ``OUT/baseline_*``,
    docs/baselines.md): TF-IDF / pixel logistic regression, a linear probe on frozen encoder
    features, their late fusion, the mean training box and nearest / template reports;
@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 VARIANTS = (("image_only", "image"), ("text_only", "text"), ("fused", "both"))
 # The deep models' recipe: the default model with the logistic regressions stacked inside it
-# (medmodal/training/wide_stacking.py; chosen on the validation split, docs/diagnosis.md "Round 3").
-DEEP_RECIPE = "stacked_wide"
+# (medmodal/training/wide_stacking.py) and reports retrieved by the predicted findings
+# (medmodal/models/report_bank.py); chosen on the validation split (docs/diagnosis.md, rounds 3-4).
+DEEP_RECIPE = "stacked_retrieved"
 # (row / run folder, config overrides): each baseline row also carries a box and a report baseline
 # where one applies, so every column of the table has a simple reference.
 BASELINES = (

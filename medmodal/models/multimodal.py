@@ -52,6 +52,7 @@ from medmodal.models.layers import ProjectionHead
 from medmodal.models.localization import LocalizationHead
 from medmodal.models.missing import ImagePlaceholder, TextPlaceholder, hide_one_modality
 from medmodal.models.pretrained import load_pretrained
+from medmodal.models.report_bank import ReportBank
 from medmodal.models.types import FusionOutput, GenerationOutput, ImageFeatures, ModelOutput, TextFeatures
 from medmodal.models.wide import OUT_OF_FOLD, WideNgrams, WidePixels
 
@@ -84,6 +85,8 @@ class MultimodalModel(nn.Module):
             with ``condition_dim = num_labels``) reads the ground-truth labels under teacher forcing
             and the predicted findings (probability >= ``finding_thresholds``) when generating.
         part_names: registry names of the parts, for :meth:`describe`.
+        report_bank: ``report_conditioning.reports: retrieved``: once filled, :meth:`generate` returns
+            the training report nearest the predicted findings (:mod:`medmodal.models.report_bank`).
         wide_image / wide_text: wide (linear) pathways (:mod:`medmodal.models.wide`) whose logits
             [B, C] are added to the classification logits and to that modality's auxiliary logits;
             None = none (``model.wide``).
@@ -140,6 +143,7 @@ class MultimodalModel(nn.Module):
         wide_image: nn.Module | None = None,
         wide_text: nn.Module | None = None,
         fused_logits: str = "head",
+        report_bank: ReportBank | None = None,
     ) -> None:
         super().__init__()
         if image_encoder is None and text_encoder is None:
@@ -208,6 +212,13 @@ class MultimodalModel(nn.Module):
             # Per-finding probability at which a finding is "predicted" for the decoder; set from the
             # validation split during training (set_finding_thresholds), saved in the checkpoint.
             self.register_buffer("finding_thresholds", torch.full((num_labels,), 0.5))
+        if report_bank is not None and not condition_on_findings:
+            raise ValueError(
+                "retrieving reports by their findings needs a decoder conditioned on the findings"
+            )
+        # Training reports retrieved by the predicted findings (models/report_bank.py), filled when
+        # training ends; None = the decoder generates.
+        self.report_bank = report_bank
         # Stacked wide pathways (model.wide.fit: stacked): in eval mode the deep head's logits are
         # scaled by this weight, chosen on the validation split after each epoch from
         # DEEP_WEIGHTS (medmodal.training.module), so the model is never worse there than the
@@ -452,7 +463,8 @@ class MultimodalModel(nn.Module):
         self, batch: Batch, max_len: int = 80, beam_size: int = 1, length_penalty: float = 1.0
     ) -> GenerationOutput:
         """Generate reports for a batch (no modality dropout): see ``ReportDecoder.generate``.
-        A decoder conditioned on the findings gets the predicted ones (:meth:`predicted_findings`)."""
+        A decoder conditioned on the findings gets the predicted ones (:meth:`predicted_findings`);
+        a filled report bank returns the training reports nearest them instead."""
         if self.decoder is None:
             raise RuntimeError("this model was built without a report decoder (heads.generation: false)")
         image, text, image_present, text_present = self.encode(batch, modality_dropout=False)
@@ -462,6 +474,8 @@ class MultimodalModel(nn.Module):
         if self.condition_on_findings:
             added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
             condition = self.predicted_findings(vector, fusion_output, added)
+        if self.report_bank is not None and len(self.report_bank) > 0:
+            return self.report_bank.retrieve(cast(Tensor, condition), vector)
         decoder = cast("ReportDecoder", self.decoder)  # every registered decoder is a ReportDecoder
         return decoder.generate(
             vector,
@@ -472,6 +486,12 @@ class MultimodalModel(nn.Module):
             length_penalty=length_penalty,
             condition=condition,
         )
+
+    @torch.no_grad()
+    def joint_vector(self, batch: Batch) -> Tensor:
+        """[B, D] the fused vector (the decoder's context) of a batch, no modality dropout."""
+        image, text, _, _ = self.encode(batch, modality_dropout=False)
+        return self.fuse(image, text)[0]
 
     # ------------------------------------------------------------------- pieces
     def encode(
@@ -647,6 +667,15 @@ def create_model(
         part_names=part_names,
         **wide_pathways(cfg, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id),
         fused_logits=cfg.fused_logits,
+        report_bank=ReportBank(
+            num_labels,
+            key_dim=cast(int, fusion.out_dim) if fusion is not None else width,
+            vocab_size=vocab_size,
+            pad_id=pad_id,
+            capacity=cfg.report_conditioning.bank_size,
+        )
+        if conditioned and cfg.report_conditioning.reports == "retrieved"
+        else None,
     )
     if cfg.wide.fit == "stacked" and model.classifier is not None:
         # The model starts as the stacked regressions alone; the deep head learns what they miss.
@@ -654,7 +683,7 @@ def create_model(
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
     threshold = cfg.report_conditioning.threshold
-    if conditioned and threshold != "val_f1":
+    if conditioned and isinstance(threshold, float):
         model.set_finding_thresholds([float(threshold)] * num_labels)
     return model
 

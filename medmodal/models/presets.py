@@ -3,9 +3,9 @@
 A preset is a set of dotted config overrides (``{"model.embed_dim": 32}``) applied to the
 default :class:`~medmodal.config.Config`, so it can be trained and evaluated like any config
 file. ``default`` is the configuration ``medmodal train`` uses without ``--config``; ``tiny``
-is for notebooks, examples and tests (64 px, narrow parts, one epoch); ``stacked_wide`` is the demo's
-recipe (the default model with stacked wide pathways); the others change one part of the default
-model and keep everything else.
+is for notebooks, examples and tests (64 px, narrow parts, one epoch); ``stacked_wide`` is the
+default model with stacked wide pathways, and ``stacked_retrieved`` (the demo's recipe) is that
+with retrieved reports; the others change one part of the default model and keep everything else.
 """
 
 from __future__ import annotations
@@ -27,9 +27,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "evaluate.beam_size": 1,
         "evaluate.max_generate_tokens": 12,
     },
-    # The demo's recipe: the logistic regressions on 32 x 32 pixels and on TF-IDF n-grams inside the
-    # model, cross-fitted, the deep head's weight chosen on validation (medmodal/training/wide_stacking.py).
+    # The logistic regressions on 32 x 32 pixels and on TF-IDF n-grams inside the model, cross-fitted, the deep head's weight chosen on validation (medmodal/training/wide_stacking.py).
     "stacked_wide": {"model.wide.pixels": 32, "model.wide.ngrams": True, "model.wide.fit": "stacked"},
+    # ... plus reports retrieved from the training split by the predicted findings, the findings'
+    # thresholds chosen for the pooled F1 on validation (medmodal/models/report_bank.py).
+    "stacked_retrieved": {
+        "model.wide.pixels": 32,
+        "model.wide.ngrams": True,
+        "model.wide.fit": "stacked",
+        "model.report_conditioning.reports": "retrieved",
+        "model.report_conditioning.threshold": "val_micro_f1",
+    },
     "image_only": {"model.modalities": "image"},
     "text_only": {"model.modalities": "text"},
     "coordinated": {"model.representation": "coordinated"},

@@ -19,7 +19,7 @@ hyper-parameters describing a huge model cannot exhaust memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,7 +69,7 @@ def module_from_checkpoint(
         layout = _build(cls, hparams, path)
     # weights saved before the model's calibration was persistent: the identity (models/calibration.py)
     weights = fill_missing_calibration(dict(state["state_dict"]), layout)
-    _check_layout(layout.state_dict(), weights, path)
+    _check_layout(layout.state_dict(), weights, path, variable=variable_shape_buffers(layout))
     module = _build(cls, hparams, path)
     module.load_state_dict(weights, strict=True)
     return module.to(map_location)
@@ -107,8 +107,24 @@ def _build(cls: type[ModuleT], hparams: Mapping[str, Any], path: str | Path) -> 
         ) from None
 
 
-def _check_layout(expected: Mapping[str, torch.Tensor], weights: Mapping[str, Any], path: str | Path) -> None:
-    """Same parameter names and shapes in the (meta) module and in the checkpoint."""
+def variable_shape_buffers(module: torch.nn.Module) -> set[str]:
+    """State-dict names of the buffers whose shape the checkpoint decides (a submodule lists them
+    in ``variable_shape_buffers`` and checks them itself on load, e.g. the report bank)."""
+    return {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, sub in module.named_modules()
+        for name in getattr(sub, "variable_shape_buffers", ())
+    }
+
+
+def _check_layout(
+    expected: Mapping[str, torch.Tensor],
+    weights: Mapping[str, Any],
+    path: str | Path,
+    variable: Collection[str] = (),
+) -> None:
+    """Same parameter names and shapes in the (meta) module and in the checkpoint (only names and
+    tensor-ness for the ``variable`` ones)."""
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
@@ -120,7 +136,7 @@ def _check_layout(expected: Mapping[str, torch.Tensor], weights: Mapping[str, An
         )
     for name, tensor in expected.items():
         value = weights[name]
-        if not torch.is_tensor(value) or tuple(value.shape) != tuple(tensor.shape):
+        if not torch.is_tensor(value) or (name not in variable and tuple(value.shape) != tuple(tensor.shape)):
             shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
             raise UnreadableFileError(
                 f"{path}: weight {name} has shape {shape}, the model needs {tuple(tensor.shape)}"

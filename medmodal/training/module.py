@@ -106,8 +106,9 @@ class MultimodalModule(L.LightningModule):
         self.val_auroc = defined_macro_auroc(num_labels)
         # Diagnosis-driven generation with thresholds chosen on validation (docs/reports.md), else None.
         conditioning = self.config.model.report_conditioning
-        with_thresholds = self.model.condition_on_findings and conditioning.threshold == "val_f1"
-        self.val_thresholds = BestF1Thresholds() if with_thresholds else None
+        with_thresholds = self.model.condition_on_findings and isinstance(conditioning.threshold, str)
+        pooled = conditioning.threshold == "val_micro_f1"
+        self.val_thresholds = BestF1Thresholds(pooled) if with_thresholds else None
         # Stacked wide pathways: the validation AUROC (and finding thresholds) at each weight of the
         # deep head (DEEP_WEIGHTS); the thresholds are those of the chosen weight's probabilities.
         self.val_auroc_by_deep_weight = self.val_thresholds_by_deep_weight = None
@@ -117,7 +118,7 @@ class MultimodalModule(L.LightningModule):
             )
             if with_thresholds:
                 self.val_thresholds_by_deep_weight = torch.nn.ModuleList(
-                    BestF1Thresholds() for _ in DEEP_WEIGHTS
+                    BestF1Thresholds(pooled) for _ in DEEP_WEIGHTS
                 )
         # DANN site adversary (train.domain_adaptation.method: dann), else None; training only.
         self.domain = build_domain_adversary(

@@ -83,6 +83,11 @@ def check_prepared_config(index: PreparedIndex, config: Config) -> None:
             "model.wide.fit: stacked is not available on prepared data (it cross-fits regressions on "
             "every training study in memory); train on the raw manifest or use fit: sgd"
         )
+    if config.model.report_conditioning.reports == "retrieved":
+        raise ConfigError(
+            "model.report_conditioning.reports: retrieved is not available on prepared data (its bank is "
+            "filled by a pass over the training studies in memory); train on the raw manifest or use 'generated'"
+        )
 
 
 def prepared_tokenizer(index: PreparedIndex, run: RunDir | None, config: Config) -> ReportTokenizer:

@@ -38,6 +38,7 @@ from medmodal.training.engine import RunConflictError, TrainResult, prepare_run
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
 from medmodal.training.prepared_training import train_prepared
+from medmodal.training.report_bank import FillReportBank
 from medmodal.training.reproducibility import epoch_seeded_loader
 from medmodal.training.wide_stacking import (
     STACKING_FILE,
@@ -112,6 +113,8 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         seed=t.seed,
     )
     monitor, mode = checkpoint_monitor(config)
+    if module.model.report_bank is not None:  # reports: retrieved (training/report_bank.py)
+        callbacks = [*callbacks, FillReportBank(run, studies_set, t.batch_size, config.data.num_workers)]
     return prepared.train_module(t, module, train_loader, val_loader, monitor=monitor, mode=mode, start=start,
                                  callbacks=supervised_callbacks(t, labels, tokenizer, callbacks,
                                                                 monitor=(monitor, mode)))  # fmt: skip

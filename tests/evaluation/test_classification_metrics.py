@@ -101,3 +101,49 @@ def test_torch_input_and_json():
 def test_bad_input(probs, targets, message):
     with pytest.raises(ValueError, match=message):
         classification_metrics(probs, targets)
+
+
+def _pooled_f1(probs, targets, thresholds):
+    """Micro F1 of ``probs >= thresholds`` (scikit-learn's definition, written out: it runs
+    thousands of times in the exhaustive search below)."""
+    predicted, actual = probs >= thresholds, targets == 1
+    true_pos = (predicted & actual).sum()
+    wrong = (predicted != actual).sum()
+    return 2 * true_pos / (2 * true_pos + wrong) if true_pos or wrong else 0.0
+
+
+def test_the_pooled_f1_helper_is_scikit_learns_micro_f1():
+    from sklearn.metrics import f1_score
+
+    thresholds = np.array([0.35, 0.4, 0.5])
+    expected = f1_score(TARGETS, PROBS >= thresholds, average="micro", zero_division=0)
+    assert _pooled_f1(PROBS, TARGETS, thresholds) == pytest.approx(expected)
+
+
+def test_best_micro_f1_thresholds_matches_an_exhaustive_search():
+    import itertools
+
+    from medmodal.evaluation.metrics import NEVER_THRESHOLD, best_micro_f1_thresholds
+
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        targets = (rng.random((30, 3)) < 0.3).astype(int)
+        probs = np.clip(targets * 0.3 + rng.random((30, 3)) * 0.7, 0, 1).round(1)  # <= 11 scores per label
+        candidates = [np.r_[NEVER_THRESHOLD, np.unique(probs[:, j])] for j in range(3)]
+        best = max(_pooled_f1(probs, targets, np.array(c)) for c in itertools.product(*candidates))
+        found = _pooled_f1(probs, targets, best_micro_f1_thresholds(probs, targets))
+        assert found == pytest.approx(best)
+        assert found >= _pooled_f1(probs, targets, best_f1_thresholds(probs, targets)) - 1e-12
+
+
+def test_a_label_that_only_costs_pooled_f1_is_never_predicted():
+    from medmodal.evaluation.metrics import NEVER_THRESHOLD, best_micro_f1_thresholds
+
+    # Label 0 is perfect; label 1's only positive sits below three negatives: alone its best F1
+    # (0.4 at >= 0.1) predicts all five; pooled, predicting it costs more than it brings.
+    probs = np.array([[0.9, 0.9], [0.8, 0.8], [0.7, 0.7], [0.2, 0.1], [0.1, 0.05]])
+    targets = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 0]])
+    assert best_f1_thresholds(probs, targets)[1] == pytest.approx(0.1)
+    thresholds = best_micro_f1_thresholds(probs, targets)
+    np.testing.assert_allclose(thresholds, [0.7, NEVER_THRESHOLD])
+    assert _pooled_f1(probs, targets, thresholds) == pytest.approx(6 / 7)

@@ -10,13 +10,20 @@ MONAI (box IoU), pycocoevalcap (BLEU, METEOR, ROUGE-L, CIDEr-D); see each module
 """
 
 from medmodal.evaluation.metrics.calibration import expected_calibration_error, reliability_curve
-from medmodal.evaluation.metrics.classification import best_f1_thresholds, classification_metrics
+from medmodal.evaluation.metrics.classification import (
+    NEVER_THRESHOLD,
+    best_f1_thresholds,
+    best_micro_f1_thresholds,
+    classification_metrics,
+)
 from medmodal.evaluation.metrics.clinical_efficacy import clinical_efficacy
 from medmodal.evaluation.metrics.generation import generation_metrics, tokenize
 from medmodal.evaluation.metrics.localization import localization_metrics
 
 __all__ = [
+    "NEVER_THRESHOLD",
     "best_f1_thresholds",
+    "best_micro_f1_thresholds",
     "classification_metrics",
     "clinical_efficacy",
     "expected_calibration_error",

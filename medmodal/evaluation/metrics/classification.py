@@ -134,3 +134,59 @@ def best_f1_thresholds(probs: Any, targets: Any, default: float = 0.5) -> np.nda
         f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
         out[j] = thresholds[int(np.argmax(f1))]
     return out
+
+
+# A threshold above every probability: the label is never predicted.
+NEVER_THRESHOLD = 2.0
+
+
+def best_micro_f1_thresholds(probs: Any, targets: Any, rounds: int = 3) -> np.ndarray:
+    """Per-label thresholds that maximise the **micro** F1 (pooled over every (sample, label) pair)
+    on ``(probs, targets)``: tune on validation, apply on test.
+
+    The per-label rule (:func:`best_f1_thresholds`) lets a weak label claim many false positives
+    when that buys it a little recall; the pooled F1 of a set of findings (what the CE F1 of a
+    report scores, :mod:`~medmodal.evaluation.metrics.clinical_efficacy`) pays for every one of
+    them. Coordinate ascent from the per-label thresholds: each round visits the labels in order
+    and moves one label's threshold to the candidate with the best pooled F1, the others fixed.
+    Candidates are the label's distinct scores and :data:`NEVER_THRESHOLD` (never predicted);
+    ties go to the highest candidate (the fewest predictions).
+
+    Args:
+        probs: float ``[N, C]`` probabilities.
+        targets: ``[N, C]`` 0/1.
+        rounds: passes over the labels.
+
+    Returns:
+        float64 ``[C]``; ``probs >= thresholds`` reproduces the best pooled F1 found.
+    """
+    p, t = probabilities_and_targets(probs, targets)
+    out = best_f1_thresholds(p, t)
+    predicted = p >= out
+    for _ in range(rounds):
+        for j in range(p.shape[1]):
+            others = np.delete(np.arange(p.shape[1]), j)
+            true_pos_others = int((predicted[:, others] & (t[:, others] == 1)).sum())
+            wrong_others = int((predicted[:, others] != (t[:, others] == 1)).sum())  # FP + FN
+            candidates, true_pos, false_pos = _counts_at_each_score(p[:, j], t[:, j])
+            false_neg = int(t[:, j].sum()) - true_pos
+            tp = true_pos_others + true_pos
+            denominator = 2 * tp + wrong_others + false_pos + false_neg
+            f1 = np.divide(2 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
+            out[j] = candidates[int(np.argmax(f1))]  # candidates descending: ties -> the highest
+            predicted[:, j] = p[:, j] >= out[j]
+    return out
+
+
+def _counts_at_each_score(
+    scores: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate thresholds (:data:`NEVER_THRESHOLD`, then the distinct ``scores`` descending) and the
+    true / false positives of ``scores >= candidate`` for each (all ``[K]``)."""
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_targets = scores[order], targets[order]
+    true_pos = np.cumsum(sorted_targets == 1)
+    false_pos = np.cumsum(sorted_targets != 1)
+    last_of_each = np.r_[np.flatnonzero(np.diff(sorted_scores) != 0), len(scores) - 1]  # ties end here
+    candidates = np.r_[NEVER_THRESHOLD, sorted_scores[last_of_each]]
+    return candidates, np.r_[0, true_pos[last_of_each]], np.r_[0, false_pos[last_of_each]]

@@ -1,9 +1,11 @@
 """``template_report``: one fixed sentence per finding the run's classifier predicts.
 
 The findings are those whose probability (from the run's classifier baseline, e.g.
-``late_fusion``) reaches a per-label threshold; by default (``threshold: val_f1``) the
-threshold with the best F1 on the validation split
-(:func:`~medmodal.evaluation.metrics.best_f1_thresholds`), else a fixed number. The report
+``late_fusion``) reaches a per-label threshold chosen on the validation split: by default
+(``threshold: val_micro_f1``) the thresholds with the best F1 pooled over all labels
+(:func:`~medmodal.evaluation.metrics.best_micro_f1_thresholds`, the micro averaging of the CE F1
+and the rule of the deep models' retrieved reports); with ``val_f1`` each label's best-F1
+threshold (:func:`~medmodal.evaluation.metrics.best_f1_thresholds`); else a fixed number. The report
 is the sentences of those findings in label order (:data:`SENTENCES`, a plain
 ``"There is <finding>."`` for a label not in the table; ``sentences`` overrides), or
 :data:`NORMAL_REPORT` when none is predicted. Every sentence of the table is read as a
@@ -19,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from medmodal.config import ConfigError
-from medmodal.evaluation.metrics import best_f1_thresholds
+from medmodal.evaluation.metrics import best_f1_thresholds, best_micro_f1_thresholds
 from medmodal.models.baselines.base import (
     Baseline,
     BaselineData,
@@ -63,7 +65,7 @@ def sentence_for(label: str, table: dict[str, str] | None = None) -> str:
 
 
 class TemplateSettings(BaselineSettings):
-    threshold: Literal["val_f1"] | float = "val_f1"
+    threshold: Literal["val_f1", "val_micro_f1"] | float = "val_micro_f1"
     sentences: dict[str, str] = Field(default_factory=dict)
     normal: str = Field(NORMAL_REPORT, min_length=1)
 
@@ -79,23 +81,28 @@ class TemplateReport(Baseline[TemplateSettings]):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         if isinstance(self.settings.threshold, float) and not 0 < self.settings.threshold < 1:
-            raise ConfigError("baseline.kwargs.template_report.threshold: a number in (0, 1), or 'val_f1'")
+            raise ConfigError(
+                "baseline.kwargs.template_report.threshold: a number in (0, 1), 'val_f1' or 'val_micro_f1'"
+            )
         self.labels: list[str] = []
         self.thresholds: np.ndarray | None = None
 
     def fit(
         self, train: BaselineData, val: BaselineData, *, val_probs: np.ndarray | None = None, **context: Any
     ) -> dict[str, Any]:
-        """``val_probs`` [N_val, C]: the classifier's validation probabilities (for ``threshold: val_f1``)."""
+        """``val_probs`` [N_val, C]: the classifier's validation probabilities (for ``threshold: val_f1`` / ``val_micro_f1``)."""
         self.labels = list(train.labels)
-        if self.settings.threshold != "val_f1":
+        if isinstance(self.settings.threshold, float):
             self.thresholds = np.full(len(self.labels), float(self.settings.threshold))
         elif val_probs is None or len(val) == 0:
             raise ValueError(
-                "template_report with threshold 'val_f1' needs a classifier and validation studies"
+                f"template_report with threshold {self.settings.threshold!r} needs a classifier and validation studies"
             )
         else:
-            self.thresholds = np.asarray(best_f1_thresholds(val_probs, val.targets()), dtype=np.float64)
+            choose = (
+                best_micro_f1_thresholds if self.settings.threshold == "val_micro_f1" else best_f1_thresholds
+            )
+            self.thresholds = np.asarray(choose(val_probs, val.targets()), dtype=np.float64)
         return {"thresholds": dict(zip(self.labels, self.thresholds.round(4).tolist()))}
 
     def predict(

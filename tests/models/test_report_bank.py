@@ -1,0 +1,103 @@
+"""The report bank (models/report_bank.py): retrieval by the predicted findings, then by the joint
+vector; its checkpoint round trip and the checks on a hostile one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from medmodal.config import ConfigError
+from medmodal.models.multimodal import create_model
+from medmodal.models.report_bank import ReportBank
+from medmodal.training.checkpoints import variable_shape_buffers
+
+
+def _bank(capacity: int = 10) -> ReportBank:
+    bank = ReportBank(num_labels=3, key_dim=2, vocab_size=50, pad_id=0, capacity=capacity)
+    ids = torch.tensor([[11, 2, 0], [12, 2, 0], [13, 14, 2], [15, 2, 0]])
+    findings = torch.tensor([[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0]])
+    keys = torch.tensor([[1.0, 0.0], [0.0, 3.0], [3.0, 0.0], [1.0, 1.0]])
+    bank.fill(ids, findings, keys)
+    return bank
+
+
+def test_the_report_with_the_predicted_findings_is_chosen_then_the_nearest_vector():
+    bank = _bank()
+    out = bank.retrieve(
+        torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0.0, 0, 0], [0.0, 0, 1]]),
+        torch.tensor([[0.1, 1.0], [1.0, 0.1], [-1.0, 0.0], [1.0, 0.0]]),
+    )
+    # Study 0 and 1: two reports state exactly {finding 0}; the nearer key decides (not the
+    # normal report 0 although study 1's vector is nearest it). Study 2: the only normal report,
+    # whatever its cosine (-1). Study 3: no report states finding 2 alone; one finding differs
+    # from report 0 (normal), two or more from the others.
+    assert out.ids[:, 0].tolist() == [12, 13, 11, 11]
+    assert out.attention is None
+    assert torch.allclose(out.scores[:3], torch.tensor([1.0 / (1.01**0.5), 1.0 / (1.01**0.5), -1.0]))
+
+
+def test_the_keys_are_stored_unit_norm():
+    assert torch.allclose(_bank().keys.norm(dim=1), torch.ones(4))
+
+
+def test_an_empty_bank_retrieves_nothing():
+    bank = ReportBank(num_labels=3, key_dim=2, vocab_size=50, pad_id=0, capacity=10)
+    with pytest.raises(RuntimeError, match="empty"):
+        bank.retrieve(torch.zeros(1, 3), torch.ones(1, 2))
+
+
+def test_a_filled_bank_round_trips_through_a_state_dict_of_another_size():
+    bank = _bank()
+    fresh = ReportBank(num_labels=3, key_dim=2, vocab_size=50, pad_id=0, capacity=10)
+    fresh.load_state_dict(bank.state_dict())
+    assert len(fresh) == 4
+    for name in ("ids", "findings", "keys"):
+        assert torch.equal(getattr(fresh, name), getattr(bank, name))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"ids": torch.full((4, 3), 50)}, "outside the vocabulary"),
+        ({"ids": torch.full((4, 3), -1)}, "outside the vocabulary"),
+        ({"ids": torch.zeros(4, 3)}, "outside the vocabulary"),  # float ids
+        ({"findings": torch.zeros(4, 2, dtype=torch.bool)}, "shapes"),
+        ({"keys": torch.zeros(3, 2)}, "shapes"),
+        ({"keys": torch.full((4, 2), float("nan"))}, "NaN"),
+    ],
+)
+def test_a_hostile_checkpoint_bank_is_refused(change, message):
+    state = {**_bank().state_dict(), **change}
+    fresh = ReportBank(num_labels=3, key_dim=2, vocab_size=50, pad_id=0, capacity=10)
+    with pytest.raises(ValueError, match=message):
+        fresh.load_state_dict(state)
+
+
+def test_a_bank_larger_than_its_capacity_is_refused():
+    state = _bank().state_dict()
+    small = ReportBank(num_labels=3, key_dim=2, vocab_size=50, pad_id=0, capacity=3)
+    with pytest.raises(ValueError, match="more than the bank_size 3"):
+        small.load_state_dict(state)
+
+
+RETRIEVED = {
+    "model.heads.generation": True,
+    "model.report_conditioning.reports": "retrieved",
+    "model.report_conditioning.threshold": "val_micro_f1",
+}
+
+
+def test_a_retrieving_model_declares_its_bank_buffers_variable():
+    model = create_model(
+        tiny_config(**RETRIEVED).model, vocab_size=40, num_labels=3, pad_id=0, bos_id=1, eos_id=2
+    )
+    assert model.report_bank is not None
+    assert variable_shape_buffers(model) == {f"report_bank.{n}" for n in ("ids", "findings", "keys")}
+    generated = create_model(tiny_config().model, vocab_size=40, num_labels=3, pad_id=0, bos_id=1, eos_id=2)
+    assert generated.report_bank is None and variable_shape_buffers(generated) == set()
+
+
+def test_retrieval_needs_reports_conditioned_on_the_findings():
+    with pytest.raises(ConfigError, match="mode: findings"):
+        tiny_config(**{**RETRIEVED, "model.report_conditioning.mode": "none"})

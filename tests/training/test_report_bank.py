@@ -1,0 +1,113 @@
+"""Retrieved reports (report_conditioning.reports: retrieved): the bank is filled from the best
+checkpoint when training ends, travels in the checkpoint, and evaluation writes training reports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from medmodal.config import ConfigError
+from medmodal.data.pipeline import build_dataset, fit_splits, read_dataset
+from medmodal.data.tokenizer import ReportTokenizer
+from medmodal.training.checkpoints import read_checkpoint
+
+RETRIEVED = {
+    "model.heads.generation": True,
+    "model.heads.localization": False,
+    "model.report_conditioning.reports": "retrieved",
+    "model.report_conditioning.threshold": "val_micro_f1",
+    "train.epochs": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def retrieved_run(tiny_data, tmp_path_factory):
+    from medmodal.training.trainer import train
+
+    out = tmp_path_factory.mktemp("retrieved") / "run"
+    train(tiny_data, tiny_config(**RETRIEVED), out)
+    return out
+
+
+def _training_reports(run, data) -> tuple[list[str], torch.Tensor]:
+    """The training split's target texts as the run's tokenizer round-trips them, and their labels."""
+    config = tiny_config(**RETRIEVED)
+    tokenizer = ReportTokenizer.load(run / "tokenizer.json")
+    manifest = read_dataset(data, config)
+    train_studies, _ = fit_splits(manifest)
+    dataset = build_dataset(train_studies, tokenizer, manifest.label_names, config, train=False)
+    items = [dataset[i] for i in range(len(dataset))]
+    texts = [tokenizer.decode(item["target_ids"][1:].tolist()) for item in items]
+    return texts, torch.stack([item["labels"] for item in items])
+
+
+def test_the_best_checkpoint_carries_the_training_reports(retrieved_run, tiny_data):
+    texts, labels = _training_reports(retrieved_run, tiny_data)
+    weights = read_checkpoint(retrieved_run / "checkpoints" / "best.ckpt")["state_dict"]
+    ids, findings = weights["model.report_bank.ids"], weights["model.report_bank.findings"]
+    assert len(ids) == len(texts)  # every tiny training study has a report
+    tokenizer = ReportTokenizer.load(retrieved_run / "tokenizer.json")
+    assert [tokenizer.decode(row.tolist()) for row in ids] == texts
+    assert torch.equal(findings, labels.bool())
+    assert torch.allclose(weights["model.report_bank.keys"].norm(dim=1), torch.ones(len(ids)))
+
+
+def test_the_bank_keys_are_the_best_weights_joint_vectors(retrieved_run, tiny_data):
+    from medmodal.data.dataset import collate
+    from medmodal.training.loading import load_trained
+
+    loaded = load_trained(retrieved_run)
+    config = tiny_config(**RETRIEVED)
+    manifest = read_dataset(tiny_data, config)
+    train_studies, _ = fit_splits(manifest)
+    dataset = build_dataset(train_studies[:4], loaded.tokenizer, loaded.labels, config, train=False)
+    vectors = loaded.model.joint_vector(collate([dataset[i] for i in range(4)]))
+    bank = loaded.model.report_bank
+    assert bank is not None and len(bank) > 4
+    assert torch.allclose(torch.nn.functional.normalize(vectors, dim=1), bank.keys[:4], atol=1e-5)
+
+
+def test_evaluation_writes_training_reports_of_the_predicted_findings(retrieved_run, tiny_data):
+    import json
+
+    from medmodal.evaluation.evaluate import evaluate_run
+
+    metrics = evaluate_run(retrieved_run, tiny_data, split="test")
+    assert metrics["generation"]["n_reports"] > 0
+    texts, _ = _training_reports(retrieved_run, tiny_data)
+    rows = [json.loads(line) for line in (retrieved_run / "predictions" / "test.jsonl").open()]
+    assert rows and all(row["generated"] in texts for row in rows)
+
+
+def test_resuming_a_finished_fit_refills_the_same_bank(retrieved_run, tiny_data, tmp_path):
+    """A run killed after its last epoch but before training_done.json: run again, it fills the same bank."""
+    import shutil
+
+    from medmodal.training.trainer import train
+
+    copy = tmp_path / "run"
+    shutil.copytree(retrieved_run, copy)
+    (copy / "training_done.json").unlink()
+    best = copy / "checkpoints" / "best.ckpt"
+    state = read_checkpoint(best)
+    before = dict(state["state_dict"])
+    for name in ("ids", "findings", "keys"):  # the checkpoint as it was before the fill replaced it
+        state["state_dict"][f"model.report_bank.{name}"] = before[f"model.report_bank.{name}"][:0]
+    torch.save(state, best)
+    train(tiny_data, tiny_config(**RETRIEVED), copy)
+    after = read_checkpoint(copy / "checkpoints" / "best.ckpt")["state_dict"]
+    for name in ("ids", "findings", "keys"):
+        assert torch.equal(before[f"model.report_bank.{name}"], after[f"model.report_bank.{name}"])
+    assert (copy / "training_done.json").exists()
+
+
+def test_retrieved_reports_are_refused_on_prepared_data():
+    from types import SimpleNamespace
+
+    from medmodal.training.prepared_training import check_prepared_config
+
+    config = tiny_config(**RETRIEVED)
+    index = SimpleNamespace(root="prepared", image_size=config.data.image_size, label_names=[])
+    with pytest.raises(ConfigError, match="report_conditioning.reports: retrieved"):
+        check_prepared_config(index, config)  # type: ignore[arg-type]
