@@ -34,8 +34,23 @@ from training_overhead import add_workload_flags, build, lightning_loop
 
 def train_run(data: Path, config: Path, out: Path, devices: int) -> dict:
     """One ``medmodal train`` subprocess; its ``training_done.json``."""
-    command = [sys.executable, "-m", "medmodal.cli.main", "train", "--data", str(data), "--out", str(out),
-               "--config", str(config), "--no-progress", "--accelerator", "cpu", "--devices", str(devices)]
+    command = [
+        sys.executable,
+        "-m",
+        "medmodal.cli.main",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--no-progress",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        str(devices),
+    ]
     if devices > 1:
         command += ["--strategy", "ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -52,17 +67,27 @@ def ddp_scaling(work: Path, n: int, image_size: int, batch_size: int, epochs: in
 
     data = work / "ddp_data"
     generate_dataset(data, n=n, seed=0, image_size=image_size)
-    config = apply_overrides(Config(), {"data.image_size": image_size, "train.batch_size": batch_size,
-                                        "train.epochs": epochs, "train.early_stopping_patience": 0,
-                                        "train.progress_bar": False})
+    config = apply_overrides(
+        Config(),
+        {
+            "data.image_size": image_size,
+            "train.batch_size": batch_size,
+            "train.epochs": epochs,
+            "train.early_stopping_patience": 0,
+            "train.progress_bar": False,
+        },
+    )
     n_train = len(read_dataset(data, config).split("train"))
     path = work / "config.yaml"
     save_config(config, path)
     rows = {}
     for devices in (1, 2):
         done = train_run(data, path, work / f"run{devices}", devices)
-        rows[f"{devices}_process"] = {"seconds": done["seconds"], "epochs": done["epochs_run"],
-                                      "samples_per_s": n_train * done["epochs_run"] / done["seconds"]}
+        rows[f"{devices}_process"] = {
+            "seconds": done["seconds"],
+            "epochs": done["epochs_run"],
+            "samples_per_s": n_train * done["epochs_run"] / done["seconds"],
+        }
     rows["speedup_2_vs_1"] = rows["2_process"]["samples_per_s"] / rows["1_process"]["samples_per_s"]
     rows["train_studies"] = n_train
     return rows
@@ -76,11 +101,16 @@ def precision_ratio(work: Path, n: int, image_size: int, batch_size: int, repeat
     for r in range(repeats):
         for precision in ("32-true", "bf16-mixed"):
             module.load_state_dict(initial)
-            cfg = config.model_copy(update={"train": config.train.model_copy(update={"precision": precision})})
+            cfg = config.model_copy(
+                update={"train": config.train.model_copy(update={"precision": precision})}
+            )
             seconds[precision].append(lightning_loop(module, batches, 1, cfg, work / f"p{r}{precision}"))
     med = {p: statistics.median(s) for p, s in seconds.items()}
-    return {"seconds": seconds, "samples_per_s": {p: samples / s for p, s in med.items()},
-            "bf16_vs_32_speed": med["32-true"] / med["bf16-mixed"]}
+    return {
+        "seconds": seconds,
+        "samples_per_s": {p: samples / s for p, s in med.items()},
+        "bf16_vs_32_speed": med["32-true"] / med["bf16-mixed"],
+    }
 
 
 def main() -> None:
@@ -90,13 +120,21 @@ def main() -> None:
     parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args()
-    result: dict = {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "torch": torch.__version__,
-                    "n": args.n, "image_size": args.image_size, "batch_size_per_process": args.batch_size}
+    result: dict = {
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "torch": torch.__version__,
+        "n": args.n,
+        "image_size": args.image_size,
+        "batch_size_per_process": args.batch_size,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_ddp:
             result["ddp"] = ddp_scaling(Path(tmp), args.n, args.image_size, args.batch_size, args.epochs)
         if not args.skip_precision:
-            result["precision"] = precision_ratio(Path(tmp), args.n, args.image_size, args.batch_size, args.repeats)
+            result["precision"] = precision_ratio(
+                Path(tmp), args.n, args.image_size, args.batch_size, args.repeats
+            )
     result["load_average_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))
     if args.out:

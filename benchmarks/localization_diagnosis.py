@@ -61,7 +61,10 @@ def dense_outputs(trained, studies, batch_size: int = 64) -> DenseOutputs:
         out = model({k: v for k, v in batch.items() if k != "target_ids"})
         parts.append(out.localization)
         probs.append(torch.sigmoid(out.logits))
-    cat = {name: torch.cat([getattr(p, name) for p in parts]) for name in ("boxes", "scores", "heatmaps", "log_sizes", "offsets")}
+    cat = {
+        name: torch.cat([getattr(p, name) for p in parts])
+        for name in ("boxes", "scores", "heatmaps", "log_sizes", "offsets")
+    }
     return DenseOutputs(maps=LocalizationOutput(**cat), probs=torch.cat(probs))
 
 

@@ -63,7 +63,9 @@ def set_decoding(head, settings: list[str]) -> dict:
     return parsed
 
 
-def _hit_and_map(preds: SplitPredictions, truth: list, matches: dict, labels: list[str], idx: np.ndarray) -> tuple:
+def _hit_and_map(
+    preds: SplitPredictions, truth: list, matches: dict, labels: list[str], idx: np.ndarray
+) -> tuple:
     """hit@0.5 and mAP@0.5 of the studies ``idx`` (indices may repeat: a bootstrap resample); ``matches``:
     COCOeval's per-image matching of ``preds`` (``matches_at_50``), reused by every resample."""
     hit = localization_metrics(preds.boxes[idx], [truth[i] for i in idx], labels)["hit_at_0_5"]
@@ -76,7 +78,10 @@ def paired_intervals(model: SplitPredictions, baseline: SplitPredictions, labels
     truth = true_boxes_normalised(model.studies, labels)
     imaged = np.array([i for i, s in enumerate(model.studies) if s.image is not None])
     rng = np.random.default_rng(0)
-    found = {name: matches_at_50(study_detections(p), truth, len(labels)) for name, p in (("m", model), ("b", baseline))}
+    found = {
+        name: matches_at_50(study_detections(p), truth, len(labels))
+        for name, p in (("m", model), ("b", baseline))
+    }
     draws = np.array([
         [*_hit_and_map(model, truth, found["m"], labels, idx), *_hit_and_map(baseline, truth, found["b"], labels, idx)]
         for idx in (rng.choice(imaged, size=len(imaged), replace=True) for _ in range(n))
@@ -108,7 +113,9 @@ def main() -> None:
     trained, manifest = trained_and_data(args)
     decoding = set_decoding(trained.model.localizer, args.head)
     studies = manifest.split(args.split)
-    preds = predict_split(trained, studies, beam_size=1, max_tokens=4, batch_size=64, generate=False, progress=False)
+    preds = predict_split(
+        trained, studies, beam_size=1, max_tokens=4, batch_size=64, generate=False, progress=False
+    )
     baseline = SplitPredictions(
         studies=studies, probs=preds.probs, targets=preds.targets, image_logits_probs=None, text_logits_probs=None,
         boxes=np.tile(mean_training_boxes(manifest.split("train"), trained.labels), (len(studies), 1, 1)),

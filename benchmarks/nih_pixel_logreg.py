@@ -40,7 +40,10 @@ C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
 def pixels(studies, size: int) -> np.ndarray:
     """float32 [N, size * size] of the studies' images."""
     images = [torch.from_numpy(load_image(s.image))[None, None] for s in studies]
-    small = [F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False) for x in images]
+    small = [
+        F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        for x in images
+    ]
     return torch.cat(small).flatten(1).numpy()
 
 
@@ -54,7 +57,9 @@ def fit_per_label(x_train, y_train, x_val, y_val) -> tuple[list[LogisticRegressi
     for k in range(y_train.shape[1]):
         best = None
         for c in C_GRID:
-            model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(x_train, y_train[:, k])
+            model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(
+                x_train, y_train[:, k]
+            )
             score = roc_auc_score(y_val[:, k], model.predict_proba(x_val)[:, 1])
             if best is None or score > best[0]:
                 best = (score, c, model)
@@ -75,19 +80,27 @@ def compare(out: Path, ids: list[str], labels: list[str], baseline: np.ndarray, 
             if list(z["labels"]) != labels:
                 raise ValueError(f"{path}: labels {list(z['labels'])} are not {labels}")
             order = {study: i for i, study in enumerate(z["ids"])}
-            by_model.setdefault(path.parent.name.split("__seed")[0], []).append(z["probs__full"][[order[i] for i in ids]])
+            by_model.setdefault(path.parent.name.split("__seed")[0], []).append(
+                z["probs__full"][[order[i] for i in ids]]
+            )
     figures = {}
     for model, runs in by_model.items():
         stacked = np.stack(runs)  # [S, N, C]
         figures[model] = {
             "seeds": len(runs),
             "auroc_macro": interval(bootstrap_ci(stacked, y, "auroc_macro")),
-            "per_label": {lb: interval(bootstrap_ci(stacked[:, :, k : k + 1], y[:, k : k + 1], "auroc_macro"))
-                          for k, lb in enumerate(labels)},
+            "per_label": {
+                lb: interval(bootstrap_ci(stacked[:, :, k : k + 1], y[:, k : k + 1], "auroc_macro"))
+                for k, lb in enumerate(labels)
+            },
             "minus_pixel_lr": {
                 "auroc_macro": _paired(paired_bootstrap(stacked, baseline, y, "auroc_macro")),
-                **{lb: _paired(paired_bootstrap(stacked[:, :, k : k + 1], baseline[:, k : k + 1], y[:, k : k + 1]))
-                   for k, lb in enumerate(labels)},
+                **{
+                    lb: _paired(
+                        paired_bootstrap(stacked[:, :, k : k + 1], baseline[:, k : k + 1], y[:, k : k + 1])
+                    )
+                    for k, lb in enumerate(labels)
+                },
             },
         }
     return figures
@@ -103,7 +116,9 @@ def main() -> None:
     parser.add_argument("--labels", required=True, help="comma-separated, as data.labels of the grid")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--out", help="write the figures here as JSON")
-    parser.add_argument("--compare", help="a medmodal benchmark output folder to compare with (cells/*/predictions.npz)")
+    parser.add_argument(
+        "--compare", help="a medmodal benchmark output folder to compare with (cells/*/predictions.npz)"
+    )
     args = parser.parse_args()
     labels = args.labels.split(",")
     manifest = read_manifest(args.data, labels=labels)
@@ -124,7 +139,10 @@ def main() -> None:
     }
     for k, label in enumerate(labels):
         ci = bootstrap_ci(probs[:, k : k + 1], y["test"][:, k : k + 1], "auroc_macro")
-        result["per_label"][label] = {"auroc": [ci.estimate, ci.low, ci.high], "test_positives": int(y["test"][:, k].sum())}
+        result["per_label"][label] = {
+            "auroc": [ci.estimate, ci.low, ci.high],
+            "test_positives": int(y["test"][:, k].sum()),
+        }
     if args.compare:
         ids = [s.id for s in split["test"]]
         result["compare"] = compare(Path(args.compare), ids, labels, probs, y["test"])

@@ -93,9 +93,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--distinct", type=int, default=200, help="distinct synthetic studies (image files)")
     parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument("--limit-train-batches", type=int, default=None, help="train batches (default: whole epoch)")
+    parser.add_argument(
+        "--limit-train-batches", type=int, default=None, help="train batches (default: whole epoch)"
+    )
     parser.add_argument("--skip-train", action="store_true")
-    parser.add_argument("--record", action="store_true", help="append to benchmarks/results/prepare_memory.json")
+    parser.add_argument(
+        "--record", action="store_true", help="append to benchmarks/results/prepare_memory.json"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest(args.out, args.rows, args.distinct)
@@ -112,9 +116,13 @@ def main() -> None:
                                           "--out", str(run)], args.out / "train.log"))  # fmt: skip
     index = json.loads((prepared / "prepared.json").read_text())
     result = {
-        "rows": args.rows, "distinct_images": args.distinct, "image_size": args.image_size,
+        "rows": args.rows,
+        "distinct_images": args.distinct,
+        "image_size": args.image_size,
         "studies": {k: v["studies"] for k, v in index["splits"].items()},
-        "limit_train_batches": args.limit_train_batches, "batch_size": 256, "phases": phases,
+        "limit_train_batches": args.limit_train_batches,
+        "batch_size": 256,
+        "phases": phases,
         "prepared_bytes": sum(p.stat().st_size for p in prepared.iterdir()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
         "load_average_at_end": os.getloadavg(),

@@ -40,8 +40,14 @@ def setup(data: str, config_path: str):
     index = read_index(data)
     config = heads_for_prepared_data(load_config(config_path), index)
     tokenizer = prepared_tokenizer(index, None, config)
-    builder = item_builder(tokenizer, index.label_names, config.data, train=True, seed=config.train.seed,
-                           targets=config.model.heads.generation)
+    builder = item_builder(
+        tokenizer,
+        index.label_names,
+        config.data,
+        train=True,
+        seed=config.train.seed,
+        targets=config.model.heads.generation,
+    )
     torch.manual_seed(0)
     module = MultimodalModule(config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size,
                               num_labels=len(index.label_names), pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,

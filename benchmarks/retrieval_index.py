@@ -39,7 +39,9 @@ def measure(kind: str, items: np.ndarray, queries: np.ndarray, k: int, exact: np
     result = {"kind": kind, "build_s": round(build, 3), "query_ms_per_query": round(1000 * query / len(queries), 4),
               "queries_per_s": round(len(queries) / query, 1), "params": index.params}  # fmt: skip
     if exact is not None:
-        result[f"recall_at_{k}_vs_flat"] = float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact)]))
+        result[f"recall_at_{k}_vs_flat"] = float(
+            np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact)])
+        )
     return result, found
 
 

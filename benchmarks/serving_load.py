@@ -37,7 +37,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", help="dataset whose images/texts are sent (default: the run's training data)")
     p.add_argument("--work", default=str(ROOT / ".cache" / "serving_load"), help="folder for the small run")
     p.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
-    p.add_argument("--requests", type=int, default=64, help="requests per concurrency level (at least 2 x clients)")
+    p.add_argument(
+        "--requests", type=int, default=64, help="requests per concurrency level (at least 2 x clients)"
+    )
     p.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving_load.json"))
     return p.parse_args()
@@ -52,8 +54,10 @@ def small_run(work: Path) -> tuple[Path, Path]:
     if not (data / "manifest.csv").exists():
         generate_dataset(data, n=200, seed=0, image_size=64, progress=False)
     if not (run / "training_done.json").exists():
-        config = apply_overrides(Config(), {"data.image_size": 64, "model.embed_dim": 64, "train.epochs": 2,
-                                            "train.progress_bar": False})
+        config = apply_overrides(
+            Config(),
+            {"data.image_size": 64, "model.embed_dim": 64, "train.epochs": 2, "train.progress_bar": False},
+        )
         train(data, config, run)
     return run, data
 
@@ -72,8 +76,18 @@ def free_port() -> int:
 
 
 def start_server(run: Path, port: int, runtime: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "medmodal.cli.main", "-q", "serve", str(run), "--port", str(port),
-           "--runtime", runtime]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medmodal.cli.main",
+        "-q",
+        "serve",
+        str(run),
+        "--port",
+        str(port),
+        "--runtime",
+        runtime,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -98,8 +112,11 @@ async def drive(url: str, bodies: list[tuple[bytes, str]], clients: int, total: 
         for i in counter:
             image, text = bodies[i % len(bodies)]
             started = time.perf_counter()
-            response = await http.post("/v1/predict", files={"image": ("x.png", image, "image/png")},
-                                       data={"text": text} if text else None)
+            response = await http.post(
+                "/v1/predict",
+                files={"image": ("x.png", image, "image/png")},
+                data={"text": text} if text else None,
+            )
             latencies.append(time.perf_counter() - started)
             errors += response.status_code != 200
 
@@ -121,11 +138,15 @@ async def drive(url: str, bodies: list[tuple[bytes, str]], clients: int, total: 
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| clients | requests | errors | requests/s | p50 latency (ms) | p95 latency (ms) |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| clients | requests | errors | requests/s | p50 latency (ms) | p95 latency (ms) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        lines.append(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['requests_per_s']} | "
-                     f"{r['p50_ms']} | {r['p95_ms']} |")
+        lines.append(
+            f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['requests_per_s']} | "
+            f"{r['p50_ms']} | {r['p95_ms']} |"
+        )
     return "\n".join(lines)
 
 
@@ -134,7 +155,11 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.run:
         run = Path(args.run)
-        data = Path(args.data) if args.data else Path(json.loads((run / "data_summary.json").read_text())["file"])
+        data = (
+            Path(args.data)
+            if args.data
+            else Path(json.loads((run / "data_summary.json").read_text())["file"])
+        )
     else:
         run, data = small_run(Path(args.work))
     bodies = payloads(data)
@@ -156,10 +181,18 @@ def main() -> None:
     report = {
         "command": "python benchmarks/serving_load.py " + " ".join(sys.argv[1:]),
         "runtime": args.runtime,
-        "model": {"image_size": cfg.data.image_size, "embed_dim": cfg.model.embed_dim,
-                  "generation": cfg.model.heads.generation, "beam_size": cfg.evaluate.beam_size,
-                  "max_generate_tokens": cfg.evaluate.max_generate_tokens},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "model": {
+            "image_size": cfg.data.image_size,
+            "embed_dim": cfg.model.embed_dim,
+            "generation": cfg.model.heads.generation,
+            "beam_size": cfg.evaluate.beam_size,
+            "max_generate_tokens": cfg.evaluate.max_generate_tokens,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "results": results,
     }
     out = Path(args.out)

@@ -43,18 +43,35 @@ def build(n: int, image_size: int, batch_size: int, workdir: Path, num_workers: 
 
     data = workdir / "data"
     generate_dataset(data, n=n, seed=0, image_size=image_size)
-    config = apply_overrides(Config(), {"data.image_size": image_size, "train.batch_size": batch_size,
-                                        "train.progress_bar": False, "data.num_workers": num_workers})
+    config = apply_overrides(
+        Config(),
+        {
+            "data.image_size": image_size,
+            "train.batch_size": batch_size,
+            "train.progress_bar": False,
+            "data.num_workers": num_workers,
+        },
+    )
     manifest = read_dataset(data, config)
     studies, labels = manifest.split("train"), manifest.label_names
     config = heads_for_data(config, studies)  # as `medmodal train`: no target text / boxes -> no such head
     tokenizer = ReportTokenizer.train(vocabulary_texts(studies, config), min_freq=config.data.min_token_freq)
     torch.manual_seed(0)
-    module = MultimodalModule(config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size,
-                              num_labels=len(labels), pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
-                              eos_id=tokenizer.eos_id, pos_weight=positive_weights(label_matrix(studies, labels)))
-    loader = epoch_seeded_loader(build_dataset(studies, tokenizer, labels, config, train=True), batch_size,
-                                 config.train.seed, num_workers=num_workers)
+    module = MultimodalModule(
+        config.model_dump(mode="json"),
+        vocab_size=tokenizer.vocab_size,
+        num_labels=len(labels),
+        pad_id=tokenizer.pad_id,
+        bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
+        pos_weight=positive_weights(label_matrix(studies, labels)),
+    )
+    loader = epoch_seeded_loader(
+        build_dataset(studies, tokenizer, labels, config, train=True),
+        batch_size,
+        config.train.seed,
+        num_workers=num_workers,
+    )
     batches = list(loader)
     return module, loader, batches, config
 
@@ -107,12 +124,16 @@ def loader_seconds(loader) -> float:
     return time.perf_counter() - start
 
 
-def add_workload_flags(parser: argparse.ArgumentParser, *, n: int, image_size: int, repeats_help: str) -> None:
+def add_workload_flags(
+    parser: argparse.ArgumentParser, *, n: int, image_size: int, repeats_help: str
+) -> None:
     """The workload of :func:`build` and the timed loops: studies, image size, batch size, epochs, repeats."""
     parser.add_argument("--n", type=int, default=n, help="synthetic studies (about 70 %% train)")
     parser.add_argument("--image-size", type=int, default=image_size)
     parser.add_argument("--batch-size", type=int, default=16, help="per process")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs (passes over the batches) of each timed run")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs (passes over the batches) of each timed run"
+    )
     parser.add_argument("--repeats", type=int, default=3, help=repeats_help)
 
 
@@ -125,7 +146,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        module, loader, batches, config = build(args.n, args.image_size, args.batch_size, work, args.num_workers)
+        module, loader, batches, config = build(
+            args.n, args.image_size, args.batch_size, work, args.num_workers
+        )
         samples = sum(len(b["id"]) for b in batches)
         initial = copy.deepcopy(module.state_dict())
         bare_loop(module, batches[:2], 1, config)  # warm-up (allocator, first-call paths)
@@ -139,12 +162,18 @@ def main() -> None:
         b, lt, ld = statistics.median(bare), statistics.median(light), statistics.median(load)
         result = {
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-                       f"torch {torch.__version__}",
+            f"torch {torch.__version__}",
             "model": f"{config.model.image_encoder.name} + {config.model.text_encoder.name} + "
-                     f"{config.model.fusion.name}, heads: generation={config.model.heads.generation}",
-            "image_size": args.image_size, "batch_size": args.batch_size, "batches": len(batches),
-            "epochs": args.epochs, "repeats": args.repeats, "num_workers": args.num_workers,
-            "bare_seconds": bare, "lightning_seconds": light, "loader_seconds": load,
+            f"{config.model.fusion.name}, heads: generation={config.model.heads.generation}",
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "batches": len(batches),
+            "epochs": args.epochs,
+            "repeats": args.repeats,
+            "num_workers": args.num_workers,
+            "bare_seconds": bare,
+            "lightning_seconds": light,
+            "loader_seconds": load,
             "lightning_overhead": lt / b - 1,
             "model_samples_per_s": samples * args.epochs / b,
             "loader_samples_per_s": samples / ld,
@@ -152,8 +181,10 @@ def main() -> None:
         }
     print(json.dumps(result, indent=2))
     print(f"\nLightning overhead vs bare loop: {result['lightning_overhead']:+.1%} (goal <= +10 %)")
-    print(f"data loader {result['loader_samples_per_s']:.0f} samples/s vs model {result['model_samples_per_s']:.0f} "
-          f"samples/s: {result['loader_vs_model']:.1f}x (goal >= 3x)")
+    print(
+        f"data loader {result['loader_samples_per_s']:.0f} samples/s vs model {result['model_samples_per_s']:.0f} "
+        f"samples/s: {result['loader_vs_model']:.1f}x (goal >= 3x)"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -97,7 +97,9 @@ def main() -> None:
             "test": {"auroc_macro": round(ci["estimate"], 4), "ci_low": round(ci["low"], 4), "ci_high": round(ci["high"], 4)},
         }  # fmt: skip
         if cells[folder.name]["train_cpu_seconds"] is not None:
-            cells[folder.name]["train_cpu_seconds_per_epoch"] = round(cells[folder.name]["train_cpu_seconds"] / done["epochs_run"], 1)
+            cells[folder.name]["train_cpu_seconds_per_epoch"] = round(
+                cells[folder.name]["train_cpu_seconds"] / done["epochs_run"], 1
+            )
     per_epoch = {c["model"]: c.get("train_cpu_seconds_per_epoch") for c in cells.values()}
     result = {"grid": str(args.grid), "data": str(args.data), "cells": cells,
               "cpu_per_epoch_ratio_transchex_over_fused": round(per_epoch["transchex"] / per_epoch["fused_default"], 2)
