@@ -475,7 +475,7 @@ class MultimodalModel(nn.Module):
             added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
             condition = self.predicted_findings(vector, fusion_output, added)
         if self.report_bank is not None and len(self.report_bank) > 0:
-            return self.report_bank.retrieve(cast(Tensor, condition), vector)
+            return self.report_bank.retrieve(cast(Tensor, condition), vector, max_len=max_len)
         decoder = cast("ReportDecoder", self.decoder)  # every registered decoder is a ReportDecoder
         return decoder.generate(
             vector,

@@ -69,11 +69,12 @@ class ReportBank(nn.Module):
         self.keys = F.normalize(keys.to(self.keys.device, torch.float32), dim=-1)
 
     @torch.no_grad()
-    def retrieve(self, findings: Tensor, vector: Tensor) -> GenerationOutput:
-        """findings [B, C] 0/1 (predicted), vector [B, D] -> the nearest reports (module docstring).
+    def retrieve(self, findings: Tensor, vector: Tensor, max_len: int | None = None) -> GenerationOutput:
+        """findings [B, C] 0/1 (predicted), vector [B, D] -> the nearest reports (module docstring),
+        cut to ``max_len`` tokens like a generated one.
 
         Returns:
-            GenerationOutput(ids [B, T], attention None, scores [B] = the chosen report's cosine).
+            GenerationOutput(ids [B, T'], attention None, scores [B] = the chosen report's cosine).
         """
         if len(self) == 0:
             raise RuntimeError("the report bank is empty (filled when training ends)")
@@ -82,7 +83,9 @@ class ReportBank(nn.Module):
         # Fewest differing findings first; the cosine (|.| <= 1 < 3) only breaks ties among those.
         chosen = torch.argmax(cosine - 3.0 * differing, dim=1)
         return GenerationOutput(
-            ids=self.ids[chosen], attention=None, scores=cosine.gather(1, chosen[:, None]).squeeze(1)
+            ids=self.ids[chosen, :max_len],
+            attention=None,
+            scores=cosine.gather(1, chosen[:, None]).squeeze(1),
         )
 
     def _check(self, ids: Tensor, findings: Tensor, keys: Tensor, source: str) -> None:

@@ -37,6 +37,11 @@ def test_the_report_with_the_predicted_findings_is_chosen_then_the_nearest_vecto
     assert torch.allclose(out.scores[:3], torch.tensor([1.0 / (1.01**0.5), 1.0 / (1.01**0.5), -1.0]))
 
 
+def test_retrieved_reports_are_cut_to_max_len_like_generated_ones():
+    out = _bank().retrieve(torch.tensor([[1.0, 0, 0]]), torch.tensor([[1.0, 0.0]]), max_len=2)
+    assert out.ids.tolist() == [[13, 14]]
+
+
 def test_the_keys_are_stored_unit_norm():
     assert torch.allclose(_bank().keys.norm(dim=1), torch.ones(4))
 
