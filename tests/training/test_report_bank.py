@@ -114,3 +114,37 @@ def test_retrieved_reports_are_refused_on_prepared_data():
     index = SimpleNamespace(root="prepared", image_size=config.data.image_size, label_names=[])
     with pytest.raises(ConfigError, match="report_conditioning.reports: retrieved"):
         check_prepared_config(index, config)  # type: ignore[arg-type]
+
+
+def test_the_bank_skips_studies_without_a_report_and_stops_at_its_capacity(tiny_data):
+    import dataclasses
+
+    from medmodal.data.pipeline import vocabulary_texts
+    from medmodal.models.multimodal import create_model
+    from medmodal.training.report_bank import fill_bank
+
+    config = tiny_config(**{**RETRIEVED, "model.report_conditioning.bank_size": 5})
+    manifest = read_dataset(tiny_data, config)
+    studies, _ = fit_splits(manifest)
+    silent = {studies[0].id, studies[2].id}  # no findings / impression: nothing to retrieve
+    studies = [
+        dataclasses.replace(s, sections={"indication": s.sections.get("indication", "")})
+        if s.id in silent
+        else s
+        for s in studies[:10]
+    ]
+    tokenizer = ReportTokenizer.train(vocabulary_texts(studies, config), min_freq=1)
+    dataset = build_dataset(studies, tokenizer, manifest.label_names, config, train=False)
+    model = create_model(
+        config.model,
+        vocab_size=tokenizer.vocab_size,
+        num_labels=len(manifest.label_names),
+        pad_id=tokenizer.pad_id,
+        bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
+    ).train()
+    fill_bank(model, dataset, batch_size=4)
+    assert model.training  # the fill ran in eval mode and gave the mode back
+    kept = [i for i, s in enumerate(studies) if s.id not in silent][:5]
+    texts = [tokenizer.decode(row.tolist()) for row in model.report_bank.ids]
+    assert texts == [tokenizer.decode(dataset[i]["target_ids"][1:].tolist()) for i in kept]
