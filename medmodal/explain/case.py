@@ -5,7 +5,8 @@ Writes to ``DIR``:
 - ``explanation.json``: the prediction (as ``medmodal predict`` gives it, with conflicts), the
   modality contributions, the word weights and the decoder's sentences;
 - ``saliency_<finding>.png``: Grad-CAM (or occlusion) over the input image per explained finding;
-- ``sentence_<k>.png``: decoder attention over the image for the k-th generated sentence;
+- ``sentence_<k>.png``: decoder attention over the image for the k-th generated sentence (none, and
+  ``sentence_maps`` saying why, when the report is retrieved or the decoder has no attention map);
 - ``text.html``: the input text highlighted by word weight;
 - ``case.html``: one self-contained page with all of the above.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from medmodal.data.dataset import denormalize_image
 from medmodal.data.inputs import study_from_inputs
-from medmodal.explain.image import decoder_attention_by_sentence, image_saliency
+from medmodal.explain.image import NoAttentionMap, decoder_attention_by_sentence, image_saliency
 from medmodal.explain.modality import modality_contributions
 from medmodal.explain.render import case_page_html, highlighted_text_html, overlay_png, write_images
 from medmodal.explain.text import explain_text
@@ -92,9 +93,13 @@ def explain_study(
             images[f"saliency_{names[c]}"] = overlay_png(picture, maps[k], title)
         if model.decoder is not None:
             cfg = trained.config.evaluate
-            sentences = decoder_attention_by_sentence(
-                model, batch, tokenizer, max_len=cfg.max_generate_tokens
-            )[0]
+            try:
+                sentences = decoder_attention_by_sentence(
+                    model, batch, tokenizer, max_len=cfg.max_generate_tokens
+                )[0]
+            except NoAttentionMap as err:  # the report is in case["report"]; say why it has no maps
+                sentences = []
+                case["sentence_maps"] = str(err)
             case["sentences"] = [s.text for s in sentences]
             for k, sentence in enumerate(sentences):
                 images[f"sentence_{k + 1:02d}"] = overlay_png(

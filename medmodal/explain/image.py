@@ -118,6 +118,11 @@ def sentence_spans(ids: Sequence[int], stop_ids: set[int], end_ids: set[int]) ->
     return spans
 
 
+class NoAttentionMap(ValueError):
+    """The model writes its reports without an attention map over the image: retrieved from the
+    training split (``report_conditioning.reports: retrieved``), or by a decoder that has none."""
+
+
 def decoder_attention_by_sentence(
     model: MultimodalModel,
     batch: Mapping[str, Any],
@@ -136,7 +141,12 @@ def decoder_attention_by_sentence(
         )
     generation = model.generate(batch, max_len=max_len, beam_size=beam_size)
     if generation.attention is None:
-        raise ValueError(f"the decoder {model.part_names.get('decoder', '')!r} returns no attention map")
+        if model.report_bank is not None and len(model.report_bank) > 0:
+            raise NoAttentionMap(
+                "the report is retrieved from the training split (report_conditioning.reports: retrieved): "
+                "no decoder attention to map"
+            )
+        raise NoAttentionMap(f"the decoder {model.part_names.get('decoder', '')!r} returns no attention map")
     with torch.no_grad():
         grid_shape = model.image_encoder(model.encoder_input(batch["image"][:1])).grid.shape[-2:]
     height, width = batch["image"].shape[-2:]

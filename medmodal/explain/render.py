@@ -151,6 +151,8 @@ def case_page_html(case: dict[str, Any], images: dict[str, bytes]) -> str:
         parts.append("</div>")
     if case.get("report"):
         parts.append(f"<h2>Generated report</h2><p>{html.escape(case['report'])}</p>")
+    if case.get("sentence_maps"):
+        parts.append(f"<p><em>No sentence maps: {html.escape(case['sentence_maps'])}</em></p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

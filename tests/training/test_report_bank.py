@@ -148,3 +148,18 @@ def test_the_bank_skips_studies_without_a_report_and_stops_at_its_capacity(tiny_
     kept = [i for i, s in enumerate(studies) if s.id not in silent][:5]
     texts = [tokenizer.decode(row.tolist()) for row in model.report_bank.ids]
     assert texts == [tokenizer.decode(dataset[i]["target_ids"][1:].tolist()) for i in kept]
+
+
+def test_explaining_a_study_of_a_retrieving_model_says_why_it_has_no_sentence_maps(
+    retrieved_run, tiny_data, tmp_path
+):
+    from medmodal.data.manifest import read_manifest
+    from medmodal.explain.case import explain_study
+    from medmodal.serving.predictor import Predictor
+    from medmodal.training.loading import load_trained
+
+    study = read_manifest(tiny_data).studies[0]
+    case = explain_study(Predictor(load_trained(retrieved_run)), study.image, "cough", tmp_path / "out")
+    assert case["report"] and case["sentences"] == []
+    assert "retrieved from the training split" in case["sentence_maps"]
+    assert "No sentence maps: the report is retrieved" in (tmp_path / "out" / "case.html").read_text()
