@@ -101,3 +101,20 @@ def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
     # 84 training studies, batch 16 per process, 2 processes -> ceil(84 / 2 / 16) = 3 steps, not 6
     assert state["global_step"] == 3
     assert "train/ogm_k_image" in (run / "logs" / "csv" / "metrics.csv").read_text()
+
+
+@pytest.mark.slow
+def test_ddp_fills_the_report_bank_once_on_rank_zero(tiny_data, tmp_path):
+    """report_conditioning.reports: retrieved under DDP: rank zero fills the bank of best.ckpt with
+    every training report (not each process's half) while the other rank waits at the barrier."""
+    config = _config_file(tmp_path, **{"train.epochs": 1, "model.heads.generation": True,
+                                       "model.report_conditioning.reports": "retrieved"})  # fmt: skip
+    run = tmp_path / "ddp_bank"
+    command = train_command(tiny_data, run, config, *TWO_CPU_PROCESSES)
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=900, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    weights = load_torch_file(run / "checkpoints" / "best.ckpt")["state_dict"]
+    # tiny_data: 84 training studies, every one with a report
+    assert weights["model.report_bank.ids"].shape[0] == 84
+    assert output.count("report bank: 84 training reports") == 1
