@@ -49,9 +49,7 @@ def setup(data: str, config_path: str):
         targets=config.model.heads.generation,
     )
     torch.manual_seed(0)
-    module = MultimodalModule(config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size,
-                              num_labels=len(index.label_names), pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
-                              eos_id=tokenizer.eos_id)  # fmt: skip
+    module = MultimodalModule.for_tokenizer(config, tokenizer, len(index.label_names))
     return index, config, builder, module
 
 

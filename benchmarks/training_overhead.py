@@ -57,14 +57,8 @@ def build(n: int, image_size: int, batch_size: int, workdir: Path, num_workers: 
     config = heads_for_data(config, studies)  # as `medmodal train`: no target text / boxes -> no such head
     tokenizer = ReportTokenizer.train(vocabulary_texts(studies, config), min_freq=config.data.min_token_freq)
     torch.manual_seed(0)
-    module = MultimodalModule(
-        config.model_dump(mode="json"),
-        vocab_size=tokenizer.vocab_size,
-        num_labels=len(labels),
-        pad_id=tokenizer.pad_id,
-        bos_id=tokenizer.bos_id,
-        eos_id=tokenizer.eos_id,
-        pos_weight=positive_weights(label_matrix(studies, labels)),
+    module = MultimodalModule.for_tokenizer(
+        config, tokenizer, len(labels), pos_weight=positive_weights(label_matrix(studies, labels))
     )
     loader = epoch_seeded_loader(
         build_dataset(studies, tokenizer, labels, config, train=True),

@@ -469,13 +469,13 @@ class MultimodalModel(nn.Module):
             raise RuntimeError("this model was built without a report decoder (heads.generation: false)")
         image, text, image_present, text_present = self.encode(batch, modality_dropout=False)
         vector, fusion_output = self.fuse(image, text)
-        memory, memory_mask = self.decoder_memory(image, text)
         condition = None
         if self.condition_on_findings:
             added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
             condition = self.predicted_findings(vector, fusion_output, added)
         if self.report_bank is not None and len(self.report_bank) > 0:
             return self.report_bank.retrieve(cast(Tensor, condition), vector, max_len=max_len)
+        memory, memory_mask = self.decoder_memory(image, text)
         decoder = cast("ReportDecoder", self.decoder)  # every registered decoder is a ReportDecoder
         return decoder.generate(
             vector,

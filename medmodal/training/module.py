@@ -11,6 +11,7 @@ from torchmetrics.classification import BinaryAUROC, MultilabelAUROC
 from torchmetrics.utilities import dim_zero_cat
 
 from medmodal.config import Config
+from medmodal.data.tokenizer import ReportTokenizer
 from medmodal.models.calibration import fill_missing_calibration
 from medmodal.models.multimodal import create_model
 from medmodal.training.domain_adaptation import build_domain_adversary, task_losses
@@ -123,6 +124,27 @@ class MultimodalModule(L.LightningModule):
         # DANN site adversary (train.domain_adaptation.method: dann), else None; training only.
         self.domain = build_domain_adversary(
             self.config.train.domain_adaptation, self.model.fused_dim, site_names
+        )
+
+    @classmethod
+    def for_tokenizer(
+        cls,
+        config: Config,
+        tokenizer: ReportTokenizer,
+        num_labels: int,
+        pos_weight: list[float] | None = None,
+        site_names: list[str] | None = None,
+    ) -> MultimodalModule:
+        """The module of ``config`` with the vocabulary size and special ids of ``tokenizer``."""
+        return cls(
+            config.model_dump(mode="json"),
+            vocab_size=tokenizer.vocab_size,
+            num_labels=num_labels,
+            pad_id=tokenizer.pad_id,
+            bos_id=tokenizer.bos_id,
+            eos_id=tokenizer.eos_id,
+            pos_weight=pos_weight,
+            site_names=site_names,
         )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

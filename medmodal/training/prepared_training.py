@@ -182,11 +182,9 @@ def train_prepared(
     prepared.write_files(
         lambda run: _write_run_files(run, config, tokenizer, labels, positives, n_train, index, data)
     )
-    module = MultimodalModule(
-        config.model_dump(mode="json"), vocab_size=tokenizer.vocab_size, num_labels=len(labels),
-        pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-        pos_weight=positive_weights_from_counts(positives, n_train), site_names=None,
-    )  # fmt: skip
+    module = MultimodalModule.for_tokenizer(
+        config, tokenizer, len(labels), pos_weight=positive_weights_from_counts(positives, n_train)
+    )
     t = config.train
     train_loader = prepared_loader(index, "train", tokenizer, config, train=True)
     val_loader = prepared_loader(index, "val", tokenizer, config, train=False)

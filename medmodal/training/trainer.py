@@ -81,13 +81,10 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     prepared.write_files(partial(_write_run_files, config=config, tokenizer=tokenizer, labels=labels,
                                  train_labels=train_labels, manifest=manifest, data=data))  # fmt: skip
 
-    module = MultimodalModule(
-        config.model_dump(mode="json"),
-        vocab_size=tokenizer.vocab_size,
-        num_labels=len(labels),
-        pad_id=tokenizer.pad_id,
-        bos_id=tokenizer.bos_id,
-        eos_id=tokenizer.eos_id,
+    module = MultimodalModule.for_tokenizer(
+        config,
+        tokenizer,
+        len(labels),
         pos_weight=positive_weights(train_labels),
         site_names=site_names(train_studies + unlabeled)
         if config.train.domain_adaptation.method == "dann"
