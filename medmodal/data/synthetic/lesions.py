@@ -47,16 +47,25 @@ class Layer:
     suppress: np.ndarray  # 0-1: share of the lung markings it hides
     region: np.ndarray  # 0-1 soft region of the finding
     extent: np.ndarray  # bool ground-truth pixels: region > 0.5 (never empty)
+    # bool pixels of each separately annotated part (one box each): the two sides of a bilateral
+    # effusion, else the whole extent. Never empty; their union is ``extent``.
+    parts: tuple[np.ndarray, ...]
 
 
-def make_layer(region: np.ndarray, delta, suppress) -> Layer:
-    """A :class:`Layer` whose extent is ``region > 0.5``, or its strongest pixel if that is empty."""
+def make_layer(region: np.ndarray, delta, suppress, part_regions: tuple[np.ndarray, ...] = ()) -> Layer:
+    """A :class:`Layer` whose extent is ``region > 0.5``, or its strongest pixel if that is empty.
+
+    ``part_regions``: soft regions of the finding's separately boxed parts (their maximum is
+    ``region``); each part is its region > 0.5, parts without such pixels are dropped, and with
+    none left the extent is the one part.
+    """
     extent = region > 0.5
     if not extent.any():
         extent = np.zeros(region.shape, dtype=bool)
         extent[np.unravel_index(int(np.argmax(region)), region.shape)] = True
+    parts = tuple(part for part in (r > 0.5 for r in part_regions) if part.any()) or (extent,)
     zeros = np.zeros_like(region)
-    return Layer(delta=zeros + delta, suppress=zeros + suppress, region=region, extent=extent)
+    return Layer(delta=zeros + delta, suppress=zeros + suppress, region=region, extent=extent, parts=parts)
 
 
 def by_severity(finding_or_subtle, severity: float, subtle_range, obvious_range) -> float:
@@ -114,11 +123,15 @@ def render_effusion(chest: Chest, finding: Finding, rng) -> Layer:
     """Dependent fluid with a meniscus (higher laterally), filling the costophrenic angle.
 
     The fluid replaces aerated lung with near-abdominal density, so the angle is
-    blunted and the hemidiaphragm contour is lost under it.
+    blunted and the hemidiaphragm contour is lost under it. Each side's fluid is a part with
+    its own box: radiologists box a bilateral effusion once per hemithorax (in VinDr-CXR's
+    training labels, 97 % of the images where one reader drew two effusion boxes have them on
+    opposite sides), not with one box across the mediastinum.
     """
     anatomy, grid = chest.anatomy, chest.grid
     width, lung_height = anatomy.thorax_half_width, anatomy.lung_height()
     region = np.zeros_like(grid.u)
+    sides = []
     for side in ("right", "left"):
         height = float(finding.params[f"height_{side}"])
         if height <= 0:
@@ -127,9 +140,10 @@ def render_effusion(chest: Chest, finding: Finding, rng) -> Layer:
         level = dome_v(anatomy, side, 0.9 * width) - height * lung_height
         meniscus = (0.04 + 0.3 * height * lung_height) * (1.0 - np.clip(m / width, 0.0, 1.0) ** 2)
         fluid = sigmoid((grid.v - level - meniscus) / (0.015 + 2 * grid.edge))
-        region = np.maximum(region, fluid * chest.lung[side])
+        sides.append(fluid * chest.lung[side])
+        region = np.maximum(region, sides[-1])
     density = 0.35 + 0.65 * finding.conspicuity
-    return make_layer(region, density * (ABDOMEN - LUNG_AIR) * region, density * region)
+    return make_layer(region, density * (ABDOMEN - LUNG_AIR) * region, density * region, tuple(sides))
 
 
 # ---------------------------------------------------------------------------- nodule

@@ -36,11 +36,12 @@ MARKER_GLYPHS = {
 
 @dataclass(frozen=True)
 class Rendering:
-    """A rendered study: the stored image, its label map and one box per present finding."""
+    """A rendered study: the stored image, its label map and the boxes of each present finding."""
 
     image: np.ndarray  # uint8 [H, W]
     label_map: np.ndarray  # uint8 [H, W]: k = 1-based index in LABELS, 0 = background
-    boxes: dict[str, tuple[int, int, int, int]]  # label -> (x0, y0, x1, y1), x1/y1 exclusive
+    # label -> one (x0, y0, x1, y1) per part (x1 / y1 exclusive): two for a bilateral effusion
+    boxes: dict[str, list[tuple[int, int, int, int]]]
     layers: dict[str, Layer]
 
 
@@ -100,9 +101,9 @@ def label_map(layers: dict[str, Layer], shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def boxes_of(layers: dict[str, Layer]) -> dict[str, tuple[int, int, int, int]]:
-    """The bounding box of each finding's extent (all its parts, e.g. both sides of a bilateral effusion)."""
-    return {label: bounding_box(layer.extent) for label, layer in layers.items()}
+def boxes_of(layers: dict[str, Layer]) -> dict[str, list[tuple[int, int, int, int]]]:
+    """The bounding box of each part of each finding's extent (one per side of a bilateral effusion)."""
+    return {label: [bounding_box(part) for part in layer.parts] for label, layer in layers.items()}
 
 
 def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:

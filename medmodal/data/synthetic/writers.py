@@ -13,7 +13,7 @@ from PIL import Image
 
 from medmodal.data.synthetic.history import related_labels
 from medmodal.data.synthetic.latent import MM_PER_UNIT, StudyLatent
-from medmodal.data.synthetic.render import Rendering
+from medmodal.data.synthetic.render import Rendering, bounding_box
 from medmodal.data.synthetic.report import Report
 from medmodal.data.synthetic.vocabulary import LABELS
 
@@ -125,7 +125,7 @@ def manifest_row(
 ) -> dict:
     """One manifest row in the dataset contract."""
     present = [label for label in LABELS if label in rendering.boxes]
-    boxes = [{"label": label, "box": list(rendering.boxes[label])} for label in present]
+    boxes = [{"label": label, "box": list(box)} for label in present for box in rendering.boxes[label]]
     row = {
         "id": study.id,
         "patient_id": study.patient_id,
@@ -162,7 +162,8 @@ def ground_truth_record(study: StudyLatent, report: Report, rendering: Rendering
                 side=finding.side,
                 grade=finding.grade,
                 params=dict(finding.params),
-                box=list(rendering.boxes[label]),
+                box=list(bounding_box(rendering.layers[label].extent)),  # all its parts together
+                boxes=[list(box) for box in rendering.boxes[label]],  # one per part, as in the manifest
             )
         per_label[label] = entry
     cardiomegaly = study.finding("cardiomegaly")
