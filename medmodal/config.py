@@ -129,6 +129,9 @@ class LocalizationConfig(_Section):
     # Box-size maps: "shared" = one for all findings (CenterNet's class-agnostic size); "per_finding" =
     # one per finding, read at its own peaks and trained at its own centres (findings share centres here).
     size_maps: Literal["shared", "per_finding"] = "shared"
+    # Dilation of each extra 3x3 conv at the end of the head's trunk (context for large boxes such as a
+    # pneumothorax); [] = none (the default), [2, 4] = a 17 x 17-cell receptive field (docs/localization.md).
+    dilations: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=list, max_length=4)
 
 
 class ReportConditioningConfig(_Section):
@@ -288,6 +291,10 @@ class TrainConfig(TrainerConfig):
     # (in cells) read at each true centre, added to the GIoU term (0 = off).
     localization_gaussian_overlap: float = Field(0.7, gt=0, lt=1)
     localization_log_size_weight: float = Field(0.0, ge=0, le=10)
+    # Epochs of a second stage that fits a fresh localization head on the frozen encoders and fusion
+    # of the best checkpoint, at ``lr * localization_lr_scale`` (medmodal/training/localization_refit.py;
+    # docs/localization.md); 0 = off, the head stays as trained jointly.
+    localization_refit_epochs: int = Field(0, ge=0, le=200)
 
 
 # --------------------------------------------------------------------- evaluation
@@ -357,6 +364,20 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+
+    @model_validator(mode="after")
+    def _generated_reports_need_a_trained_decoder(self) -> Config:
+        if (
+            self.model.heads.generation
+            and self.model.report_conditioning.reports == "generated"
+            and self.train.loss_weights.generation == 0
+        ):
+            raise ValueError(
+                "train.loss_weights.generation is 0, so the decoder that writes the reports "
+                "(model.report_conditioning.reports: generated) would never train; give it a weight, "
+                "retrieve the reports ('retrieved') or turn the head off (model.heads.generation: false)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _modality_balance_needs_two_modalities(self) -> Config:

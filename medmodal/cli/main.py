@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if result.run.done.exists():
         print(
             f"trained {result.run.root} ({result.epochs_run} epochs, {result.seconds:.0f} s); "
-            f"best {config.train.monitor} = {result.best_score}"
+            f"best {result.monitor or config.train.monitor} = {result.best_score}"
         )
 
 

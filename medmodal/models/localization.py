@@ -14,6 +14,7 @@ has the measured figures.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal, cast
 
 import torch
@@ -35,11 +36,14 @@ SizeMaps = Literal["shared", "per_finding"]
 SIZE_MAPS: tuple[str, ...] = ("shared", "per_finding")
 
 
-def conv_gn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    """3x3 conv -> GroupNorm -> ReLU (GroupNorm: independent of the batch, which may mix missing images)."""
+def conv_gn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """3x3 conv -> GroupNorm -> ReLU (GroupNorm: independent of the batch, which may mix missing images).
+    Spatial size kept at stride 1 for any ``dilation`` (padding = dilation)."""
     groups = math.gcd(8, out_channels)
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.Conv2d(
+            in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        ),
         nn.GroupNorm(groups, out_channels),
         nn.ReLU(inplace=True),
     )
@@ -92,7 +96,9 @@ class LocalizationHead(nn.Module):
        image features), upsampled (bilinear) to the stride-``stride`` map;
     2. image branch: log2(stride) strided 3x3 convs on the image itself, the high-resolution
        detail the encoder's coarse grid (stride 16 for ``small_cnn``) lacks;
-    3. both + two coordinate channels -> two 3x3 convs -> three 1x1 outputs per cell:
+    3. both + two coordinate channels -> two 3x3 convs (then one dilated 3x3 conv per entry of
+       ``dilations``: context for boxes larger than the convs' 5 x 5 cells, e.g. a pneumothorax or a
+       large effusion, at the map's resolution) -> three 1x1 outputs per cell:
        ``heatmaps`` [B, C, h, w] (centre logits per finding), ``log_sizes`` [B, 2, h, w]
        (box width / height in log cells), ``offsets`` [B, 2, h, w] (centre within the cell, sigmoid).
        With ``size_maps="per_finding"`` ``log_sizes`` is [B, 2C, h, w], one (w, h) pair per finding
@@ -119,6 +125,8 @@ class LocalizationHead(nn.Module):
             the classification logits).
         size_maps: ``shared`` (one size map for all findings, CenterNet's class-agnostic size)
             or ``per_finding`` (one per finding: findings that share centres get their own sizes).
+        dilations: dilation of each extra 3x3 conv of the trunk (none by default; ``(2, 4)`` widens
+            the receptive field from 5 x 5 to 17 x 17 cells).
     """
 
     def __init__(
@@ -136,6 +144,7 @@ class LocalizationHead(nn.Module):
         min_score: float = 0.01,
         score: BoxScore = "heatmap",
         size_maps: SizeMaps = "shared",
+        dilations: Sequence[int] = (),
     ) -> None:
         super().__init__()
         steps = round(math.log2(stride))
@@ -153,9 +162,7 @@ class LocalizationHead(nn.Module):
         self.score = score
         self.size_maps = size_maps
         self.grid_proj = nn.Conv2d(grid_dim, hidden_dim, 1)
-        self.film = nn.Linear(context_dim, 2 * hidden_dim)
-        nn.init.zeros_(self.film.weight)
-        nn.init.zeros_(self.film.bias)  # start as identity modulation
+        self.film = nn.Linear(context_dim, 2 * hidden_dim)  # starts as the identity (_init_outputs)
         widths = [min(hidden_dim, 16 * 2**i) for i in range(steps - 1)] + [hidden_dim]
         stem, channels = [], in_channels
         for width in widths:
@@ -163,13 +170,29 @@ class LocalizationHead(nn.Module):
             channels = width
         self.image_branch = nn.Sequential(*stem)
         self.trunk = nn.Sequential(
-            conv_gn_relu(2 * hidden_dim + 2, hidden_dim), conv_gn_relu(hidden_dim, hidden_dim)
+            conv_gn_relu(2 * hidden_dim + 2, hidden_dim),
+            conv_gn_relu(hidden_dim, hidden_dim),
+            *(conv_gn_relu(hidden_dim, hidden_dim, dilation=d) for d in dilations),
         )
         self.heatmap = nn.Conv2d(hidden_dim, num_labels, 1)
-        nn.init.constant_(cast(Tensor, self.heatmap.bias), -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
         self.size = nn.Conv2d(hidden_dim, 2 * (num_labels if size_maps == "per_finding" else 1), 1)
-        nn.init.zeros_(cast(Tensor, self.size.bias))
         self.offset = nn.Conv2d(hidden_dim, 2, 1)
+        self._init_outputs()
+
+    def _init_outputs(self) -> None:
+        """FiLM as the identity, the heatmap bias at the prior, the size bias at one cell."""
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        nn.init.constant_(cast(Tensor, self.heatmap.bias), -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
+        nn.init.zeros_(cast(Tensor, self.size.bias))
+
+    def reset_parameters(self) -> None:
+        """Draw every weight afresh (PyTorch's default initialisation of each layer, then the head's
+        own), from the global random generator: the head as built, e.g. before a refit."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear, nn.GroupNorm)):
+                module.reset_parameters()
+        self._init_outputs()
 
     def features(self, grid: Tensor, context: Tensor, image: Tensor) -> Tensor:
         """grid [B, G, h', w'], context [B, Dc], image [B, 1, H, W] -> features [B, hidden, H/s, W/s]."""

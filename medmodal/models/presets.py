@@ -30,13 +30,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The logistic regressions on 32 x 32 pixels and on TF-IDF n-grams inside the model, cross-fitted, the deep head's weight chosen on validation (medmodal/training/wide_stacking.py).
     "stacked_wide": {"model.wide.pixels": 32, "model.wide.ngrams": True, "model.wide.fit": "stacked"},
     # ... plus reports retrieved from the training split by the predicted findings, the findings'
-    # thresholds chosen for the pooled F1 on validation (medmodal/models/report_bank.py).
+    # thresholds chosen for the pooled F1 on validation (medmodal/models/report_bank.py); the
+    # decoder, which writes none of them, is not trained (weight 0: about half the training time);
+    # the box head gets dilated convs (context for large boxes) and is refitted on frozen features
+    # for 12 epochs when training ends (medmodal/training/localization_refit.py). Chosen on an
+    # independent synthetic draw (docs/localization.md, "Refit and dilations").
     "stacked_retrieved": {
         "model.wide.pixels": 32,
         "model.wide.ngrams": True,
         "model.wide.fit": "stacked",
         "model.report_conditioning.reports": "retrieved",
         "model.report_conditioning.threshold": "val_micro_f1",
+        "train.loss_weights.generation": 0.0,
+        "model.localization.dilations": [2, 4],
+        "train.localization_refit_epochs": 12,
     },
     "image_only": {"model.modalities": "image"},
     "text_only": {"model.modalities": "text"},

@@ -13,12 +13,15 @@ hyper-parameters describing a huge model cannot exhaust memory.
 
 :func:`resume_checkpoint` chooses the checkpoint a resumed training starts from:
 ``last.ckpt``, or ``best.ckpt`` with a warning when ``last.ckpt`` is damaged;
-:func:`run_checkpoints` makes the callbacks that write them.
+:func:`run_checkpoints` makes the callbacks that write them. :class:`BestCheckpointStage` is a
+step run once when ``fit`` ends on the best checkpoint's weights, whose result is written back
+into that checkpoint atomically (the report bank, the localization refit).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +50,44 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, Mapping) or not isinstance(state.get("state_dict"), Mapping):
         raise UnreadableFileError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     return dict(state)
+
+
+def write_checkpoint_atomic(state: Mapping[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file next to ``path``, then rename it over ``path``: a killed
+    process leaves the old checkpoint or the new one, never a torn file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(dict(state), tmp)
+    os.replace(tmp, path)
+
+
+class BestCheckpointStage(L.Callback):
+    """A step run once at the end of ``fit`` on the weights of ``run``'s best checkpoint.
+
+    On rank zero: the best checkpoint is loaded into the module (strict), :meth:`run_stage` changes
+    the module and returns the state-dict entries it changed, and those are written into the
+    checkpoint atomically; every rank then waits at a barrier named :attr:`name`. A run killed during
+    the stage keeps its old checkpoint and no ``training_done.json``; run again, it resumes the
+    finished fit and runs the stage again from the same weights, so a stage that depends only on
+    them (fixed order, seeded) writes the same result.
+    """
+
+    name = "best_checkpoint_stage"
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+
+    def run_stage(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            path = self.run.model_checkpoint()
+            state = read_checkpoint(path)
+            pl_module.load_state_dict(state["state_dict"], strict=True)
+            for name, tensor in self.run_stage(pl_module).items():
+                state["state_dict"][name] = tensor.detach().cpu()
+            write_checkpoint_atomic(state, path)
+        trainer.strategy.barrier(self.name)
 
 
 def module_from_checkpoint(

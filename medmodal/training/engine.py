@@ -70,6 +70,7 @@ class TrainResult:
     best_score: float | None
     epochs_run: int
     seconds: float
+    monitor: str | None = None  # the validation metric best_score is of (None: not recorded)
 
 
 # ------------------------------------------------------------------------- set-up
@@ -171,7 +172,7 @@ class PreparedRun:
         checkpoint, last_checkpoint = run_checkpoints(self.run, monitor, mode)
         trainer = self.trainer(train, [checkpoint, last_checkpoint, EpochSeeding(train.seed), *callbacks])
         self.fit(trainer, module, train_loader, val_loader)
-        result = self.result(trainer, checkpoint.best_model_score, start)
+        result = self.result(trainer, checkpoint.best_model_score, start, monitor)
         self.record_done(trainer, {
             "best_checkpoint": str(checkpoint.best_model_path), "monitor": monitor, "best_score": result.best_score,
             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 1), **(record or {}),
@@ -184,10 +185,12 @@ class PreparedRun:
             resumes = len(read_resumes(self.run))
             write_json_atomic(path or self.run.done, {**record, "resumed": resumes > 0, "resumes": resumes})
 
-    def result(self, trainer: L.Trainer, best_score: Any, start: float) -> TrainResult:
+    def result(
+        self, trainer: L.Trainer, best_score: Any, start: float, monitor: str | None = None
+    ) -> TrainResult:
         """The :class:`TrainResult` of a finished ``trainer.fit`` started at ``start`` (``time.time()``)."""
         return TrainResult(run=self.run, best_score=float(best_score) if best_score is not None else None,
-                           epochs_run=trainer.current_epoch, seconds=time.time() - start)  # fmt: skip
+                           epochs_run=trainer.current_epoch, seconds=time.time() - start, monitor=monitor)  # fmt: skip
 
 
 # --------------------------------------------------------------------- config check
@@ -276,8 +279,9 @@ def finished_result(run: RunDir) -> TrainResult | None:
         return None
     try:
         done = json.loads(run.done.read_text())
+        monitor = done.get("monitor")
         return TrainResult(run=run, best_score=done.get("best_score"), epochs_run=int(done["epochs_run"]),
-                           seconds=float(done["seconds"]))  # fmt: skip
+                           seconds=float(done["seconds"]), monitor=monitor if isinstance(monitor, str) else None)  # fmt: skip
     except (ValueError, KeyError, TypeError) as err:
         log.warning("%s cannot be read (%s); training is resumed and writes it again", run.done, err)
         return None

@@ -83,6 +83,11 @@ def check_prepared_config(index: PreparedIndex, config: Config) -> None:
             "model.wide.fit: stacked is not available on prepared data (it cross-fits regressions on "
             "every training study in memory); train on the raw manifest or use fit: sgd"
         )
+    if config.train.localization_refit_epochs > 0:
+        raise ConfigError(
+            "train.localization_refit_epochs > 0 is not available on prepared data (the refit keeps the "
+            "training studies' encoder features in memory); train on the raw manifest or set it to 0"
+        )
     if config.model.report_conditioning.reports == "retrieved":
         raise ConfigError(
             "model.report_conditioning.reports: retrieved is not available on prepared data (its bank is "

@@ -13,9 +13,7 @@ bank the same way (eval mode, fixed order: the same bank).
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import lightning as L
 import torch
@@ -25,33 +23,29 @@ from medmodal.data.dataset import StudyDataset, make_dataloader
 from medmodal.models.decoders.base import ReportDecoder
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.runs import RunDir
-from medmodal.training.checkpoints import read_checkpoint
+from medmodal.training.checkpoints import BestCheckpointStage
 
 log = logging.getLogger(__name__)
 
 
-class FillReportBank(L.Callback):
+class FillReportBank(BestCheckpointStage):
     """At the end of ``fit``: the bank from ``studies`` with the weights of ``run``'s best checkpoint."""
 
+    name = "report_bank"
+
     def __init__(self, run: RunDir, studies: StudyDataset, batch_size: int, num_workers: int = 0) -> None:
-        self.run, self.studies = run, studies
+        super().__init__(run)
+        self.studies = studies
         self.batch_size, self.num_workers = batch_size, num_workers
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            path = self.run.model_checkpoint()
-            state = read_checkpoint(path)
-            pl_module.load_state_dict(state["state_dict"], strict=True)
-            model: MultimodalModel = pl_module.model  # type: ignore[assignment]
-            with self.studies.augmentation_off():
-                fill_bank(model, self.studies, self.batch_size, self.num_workers)
-            bank = model.report_bank
-            assert bank is not None  # the callback is added for retrieved-report runs only
-            for name, tensor in bank.state_dict(prefix="model.report_bank.").items():
-                state["state_dict"][name] = tensor.detach().cpu()
-            save_atomic(state, path)
-            log.info("report bank: %d training reports in %s", len(bank), path)
-        trainer.strategy.barrier("report_bank")
+    def run_stage(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+        model: MultimodalModel = pl_module.model  # type: ignore[assignment]
+        with self.studies.augmentation_off():
+            fill_bank(model, self.studies, self.batch_size, self.num_workers)
+        bank = model.report_bank
+        assert bank is not None  # the callback is added for retrieved-report runs only
+        log.info("report bank: %d training reports in %s", len(bank), self.run.model_checkpoint())
+        return bank.state_dict(prefix="model.report_bank.")
 
 
 @torch.no_grad()
@@ -90,10 +84,3 @@ def fill_bank(model: MultimodalModel, studies: Dataset, batch_size: int, num_wor
 def model_eos(model: MultimodalModel) -> int:
     """The decoder's end-of-report id."""
     return int(cast(ReportDecoder, model.decoder).eos_id)
-
-
-def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)

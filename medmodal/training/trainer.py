@@ -35,6 +35,7 @@ from medmodal.training.callbacks import supervised_callbacks
 from medmodal.training.data_defaults import heads_for_data
 from medmodal.training.domain_adaptation import site_names, split_target_sites, with_unlabeled
 from medmodal.training.engine import RunConflictError, TrainResult, prepare_run
+from medmodal.training.localization_refit import RefitLocalizer
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
 from medmodal.training.prepared_training import train_prepared
@@ -110,6 +111,8 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
         seed=t.seed,
     )
     monitor, mode = checkpoint_monitor(config)
+    if t.localization_refit_epochs and module.model.localizer is not None:  # training/localization_refit.py
+        callbacks = [*callbacks, RefitLocalizer(run, studies_set, t, config.data.num_workers)]
     if module.model.report_bank is not None:  # reports: retrieved (training/report_bank.py)
         callbacks = [*callbacks, FillReportBank(run, studies_set, t.batch_size, config.data.num_workers)]
     return prepared.train_module(t, module, train_loader, val_loader, monitor=monitor, mode=mode, start=start,

@@ -182,7 +182,12 @@ def test_a_stacked_run_trains_evaluates_and_predicts(tiny_data, tmp_path):
 
     config = tiny_config(**{**STACKED, "train.epochs": 1})
     out = tmp_path / "run"
-    train(tiny_data, config, out)
+    result = train(tiny_data, config, out)
+    # the result names the metric its best score is of (the CLI printed train.monitor's name beside
+    # the validation loss); so does a finished run read back
+    assert result.monitor == "val/loss" and config.train.monitor == "val/auroc_macro"
+    again = train(tiny_data, config, out)
+    assert (again.monitor, again.best_score) == ("val/loss", result.best_score)
     chosen = json.loads((out / STACKING_FILE).read_text())
     assert chosen["image"]["C"] > 0 and chosen["text"]["C"] > 0
     metrics = evaluate_run(out, tiny_data, split="test")
