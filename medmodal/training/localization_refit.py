@@ -16,8 +16,9 @@ between seeds (docs/localization.md). ``train.localization_refit_epochs: N`` add
 A refit epoch costs the head alone (the encoders ran once), and the head does not compete with
 the other tasks for the shared layers. The stage depends only on the checkpoint's encoders, the
 training studies and the seed, so a run killed during it and run again writes the same head.
-Memory: the kept tensors of at most :data:`MAX_REFIT_STUDIES` studies (at the demo's settings
-about 80 KB a study, mostly the image).
+Memory: the kept tensors are capped at :data:`MAX_REFIT_BYTES` (at the demo's settings about 80 KB
+a study, mostly the image, so all of up to ~26,000 training studies at 128 px, ~2,100 at 512 px);
+the studies past the cap (in dataset order) are left out of the refit, and the log says how many.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Subset
 
 from medmodal.config import TrainConfig
 from medmodal.data.dataset import StudyDataset, make_dataloader
@@ -41,8 +41,8 @@ from medmodal.training.losses import MultitaskLoss
 
 log = logging.getLogger(__name__)
 
-# The refit keeps the head's inputs of the first this-many training studies in memory.
-MAX_REFIT_STUDIES = 20_000
+# The refit keeps the head's inputs of the training studies in memory, up to this many bytes.
+MAX_REFIT_BYTES = 2 * 1024**3
 # What the head and its loss read from a batch, kept for every study.
 KEPT = ("grid", "vector", "image", "seen", "box_list", "box_labels", "labels")
 
@@ -67,16 +67,27 @@ class RefitLocalizer(BestCheckpointStage):
 
 @torch.no_grad()
 def head_inputs(
-    model: MultimodalModel, studies: StudyDataset | Subset, batch_size: int, num_workers: int = 0
+    model: MultimodalModel,
+    studies: StudyDataset,
+    batch_size: int,
+    num_workers: int = 0,
+    max_bytes: int = MAX_REFIT_BYTES,
 ) -> dict[str, Tensor]:
     """One pass in eval mode, in dataset order: per study the encoder grid [N, G, h, w], the fused
     vector [N, D], the image [N, 1, H, W], whether the model saw it [N], the boxes [N, M, 4] (padded
-    with label -1 to the most boxes M of any study), their labels [N, M] and the labels [N, C]."""
+    with label -1 to the most boxes M of any study), their labels [N, M] and the labels [N, C].
+    N: the first studies whose kept tensors fit ``max_bytes`` (at least one batch)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     parts: dict[str, list[Tensor]] = {key: [] for key in KEPT}
-    for batch in make_dataloader(studies, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+    kept_bytes, loader = (
+        0,
+        make_dataloader(studies, batch_size=batch_size, shuffle=False, num_workers=num_workers),
+    )
+    for batch in loader:
+        if kept_bytes >= max_bytes:
+            break
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         image, text, image_present, _ = model.encode(batch, modality_dropout=False)
         assert image is not None  # a localization head is built only with an image encoder
@@ -95,6 +106,7 @@ def head_inputs(
             ),
         ):
             parts[key].append(value.detach().cpu())
+            kept_bytes += value.element_size() * value.nelement()
     model.train(was_training)
     most = max(boxes.shape[1] for boxes in parts["box_list"])
     parts["box_list"] = [F.pad(b, (0, 0, 0, most - b.shape[1])) for b in parts["box_list"]]
@@ -116,8 +128,12 @@ def refit_localizer(
     if head is None:
         raise ValueError("this model has no localization head to refit")
     start = time.time()
-    subset = studies if len(studies) <= MAX_REFIT_STUDIES else Subset(studies, range(MAX_REFIT_STUDIES))
-    kept = head_inputs(model, subset, train.batch_size, num_workers)
+    kept = head_inputs(model, studies, train.batch_size, num_workers)
+    if len(kept["grid"]) < len(studies):
+        log.warning(
+            "localization refit: the first %d of %d training studies fit the %d MiB it keeps in memory; "
+            "the others are left out of the refit", len(kept["grid"]), len(studies), MAX_REFIT_BYTES // 2**20,
+        )  # fmt: skip
     device = next(head.parameters()).device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train.seed)
@@ -127,7 +143,7 @@ def refit_localizer(
     model.eval()
     log.info(
         "localization refit: a fresh head, %d epochs on %d training studies in %.0f s; loss %.3f -> %.3f",
-        epochs, len(subset), time.time() - start, losses[0] if losses else float("nan"),
+        epochs, len(kept["grid"]), time.time() - start, losses[0] if losses else float("nan"),
         losses[-1] if losses else float("nan"),
     )  # fmt: skip
     return losses

@@ -90,6 +90,21 @@ def test_a_run_killed_during_the_refit_writes_the_same_head_again(refit_run, tin
         torch.testing.assert_close(after[name], before[name], rtol=0, atol=1e-6, msg=name)
 
 
+def test_the_kept_features_stop_at_the_memory_cap(refit_run, tiny_data):
+    from medmodal.training.loading import load_trained
+    from medmodal.training.localization_refit import KEPT, head_inputs
+
+    model = load_trained(refit_run).model
+    studies = _training_set(refit_run, tiny_data)
+    everything = head_inputs(model, studies, batch_size=8)
+    assert set(everything) == set(KEPT) and all(len(v) == len(studies) for v in everything.values())
+    one_study = sum(v[0].element_size() * v[0].nelement() for v in everything.values())
+    capped = head_inputs(model, studies, batch_size=8, max_bytes=10 * one_study)
+    assert len(capped["grid"]) == 16  # the batch that crossed the cap is the last one kept
+    torch.testing.assert_close(capped["vector"], everything["vector"][:16])
+    assert not model.training
+
+
 def test_reset_parameters_draws_the_head_as_built():
     torch.manual_seed(3)
     built = LocalizationHead(16, 8, 3, 16, stride=4, dilations=(2, 4))
