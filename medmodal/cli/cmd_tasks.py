@@ -8,6 +8,7 @@ resume after an interruption) and ``evaluate`` adds its metrics to ``RUN/metrics
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from medmodal.cli.flags import add_budget_flags, add_progress_flag, add_run_flags, budget_overrides
 
@@ -85,6 +86,20 @@ def cmd_segment_evaluate(args: argparse.Namespace) -> None:
     print(format_segmentation_metrics(evaluate_segmentation(args.run, args.data, split=args.split)))
 
 
+def cmd_segment_baseline(args: argparse.Namespace) -> None:
+    import json
+
+    from medmodal.runs import write_json_atomic
+    from medmodal.tasks.segmentation import format_segmentation_metrics
+    from medmodal.tasks.segmentation_baseline import evaluate_mean_mask_baseline
+
+    metrics = evaluate_mean_mask_baseline(args.data, size=args.image_size, split=args.split)
+    if args.out:
+        write_json_atomic(args.out, metrics)
+    print(format_segmentation_metrics(metrics))
+    print("thresholds (chosen on val):", json.dumps(metrics["thresholds"]))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     vqa = sub.add_parser(
         "vqa", help="visual question answering: train / evaluate (qa.jsonl next to the manifest)"
@@ -117,3 +132,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("evaluate", help="per-class Dice / IoU; writes metrics.json 'segmentation'")
     _evaluate_flags(p)
     p.set_defaults(func=cmd_segment_evaluate)
+    p = actions.add_parser(
+        "baseline",
+        help="the simple baseline: the report's findings painted with their mean training masks (same metrics)",
+    )
+    p.add_argument("--data", required=True, help="dataset folder or manifest (with a mask column)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument(
+        "--image-size", type=int, default=64, help="size the maps are scored at (the U-Net's image_size)"
+    )
+    p.add_argument("--out", type=Path, help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_segment_baseline)
