@@ -19,6 +19,7 @@ same studies, so the two tables compare like for like.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,19 @@ def choose_thresholds(
     return chosen
 
 
-def evaluate_mean_mask_baseline(data: str | Path, *, size: int = 64, split: str = "test") -> dict[str, Any]:
-    """Fit on ``data``'s training split, choose thresholds on its validation split, score ``split``
-    at ``size`` px (the U-Net's ``image_size``); returns metrics like ``medmodal segment evaluate``'s."""
+@dataclass
+class BaselinePredictions:
+    """The baseline's label maps of one split and the truth, long [N, S, S] each, in split order."""
+
+    predicted: Tensor
+    truth: Tensor
+    class_names: list[str]
+    thresholds: list[float]
+
+
+def mean_mask_predictions(data: str | Path, *, size: int = 64, split: str = "test") -> BaselinePredictions:
+    """Fit on ``data``'s training split, choose thresholds on its validation split, predict ``split``
+    at ``size`` px (the U-Net's ``image_size``)."""
     manifest = common.read_task_manifest(data)
     class_names = class_names_of(manifest, data)
     num_classes = len(class_names) + 1
@@ -105,13 +116,19 @@ def evaluate_mean_mask_baseline(data: str | Path, *, size: int = 64, split: str 
     means = mean_masks(*parts["train"])
     thresholds = choose_thresholds(means, parts["val"][0], parts["val"][1], class_names)
     maps, present = parts[split]
-    scores = SegmentationScores(class_names)
-    scores.update(paint(means, thresholds, present), maps)
+    return BaselinePredictions(paint(means, thresholds, present), maps, class_names, thresholds)
+
+
+def evaluate_mean_mask_baseline(data: str | Path, *, size: int = 64, split: str = "test") -> dict[str, Any]:
+    """:func:`mean_mask_predictions` scored; returns metrics like ``medmodal segment evaluate``'s."""
+    predictions = mean_mask_predictions(data, size=size, split=split)
+    scores = SegmentationScores(predictions.class_names)
+    scores.update(predictions.predicted, predictions.truth)
     return {
         "split": split,
         "data": str(Path(data).resolve()),
         "conditioning": "report findings + mean training mask (baseline)",
-        "n_studies": len(maps),
-        "thresholds": dict(zip(class_names, thresholds)),
+        "n_studies": len(predictions.truth),
+        "thresholds": dict(zip(predictions.class_names, predictions.thresholds)),
         **scores.result(),
     }
