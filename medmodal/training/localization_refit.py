@@ -38,11 +38,14 @@ from medmodal.models.multimodal import MultimodalModel
 from medmodal.runs import RunDir
 from medmodal.training.checkpoints import BestCheckpointStage
 from medmodal.training.losses import MultitaskLoss
+from medmodal.training.optim import adamw_one_cycle, single_group
 
 log = logging.getLogger(__name__)
 
 # The refit keeps the head's inputs of the training studies in memory, up to this many bytes.
 MAX_REFIT_BYTES = 2 * 1024**3
+# Share of the refit's steps its one-cycle schedule spends warming up.
+REFIT_WARMUP = 0.3
 # What the head and its loss read from a batch, kept for every study.
 KEPT = ("grid", "vector", "image", "seen", "box_list", "box_labels", "labels")
 
@@ -158,13 +161,13 @@ def fit_head(
     device: torch.device,
 ) -> list[float]:
     """Train ``head`` on the kept inputs (:func:`head_inputs`) for ``epochs``; mean loss per epoch."""
-    lr = train.lr * train.localization_lr_scale
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=train.weight_decay)
     n = len(kept["grid"])
-    steps_per_epoch = -(-n // train.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch)
+    steps = epochs * -(-n // train.batch_size)
+    # Warm-up over 30 % of the steps (PyTorch's one-cycle default), the setting the refit was measured with.
+    built = adamw_one_cycle(
+        single_group(head, train.lr * train.localization_lr_scale), train, steps, warmup_fraction=REFIT_WARMUP
     )
+    optimizer, schedule = built["optimizer"], built["lr_scheduler"]["scheduler"]
     order = torch.Generator().manual_seed(train.seed)
     head.train()
     losses = []

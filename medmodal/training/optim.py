@@ -11,7 +11,9 @@ from medmodal.config import TrainerConfig
 WARMUP_FRACTION = 0.15  # share of the steps the one-cycle schedule spends rising to the peak
 
 
-def adamw_one_cycle(groups: Iterable[dict], train: TrainerConfig, total_steps: int) -> dict:
+def adamw_one_cycle(
+    groups: Iterable[dict], train: TrainerConfig, total_steps: int, warmup_fraction: float = WARMUP_FRACTION
+) -> dict:
     """AdamW over parameter ``groups`` (each ``{"params", "lr"}``) with a per-step one-cycle schedule
     peaking at each group's ``lr``; what ``LightningModule.configure_optimizers`` returns.
 
@@ -19,6 +21,7 @@ def adamw_one_cycle(groups: Iterable[dict], train: TrainerConfig, total_steps: i
         groups: optimiser groups; a group's ``lr`` is its peak learning rate.
         train: ``lr`` (default peak) and ``weight_decay``.
         total_steps: optimiser steps of the whole run (``trainer.estimated_stepping_batches``).
+        warmup_fraction: share of the steps spent rising to the peak.
     """
     groups = list(groups)
     optimizer = torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
@@ -26,7 +29,7 @@ def adamw_one_cycle(groups: Iterable[dict], train: TrainerConfig, total_steps: i
         optimizer,
         max_lr=[g["lr"] for g in groups],
         total_steps=max(1, int(total_steps)),
-        pct_start=WARMUP_FRACTION,
+        pct_start=warmup_fraction,
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
