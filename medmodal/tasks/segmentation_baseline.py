@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medmodal.data.pipeline import label_matrix
 from medmodal.data.types import Study
 from medmodal.tasks import common
 from medmodal.tasks.segmentation import SegmentationScores, class_names_of, mask_path, read_label_map
@@ -43,7 +44,7 @@ def label_maps(studies: Sequence[Study], manifest_path: Path, size: int, num_cla
 
 def stated(studies: Sequence[Study], class_names: Sequence[str]) -> Tensor:
     """bool [N, K-1]: the finding classes each study's labels (from its report) state."""
-    return torch.tensor([[name in s.labels for name in class_names] for s in studies], dtype=torch.bool)
+    return label_matrix(list(studies), list(class_names)).bool()
 
 
 def mean_masks(maps: Tensor, present: Tensor) -> Tensor:

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import Dataset
 
+from medmodal.data.dataset import make_dataloader
 from medmodal.models.calibration import fill_missing_calibration
 from medmodal.runs import RunDir
 from medmodal.safeio import UnreadableFileError, load_torch_file
@@ -58,6 +60,22 @@ def write_checkpoint_atomic(state: Mapping[str, Any], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(dict(state), tmp)
     os.replace(tmp, path)
+
+
+def eval_batches(
+    model: torch.nn.Module, studies: Dataset, batch_size: int, num_workers: int = 0
+) -> Iterator[dict[str, Any]]:
+    """The batches of one pass over ``studies`` in dataset order, their tensors on ``model``'s
+    device, with ``model`` in eval mode for the pass (its mode restored afterwards, also when the
+    caller stops early). The pass a fit-end stage reads the training studies with."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for batch in make_dataloader(studies, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+            yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    finally:
+        model.train(was_training)
 
 
 class BestCheckpointStage(L.Callback):

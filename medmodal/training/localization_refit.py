@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medmodal.config import TrainConfig
-from medmodal.data.dataset import StudyDataset, make_dataloader
+from medmodal.data.dataset import StudyDataset
 from medmodal.models.localization import LocalizationHead
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.runs import RunDir
-from medmodal.training.checkpoints import BestCheckpointStage
+from medmodal.training.checkpoints import BestCheckpointStage, eval_batches
 from medmodal.training.losses import MultitaskLoss
 from medmodal.training.optim import adamw_one_cycle, single_group
 
@@ -80,18 +80,11 @@ def head_inputs(
     vector [N, D], the image [N, 1, H, W], whether the model saw it [N], the boxes [N, M, 4] (padded
     with label -1 to the most boxes M of any study), their labels [N, M] and the labels [N, C].
     N: the first studies whose kept tensors fit ``max_bytes`` (at least one batch)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     parts: dict[str, list[Tensor]] = {key: [] for key in KEPT}
-    kept_bytes, loader = (
-        0,
-        make_dataloader(studies, batch_size=batch_size, shuffle=False, num_workers=num_workers),
-    )
-    for batch in loader:
+    kept_bytes = 0
+    for batch in eval_batches(model, studies, batch_size, num_workers):
         if kept_bytes >= max_bytes:
             break
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         image, text, image_present, _ = model.encode(batch, modality_dropout=False)
         assert image is not None  # a localization head is built only with an image encoder
         vector, _ = model.fuse(image, text)
@@ -110,7 +103,6 @@ def head_inputs(
         ):
             parts[key].append(value.detach().cpu())
             kept_bytes += value.element_size() * value.nelement()
-    model.train(was_training)
     most = max(boxes.shape[1] for boxes in parts["box_list"])
     parts["box_list"] = [F.pad(b, (0, 0, 0, most - b.shape[1])) for b in parts["box_list"]]
     parts["box_labels"] = [F.pad(b, (0, most - b.shape[1]), value=-1) for b in parts["box_labels"]]

@@ -156,7 +156,7 @@ class MultimodalModule(L.LightningModule):
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         # A decoder whose loss weighs 0 (reports retrieved, not written) is not run: teacher forcing
-        # is about two thirds of a training step of the demo's fused model (benchmarks/README.md).
+        # is 60 % of a training step of the demo's fused model (benchmarks/decoder_step_share.py).
         skip_decoder = self.config.train.loss_weights.generation == 0 and "target_ids" in batch
         out = self.model({k: v for k, v in batch.items() if k != "target_ids"} if skip_decoder else batch)
         losses = task_losses(self.loss, out, batch)  # rows flagged unlabeled (target sites) left out

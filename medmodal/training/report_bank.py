@@ -19,11 +19,11 @@ import lightning as L
 import torch
 from torch.utils.data import Dataset
 
-from medmodal.data.dataset import StudyDataset, make_dataloader
+from medmodal.data.dataset import StudyDataset
 from medmodal.models.decoders.base import ReportDecoder
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.runs import RunDir
-from medmodal.training.checkpoints import BestCheckpointStage
+from medmodal.training.checkpoints import BestCheckpointStage, eval_batches
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,9 @@ def fill_bank(model: MultimodalModel, studies: Dataset, batch_size: int, num_wor
     bank = model.report_bank
     if bank is None:
         raise ValueError("this model has no report bank (report_conditioning.reports: generated)")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     ids, findings, keys = [], [], []
     kept = 0
-    for batch in make_dataloader(studies, batch_size=batch_size, shuffle=False, num_workers=num_workers):
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    for batch in eval_batches(model, studies, batch_size, num_workers):
         targets = batch["target_ids"][:, 1:]
         has_report = targets[:, 0] != model_eos(model)
         vectors = model.joint_vector(batch)
@@ -75,7 +71,6 @@ def fill_bank(model: MultimodalModel, studies: Dataset, batch_size: int, num_wor
         kept += len(take)
         if kept >= bank.capacity:
             break
-    model.train(was_training)
     if kept == 0:
         raise ValueError("no training study has target text to retrieve")
     bank.fill(torch.cat(ids), torch.cat(findings), torch.cat(keys))
