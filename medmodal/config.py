@@ -153,12 +153,22 @@ class ReportConditioningConfig(_Section):
     # checkpoint when training ends. The decoder still trains: its loss shapes the joint vector.
     reports: Literal["generated", "retrieved"] = "generated"
     bank_size: int = Field(20_000, ge=1, le=1_000_000)  # most training reports kept (the first ones)
+    # How a retrieved report is chosen. "findings": the fewest findings differing from the predicted
+    # ones (thresholded by ``threshold``). "expected_reading": the labeler's reading of each training
+    # report is kept; from the classifier's probabilities the bank estimates how likely the study's
+    # own report states each finding, and returns a report stating those above one threshold, chosen
+    # on validation CE F1 (medmodal/models/report_bank.py, docs/reports.md).
+    retrieve_by: Literal["findings", "expected_reading"] = "findings"
 
     @model_validator(mode="after")
     def _retrieval_needs_findings(self) -> ReportConditioningConfig:
         if self.reports == "retrieved" and self.mode != "findings":
             raise ValueError(
                 "reports: 'retrieved' looks reports up by the predicted findings; it needs mode: findings"
+            )
+        if self.retrieve_by == "expected_reading" and self.reports != "retrieved":
+            raise ValueError(
+                "retrieve_by: 'expected_reading' chooses retrieved reports; it needs reports: retrieved"
             )
         return self
 

@@ -274,12 +274,21 @@ class MultimodalModel(nn.Module):
             )
         self.finding_thresholds.copy_(values)
 
-    def predicted_findings(
+    def finding_probabilities(
         self, vector: Tensor, fusion_output: FusionOutput | None, added: Tensor | None = None
     ) -> Tensor:
-        """[B, C] 0/1: the classifier's probability (uncalibrated; ``added`` logits included) >= ``finding_thresholds``."""
-        probs = torch.sigmoid(self.uncalibrated_logits(vector, fusion_output, added))
-        return (probs >= self.finding_thresholds).to(vector.dtype)
+        """[B, C] the classifier's probabilities (uncalibrated; ``added`` logits included) that the
+        report conditioning reads."""
+        return torch.sigmoid(self.uncalibrated_logits(vector, fusion_output, added))
+
+    @torch.no_grad()
+    def retrieval_inputs(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """probs [B, C] (:meth:`finding_probabilities`) and the joint vector [B, D] of a batch, no
+        modality dropout: what the report bank chooses by (medmodal.training.report_bank)."""
+        image, text, image_present, text_present = self.encode(batch, modality_dropout=False)
+        vector, fusion_output = self.fuse(image, text)
+        added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
+        return self.finding_probabilities(vector, fusion_output, added), vector
 
     def set_calibration(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
         """Per-label affine map ``logit * scale + bias`` [C] applied to the classification logits
@@ -463,18 +472,20 @@ class MultimodalModel(nn.Module):
         self, batch: Batch, max_len: int = 80, beam_size: int = 1, length_penalty: float = 1.0
     ) -> GenerationOutput:
         """Generate reports for a batch (no modality dropout): see ``ReportDecoder.generate``.
-        A decoder conditioned on the findings gets the predicted ones (:meth:`predicted_findings`);
-        a filled report bank returns the training reports nearest them instead."""
+        A decoder conditioned on the findings gets the predicted ones (:meth:`finding_probabilities`
+        >= ``finding_thresholds``); a filled report bank returns training reports chosen by them (or by
+        the probabilities, ``retrieve_by: expected_reading``) instead."""
         if self.decoder is None:
             raise RuntimeError("this model was built without a report decoder (heads.generation: false)")
         image, text, image_present, text_present = self.encode(batch, modality_dropout=False)
         vector, fusion_output = self.fuse(image, text)
-        condition = None
+        condition = probs = None
         if self.condition_on_findings:
             added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
-            condition = self.predicted_findings(vector, fusion_output, added)
+            probs = self.finding_probabilities(vector, fusion_output, added)
+            condition = (probs >= self.finding_thresholds).to(vector.dtype)
         if self.report_bank is not None and len(self.report_bank) > 0:
-            return self.report_bank.retrieve(cast(Tensor, condition), vector, max_len=max_len)
+            return self.report_bank.retrieve(cast(Tensor, condition), vector, max_len=max_len, probs=probs)
         memory, memory_mask = self.decoder_memory(image, text)
         decoder = cast("ReportDecoder", self.decoder)  # every registered decoder is a ReportDecoder
         return decoder.generate(
@@ -673,6 +684,7 @@ def create_model(
             vocab_size=vocab_size,
             pad_id=pad_id,
             capacity=cfg.report_conditioning.bank_size,
+            by_expected_reading=cfg.report_conditioning.retrieve_by == "expected_reading",
         )
         if conditioned and cfg.report_conditioning.reports == "retrieved"
         else None,

@@ -29,8 +29,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The logistic regressions on 32 x 32 pixels and on TF-IDF n-grams inside the model, cross-fitted, the deep head's weight chosen on validation (medmodal/training/wide_stacking.py).
     "stacked_wide": {"model.wide.pixels": 32, "model.wide.ngrams": True, "model.wide.fit": "stacked"},
-    # ... plus reports retrieved from the training split by the predicted findings, the findings'
-    # thresholds chosen for the pooled F1 on validation (medmodal/models/report_bank.py); the
+    # ... plus reports retrieved from the training split: the one stating the findings the study's
+    # own report is likelier than t to state, estimated from the classifier's probabilities, t set
+    # on validation CE F1 (medmodal/models/report_bank.py, "by expected reading"); the
     # decoder, which writes none of them, is not trained (weight 0: about half the training time);
     # the box head gets dilated convs (context for large boxes) and is refitted on frozen features
     # for 12 epochs when training ends (medmodal/training/localization_refit.py). Chosen on an
@@ -41,6 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.wide.fit": "stacked",
         "model.report_conditioning.reports": "retrieved",
         "model.report_conditioning.threshold": "val_micro_f1",
+        "model.report_conditioning.retrieve_by": "expected_reading",
         "train.loss_weights.generation": 0.0,
         "model.localization.dilations": [2, 4],
         "train.localization_refit_epochs": 12,

@@ -8,6 +8,14 @@ weights are loaded into the module, one pass in eval mode over the training stud
 atomically with the bank in its state dict. A run killed during the pass keeps its old
 checkpoint and no ``training_done.json``; run again, it resumes the finished fit and fills the
 bank the same way (eval mode, fixed order: the same bank).
+
+A bank that retrieves by expected reading (``report_conditioning.retrieve_by: expected_reading``,
+:mod:`medmodal.models.report_bank`) also keeps what the report labeler reads in each stored report
+(decoded as the evaluation decodes it, uncertain mentions as stated, the evaluation's default), and
+its threshold ``t`` is then set on the validation studies that have a report: starting at 0.5,
+``t`` becomes half the validation CE F1 (micro, the labeler's findings) that the reports chosen at
+``t`` reach, until it moves less than 0.005 (at most 10 steps): the fixed point of the
+optimal-F1-threshold rule. Without validation reports ``t`` keeps its default, said in the log.
 """
 
 from __future__ import annotations
@@ -16,10 +24,14 @@ import logging
 from typing import cast
 
 import lightning as L
+import numpy as np
 import torch
+from sklearn.metrics import f1_score
 from torch.utils.data import Dataset
 
 from medmodal.data.dataset import StudyDataset
+from medmodal.evaluation.metrics import tokenize
+from medmodal.labeling import default_labeler, to_binary
 from medmodal.models.decoders.base import ReportDecoder
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.runs import RunDir
@@ -33,9 +45,16 @@ class FillReportBank(BestCheckpointStage):
 
     name = "report_bank"
 
-    def __init__(self, run: RunDir, studies: StudyDataset, batch_size: int, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        run: RunDir,
+        studies: StudyDataset,
+        batch_size: int,
+        num_workers: int = 0,
+        validation: StudyDataset | None = None,
+    ) -> None:
         super().__init__(run)
-        self.studies = studies
+        self.studies, self.validation = studies, validation
         self.batch_size, self.num_workers = batch_size, num_workers
 
     def run_stage(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
@@ -45,6 +64,20 @@ class FillReportBank(BestCheckpointStage):
         bank = model.report_bank
         assert bank is not None  # the callback is added for retrieved-report runs only
         log.info("report bank: %d training reports in %s", len(bank), self.run.model_checkpoint())
+        if bank.by_expected_reading:
+            if self.validation is None or not reports_of(self.validation)[0]:
+                log.info(
+                    "report bank: no validation reports; reading threshold t = %.2f",
+                    float(bank.reading_threshold),
+                )
+            else:
+                threshold, steps = reading_threshold(
+                    model, self.validation, self.batch_size, self.num_workers
+                )
+                bank.set_reading_threshold(threshold)
+                log.info(
+                    "report bank: reading threshold t = %.3f (t, validation CE F1: %s)", threshold, steps
+                )
         return bank.state_dict(prefix="model.report_bank.")
 
 
@@ -73,7 +106,61 @@ def fill_bank(model: MultimodalModel, studies: Dataset, batch_size: int, num_wor
             break
     if kept == 0:
         raise ValueError("no training study has target text to retrieve")
-    bank.fill(torch.cat(ids), torch.cat(findings), torch.cat(keys))
+    stored = torch.cat(ids)
+    readings = None
+    if bank.by_expected_reading:
+        tokenizer = cast(StudyDataset, studies).tokenizer
+        readings = torch.as_tensor(labeler_readings([tokenizer.decode(row.tolist()) for row in stored]))
+    bank.fill(stored, torch.cat(findings), torch.cat(keys), readings)
+
+
+def labeler_readings(texts: list[str]) -> np.ndarray:
+    """[N, R] 0/1: the report labeler's findings stated in each text (uncertain as stated, the
+    evaluation's default; R = the labeler's findings, the columns of the CE F1)."""
+    labeler = default_labeler()
+    return to_binary(labeler.label_many(texts), labeler.findings, "positive")
+
+
+def reports_of(studies: StudyDataset) -> tuple[list[int], list[str]]:
+    """Indices and target texts of the studies that have target text."""
+    texts = [studies.target_text(study) for study in studies.studies]
+    kept = [i for i, text in enumerate(texts) if tokenize(text)]  # as the evaluation keeps references
+    return kept, [texts[i] for i in kept]
+
+
+@torch.no_grad()
+def reading_threshold(
+    model: MultimodalModel, validation: StudyDataset, batch_size: int, num_workers: int = 0, steps: int = 10
+) -> tuple[float, list[tuple[float, float]]]:
+    """The expected-reading threshold t of ``model``'s bank on ``validation`` (module docstring):
+    returns t and the (t, CE F1) steps taken."""
+    bank = model.report_bank
+    assert bank is not None and bank.by_expected_reading
+    kept, texts = reports_of(validation)
+    references = labeler_readings(texts)  # [V, R]
+    expected, cosine = [], []
+    with validation.augmentation_off():
+        for batch in eval_batches(model, validation, batch_size, num_workers):
+            probs, vector = model.retrieval_inputs(batch)
+            expected.append(bank.expected_readings(probs))
+            cosine.append(bank.cosine(vector))
+    q, cos = torch.cat(expected)[kept], torch.cat(cosine)[kept]
+    readings = bank.readings.cpu().numpy()
+
+    def ce_f1(threshold: float) -> float:
+        chosen = bank.choose_by_reading(q, cos, threshold).cpu().numpy()
+        return float(f1_score(references, readings[chosen], average="micro", zero_division=0.0))
+
+    threshold, trace = 0.5, []
+    for _ in range(steps):
+        score = ce_f1(threshold)
+        trace.append((round(threshold, 4), round(score, 4)))
+        # half the F1 reached; kept inside (0.05, 0.5): a model stating nothing right must still state
+        following = min(max(score / 2.0, 0.05), 0.5)
+        if abs(following - threshold) < 0.005:
+            break
+        threshold = following
+    return threshold, trace
 
 
 def model_eos(model: MultimodalModel) -> int:

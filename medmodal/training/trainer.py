@@ -114,7 +114,10 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     if t.localization_refit_epochs and module.model.localizer is not None:  # training/localization_refit.py
         callbacks = [*callbacks, RefitLocalizer(run, studies_set, t, config.data.num_workers)]
     if module.model.report_bank is not None:  # reports: retrieved (training/report_bank.py)
-        callbacks = [*callbacks, FillReportBank(run, studies_set, t.batch_size, config.data.num_workers)]
+        callbacks = [
+            *callbacks,
+            FillReportBank(run, studies_set, t.batch_size, config.data.num_workers, val_set),
+        ]
     return prepared.train_module(t, module, train_loader, val_loader, monitor=monitor, mode=mode, start=start,
                                  callbacks=supervised_callbacks(t, labels, tokenizer, callbacks,
                                                                 monitor=(monitor, mode)))  # fmt: skip

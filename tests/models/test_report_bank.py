@@ -106,3 +106,89 @@ def test_a_retrieving_model_declares_its_bank_buffers_variable():
 def test_retrieval_needs_reports_conditioned_on_the_findings():
     with pytest.raises(ConfigError, match="mode: findings"):
         tiny_config(**{**RETRIEVED, "model.report_conditioning.mode": "none"})
+
+
+# --------------------------------------------------------------- retrieve_by: expected_reading
+def _reading_bank(threshold: float = 0.3) -> ReportBank:
+    """Label sets {} x3, {0}, {0}, {0, 1}; readings over R = 3 labeler findings (the third, e.g.
+    "opacity", stated by one of the two {0} reports and by the {0, 1} one)."""
+    bank = ReportBank(num_labels=2, key_dim=2, vocab_size=50, pad_id=0, capacity=10, by_expected_reading=True)
+    ids = torch.tensor([[11, 2], [12, 2], [13, 2], [14, 2], [15, 2], [16, 2]])
+    findings = torch.tensor([[0, 0], [0, 0], [0, 0], [1, 0], [1, 0], [1, 1]])
+    readings = torch.tensor([[0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 0], [1, 0, 1], [1, 1, 1]])
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    bank.fill(ids, findings, keys, readings)
+    bank.set_reading_threshold(threshold)
+    return bank
+
+
+def test_the_expected_reading_mixes_each_label_set_once_by_its_probability():
+    p0, p1 = 0.6, 0.2
+    q = _reading_bank().expected_readings(torch.tensor([[p0, p1]]))[0]
+    # P(set) under independent labels, over the three sets the bank holds, each counted once
+    # (the empty set's three copies do not triple its weight; set {1} is not in the bank).
+    empty, zero, both = (1 - p0) * (1 - p1), p0 * (1 - p1), p0 * p1
+    total = empty + zero + both
+    # mean reading of the two {0} reports: [1, 0, 0.5]; of {0, 1}: [1, 1, 1]
+    expected = torch.tensor([(zero + both) / total, both / total, (0.5 * zero + both) / total])
+    assert torch.allclose(q, expected, atol=1e-5)
+
+
+def test_the_report_stating_what_is_likelier_than_t_is_chosen_then_the_nearest_vector():
+    bank = _reading_bank()
+    cosine = bank.cosine(torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]))
+    q = torch.tensor([[0.9, 0.1, 0.6], [0.9, 0.1, 0.2], [0.1, 0.1, 0.1], [0.9, 0.8, 0.8]])
+    chosen = bank.choose_by_reading(q, cosine, threshold=0.3)
+    # 0: finding 0 and the third: report 4 (the only one reading exactly so). 1: finding 0 only:
+    # report 3. 2: nothing: the normal report nearest [1, 0], report 0. 3: all three: report 5.
+    assert chosen.tolist() == [4, 3, 0, 5]
+    # the same q at a higher t states less: study 0 then reads finding 0 only
+    assert bank.choose_by_reading(q, cosine, threshold=0.7).tolist()[0] == 3
+
+
+def test_an_expected_reading_bank_retrieves_by_the_probabilities():
+    bank = _reading_bank()
+    out = bank.retrieve(
+        torch.zeros(2, 2),
+        torch.tensor([[1.0, 0.0], [1.0, 1.0]]),
+        probs=torch.tensor([[0.99, 0.01], [0.01, 0.01]]),
+    )
+    # study 0: finding 0 certain, the third finding at 0.5 > t: report 15 (ids [15, 2]); study 1: normal, nearest key
+    assert out.ids[:, 0].tolist() == [15, 13]
+    with pytest.raises(ValueError, match="needs the probabilities"):
+        bank.retrieve(torch.zeros(1, 2), torch.ones(1, 2))
+
+
+def test_an_expected_reading_bank_round_trips_and_refuses_a_bad_reading():
+    bank = _reading_bank(threshold=0.25)
+    fresh = ReportBank(
+        num_labels=2, key_dim=2, vocab_size=50, pad_id=0, capacity=10, by_expected_reading=True
+    )
+    fresh.load_state_dict(bank.state_dict())
+    assert torch.equal(fresh.readings, bank.readings) and float(fresh.reading_threshold) == 0.25
+    state = {**bank.state_dict(), "readings": torch.zeros(5, 3, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="readings"):
+        ReportBank(
+            num_labels=2, key_dim=2, vocab_size=50, pad_id=0, capacity=10, by_expected_reading=True
+        ).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"not in \(0, 1\)"):
+        bank.set_reading_threshold(1.0)
+    with pytest.raises(RuntimeError, match="retrieve_by: findings"):
+        _bank().set_reading_threshold(0.3)
+
+
+def test_expected_reading_needs_retrieved_reports():
+    with pytest.raises(ConfigError, match="needs reports: retrieved"):
+        tiny_config(**{"model.report_conditioning.retrieve_by": "expected_reading"})
+    model = create_model(
+        tiny_config(**RETRIEVED, **{"model.report_conditioning.retrieve_by": "expected_reading"}).model,
+        vocab_size=40,
+        num_labels=3,
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+    )
+    assert model.report_bank is not None and model.report_bank.by_expected_reading
+    assert variable_shape_buffers(model) == {
+        f"report_bank.{n}" for n in ("ids", "findings", "keys", "readings")
+    }

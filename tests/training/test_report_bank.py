@@ -3,6 +3,8 @@ checkpoint when training ends, travels in the checkpoint, and evaluation writes 
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -163,3 +165,55 @@ def test_explaining_a_study_of_a_retrieving_model_says_why_it_has_no_sentence_ma
     assert case["report"] and case["sentences"] == []
     assert "retrieved from the training split" in case["sentence_maps"]
     assert "No sentence maps: the report is retrieved" in (tmp_path / "out" / "case.html").read_text()
+
+
+BY_READING = {**RETRIEVED, "model.report_conditioning.retrieve_by": "expected_reading"}
+
+
+@pytest.fixture(scope="module")
+def reading_run(tiny_data, tmp_path_factory):
+    from medmodal.training.trainer import train
+
+    out = tmp_path_factory.mktemp("by_reading") / "run"
+    train(tiny_data, tiny_config(**BY_READING), out)
+    return out
+
+
+def test_an_expected_reading_bank_keeps_the_labelers_reading_and_a_validation_threshold(
+    reading_run, tiny_data
+):
+    from medmodal.labeling import default_labeler, to_binary
+    from medmodal.training.loading import load_trained
+    from medmodal.training.report_bank import reading_threshold
+
+    texts, _ = _training_reports(reading_run, tiny_data)
+    weights = read_checkpoint(reading_run / "checkpoints" / "best.ckpt")["state_dict"]
+    labeler = default_labeler()
+    expected = to_binary(labeler.label_many(texts), labeler.findings, "positive")
+    assert torch.equal(weights["model.report_bank.readings"], torch.as_tensor(expected).bool())
+    # The stored t is the one the validation split gives the best weights, again.
+    loaded = load_trained(reading_run)
+    config = tiny_config(**BY_READING)
+    manifest = read_dataset(tiny_data, config)
+    _, val_studies = fit_splits(manifest)
+    validation = build_dataset(val_studies, loaded.tokenizer, loaded.labels, config, train=False)
+    threshold, steps = reading_threshold(loaded.model, validation, batch_size=8)
+    assert float(weights["model.report_bank.reading_threshold"]) == pytest.approx(threshold)
+    assert 0.05 <= threshold <= 0.5 and steps[0][0] == 0.5
+    # each step is half the F1 of the one before (clamped), or the last one
+    for (_, score), (following, _) in itertools.pairwise(steps):
+        assert following == pytest.approx(min(max(score / 2, 0.05), 0.5), abs=1e-4)
+
+
+def test_an_expected_reading_run_evaluates_with_training_reports(reading_run, tiny_data):
+    import json
+
+    from medmodal.evaluation.evaluate import evaluate_run
+
+    metrics = evaluate_run(reading_run, tiny_data, split="test")
+    assert metrics["generation"]["n_reports"] > 0
+    texts, _ = _training_reports(reading_run, tiny_data)
+    rows = [json.loads(line) for line in (reading_run / "predictions" / "test.jsonl").open()]
+    assert rows and all(
+        row["generated"] and any(t.startswith(row["generated"]) for t in texts) for row in rows
+    )
