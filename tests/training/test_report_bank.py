@@ -3,8 +3,6 @@ checkpoint when training ends, travels in the checkpoint, and evaluation writes 
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 from conftest import tiny_config
@@ -184,7 +182,7 @@ def test_an_expected_reading_bank_keeps_the_labelers_reading_and_a_validation_th
 ):
     from medmodal.labeling import default_labeler, to_binary
     from medmodal.training.loading import load_trained
-    from medmodal.training.report_bank import reading_threshold
+    from medmodal.training.report_bank import READING_THRESHOLDS, reading_threshold
 
     texts, _ = _training_reports(reading_run, tiny_data)
     weights = read_checkpoint(reading_run / "checkpoints" / "best.ckpt")["state_dict"]
@@ -197,12 +195,12 @@ def test_an_expected_reading_bank_keeps_the_labelers_reading_and_a_validation_th
     manifest = read_dataset(tiny_data, config)
     _, val_studies = fit_splits(manifest)
     validation = build_dataset(val_studies, loaded.tokenizer, loaded.labels, config, train=False)
-    threshold, steps = reading_threshold(loaded.model, validation, batch_size=8)
+    threshold, scores = reading_threshold(loaded.model, validation, batch_size=8)
     assert float(weights["model.report_bank.reading_threshold"]) == pytest.approx(threshold)
-    assert 0.05 <= threshold <= 0.5 and steps[0][0] == 0.5
-    # each step is half the F1 of the one before (clamped), or the last one
-    for (_, score), (following, _) in itertools.pairwise(steps):
-        assert following == pytest.approx(min(max(score / 2, 0.05), 0.5), abs=1e-4)
+    # t is the first candidate with the highest validation F1
+    assert [t for t, _ in scores] == list(READING_THRESHOLDS)
+    best = max(f for _, f in scores)
+    assert threshold == next(t for t, f in scores if f == best)
 
 
 def test_an_expected_reading_run_evaluates_with_training_reports(reading_run, tiny_data):
