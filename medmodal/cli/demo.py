@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 VARIANTS = (("image_only", "image"), ("text_only", "text"), ("fused", "both"))
 # The deep models' recipe: the default model with the logistic regressions stacked inside it
-# (medmodal/training/wide_stacking.py) and reports retrieved by the predicted findings
-# (medmodal/models/report_bank.py); chosen on the validation split (docs/diagnosis.md, rounds 3-4).
+# (medmodal/training/wide_stacking.py), reports retrieved by their expected reading and a refitted
+# box head (medmodal/models/report_bank.py, training/localization_refit.py); chosen on the validation
+# split and independent synthetic draws (docs/diagnosis.md, rounds 3-6).
 DEEP_RECIPE = "stacked_retrieved"
 # (row / run folder, config overrides): each baseline row also carries a box and a report baseline
 # where one applies, so every column of the table has a simple reference.

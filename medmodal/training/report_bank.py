@@ -76,13 +76,15 @@ class FillReportBank(BestCheckpointStage):
                     float(bank.reading_threshold),
                 )
             else:
-                threshold, steps = reading_threshold(
+                threshold, scores = reading_threshold(
                     model, self.validation, self.batch_size, self.num_workers
                 )
                 bank.set_reading_threshold(threshold)
+                curve = " ".join(f"{score:.3f}" for _, score in scores[1::2])
                 log.info(
-                    "report bank: reading threshold t = %.3f (t, validation CE F1: %s)", threshold, steps
-                )
+                    "report bank: reading threshold t = %.2f, validation CE F1 %.3f (at t = 0.1, 0.2, .., 0.9: %s)",
+                    threshold, dict(scores)[threshold], curve,
+                )  # fmt: skip
         return bank.state_dict(prefix="model.report_bank.")
 
 
