@@ -1,7 +1,9 @@
 """Test metrics with 95% bootstrap CIs (over test studies) for evaluated run folders, deep or baseline.
 
 Reads ``RUN/predictions/test.jsonl`` (written by ``medmodal evaluate`` / ``medmodal baseline``) and the
-run's dataset (``RUN/data_summary.json``) for the true boxes; prints a markdown table:
+run's dataset (``RUN/data_summary.json``) for the true boxes; prints a markdown table. ``--split`` and
+``--data`` read another split's predictions and the data they came from instead, e.g. those of an
+independent synthetic draw (``medmodal evaluate RUN --data DEV --split train``, ``--split train --data DEV``).
 
 - AUROC / F1 (macro, threshold 0.5): :func:`medmodal.evaluation.stats.bootstrap_ci`;
 - IoU (mean over true boxes) and hit@0.5, CE F1 (micro, the report labeler of ``evaluate``):
@@ -24,8 +26,8 @@ from scipy.stats import bootstrap
 from medmodal.evaluation import stats
 
 
-def read_run(run: Path) -> dict:
-    rows = [json.loads(line) for line in (run / "predictions" / "test.jsonl").read_text().splitlines()]
+def read_run(run: Path, split: str = "test", data: Path | None = None) -> dict:
+    rows = [json.loads(line) for line in (run / "predictions" / f"{split}.jsonl").read_text().splitlines()]
     labels = json.loads((run / "labels.json").read_text())["labels"]
     probs = np.array([[r["probs"][name] for name in labels] for r in rows])
     targets = np.array([[name in r["labels"] for name in labels] for r in rows], dtype=int)
@@ -39,7 +41,8 @@ def read_run(run: Path) -> dict:
         "boxes": boxes,
         "generated": generated,
         "references": [r["reference"] for r in rows],
-        "data": json.loads((run / "data_summary.json").read_text())["data"],
+        "data": data or json.loads((run / "data_summary.json").read_text())["data"],
+        "split": split,
         "config": run / "config.yaml",
     }
 
@@ -62,7 +65,7 @@ def box_stats(run: dict, resamples: int) -> dict:
     from medmodal.evaluation.metrics import localization_metrics
 
     config = load_config(run["config"])
-    by_id = {s.id: s for s in read_dataset(run["data"], config, labels=run["labels"]).split("test")}
+    by_id = {s.id: s for s in read_dataset(run["data"], config, labels=run["labels"]).split(run["split"])}
     truth = true_boxes_normalised([by_id[i] for i in run["ids"]], run["labels"])
     ious, hits, counts = np.zeros(len(truth)), np.zeros(len(truth)), np.zeros(len(truth))
     for i, study in enumerate(truth):
@@ -119,8 +122,15 @@ def main() -> None:
         "--versus", action="append", default=[], help="A:B (run folder names) for a paired AUROC test"
     )
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--split", default="test", help="the predictions/SPLIT.jsonl to read (default test)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="the data those predictions came from (`medmodal evaluate RUN --data DATA`); "
+        "default the run's own",
+    )
     args = parser.parse_args()
-    runs = {run.name: read_run(run) for run in args.runs}
+    runs = {run.name: read_run(run, args.split, args.data) for run in args.runs}
     print(
         "| run | AUROC macro [95% CI] | F1 macro [95% CI] | IoU mean [95% CI] | hit@0.5 [95% CI] | CE F1 [95% CI] |"
     )
