@@ -68,15 +68,17 @@ def test_the_bank_keys_are_the_best_weights_joint_vectors(retrieved_run, tiny_da
     assert torch.allclose(torch.nn.functional.normalize(vectors, dim=1), bank.keys[:4], atol=1e-5)
 
 
-def test_evaluation_writes_training_reports_of_the_predicted_findings(retrieved_run, tiny_data):
+@pytest.mark.parametrize("run_fixture", ["retrieved_run", "reading_run"])  # by findings / by expected reading
+def test_evaluation_writes_training_reports(run_fixture, tiny_data, request):
     import json
 
     from medmodal.evaluation.evaluate import evaluate_run
 
-    metrics = evaluate_run(retrieved_run, tiny_data, split="test")
+    run = request.getfixturevalue(run_fixture)
+    metrics = evaluate_run(run, tiny_data, split="test")
     assert metrics["generation"]["n_reports"] > 0
-    texts, _ = _training_reports(retrieved_run, tiny_data)
-    rows = [json.loads(line) for line in (retrieved_run / "predictions" / "test.jsonl").open()]
+    texts, _ = _training_reports(run, tiny_data)
+    rows = [json.loads(line) for line in (run / "predictions" / "test.jsonl").open()]
     # Each written report is a training report, cut to evaluate.max_generate_tokens like a generated one.
     assert rows and all(
         row["generated"] and any(t.startswith(row["generated"]) for t in texts) for row in rows
@@ -201,17 +203,3 @@ def test_an_expected_reading_bank_keeps_the_labelers_reading_and_a_validation_th
     assert [t for t, _ in scores] == list(READING_THRESHOLDS)
     best = max(f for _, f in scores)
     assert threshold == next(t for t, f in scores if f == best)
-
-
-def test_an_expected_reading_run_evaluates_with_training_reports(reading_run, tiny_data):
-    import json
-
-    from medmodal.evaluation.evaluate import evaluate_run
-
-    metrics = evaluate_run(reading_run, tiny_data, split="test")
-    assert metrics["generation"]["n_reports"] > 0
-    texts, _ = _training_reports(reading_run, tiny_data)
-    rows = [json.loads(line) for line in (reading_run / "predictions" / "test.jsonl").open()]
-    assert rows and all(
-        row["generated"] and any(t.startswith(row["generated"]) for t in texts) for row in rows
-    )
