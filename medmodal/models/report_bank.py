@@ -51,6 +51,7 @@ from medmodal.models.types import GenerationOutput
 BUFFERS = ("ids", "findings", "keys")
 # t until validation sets it: F1 0.6 / 2, the optimal-threshold rule at the CE F1 the demo reaches
 DEFAULT_READING_THRESHOLD = 0.3
+MAX_READING_FINDINGS = 1024  # R of a checkpoint's readings (the labeler has 19): bounds [sets, R] work
 
 
 class ReportBank(nn.Module):
@@ -184,10 +185,15 @@ class ReportBank(nn.Module):
                 f"are not [N, T], [N, {self.num_labels}], [N, {self.key_dim}]"
             )
         elif self.by_expected_reading and (
-            readings is None or readings.ndim != 2 or readings.shape[0] != rows
+            readings is None
+            or readings.ndim != 2
+            or readings.shape[0] != rows
+            or not 0 < readings.shape[1] <= MAX_READING_FINDINGS
         ):
             shape = None if readings is None else tuple(readings.shape)
-            problems.append(f"readings of shape {shape} are not [N, R] for the {rows} reports")
+            problems.append(
+                f"readings of shape {shape} are not [N, R] for the {rows} reports, 0 < R <= {MAX_READING_FINDINGS}"
+            )
         elif rows > self.capacity:
             problems.append(f"{rows} reports, more than the bank_size {self.capacity}")
         elif ids.is_floating_point() or (

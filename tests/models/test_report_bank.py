@@ -166,11 +166,13 @@ def test_an_expected_reading_bank_round_trips_and_refuses_a_bad_reading():
     )
     fresh.load_state_dict(bank.state_dict())
     assert torch.equal(fresh.readings, bank.readings) and float(fresh.reading_threshold) == 0.25
-    state = {**bank.state_dict(), "readings": torch.zeros(5, 3, dtype=torch.bool)}
-    with pytest.raises(ValueError, match="readings"):
-        ReportBank(
-            num_labels=2, key_dim=2, vocab_size=50, pad_id=0, capacity=10, by_expected_reading=True
-        ).load_state_dict(state)
+    # a row count other than the bank's, no finding, or more findings than any labeler has
+    for bad in [torch.zeros(5, 3), torch.zeros(6, 0), torch.zeros(6, 2000)]:
+        state = {**bank.state_dict(), "readings": bad.bool()}
+        with pytest.raises(ValueError, match="readings of shape"):
+            ReportBank(
+                num_labels=2, key_dim=2, vocab_size=50, pad_id=0, capacity=10, by_expected_reading=True
+            ).load_state_dict(state)
     with pytest.raises(ValueError, match=r"not in \(0, 1\)"):
         bank.set_reading_threshold(1.0)
     with pytest.raises(RuntimeError, match="retrieve_by: findings"):
