@@ -219,4 +219,13 @@ class ReportBank(nn.Module):
             self.keys = torch.empty(keys.shape, dtype=self.keys.dtype, device=self.keys.device)
             if self.by_expected_reading and isinstance(readings, Tensor):
                 self.readings = torch.empty(readings.shape, dtype=torch.bool, device=self.readings.device)
+        threshold = state_dict.get(prefix + "reading_threshold")
+        if (
+            self.by_expected_reading
+            and isinstance(threshold, Tensor)
+            and (threshold.numel() != 1 or not 0.0 < float(threshold) < 1.0)  # NaN fails too
+        ):
+            raise ValueError(
+                f"report bank (checkpoint): reading threshold {threshold.tolist()} is not in (0, 1)"
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -175,6 +175,12 @@ def test_an_expected_reading_bank_round_trips_and_refuses_a_bad_reading():
             ).load_state_dict(state)
     with pytest.raises(ValueError, match=r"not in \(0, 1\)"):
         bank.set_reading_threshold(1.0)
+    for bad in [torch.tensor(float("nan")), torch.tensor(2.0), torch.tensor([0.3, 0.3])]:
+        state = {**bank.state_dict(), "reading_threshold": bad}
+        with pytest.raises(ValueError, match="reading threshold"):
+            ReportBank(
+                num_labels=2, key_dim=2, vocab_size=50, pad_id=0, capacity=10, by_expected_reading=True
+            ).load_state_dict(state)
     with pytest.raises(RuntimeError, match="retrieve_by: findings"):
         _bank().set_reading_threshold(0.3)
 
