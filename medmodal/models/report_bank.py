@@ -188,7 +188,8 @@ class ReportBank(nn.Module):
             readings is None
             or readings.ndim != 2
             or readings.shape[0] != rows
-            or not 0 < readings.shape[1] <= MAX_READING_FINDINGS
+            or readings.shape[1] > MAX_READING_FINDINGS
+            or (rows > 0 and readings.shape[1] == 0)  # an empty bank (not yet filled) has [0, 0]
         ):
             shape = None if readings is None else tuple(readings.shape)
             problems.append(

@@ -166,6 +166,12 @@ def test_an_expected_reading_bank_round_trips_and_refuses_a_bad_reading():
     )
     fresh.load_state_dict(bank.state_dict())
     assert torch.equal(fresh.readings, bank.readings) and float(fresh.reading_threshold) == 0.25
+    # an empty bank (a checkpoint written before the fill at the end of training) loads too
+    empty = ReportBank(
+        num_labels=2, key_dim=2, vocab_size=50, pad_id=0, capacity=10, by_expected_reading=True
+    )
+    fresh.load_state_dict(empty.state_dict())
+    assert len(fresh) == 0 and fresh.readings.shape == (0, 0)
     # a row count other than the bank's, no finding, or more findings than any labeler has
     for bad in [torch.zeros(5, 3), torch.zeros(6, 0), torch.zeros(6, 2000)]:
         state = {**bank.state_dict(), "readings": bad.bool()}
