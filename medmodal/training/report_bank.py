@@ -148,18 +148,18 @@ def reading_threshold(
     assert bank is not None and bank.by_expected_reading
     kept, texts = reports_of(validation)
     references = labeler_readings(texts)  # [V, R]
-    expected, cosine = [], []
+    expected = []
     with validation.augmentation_off():
         for batch in eval_batches(model, validation, batch_size, num_workers):
-            probs, vector = model.retrieval_inputs(batch)
-            expected.append(bank.expected_readings(probs))
-            cosine.append(bank.cosine(vector))
-    q, cos = torch.cat(expected)[kept], torch.cat(cosine)[kept]
-    readings = bank.readings.cpu().numpy()
+            expected.append(bank.expected_readings(model.retrieval_inputs(batch)[0]))
+    q = torch.cat(expected)[kept]  # [V, R]
+    # The cosine only breaks ties between reports of the same reading, which score the same: so the
+    # choice is made among the bank's distinct readings ([V, U] work, not [V, N]).
+    distinct = torch.unique(bank.readings, dim=0).float()  # [U, R]
 
     def ce_f1(threshold: float) -> float:
-        chosen = bank.choose_by_reading(q, cos, threshold).cpu().numpy()
-        return float(f1_score(references, readings[chosen], average="micro", zero_division=0.0))
+        stated = distinct[((q - threshold) @ distinct.T).argmax(dim=1)].cpu().numpy()
+        return float(f1_score(references, stated, average="micro", zero_division=0.0))
 
     scores = [(t, round(ce_f1(t), 4)) for t in READING_THRESHOLDS]
     return max(scores, key=lambda pair: pair[1])[0], scores  # max() keeps the first (lowest t) of ties
