@@ -11,7 +11,8 @@ bank the same way (eval mode, fixed order: the same bank).
 
 A bank that retrieves by expected reading (``report_conditioning.retrieve_by: expected_reading``,
 :mod:`medmodal.models.report_bank`) also keeps what the report labeler reads in each stored report
-(decoded as the evaluation decodes it, uncertain mentions as stated, the evaluation's default), and
+(decoded as the evaluation decodes it, an uncertain mention counted as ``evaluate.uncertain_as`` says,
+by default as stated), and
 its threshold ``t`` is then set on the validation studies that have a report: the ``t`` of
 :data:`READING_THRESHOLDS` whose chosen reports reach the highest validation CE F1 (micro, over the
 labeler's findings, as the evaluation scores it; the lowest such ``t`` on ties). Without validation
@@ -26,7 +27,7 @@ calibrated probabilities: iterated on validation, that fixed point suited the de
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Literal, cast
 
 import lightning as L
 import numpy as np
@@ -43,6 +44,7 @@ from medmodal.runs import RunDir
 from medmodal.training.checkpoints import BestCheckpointStage, eval_batches
 
 log = logging.getLogger(__name__)
+UncertainAs = Literal["positive", "negative"]
 
 
 class FillReportBank(BestCheckpointStage):
@@ -57,15 +59,19 @@ class FillReportBank(BestCheckpointStage):
         batch_size: int,
         num_workers: int = 0,
         validation: StudyDataset | None = None,
+        uncertain_as: UncertainAs = "positive",
     ) -> None:
         super().__init__(run)
         self.studies, self.validation = studies, validation
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.uncertain_as = (
+            uncertain_as  # how the readings count an uncertain mention (evaluate.uncertain_as)
+        )
 
     def run_stage(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
         model: MultimodalModel = pl_module.model  # type: ignore[assignment]
         with self.studies.augmentation_off():
-            fill_bank(model, self.studies, self.batch_size, self.num_workers)
+            fill_bank(model, self.studies, self.batch_size, self.num_workers, self.uncertain_as)
         bank = model.report_bank
         assert bank is not None  # the callback is added for retrieved-report runs only
         log.info("report bank: %d training reports in %s", len(bank), self.run.model_checkpoint())
@@ -77,7 +83,7 @@ class FillReportBank(BestCheckpointStage):
                 )
             else:
                 threshold, scores = reading_threshold(
-                    model, self.validation, self.batch_size, self.num_workers
+                    model, self.validation, self.batch_size, self.num_workers, self.uncertain_as
                 )
                 bank.set_reading_threshold(threshold)
                 curve = " ".join(f"{score:.3f}" for _, score in scores[1::2])
@@ -89,7 +95,13 @@ class FillReportBank(BestCheckpointStage):
 
 
 @torch.no_grad()
-def fill_bank(model: MultimodalModel, studies: Dataset, batch_size: int, num_workers: int = 0) -> None:
+def fill_bank(
+    model: MultimodalModel,
+    studies: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    uncertain_as: UncertainAs = "positive",
+) -> None:
     """Fill ``model.report_bank`` from ``studies`` (in order; the first ``bank_size`` with a report).
 
     Each study gives its target ids without BOS [T-1], its labels [C] and its joint vector
@@ -117,15 +129,16 @@ def fill_bank(model: MultimodalModel, studies: Dataset, batch_size: int, num_wor
     readings = None
     if bank.by_expected_reading:
         tokenizer = cast(StudyDataset, studies).tokenizer
-        readings = torch.as_tensor(labeler_readings([tokenizer.decode(row.tolist()) for row in stored]))
+        texts = [tokenizer.decode(row.tolist()) for row in stored]
+        readings = torch.as_tensor(labeler_readings(texts, uncertain_as))
     bank.fill(stored, torch.cat(findings), torch.cat(keys), readings)
 
 
-def labeler_readings(texts: list[str]) -> np.ndarray:
-    """[N, R] 0/1: the report labeler's findings stated in each text (uncertain as stated, the
-    evaluation's default; R = the labeler's findings, the columns of the CE F1)."""
+def labeler_readings(texts: list[str], uncertain_as: UncertainAs = "positive") -> np.ndarray:
+    """[N, R] 0/1: the report labeler's findings stated in each text, an uncertain mention counted as
+    ``uncertain_as`` says (as the evaluation's CE F1 counts it; R = the labeler's findings)."""
     labeler = default_labeler()
-    return to_binary(labeler.label_many(texts), labeler.findings, "positive")
+    return to_binary(labeler.label_many(texts), labeler.findings, uncertain_as)
 
 
 def reports_of(studies: StudyDataset) -> tuple[list[int], list[str]]:
@@ -140,14 +153,18 @@ READING_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05, 0.
 
 @torch.no_grad()
 def reading_threshold(
-    model: MultimodalModel, validation: StudyDataset, batch_size: int, num_workers: int = 0
+    model: MultimodalModel,
+    validation: StudyDataset,
+    batch_size: int,
+    num_workers: int = 0,
+    uncertain_as: UncertainAs = "positive",
 ) -> tuple[float, list[tuple[float, float]]]:
     """The expected-reading threshold t of ``model``'s bank on ``validation`` (module docstring):
     returns t and the validation CE F1 at each candidate, [(t, F1)]."""
     bank = model.report_bank
     assert bank is not None and bank.by_expected_reading
     kept, texts = reports_of(validation)
-    references = labeler_readings(texts)  # [V, R]
+    references = labeler_readings(texts, uncertain_as)  # [V, R]
     expected = []
     with validation.augmentation_off():
         for batch in eval_batches(model, validation, batch_size, num_workers):

@@ -116,7 +116,14 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     if module.model.report_bank is not None:  # reports: retrieved (training/report_bank.py)
         callbacks = [
             *callbacks,
-            FillReportBank(run, studies_set, t.batch_size, config.data.num_workers, val_set),
+            FillReportBank(
+                run,
+                studies_set,
+                t.batch_size,
+                config.data.num_workers,
+                val_set,
+                uncertain_as=config.evaluate.uncertain_as,
+            ),
         ]
     return prepared.train_module(t, module, train_loader, val_loader, monitor=monitor, mode=mode, start=start,
                                  callbacks=supervised_callbacks(t, labels, tokenizer, callbacks,

@@ -203,3 +203,34 @@ def test_an_expected_reading_bank_keeps_the_labelers_reading_and_a_validation_th
     assert [t for t, _ in scores] == list(READING_THRESHOLDS)
     best = max(f for _, f in scores)
     assert threshold == next(t for t, f in scores if f == best)
+
+
+def test_the_readings_count_an_uncertain_mention_as_asked():
+    from medmodal.labeling import default_labeler
+    from medmodal.training.report_bank import labeler_readings
+
+    effusion = list(default_labeler().findings).index("effusion")
+    texts = [
+        "Possible small right pleural effusion.",
+        "Small right pleural effusion.",
+        "No pleural effusion.",
+    ]
+    assert labeler_readings(texts, "positive")[:, effusion].tolist() == [1, 1, 0]
+    assert labeler_readings(texts, "negative")[:, effusion].tolist() == [0, 1, 0]
+
+
+def test_the_bank_reads_its_reports_as_evaluate_uncertain_as_says(tiny_data, tmp_path, monkeypatch):
+    """training.trainer passes ``evaluate.uncertain_as`` to the fill and the threshold choice."""
+    from medmodal.training import report_bank
+    from medmodal.training.trainer import train
+
+    asked = []
+    real = report_bank.labeler_readings
+
+    def recording(texts, uncertain_as="positive"):
+        asked.append(uncertain_as)
+        return real(texts, uncertain_as)
+
+    monkeypatch.setattr(report_bank, "labeler_readings", recording)
+    train(tiny_data, tiny_config(**BY_READING, **{"evaluate.uncertain_as": "negative"}), tmp_path / "run")
+    assert asked and set(asked) == {"negative"}  # the bank's reports and the validation references
