@@ -285,10 +285,23 @@ class MultimodalModel(nn.Module):
     def retrieval_inputs(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """probs [B, C] (:meth:`finding_probabilities`) and the joint vector [B, D] of a batch, no
         modality dropout: what the report bank chooses by (medmodal.training.report_bank)."""
+        _, _, vector, probs = self._report_inputs(batch)
+        assert probs is not None  # only banks of conditioned models retrieve
+        return probs, vector
+
+    def _report_inputs(
+        self, batch: Batch
+    ) -> tuple[ImageFeatures | None, TextFeatures | None, Tensor, Tensor | None]:
+        """What a report is written or retrieved from, no modality dropout: the encoders' features,
+        the joint vector [B, D] and, for a model conditioned on the findings, the classifier's
+        probabilities [B, C] (:meth:`finding_probabilities`; None otherwise)."""
         image, text, image_present, text_present = self.encode(batch, modality_dropout=False)
         vector, fusion_output = self.fuse(image, text)
-        added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
-        return self.finding_probabilities(vector, fusion_output, added), vector
+        probs = None
+        if self.condition_on_findings:
+            added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
+            probs = self.finding_probabilities(vector, fusion_output, added)
+        return image, text, vector, probs
 
     def set_calibration(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
         """Per-label affine map ``logit * scale + bias`` [C] applied to the classification logits
@@ -477,13 +490,8 @@ class MultimodalModel(nn.Module):
         the probabilities, ``retrieve_by: expected_reading``) instead."""
         if self.decoder is None:
             raise RuntimeError("this model was built without a report decoder (heads.generation: false)")
-        image, text, image_present, text_present = self.encode(batch, modality_dropout=False)
-        vector, fusion_output = self.fuse(image, text)
-        condition = probs = None
-        if self.condition_on_findings:
-            added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
-            probs = self.finding_probabilities(vector, fusion_output, added)
-            condition = (probs >= self.finding_thresholds).to(vector.dtype)
+        image, text, vector, probs = self._report_inputs(batch)
+        condition = None if probs is None else (probs >= self.finding_thresholds).to(vector.dtype)
         if self.report_bank is not None and len(self.report_bank) > 0:
             return self.report_bank.retrieve(cast(Tensor, condition), vector, max_len=max_len, probs=probs)
         memory, memory_mask = self.decoder_memory(image, text)

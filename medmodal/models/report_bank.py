@@ -73,6 +73,8 @@ class ReportBank(nn.Module):
     keys: Tensor  # [N, D] float, the training study's L2-normalised joint vector
     readings: Tensor  # [N, R] bool, what the labeler reads in the report (by expected reading only)
     reading_threshold: Tensor  # scalar t of the expected-reading rule (by expected reading only)
+    set_labels: Tensor  # [S, C] float, the bank's distinct label sets (derived, not saved)
+    set_readings: Tensor  # [S, R] float, the mean reading of each set's reports (derived, not saved)
 
     def __init__(
         self,
@@ -94,6 +96,10 @@ class ReportBank(nn.Module):
             self.variable_shape_buffers = (*BUFFERS, "readings")
             self.register_buffer("readings", torch.zeros(0, 0, dtype=torch.bool))  # [N, R]
             self.register_buffer("reading_threshold", torch.tensor(DEFAULT_READING_THRESHOLD))
+            # Derived from findings and readings when they change (fill, load), not saved: the
+            # distinct label sets [S, C] and their mean readings [S, R] that every retrieval mixes.
+            self.register_buffer("set_labels", torch.zeros(0, num_labels), persistent=False)
+            self.register_buffer("set_readings", torch.zeros(0, 0), persistent=False)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -108,6 +114,14 @@ class ReportBank(nn.Module):
         if self.by_expected_reading:
             assert readings is not None  # _check refuses a missing one
             self.readings = readings.to(self.readings.device).bool()
+            self._index_label_sets()
+
+    def _index_label_sets(self) -> None:
+        """``set_labels`` / ``set_readings`` from the current findings and readings."""
+        sets, which, counts = torch.unique(self.findings, dim=0, return_inverse=True, return_counts=True)
+        mean_reading = torch.zeros(len(sets), self.readings.shape[1], device=sets.device)
+        mean_reading.index_add_(0, which.reshape(-1), self.readings.float())
+        self.set_labels, self.set_readings = sets.float(), mean_reading / counts[:, None]
 
     def set_reading_threshold(self, threshold: float) -> None:
         """t of the expected-reading rule (module docstring), in (0, 1)."""
@@ -158,14 +172,10 @@ class ReportBank(nn.Module):
     def expected_readings(self, probs: Tensor) -> Tensor:
         """probs [B, C] -> q [B, R]: the probability that the study's report states each reading
         finding (module docstring, step 1)."""
-        sets, which, counts = torch.unique(self.findings, dim=0, return_inverse=True, return_counts=True)
-        sets = sets.float()  # [S, C] the distinct label sets of the bank
-        mean_reading = torch.zeros(len(sets), self.readings.shape[1], device=sets.device)
-        mean_reading.index_add_(0, which.reshape(-1), self.readings.float())
-        mean_reading /= counts[:, None]  # [S, R]
+        sets = self.set_labels  # [S, C], their mean readings [S, R] (_index_label_sets)
         p = probs.float().clamp(1e-6, 1.0 - 1e-6)
         log_likelihood = p.log() @ sets.T + (1.0 - p).log() @ (1.0 - sets).T  # [B, S]
-        return torch.softmax(log_likelihood, dim=1) @ mean_reading
+        return torch.softmax(log_likelihood, dim=1) @ self.set_readings
 
     def choose_by_reading(self, expected: Tensor, cosine: Tensor, threshold: float) -> Tensor:
         """expected q [B, R], cosine [B, N] -> [B] the report maximising sum_f reading_f (q_f - t),
@@ -230,3 +240,5 @@ class ReportBank(nn.Module):
                 f"report bank (checkpoint): reading threshold {threshold.tolist()} is not in (0, 1)"
             )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.by_expected_reading:
+            self._index_label_sets()

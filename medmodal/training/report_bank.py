@@ -76,15 +76,18 @@ class FillReportBank(BestCheckpointStage):
         assert bank is not None  # the callback is added for retrieved-report runs only
         log.info("report bank: %d training reports in %s", len(bank), self.run.model_checkpoint())
         if bank.by_expected_reading:
-            if self.validation is None or not reports_of(self.validation)[0]:
+            chosen = None
+            if self.validation is not None:
+                chosen = reading_threshold(
+                    model, self.validation, self.batch_size, self.num_workers, self.uncertain_as
+                )
+            if chosen is None:
                 log.info(
                     "report bank: no validation reports; reading threshold t = %.2f",
                     float(bank.reading_threshold),
                 )
             else:
-                threshold, scores = reading_threshold(
-                    model, self.validation, self.batch_size, self.num_workers, self.uncertain_as
-                )
+                threshold, scores = chosen
                 bank.set_reading_threshold(threshold)
                 curve = " ".join(f"{score:.3f}" for _, score in scores[1::2])
                 log.info(
@@ -158,12 +161,15 @@ def reading_threshold(
     batch_size: int,
     num_workers: int = 0,
     uncertain_as: UncertainAs = "positive",
-) -> tuple[float, list[tuple[float, float]]]:
+) -> tuple[float, list[tuple[float, float]]] | None:
     """The expected-reading threshold t of ``model``'s bank on ``validation`` (module docstring):
-    returns t and the validation CE F1 at each candidate, [(t, F1)]."""
+    returns t and the validation CE F1 at each candidate, [(t, F1)]; None when no validation study
+    has a report."""
     bank = model.report_bank
     assert bank is not None and bank.by_expected_reading
     kept, texts = reports_of(validation)
+    if not kept:
+        return None
     references = labeler_readings(texts, uncertain_as)  # [V, R]
     expected = []
     with validation.augmentation_off():
