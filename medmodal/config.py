@@ -132,6 +132,10 @@ class LocalizationConfig(_Section):
     # Dilation of each extra 3x3 conv at the end of the head's trunk (context for large boxes such as a
     # pneumothorax); [] = none (the default), [2, 4] = a 17 x 17-cell receptive field (docs/localization.md).
     dilations: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=list, max_length=4)
+    # Classification evidence from this head (medmodal/models/peak_evidence.py): in eval mode the logit
+    # of each finding with training boxes is mixed with its heatmap peak, Platt-scaled, the weight chosen
+    # on validation when training ends (docs/diagnosis.md, round 7). Models without a box head ignore it.
+    peak_evidence: bool = False
 
 
 class ReportConditioningConfig(_Section):

@@ -229,6 +229,7 @@ class LocalizationHead(nn.Module):
             log_sizes=log_sizes,
             offsets=offsets,
             score_gate=gate,
+            peaks=top_logit,
         )
 
     @torch.no_grad()

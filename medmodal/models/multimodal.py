@@ -51,6 +51,7 @@ from medmodal.models.heads import ClassificationHead
 from medmodal.models.layers import ProjectionHead
 from medmodal.models.localization import LocalizationHead
 from medmodal.models.missing import ImagePlaceholder, TextPlaceholder, hide_one_modality
+from medmodal.models.peak_evidence import PeakEvidence
 from medmodal.models.pretrained import load_pretrained
 from medmodal.models.report_bank import ReportBank
 from medmodal.models.types import FusionOutput, GenerationOutput, ImageFeatures, ModelOutput, TextFeatures
@@ -75,6 +76,9 @@ class MultimodalModel(nn.Module):
         embed_dim: width of the projected vector of single-modality models.
         classification / localization: build these heads (localization needs an image encoder).
         localization_kwargs: keywords of :class:`LocalizationHead` (stride, score, ...; its defaults if None).
+        peak_evidence: mix each finding's heatmap peak into its logit in eval mode
+            (:class:`~medmodal.models.peak_evidence.PeakEvidence`, the identity until set); only
+            models with both a classification and a localization head get it.
         dropout: of the heads and the single-modality projection.
         modality_dropout: probability of hiding one modality per training sample.
         image_channels: input channels of the image encoder; a grayscale batch is repeated into them.
@@ -117,6 +121,7 @@ class MultimodalModel(nn.Module):
     image_aux_head: ClassificationHead | None
     text_aux_head: ClassificationHead | None
     localizer: LocalizationHead | None
+    peak_evidence: PeakEvidence | None
     image_projector: ProjectionHead | None
     text_projector: ProjectionHead | None
     alignment_log_scale: nn.Parameter | None
@@ -144,6 +149,7 @@ class MultimodalModel(nn.Module):
         wide_text: nn.Module | None = None,
         fused_logits: str = "head",
         report_bank: ReportBank | None = None,
+        peak_evidence: bool = False,
     ) -> None:
         super().__init__()
         if image_encoder is None and text_encoder is None:
@@ -194,6 +200,13 @@ class MultimodalModel(nn.Module):
         # until set, applied in eval mode only, saved with the weights (persistent buffers;
         # ``load_trained`` sets it from RUN/calibration.json).
         self.calibration = LogitCalibration(num_labels)
+        # The box head's heatmap peaks as classification evidence (models/peak_evidence.py), set on
+        # the validation split when training ends (training/peak_evidence.py).
+        self.peak_evidence = (
+            PeakEvidence(num_labels)
+            if peak_evidence and classification and self.localizer is not None
+            else None
+        )
         self.image_projector = self.text_projector = self.alignment_log_scale = None
         if coordinated:
             if not both:
@@ -230,23 +243,33 @@ class MultimodalModel(nn.Module):
             self.deep_weight = None
 
     def classification_logits(
-        self, vector: Tensor, fusion_output: FusionOutput | None, added: Tensor | None = None
+        self,
+        vector: Tensor,
+        fusion_output: FusionOutput | None,
+        added: Tensor | None = None,
+        peaks: Tensor | None = None,
     ) -> Tensor | None:
         """[B, C] classification logits from the fused vector [B, D] (or the fusion layer's own
-        logits) plus ``added`` [B, C] (wide / unimodal logits, :meth:`unimodal_logits`), calibrated
-        in eval mode (:meth:`set_calibration`); None without the head."""
+        logits) plus ``added`` [B, C] (wide / unimodal logits, :meth:`unimodal_logits`), mixed with
+        the box head's heatmap ``peaks`` [B, C] when given (:attr:`peak_evidence`), calibrated in
+        eval mode (:meth:`set_calibration`); None without the head."""
         if not self.classification:
             return None
-        logits = self.uncalibrated_logits(vector, fusion_output, added)
+        logits = self.uncalibrated_logits(vector, fusion_output, added, peaks)
         if not self.training:
             logits = self.calibration(logits)
         return logits
 
     def uncalibrated_logits(
-        self, vector: Tensor, fusion_output: FusionOutput | None, added: Tensor | None = None
+        self,
+        vector: Tensor,
+        fusion_output: FusionOutput | None,
+        added: Tensor | None = None,
+        peaks: Tensor | None = None,
     ) -> Tensor:
         """[B, C] classification logits before any calibration: the head's, or the fusion layer's own,
-        plus ``added`` [B, C] when given."""
+        plus ``added`` [B, C] when given, mixed with the heatmap ``peaks`` [B, C] in eval mode when
+        given and the model has :attr:`peak_evidence`."""
         if self.classifier is not None:
             logits = self.classifier(vector)
         else:  # no head: the fusion layer classifies itself (``produces_logits``, build_heads)
@@ -254,7 +277,10 @@ class MultimodalModel(nn.Module):
             logits = fusion_output.logits
         if self.deep_weight is not None and not self.training:
             logits = logits * self.deep_weight
-        return logits if added is None else logits + added
+        logits = logits if added is None else logits + added
+        if self.peak_evidence is not None and peaks is not None:
+            logits = self.peak_evidence(logits, peaks)
+        return logits
 
     @property
     def stacked(self) -> bool:
@@ -275,11 +301,15 @@ class MultimodalModel(nn.Module):
         self.finding_thresholds.copy_(values)
 
     def finding_probabilities(
-        self, vector: Tensor, fusion_output: FusionOutput | None, added: Tensor | None = None
+        self,
+        vector: Tensor,
+        fusion_output: FusionOutput | None,
+        added: Tensor | None = None,
+        peaks: Tensor | None = None,
     ) -> Tensor:
-        """[B, C] the classifier's probabilities (uncalibrated; ``added`` logits included) that the
-        report conditioning reads."""
-        return torch.sigmoid(self.uncalibrated_logits(vector, fusion_output, added))
+        """[B, C] the classifier's probabilities (uncalibrated; ``added`` logits and the heatmap
+        ``peaks`` included) that the report conditioning reads."""
+        return torch.sigmoid(self.uncalibrated_logits(vector, fusion_output, added, peaks))
 
     @torch.no_grad()
     def retrieval_inputs(self, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -300,7 +330,9 @@ class MultimodalModel(nn.Module):
         probs = None
         if self.condition_on_findings:
             added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
-            probs = self.finding_probabilities(vector, fusion_output, added)
+            probs = self.finding_probabilities(
+                vector, fusion_output, added, self.heatmap_peaks(image, vector, batch)
+            )
         return image, text, vector, probs
 
     def set_calibration(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
@@ -392,6 +424,9 @@ class MultimodalModel(nn.Module):
         if self.localizer is not None:
             assert image is not None  # a localization head is built only with an image encoder
             localization = self.localizer(image.grid, vector, batch["image"], logits)
+            if self.peak_evidence is not None and not self.training:
+                # the head's peaks mixed in (eval mode only); the boxes keep the classifier's own gate
+                logits = self.classification_logits(vector, fusion_output, added, localization.peaks)
         caption_logits = None
         if self.decoder is not None and batch.get("target_ids") is not None:
             memory, memory_mask = self.decoder_memory(image, text)
@@ -426,6 +461,14 @@ class MultimodalModel(nn.Module):
         """Whether the classification logits add wide-pathway or auxiliary-head logits."""
         with_unimodal = self.fused_logits == "with_unimodal" and self.fusion is not None
         return self.wide_image is not None or self.wide_text is not None or with_unimodal
+
+    def heatmap_peaks(self, image: ImageFeatures | None, vector: Tensor, batch: Batch) -> Tensor | None:
+        """[B, C] each finding's highest heatmap logit of the box head, for a model with
+        :attr:`peak_evidence` (None otherwise)."""
+        if self.peak_evidence is None:
+            return None
+        assert image is not None and self.localizer is not None  # peak evidence needs the box head
+        return self.localizer(image.grid, vector, batch["image"]).peaks
 
     def unimodal_logits(
         self,
@@ -677,7 +720,8 @@ def create_model(
         embed_dim=width,
         classification=cfg.heads.classification,
         localization=cfg.heads.localization,
-        localization_kwargs=cfg.localization.model_dump(),
+        localization_kwargs=cfg.localization.model_dump(exclude={"peak_evidence"}),
+        peak_evidence=cfg.localization.peak_evidence,
         dropout=cfg.dropout,
         modality_dropout=cfg.modality_dropout,
         coordinated=cfg.representation == "coordinated",

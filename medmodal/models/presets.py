@@ -35,7 +35,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # decoder, which writes none of them, is not trained (weight 0: about half the training time);
     # the box head gets dilated convs (context for large boxes) and is refitted on frozen features
     # for 12 epochs when training ends (medmodal/training/localization_refit.py). Chosen on an
-    # independent synthetic draw (docs/localization.md, "Refit and dilations").
+    # independent synthetic draw (docs/localization.md, "Refit and dilations"); the box head's heatmap
+    # peaks are mixed into the finding logits, the weight chosen on validation (models/peak_evidence.py;
+    # docs/diagnosis.md, round 7).
     "stacked_retrieved": {
         "model.wide.pixels": 32,
         "model.wide.ngrams": True,
@@ -46,6 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.loss_weights.generation": 0.0,
         "model.localization.dilations": [2, 4],
         "train.localization_refit_epochs": 12,
+        "model.localization.peak_evidence": True,
     },
     "image_only": {"model.modalities": "image"},
     "text_only": {"model.modalities": "text"},

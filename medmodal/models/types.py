@@ -66,6 +66,8 @@ class LocalizationOutput:
     offsets:   [B, 2, h, w] the box centre's position inside the cell, in [0, 1] (x, y).
     score_gate: [B, C] the classifier's probability of each finding when boxes are scored
                ``heatmap_x_probability`` (``scores`` and ``detect`` multiply by it), else None.
+    peaks:     [B, C] each finding's highest heatmap logit (classification evidence,
+               ``models/peak_evidence.py``).
     """
 
     boxes: Tensor
@@ -74,6 +76,7 @@ class LocalizationOutput:
     log_sizes: Tensor
     offsets: Tensor
     score_gate: Tensor | None = None
+    peaks: Tensor | None = None
 
 
 @dataclass

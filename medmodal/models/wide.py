@@ -190,12 +190,14 @@ class WideNgrams(HashedNgrams):
 
 def distinct(ids: Tensor, mask: Tensor) -> Tensor:
     """ids, mask [B, N] -> float [B, N]: 1 at the first real occurrence of each id in its row, else 0
-    (a binary bag: a repeated n-gram counts once)."""
-    order = torch.argsort(ids.masked_fill(~mask, -1), dim=1, stable=True)
-    sorted_ids = torch.gather(ids.masked_fill(~mask, -1), 1, order)
-    first = torch.ones_like(sorted_ids, dtype=torch.bool)
-    first[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
-    keep_sorted = first & (sorted_ids >= 0)
-    keep = torch.zeros_like(keep_sorted)
-    keep.scatter_(1, order, keep_sorted)
-    return keep.float()
+    (a binary bag: a repeated n-gram counts once).
+
+    By pairwise comparison ([B, N, N] booleans) rather than a stable sort: the graph exports to ONNX
+    (the exporter has no stable Sort), and N is a report's n-grams (twice ``data.max_text_tokens``).
+    """
+    mask = mask.bool()
+    positions = torch.arange(ids.shape[1], device=ids.device)
+    earlier = positions[None, :] < positions[:, None]  # [N (i), N (j)]: j before i
+    same = (ids[:, :, None] == ids[:, None, :]) & mask[:, None, :]  # [B, i, j]: a real id j equal to i
+    repeat = (same & earlier).any(dim=2)
+    return (mask & ~repeat).float()

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from medmodal.data.pipeline import build_dataset
 from medmodal.models.multimodal import MultimodalModel
-from medmodal.models.types import ImageFeatures, ModelOutput, TextFeatures
+from medmodal.models.types import ModelOutput
 from medmodal.training.loading import TrainedRun, load_trained
 
 IMAGE_INPUTS = ("image", "has_image")
@@ -95,21 +95,26 @@ class InferenceGraph(nn.Module):
                 model.text_encoder(batch["text_ids"], batch["text_mask"]), batch["has_text"]
             )
         vector, fusion_output = model.fuse(image, text)
-        logits = model.classification_logits(vector, fusion_output)  # includes the calibration
-        boxes = heatmaps = None
+        # the wide pathways' (or with_unimodal's) logits are part of the model's classification
+        image_logits, text_logits, added = model.unimodal_logits(
+            batch,
+            image,
+            text,
+            batch["has_image"] if image is not None else None,
+            batch["has_text"] if text is not None else None,
+        )
+        peaks = boxes = heatmaps = None
         if model.localizer is not None:
             assert image is not None  # a localization head is built only with an image encoder
             localization = model.localizer(image.grid, vector, batch["image"])
             boxes, heatmaps = localization.boxes, localization.heatmaps
+            peaks = localization.peaks if model.peak_evidence is not None else None
+        logits = model.classification_logits(vector, fusion_output, added, peaks)  # includes the calibration
         return {
             "logits": logits,
             "probabilities": torch.sigmoid(logits) if logits is not None else None,
-            "image_logits": model.image_aux_head(cast(ImageFeatures, image).vector)
-            if model.image_aux_head is not None
-            else None,
-            "text_logits": model.text_aux_head(cast(TextFeatures, text).vector)
-            if model.text_aux_head is not None
-            else None,
+            "image_logits": image_logits,
+            "text_logits": text_logits,
             "boxes": boxes,
             "box_heatmaps": heatmaps,
             "word_attention": text.attention if text is not None else None,
@@ -252,8 +257,9 @@ def parity_batch(trained: TrainedRun, n: int) -> dict[str, Tensor]:
 
 
 def parity_check(graph: InferenceGraph, onnx_path: Path, batch: dict[str, Tensor]) -> dict[str, float]:
-    """Max absolute difference per output between PyTorch and onnxruntime, over ``batch`` as a
-    whole and over its first row alone (the service predicts one study at a time)."""
+    """Max absolute difference per output between the model's own forward in PyTorch (not the
+    export wrapper: a part the wrapper left out shows) and onnxruntime, over ``batch`` as a whole
+    and over its first row alone (the service predicts one study at a time)."""
     # torch.onnx.export restores the wrapper's original training flag on every submodule
     # afterwards; the comparison must run in eval mode like the exported graph.
     graph.eval()
@@ -262,12 +268,30 @@ def parity_check(graph: InferenceGraph, onnx_path: Path, batch: dict[str, Tensor
     for rows in (slice(None), slice(0, 1)):
         inputs = {name: batch[name][rows] for name in graph.input_names}
         with torch.no_grad():
-            expected = graph(*inputs.values())
+            expected = model_outputs(graph.model, inputs)
         got = session.run(inputs)
-        for name, want in zip(graph.output_names, expected):
-            if want.numel():
+        for name in graph.output_names:
+            want = expected.get(name)
+            if want is None:  # the graph has an output the model's forward lacks
+                diffs[name] = float("inf")
+            elif want.numel():
                 diffs[name] = max(diffs[name], float(np.max(np.abs(got[name] - want.numpy()))))
     return diffs
+
+
+def model_outputs(model: MultimodalModel, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The exported outputs as the model's forward (eval mode) gives them for ``inputs``."""
+    out = model.eval()(dict(inputs))
+    outputs = {
+        "logits": out.logits,
+        "probabilities": torch.sigmoid(out.logits) if out.logits is not None else None,
+        "image_logits": out.image_logits,
+        "text_logits": out.text_logits,
+        "boxes": out.boxes,
+        "box_heatmaps": out.box_heatmaps,
+        "word_attention": out.word_attention,
+    }
+    return {name: value for name, value in outputs.items() if value is not None}
 
 
 # --------------------------------------------------------------------- runtime

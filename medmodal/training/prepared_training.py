@@ -88,6 +88,11 @@ def check_prepared_config(index: PreparedIndex, config: Config) -> None:
             "train.localization_refit_epochs > 0 is not available on prepared data (the refit keeps the "
             "training studies' encoder features in memory); train on the raw manifest or set it to 0"
         )
+    if config.model.localization.peak_evidence:
+        raise ConfigError(
+            "model.localization.peak_evidence is not available on prepared data (it is fitted on the "
+            "validation studies in memory when training ends); train on the raw manifest or set it to false"
+        )
     if config.model.report_conditioning.reports == "retrieved":
         raise ConfigError(
             "model.report_conditioning.reports: retrieved is not available on prepared data (its bank is "

@@ -38,6 +38,7 @@ from medmodal.training.engine import RunConflictError, TrainResult, prepare_run
 from medmodal.training.localization_refit import RefitLocalizer
 from medmodal.training.losses import positive_weights
 from medmodal.training.module import MultimodalModule
+from medmodal.training.peak_evidence import FitPeakEvidence, boxed_findings
 from medmodal.training.prepared_training import train_prepared
 from medmodal.training.report_bank import FillReportBank
 from medmodal.training.reproducibility import epoch_seeded_loader
@@ -113,6 +114,21 @@ def train(data: str | Path, config: Config, out: str | Path, *, force: bool = Fa
     monitor, mode = checkpoint_monitor(config)
     if t.localization_refit_epochs and module.model.localizer is not None:  # training/localization_refit.py
         callbacks = [*callbacks, RefitLocalizer(run, studies_set, t, config.data.num_workers)]
+    if (
+        module.model.peak_evidence is not None
+    ):  # heatmap peaks as classification evidence (training/peak_evidence.py)
+        callbacks = [
+            *callbacks,
+            FitPeakEvidence(
+                run,
+                val_set,
+                labels,
+                boxed_findings(train_studies, labels),
+                t.batch_size,
+                config.data.num_workers,
+                finding_threshold_rule=config.model.report_conditioning.threshold,
+            ),
+        ]
     if module.model.report_bank is not None:  # reports: retrieved (training/report_bank.py)
         callbacks = [
             *callbacks,
