@@ -67,10 +67,28 @@ def _int_or_str(value: str | None):
     return int(value) if value.isdigit() else value
 
 
-def resolve_config(args: argparse.Namespace):
-    from medmodal.config import apply_overrides, load_config
+def base_config(args: argparse.Namespace):
+    """The config of ``--preset`` (a named recipe, medmodal/models/presets.py) or of ``--config``
+    (a YAML file; the built-in defaults without either). The two are exclusive: a file holds a
+    whole config, so a preset with changes is written out by ``medmodal config --preset NAME``."""
+    from medmodal.config import ConfigError, load_config
+    from medmodal.models.presets import preset_config
 
-    config = apply_overrides(load_config(args.config), config_overrides(args))
+    preset = getattr(args, "preset", None)
+    if preset is None:
+        return load_config(args.config)
+    if args.config is not None:
+        raise ConfigError(
+            f"--preset and --config are exclusive; write the preset out with `medmodal config --preset {preset} "
+            "> my.yaml`, change it and pass --config my.yaml"
+        )
+    return preset_config(preset)
+
+
+def resolve_config(args: argparse.Namespace):
+    from medmodal.config import apply_overrides
+
+    config = apply_overrides(base_config(args), config_overrides(args))
     parts = {
         "model.fusion": args.fusion,
         "model.image_encoder": args.image_encoder,
@@ -130,9 +148,7 @@ def cmd_label_reports(args: argparse.Namespace) -> None:
 def cmd_config(args: argparse.Namespace) -> None:
     import yaml
 
-    from medmodal.config import load_config
-
-    print(yaml.safe_dump(load_config(args.config).model_dump(mode="json"), sort_keys=False), end="")
+    print(yaml.safe_dump(base_config(args).model_dump(mode="json"), sort_keys=False), end="")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -142,8 +158,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------- parser
+def _add_preset_flag(p: argparse.ArgumentParser) -> None:
+    from medmodal.models.presets import preset_names
+
+    p.add_argument(
+        "--preset",
+        choices=preset_names(),
+        help="a named recipe instead of --config (medmodal/models/presets.py); stacked_retrieved is the demo's",
+    )
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add_budget_flags(p, config_help="YAML config (default: built-in defaults; see `medmodal config`)")
+    _add_preset_flag(p)
     p.add_argument("--modalities", choices=["image", "text", "both"])
     p.add_argument("--fusion", help="fusion layer by name: concat, late, gated, bilinear, cross_attention")
     p.add_argument(
@@ -218,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print a config with every default filled in")
     p.add_argument("config", nargs="?", help="YAML to validate and complete (default: the built-in defaults)")
+    _add_preset_flag(p)
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("demo", help="synthetic data + image-only, text-only and fused models + evaluation")

@@ -50,6 +50,39 @@ def test_every_command_has_help(parser, capsys):
         assert capsys.readouterr().out.startswith(f"usage: medmodal {name}"), name
 
 
+def test_train_and_config_take_a_named_preset(parser, tmp_path, capsys):
+    from medmodal.cli.main import resolve_config
+    from medmodal.config import load_config
+    from medmodal.models.presets import preset_config
+
+    args = parser.parse_args(
+        ["train", "--data", "d", "--out", "r", "--preset", "stacked_retrieved", "--epochs", "3"]
+    )
+    config = resolve_config(args)
+    assert config.model == preset_config("stacked_retrieved").model and config.train.epochs == 3
+    # `medmodal config --preset` writes the preset out whole: as a --config file it is the same config
+    assert main(["config", "--preset", "stacked_retrieved"]) == 0
+    (tmp_path / "recipe.yaml").write_text(capsys.readouterr().out)
+    assert load_config(tmp_path / "recipe.yaml") == preset_config("stacked_retrieved")
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "d",
+                "--out",
+                "r",
+                "--preset",
+                "tiny",
+                "--config",
+                str(tmp_path / "recipe.yaml"),
+            ]
+        )
+        == 2
+    )
+    assert "--preset and --config are exclusive" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ user errors vs bugs
 def test_a_bad_config_field_is_a_short_error_naming_file_and_field(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
