@@ -248,14 +248,16 @@ class MultimodalModel(nn.Module):
         fusion_output: FusionOutput | None,
         added: Tensor | None = None,
         peaks: Tensor | None = None,
+        seen: Tensor | None = None,
     ) -> Tensor | None:
         """[B, C] classification logits from the fused vector [B, D] (or the fusion layer's own
         logits) plus ``added`` [B, C] (wide / unimodal logits, :meth:`unimodal_logits`), mixed with
-        the box head's heatmap ``peaks`` [B, C] when given (:attr:`peak_evidence`), calibrated in
-        eval mode (:meth:`set_calibration`); None without the head."""
+        the box head's heatmap ``peaks`` [B, C] when given (:attr:`peak_evidence`; only on the rows
+        ``seen`` [B] whose image the model saw), calibrated in eval mode (:meth:`set_calibration`);
+        None without the head."""
         if not self.classification:
             return None
-        logits = self.uncalibrated_logits(vector, fusion_output, added, peaks)
+        logits = self.uncalibrated_logits(vector, fusion_output, added, peaks, seen)
         if not self.training:
             logits = self.calibration(logits)
         return logits
@@ -266,10 +268,11 @@ class MultimodalModel(nn.Module):
         fusion_output: FusionOutput | None,
         added: Tensor | None = None,
         peaks: Tensor | None = None,
+        seen: Tensor | None = None,
     ) -> Tensor:
         """[B, C] classification logits before any calibration: the head's, or the fusion layer's own,
-        plus ``added`` [B, C] when given, mixed with the heatmap ``peaks`` [B, C] in eval mode when
-        given and the model has :attr:`peak_evidence`."""
+        plus ``added`` [B, C] when given, mixed with the heatmap ``peaks`` [B, C] of the rows ``seen``
+        [B] in eval mode when given and the model has :attr:`peak_evidence`."""
         if self.classifier is not None:
             logits = self.classifier(vector)
         else:  # no head: the fusion layer classifies itself (``produces_logits``, build_heads)
@@ -279,7 +282,7 @@ class MultimodalModel(nn.Module):
             logits = logits * self.deep_weight
         logits = logits if added is None else logits + added
         if self.peak_evidence is not None and peaks is not None:
-            logits = self.peak_evidence(logits, peaks)
+            logits = self.peak_evidence(logits, peaks, seen)
         return logits
 
     @property
@@ -306,10 +309,11 @@ class MultimodalModel(nn.Module):
         fusion_output: FusionOutput | None,
         added: Tensor | None = None,
         peaks: Tensor | None = None,
+        seen: Tensor | None = None,
     ) -> Tensor:
         """[B, C] the classifier's probabilities (uncalibrated; ``added`` logits and the heatmap
-        ``peaks`` included) that the report conditioning reads."""
-        return torch.sigmoid(self.uncalibrated_logits(vector, fusion_output, added, peaks))
+        ``peaks`` of the rows ``seen`` included) that the report conditioning reads."""
+        return torch.sigmoid(self.uncalibrated_logits(vector, fusion_output, added, peaks, seen))
 
     @torch.no_grad()
     def retrieval_inputs(self, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -330,9 +334,8 @@ class MultimodalModel(nn.Module):
         probs = None
         if self.condition_on_findings:
             added = self.unimodal_logits(batch, image, text, image_present, text_present)[2]
-            probs = self.finding_probabilities(
-                vector, fusion_output, added, self.heatmap_peaks(image, vector, batch)
-            )
+            peaks = self.heatmap_peaks(image, vector, batch)
+            probs = self.finding_probabilities(vector, fusion_output, added, peaks, image_present)
         return image, text, vector, probs
 
     def set_calibration(self, scale: Tensor | list[float], bias: Tensor | list[float]) -> None:
@@ -426,7 +429,9 @@ class MultimodalModel(nn.Module):
             localization = self.localizer(image.grid, vector, batch["image"], logits)
             if self.peak_evidence is not None and not self.training:
                 # the head's peaks mixed in (eval mode only); the boxes keep the classifier's own gate
-                logits = self.classification_logits(vector, fusion_output, added, localization.peaks)
+                logits = self.classification_logits(
+                    vector, fusion_output, added, localization.peaks, image_present
+                )
         caption_logits = None
         if self.decoder is not None and batch.get("target_ids") is not None:
             memory, memory_mask = self.decoder_memory(image, text)

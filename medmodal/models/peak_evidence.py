@@ -12,7 +12,8 @@ in eval mode,
 ``z_c`` the classifier's logit, ``h_c`` the highest logit of finding c's heatmap, ``(a_c, b_c)``
 Platt scaling of ``h_c`` and ``w`` one weight in [0, 1], all fitted on the validation split when
 training ends (:mod:`medmodal.training.peak_evidence`). Findings without training boxes keep
-``z_c``. Until then (``w = 0``) the map is the identity, and training mode never mixes, so the
+``z_c``, and so do studies whose image the model did not see (a missing image's heatmaps are
+those of the placeholder, not evidence). Until then (``w = 0``) the map is the identity, and training mode never mixes, so the
 classification loss never reaches the box head through it.
 
 The buffers are saved with the weights; a checkpoint from elsewhere whose weight is outside
@@ -46,12 +47,15 @@ class PeakEvidence(nn.Module):
         self.register_buffer("bias", torch.zeros(num_labels))
         self.register_buffer("boxed", torch.zeros(num_labels, dtype=torch.bool))
 
-    def forward(self, logits: Tensor, peaks: Tensor) -> Tensor:
-        return logits if self.training else self.mix(logits, peaks)
+    def forward(self, logits: Tensor, peaks: Tensor, seen: Tensor | None = None) -> Tensor:
+        return logits if self.training else self.mix(logits, peaks, seen)
 
-    def mix(self, logits: Tensor, peaks: Tensor) -> Tensor:
-        """logits, peaks [B, C] -> (1 - w) z + w (a h + b) for the boxed findings, z elsewhere."""
-        share = self.weight * self.boxed.to(logits.dtype)  # [C]: w for boxed findings, else 0
+    def mix(self, logits: Tensor, peaks: Tensor, seen: Tensor | None = None) -> Tensor:
+        """logits, peaks [B, C], ``seen`` [B] bool (rows whose image the model saw; all if None)
+        -> (1 - w) z + w (a h + b) for the boxed findings of seen rows, z elsewhere."""
+        share = self.weight * self.boxed.to(logits.dtype)[None, :]  # [1, C]: w for boxed findings, else 0
+        if seen is not None:
+            share = share * seen.to(logits.dtype)[:, None]
         scale, bias = self.scale.to(logits.dtype), self.bias.to(logits.dtype)
         return logits + share * (scale * peaks.detach() + bias - logits)
 

@@ -109,7 +109,9 @@ class InferenceGraph(nn.Module):
             localization = model.localizer(image.grid, vector, batch["image"])
             boxes, heatmaps = localization.boxes, localization.heatmaps
             peaks = localization.peaks if model.peak_evidence is not None else None
-        logits = model.classification_logits(vector, fusion_output, added, peaks)  # includes the calibration
+        logits = model.classification_logits(  # includes the calibration
+            vector, fusion_output, added, peaks, batch["has_image"] if image is not None else None
+        )
         return {
             "logits": logits,
             "probabilities": torch.sigmoid(logits) if logits is not None else None,

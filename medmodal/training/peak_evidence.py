@@ -80,7 +80,7 @@ class FitPeakEvidence(BestCheckpointStage):
         chosen = fit_peak_evidence(model, *scores, self.boxed, self.labels)
         state = model.peak_evidence.state_dict(prefix="model.peak_evidence.")
         if model.condition_on_findings and self.finding_threshold_rule in ("val_f1", "val_micro_f1"):
-            probs = torch.sigmoid(model.peak_evidence.mix(scores[0], scores[1]))
+            probs = torch.sigmoid(model.peak_evidence.mix(scores[0], scores[1], scores[3]))
             choose = (
                 best_micro_f1_thresholds
                 if self.finding_threshold_rule == "val_micro_f1"
@@ -101,10 +101,11 @@ class FitPeakEvidence(BestCheckpointStage):
 @torch.no_grad()
 def validation_scores(
     model: MultimodalModel, studies: StudyDataset, batch_size: int, num_workers: int = 0
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(classifier logits without the peaks [V, C], heatmap peaks [V, C], labels [V, C]), float64,
-    over ``studies`` in eval mode: the logits after the deep-head weight, before any calibration."""
-    logits, peaks, labels = [], [], []
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(classifier logits without the peaks [V, C], heatmap peaks [V, C], labels [V, C], float64;
+    whether the model saw each study's image [V]) over ``studies`` in eval mode: the logits after
+    the deep-head weight, before any calibration."""
+    logits, peaks, labels, seen = [], [], [], []
     for batch in eval_batches(model, studies, batch_size, num_workers):
         image, text, image_present, text_present = model.encode(batch, modality_dropout=False)
         vector, fusion_output = model.fuse(image, text)
@@ -112,7 +113,8 @@ def validation_scores(
         logits.append(model.uncalibrated_logits(vector, fusion_output, added).cpu())
         peaks.append(cast(Tensor, model.heatmap_peaks(image, vector, batch)).cpu())
         labels.append(batch["labels"].cpu())
-    return torch.cat(logits).double(), torch.cat(peaks).double(), torch.cat(labels).double()
+        seen.append(cast(Tensor, image_present).cpu())
+    return torch.cat(logits).double(), torch.cat(peaks).double(), torch.cat(labels).double(), torch.cat(seen)
 
 
 def macro_auroc(targets: np.ndarray, scores: np.ndarray) -> float | None:
@@ -126,23 +128,25 @@ def fit_peak_evidence(
     logits: Tensor,
     peaks: Tensor,
     targets: Tensor,
+    seen: Tensor,
     boxed: Sequence[bool],
     labels: Sequence[str],
 ) -> dict[str, Any]:
-    """Set ``model.peak_evidence`` from validation ``logits``, ``peaks`` and ``targets`` [V, C]
-    (:func:`validation_scores`; module docstring, steps 2-3) for the ``boxed`` findings [C] named
-    ``labels``; returns the choice."""
+    """Set ``model.peak_evidence`` from validation ``logits``, ``peaks``, ``targets`` [V, C] and
+    ``seen`` [V] (:func:`validation_scores`; module docstring, steps 2-3) for the ``boxed`` findings
+    [C] named ``labels``; returns the choice. The Platt scaling is fitted on the studies whose image
+    the model saw."""
     evidence = model.peak_evidence
     if evidence is None:
         raise ValueError("this model has no peak evidence (model.localization.peak_evidence)")
     mask = torch.as_tensor(list(boxed), dtype=torch.bool)
-    platt = fit_platt_scaling(peaks.numpy(), targets.numpy(), list(labels))
+    platt = fit_platt_scaling(peaks[seen].numpy(), targets[seen].numpy(), list(labels))
     scale = torch.where(mask, torch.as_tensor(platt.scale, dtype=torch.float64), 1.0)
     bias = torch.where(mask, torch.as_tensor(platt.bias, dtype=torch.float64), 0.0)
     scores: dict[float, float | None] = {}
     for weight in PEAK_WEIGHTS:
         evidence.set(weight, scale, bias, mask)
-        scores[weight] = macro_auroc(targets.numpy(), evidence.mix(logits, peaks).numpy())
+        scores[weight] = macro_auroc(targets.numpy(), evidence.mix(logits, peaks, seen).numpy())
     known = {w: s for w, s in scores.items() if s is not None}
     # the smallest weight with the best score (max keeps the first of equal ones)
     chosen = max(known, key=lambda w: known[w]) if known and bool(mask.any()) else 0.0

@@ -33,6 +33,14 @@ def test_the_mix_is_hand_computed_for_boxed_findings_and_leaves_the_others():
     assert out[0].tolist() == pytest.approx([0.75, -1.5 + 1.125, 0.7])
 
 
+def test_rows_whose_image_was_not_seen_keep_their_logits():
+    logits, peaks = torch.randn(3, 3), torch.randn(3, 3) * 5
+    seen = torch.tensor([True, False, True])
+    out = _evidence(0.5)(logits, peaks, seen)
+    assert torch.equal(out[1], logits[1])
+    assert torch.equal(out[[0, 2]], _evidence(0.5)(logits[[0, 2]], peaks[[0, 2]]))
+
+
 def test_it_is_the_identity_until_set_and_in_training_mode():
     logits, peaks = torch.randn(4, 3), torch.randn(4, 3) * 5
     assert torch.equal(PeakEvidence(3).eval()(logits, peaks), logits)
@@ -97,6 +105,16 @@ def test_the_model_mixes_its_own_heatmap_peaks_before_the_calibration():
         out = model(batch)
     peaks = out.localization.heatmaps.flatten(2).max(dim=-1).values
     assert torch.allclose(out.logits, 3.0 * (0.5 * before + 0.5 * 2.0 * peaks) + 1.0, atol=1e-5)
+    # a study without its image: the placeholder's heatmaps are not evidence, its logits are the classifier's
+    batch["has_image"][1] = False
+    with torch.no_grad():
+        model.set_calibration(torch.ones(NUM_LABELS), torch.zeros(NUM_LABELS))
+        mixed = model(batch).logits
+        model.peak_evidence.set(
+            0.0, torch.ones(NUM_LABELS), torch.zeros(NUM_LABELS), torch.ones(NUM_LABELS, dtype=torch.bool)
+        )
+        plain = model(batch).logits
+    assert torch.allclose(mixed[1], plain[1]) and not torch.allclose(mixed[0], plain[0])
 
 
 def test_models_without_a_box_head_or_without_the_option_have_none():

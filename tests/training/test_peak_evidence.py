@@ -90,30 +90,30 @@ def test_the_report_bank_reads_the_mixed_probabilities(evidence_run, tiny_data):
     loaded, validation = _validation(evidence_run, tiny_data)
     model = loaded.model.eval()
     _set_evidence(model)
-    logits, peaks, _ = validation_scores(model, validation, batch_size=len(validation))
+    logits, peaks, _, seen = validation_scores(model, validation, batch_size=len(validation))
     batch = next(iter(make_dataloader(validation, batch_size=len(validation), shuffle=False)))
     probs, _ = model.retrieval_inputs(batch)
-    expected = torch.sigmoid(model.peak_evidence.mix(logits, peaks)).float()
+    expected = torch.sigmoid(model.peak_evidence.mix(logits, peaks, seen)).float()
     assert torch.allclose(probs, expected, atol=1e-5)
     assert not torch.allclose(probs, torch.sigmoid(logits).float(), atol=1e-3)
 
 
 def test_weight_zero_unless_the_peaks_help_on_validation(evidence_run, tiny_data):
     loaded, validation = _validation(evidence_run, tiny_data)
-    logits, _, targets = validation_scores(loaded.model, validation, batch_size=8)
+    logits, _, targets, seen = validation_scores(loaded.model, validation, batch_size=8)
     # peaks that carry nothing (a constant): every weight ties or loses, the first (0) is kept
     chosen = fit_peak_evidence(
-        loaded.model, logits, torch.zeros_like(logits), targets, [True] * logits.shape[1], loaded.labels
+        loaded.model, logits, torch.zeros_like(logits), targets, seen, [True] * logits.shape[1], loaded.labels
     )
     assert chosen["weight"] == 0.0
     # peaks equal to the labels themselves: the peaks alone rank perfectly
     perfect = fit_peak_evidence(
-        loaded.model, logits, targets * 10 - 5, targets, [True] * logits.shape[1], loaded.labels
+        loaded.model, logits, targets * 10 - 5, targets, seen, [True] * logits.shape[1], loaded.labels
     )
     assert perfect["val_auroc_macro_by_weight"]["1.0"] == 1.0 and perfect["weight"] > 0
     # no finding with training boxes: nothing to mix
     none = fit_peak_evidence(
-        loaded.model, logits, targets * 10 - 5, targets, [False] * logits.shape[1], loaded.labels
+        loaded.model, logits, targets * 10 - 5, targets, seen, [False] * logits.shape[1], loaded.labels
     )
     assert none["weight"] == 0.0
 
