@@ -13,6 +13,7 @@ from conftest import tiny_config
 from medmodal.config import ConfigError
 from medmodal.data.pipeline import build_dataset, fit_splits, read_dataset
 from medmodal.data.types import Box, Study
+from medmodal.models.presets import PRESETS
 from medmodal.training.checkpoints import read_checkpoint
 from medmodal.training.peak_evidence import (
     PEAK_EVIDENCE_FILE,
@@ -23,18 +24,12 @@ from medmodal.training.peak_evidence import (
     validation_scores,
 )
 
-# The demo's recipe at the tiny sizes: stacked regressions, reports by expected reading, a refitted
-# box head, and the peaks.
+# The demo's recipe (stacked regressions, reports by expected reading, a refitted box head, the
+# peaks) at the tiny sizes.
 EVIDENCE = {
+    **PRESETS["stacked_retrieved"],
     "model.wide.pixels": 8,
-    "model.wide.ngrams": True,
-    "model.wide.fit": "stacked",
-    "model.report_conditioning.reports": "retrieved",
-    "model.report_conditioning.threshold": "val_micro_f1",
-    "model.report_conditioning.retrieve_by": "expected_reading",
-    "train.loss_weights.generation": 0.0,
     "train.localization_refit_epochs": 2,
-    "model.localization.peak_evidence": True,
     "train.epochs": 1,
 }
 
