@@ -57,7 +57,8 @@ class PeakEvidence(nn.Module):
         if seen is not None:
             share = share * seen.to(logits.dtype)[:, None]
         scale, bias = self.scale.to(logits.dtype), self.bias.to(logits.dtype)
-        return logits + share * (scale * peaks.detach() + bias - logits)
+        # not detached: gradient explanations (Grad-CAM) see the evidence; training mode never mixes
+        return logits + share * (scale * peaks + bias - logits)
 
     def set(self, weight: float, scale: Tensor, bias: Tensor, boxed: Tensor) -> None:
         """Set w, the Platt scales and biases [C] and the boxed findings [C] (checked as on load)."""

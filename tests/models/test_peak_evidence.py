@@ -49,11 +49,13 @@ def test_it_is_the_identity_until_set_and_in_training_mode():
     assert not torch.equal(trained.eval()(logits, peaks), logits)
 
 
-def test_no_gradient_reaches_the_box_head_through_the_peaks():
+def test_training_sends_no_gradient_through_the_peaks_explanations_see_them():
     peaks = torch.randn(2, 3, requires_grad=True)
     logits = torch.randn(2, 3, requires_grad=True)
-    _evidence(0.5)(logits, peaks).sum().backward()
+    _evidence(0.5).train()(logits, peaks).sum().backward()
     assert peaks.grad is None and logits.grad is not None
+    _evidence(0.5)(logits, peaks).sum().backward()  # eval mode: Grad-CAM differentiates through the mix
+    assert peaks.grad is not None and peaks.grad[:, 2].eq(0).all() and peaks.grad[:, :2].ne(0).all()
 
 
 @pytest.mark.parametrize(
