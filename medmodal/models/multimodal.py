@@ -257,10 +257,12 @@ class MultimodalModel(nn.Module):
         None without the head."""
         if not self.classification:
             return None
-        logits = self.uncalibrated_logits(vector, fusion_output, added, peaks, seen)
-        if not self.training:
-            logits = self.calibration(logits)
-        return logits
+        return self.calibrated(self.uncalibrated_logits(vector, fusion_output, added, peaks, seen))
+
+    def calibrated(self, logits: Tensor) -> Tensor:
+        """Classification logits [B, C] -> calibrated in eval mode (:meth:`set_calibration`), as they are
+        in training mode."""
+        return logits if self.training else self.calibration(logits)
 
     def uncalibrated_logits(
         self,
@@ -422,16 +424,16 @@ class MultimodalModel(nn.Module):
             image_logits, text_logits, added = self.unimodal_logits(
                 batch, image, text, image_present, text_present
             )
-        logits = self.classification_logits(vector, fusion_output, added)
+        raw = self.uncalibrated_logits(vector, fusion_output, added) if self.classification else None
+        logits = self.calibrated(raw) if raw is not None else None
         localization = None
         if self.localizer is not None:
             assert image is not None  # a localization head is built only with an image encoder
             localization = self.localizer(image.grid, vector, batch["image"], logits)
-            if self.peak_evidence is not None and not self.training:
-                # the head's peaks mixed in (eval mode only); the boxes keep the classifier's own gate
-                logits = self.classification_logits(
-                    vector, fusion_output, added, localization.peaks, image_present
-                )
+            if self.peak_evidence is not None and raw is not None and not self.training:
+                # the head's peaks mixed into the same logits (eval mode only); the boxes keep the
+                # classifier's own gate
+                logits = self.calibrated(self.peak_evidence(raw, localization.peaks, image_present))
         caption_logits = None
         if self.decoder is not None and batch.get("target_ids") is not None:
             memory, memory_mask = self.decoder_memory(image, text)

@@ -29,12 +29,12 @@ from typing import Any, cast
 import lightning as L
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from medmodal.data.dataset import StudyDataset
 from medmodal.data.types import Study
 from medmodal.evaluation.metrics import best_f1_thresholds, best_micro_f1_thresholds
+from medmodal.evaluation.stats import auroc_macro
 from medmodal.models.calibration import fit_platt_scaling
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.runs import RunDir, write_json_atomic
@@ -118,9 +118,11 @@ def validation_scores(
 
 
 def macro_auroc(targets: np.ndarray, scores: np.ndarray) -> float | None:
-    """Mean AUROC over the labels with both classes in ``targets`` (None when there is none)."""
-    both = [j for j in range(targets.shape[1]) if 0 < targets[:, j].sum() < len(targets)]
-    return float(np.mean([roc_auc_score(targets[:, j], scores[:, j]) for j in both])) if both else None
+    """Mean AUROC over the labels with both classes in ``targets`` (None when there is none): the
+    evaluation's own rank statistic (:func:`medmodal.evaluation.stats.auroc_macro`), which reads
+    any scores, logits included."""
+    value = float(auroc_macro(np.asarray(scores, dtype=np.float64), np.asarray(targets, dtype=np.float64)))
+    return None if np.isnan(value) else value
 
 
 def fit_peak_evidence(
