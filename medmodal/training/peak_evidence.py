@@ -29,12 +29,12 @@ from typing import Any, cast
 import lightning as L
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import Tensor
 
 from medmodal.data.dataset import StudyDataset
 from medmodal.data.types import Study
-from medmodal.evaluation.metrics import best_f1_thresholds, best_micro_f1_thresholds
-from medmodal.evaluation.stats import auroc_macro
+from medmodal.evaluation.metrics import best_f1_thresholds, best_micro_f1_thresholds, classification_metrics
 from medmodal.models.calibration import fit_platt_scaling
 from medmodal.models.multimodal import MultimodalModel
 from medmodal.runs import RunDir, write_json_atomic
@@ -119,10 +119,11 @@ def validation_scores(
 
 def macro_auroc(targets: np.ndarray, scores: np.ndarray) -> float | None:
     """Mean AUROC over the labels with both classes in ``targets`` (None when there is none): the
-    evaluation's own rank statistic (:func:`medmodal.evaluation.stats.auroc_macro`), which reads
-    any scores, logits included."""
-    value = float(auroc_macro(np.asarray(scores, dtype=np.float64), np.asarray(targets, dtype=np.float64)))
-    return None if np.isnan(value) else value
+    evaluation's own metric (:func:`~medmodal.evaluation.metrics.classification_metrics`), read on
+    each column's ranks scaled to (0, 1]. AUROC depends on the order alone, and the metric takes
+    probabilities, which a sigmoid of large logits would tie at 1."""
+    ranks = rankdata(np.asarray(scores, dtype=np.float64), axis=0) / len(scores)
+    return classification_metrics(ranks, targets)["auroc_macro"]
 
 
 def fit_peak_evidence(
